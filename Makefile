@@ -1,0 +1,53 @@
+# kubeforge — build, test, demo. See README.md.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/kubeforge
+ARTIFACTS ?= $(CURDIR)/.cache/artifacts
+HARNESS_DIR ?= $(CURDIR)/.harness
+
+.PHONY: all build test unit integration e2e demo prereqs artifacts node-image harness-up harness-down harness-status bench clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/kubeforge
+
+# Everything a fresh Debian machine needs, then every test: unit, integration (real OpenSSH), e2e (real clusters).
+test: prereqs build artifacts node-image unit integration e2e
+
+unit:
+	$(GO) test -count=1 ./...
+
+integration: prereqs
+	$(GO) test -count=1 -tags integration ./ssh/... ./cmd/... ./playbooks/... ./tasks/...
+
+e2e: prereqs build artifacts node-image
+	$(GO) test -count=1 -tags e2e -timeout 60m -v ./test/e2e/...
+
+prereqs:
+	bash test/scripts/prereqs.sh
+
+artifacts: prereqs
+	bash test/scripts/artifacts.sh $(ARTIFACTS)
+
+node-image: prereqs
+	bash test/scripts/node-image.sh
+
+harness-up: node-image
+	$(GO) run ./test/harness up 3 --artifacts $(ARTIFACTS) --dir $(HARNESS_DIR)
+
+harness-down:
+	$(GO) run ./test/harness down --dir $(HARNESS_DIR)
+
+harness-status:
+	$(GO) run ./test/harness status --dir $(HARNESS_DIR)
+
+# demo.sh runs every stage itself (each is cached) and still shows the harness when ./cmd/kubeforge is unfinished.
+demo:
+	ARTIFACTS=$(ARTIFACTS) HARNESS_DIR=$(HARNESS_DIR) GO=$(GO) bash test/scripts/demo.sh
+
+bench: build artifacts node-image
+	bash test/scripts/bench.sh
+
+clean:
+	rm -rf bin

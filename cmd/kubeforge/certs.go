@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kubeforge/kubeforge/pki"
+	"github.com/kubeforge/kubeforge/playbooks"
+	"github.com/kubeforge/kubeforge/tasks"
+)
+
+func newCertsCmd(g *globals, stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{Use: "certs", Short: "Generate, inspect and renew the cluster PKI (kubeadm layout)"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "generate",
+		Short: "Make the CAs, keys and every leaf in <state dir>/pki, reusing what is valid",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := playbooks.Run(cmd.Context(), &g.opts, playbooks.Certs)
+			if err == nil && res != nil {
+				fmt.Fprintf(stdout, "PKI is in %s\n", res.Env.PKIDir())
+			}
+			return err
+		},
+	})
+	var onHosts bool
+	check := &cobra.Command{
+		Use:   "check-expiration",
+		Short: "Print every certificate's subject, expiry and residual time (locally, or read on the hosts)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if onHosts {
+				res, err := playbooks.Run(cmd.Context(), &g.opts, playbooks.CheckNodeCerts)
+				if res != nil {
+					fmt.Fprintln(stdout)
+					tasks.WriteCertTable(stdout, res.Env.NodeCertInfos())
+				}
+				return err
+			}
+			if _, err := playbooks.Load(&g.opts); err != nil {
+				return err
+			}
+			b, err := pki.Load(g.opts.StateDir + "/pki")
+			if err != nil {
+				return err
+			}
+			tasks.WriteCertTable(stdout, b.Certificates())
+			return nil
+		},
+	}
+	check.Flags().BoolVar(&onHosts, "hosts", false, "read the certificates on every host over SSH")
+	cmd.AddCommand(check)
+	cmd.AddCommand(&cobra.Command{
+		Use:   "renew NAME... | all",
+		Short: "Re-issue leaf certificates in the state dir; `kubeforge up` then pushes them",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			inv, err := playbooks.Load(&g.opts)
+			if err != nil {
+				return err
+			}
+			dir := g.opts.StateDir + "/pki"
+			b, err := pki.Load(dir)
+			if err != nil {
+				return err
+			}
+			opt := pki.Options{Validity: inv.Cluster.CertificateValidity.Duration, KeyType: inv.Cluster.KeyType, Now: time.Now}
+			changes, err := b.Renew(inv, args, opt)
+			if err != nil {
+				return err
+			}
+			if err := b.Save(dir); err != nil {
+				return err
+			}
+			for _, c := range changes {
+				fmt.Fprintln(stdout, c)
+			}
+			fmt.Fprintf(stdout, "Renewed in %s. Run `kubeforge up -i %s` to push them to the hosts.\n", dir, g.opts.Inventory)
+			return nil
+		},
+	})
+	return cmd
+}
+
+func newRenderCmd(g *globals, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "render",
+		Short: "Write every host's files under <state dir>/nodes/<host>/ (reads facts from the hosts, changes none)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := playbooks.Run(cmd.Context(), &g.opts, playbooks.Render)
+			if err == nil && res != nil {
+				fmt.Fprintf(stdout, "Rendered every host's tree under %s/nodes/\n", res.Env.StateDir)
+			}
+			return err
+		},
+	}
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/playbooks"
+)
+
+func newUpCmd(g *globals, stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Create a cluster from the inventory, or converge an existing one",
+		Long: "Create a cluster from the inventory, or converge an existing one. Steps, in order:\n\n" +
+			stepList(playbooks.Up(&inventory.Inventory{})),
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := playbooks.Run(cmd.Context(), &g.opts, playbooks.Up)
+			if res == nil {
+				return err
+			}
+			finish(stdout, g, res)
+			if err != nil {
+				return err
+			}
+			admin := res.Env.AdminKubeconfigPath()
+			fmt.Fprintf(stdout, "\nThe cluster is up. Use it with:\n  export KUBECONFIG=%s\n  kubectl get nodes\n", admin)
+			fmt.Fprintf(stdout, "`kubeforge kubeconfig -i %s` prints that kubeconfig again.\n", g.opts.Inventory)
+			return nil
+		},
+	}
+	changing(cmd, g)
+	return cmd
+}
+
+// finish prints the summary table and what changed.
+func finish(w io.Writer, g *globals, res *playbooks.RunResult) {
+	changes := res.Env.Changes()
+	fmt.Fprintln(w)
+	res.Summary.Write(w, changes)
+	n := 0
+	for _, c := range changes {
+		n += len(c)
+	}
+	if n == 0 {
+		fmt.Fprintln(w, "No changes: every host already matched the inventory.")
+	}
+	if g.opts.Verbose {
+		hosts := make([]string, 0, len(changes))
+		for h := range changes {
+			hosts = append(hosts, h)
+		}
+		sort.Strings(hosts)
+		for _, h := range hosts {
+			for _, c := range changes[h] {
+				fmt.Fprintf(w, "  %s: %s\n", h, c)
+			}
+		}
+	}
+}
+
+func stepList(p playbooks.Playbook) string {
+	s := ""
+	for _, st := range p.Steps {
+		s += fmt.Sprintf("  %-22s %s\n", st.Name, st.Help)
+	}
+	return s
+}
+
+func newKubeconfigCmd(g *globals, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "kubeconfig",
+		Short: "Print the cluster's admin kubeconfig (from the state dir)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := playbooks.Load(&g.opts); err != nil {
+				return err
+			}
+			p := filepath.Join(g.opts.StateDir, "admin.conf")
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return fmt.Errorf("read admin kubeconfig: %w (run `kubeforge up` first)", err)
+			}
+			_, err = stdout.Write(b)
+			return err
+		},
+	}
+}

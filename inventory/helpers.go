@@ -1,0 +1,174 @@
+package inventory
+
+import (
+	"fmt"
+	"math/big"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// EffectiveSSH returns the SSH settings used to reach h: the inventory-wide
+// settings, overridden by the non-zero fields of h.SSH, then by h.User and
+// h.Port. Lists (identity files, known_hosts files) and the bastion are
+// replaced, not merged. The result shares no slice or pointer with inv.
+func (inv *Inventory) EffectiveSSH(h *Host) SSH {
+	out := copySSH(inv.SSH)
+	if o := h.SSH; o != nil {
+		if o.User != "" {
+			out.User = o.User
+		}
+		if o.Port != 0 {
+			out.Port = o.Port
+		}
+		if len(o.IdentityFiles) > 0 {
+			out.IdentityFiles = append([]string(nil), o.IdentityFiles...)
+		}
+		if o.UseAgent != nil {
+			v := *o.UseAgent
+			out.UseAgent = &v
+		}
+		if o.PasswordEnv != "" {
+			out.PasswordEnv = o.PasswordEnv
+		}
+		if o.PasswordPrompt {
+			out.PasswordPrompt = true
+		}
+		if o.PassphraseEnv != "" {
+			out.PassphraseEnv = o.PassphraseEnv
+		}
+		if len(o.KnownHosts) > 0 {
+			out.KnownHosts = append([]string(nil), o.KnownHosts...)
+		}
+		if o.ConnectTimeout.Duration != 0 {
+			out.ConnectTimeout = o.ConnectTimeout
+		}
+		if o.Bastion != nil {
+			out.Bastion = copyBastion(o.Bastion)
+		}
+	}
+	if h.User != "" {
+		out.User = h.User
+	}
+	if h.Port != 0 {
+		out.Port = h.Port
+	}
+	return out
+}
+
+func copySSH(s SSH) SSH {
+	s.IdentityFiles = append([]string(nil), s.IdentityFiles...)
+	s.KnownHosts = append([]string(nil), s.KnownHosts...)
+	if s.UseAgent != nil {
+		v := *s.UseAgent
+		s.UseAgent = &v
+	}
+	s.Bastion = copyBastion(s.Bastion)
+	return s
+}
+
+func copyBastion(b *Bastion) *Bastion {
+	if b == nil {
+		return nil
+	}
+	c := *b
+	c.IdentityFiles = append([]string(nil), b.IdentityFiles...)
+	if b.UseAgent != nil {
+		v := *b.UseAgent
+		c.UseAgent = &v
+	}
+	return &c
+}
+
+// Endpoint returns the host and port clients use to reach the API server:
+// cluster.controlPlaneEndpoint when set (port 6443 when it has none), else the
+// first control plane's node IP and port 6443. host is empty when there is
+// neither.
+func (inv *Inventory) Endpoint() (host string, port int) {
+	if ep := inv.Cluster.ControlPlaneEndpoint; ep != "" {
+		if h, p, err := splitHostPort(ep); err == nil {
+			if p == 0 {
+				p = DefaultAPIServerPort
+			}
+			return h, p
+		}
+		return ep, DefaultAPIServerPort
+	}
+	if cp := inv.FirstControlPlane(); cp != nil {
+		return cp.NodeIP(), DefaultAPIServerPort
+	}
+	return "", DefaultAPIServerPort
+}
+
+// ServerURL is the API server URL of the cluster, "https://host:port", with
+// IPv6 addresses in brackets.
+func (inv *Inventory) ServerURL() string {
+	h, p := inv.Endpoint()
+	return "https://" + net.JoinHostPort(h, strconv.Itoa(p))
+}
+
+// ServiceIP returns the n-th address of the (first) service subnet: 1 is the
+// "kubernetes" service, 10 the cluster DNS service.
+func (inv *Inventory) ServiceIP(n int) (net.IP, error) {
+	subnet := inv.Cluster.ServiceSubnet
+	if subnet == "" {
+		subnet = DefaultServiceSubnet
+	}
+	first := strings.TrimSpace(strings.Split(subnet, ",")[0])
+	pfx, err := netip.ParsePrefix(first)
+	if err != nil {
+		return nil, fmt.Errorf("parse service subnet: %w", err)
+	}
+	pfx = pfx.Masked()
+	if n < 0 {
+		return nil, fmt.Errorf("service IP index %d is negative", n)
+	}
+	base := new(big.Int).SetBytes(pfx.Addr().AsSlice())
+	ip := new(big.Int).Add(base, big.NewInt(int64(n)))
+	buf := ip.Bytes()
+	size := pfx.Addr().BitLen() / 8
+	if len(buf) > size {
+		return nil, fmt.Errorf("service IP index %d overflows the service subnet %s", n, pfx)
+	}
+	raw := make([]byte, size)
+	copy(raw[size-len(buf):], buf)
+	addr, _ := netip.AddrFromSlice(raw)
+	if !pfx.Contains(addr) {
+		return nil, fmt.Errorf("service IP index %d is outside the service subnet %s", n, pfx)
+	}
+	return net.IP(addr.AsSlice()), nil
+}
+
+// StateDir is the default state directory: "<inventory dir>/<cluster name>.kubeforge".
+func (inv *Inventory) StateDir() string {
+	name := inv.Cluster.Name
+	if name == "" {
+		name = DefaultClusterName
+	}
+	return filepath.Join(inv.Dir(), name+".kubeforge")
+}
+
+// splitHostPort splits "host", "host:port", "[v6]:port" or a bare IPv6
+// address. port is 0 when absent.
+func splitHostPort(s string) (string, int, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.String(), 0, nil
+	}
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		return s[1 : len(s)-1], 0, nil
+	}
+	if !strings.Contains(s, ":") {
+		return s, 0, nil
+	}
+	h, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.Atoi(ps)
+	if err != nil || p < 1 || p > 65535 {
+		return "", 0, fmt.Errorf("port %q must be a number between 1 and 65535", ps)
+	}
+	return h, p, nil
+}

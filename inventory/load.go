@@ -1,0 +1,397 @@
+package inventory
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Load reads, decodes, defaults and validates the inventory file at path.
+// Decoding is strict: an unknown field is a problem. Every problem found is
+// returned at once in a *ValidationError, each with its file and line.
+// Warnings do not fail Load; they are returned in inv.Warnings. On a
+// *ValidationError the returned inventory is nil.
+func Load(path string) (*Inventory, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolve inventory path: %w", err)
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, fmt.Errorf("read inventory: %w", err)
+	}
+	return Parse(data, abs)
+}
+
+// Parse decodes, defaults and validates one inventory document held in data.
+// path names the file in messages and anchors relative paths (identity files,
+// artifacts, ...); it is made absolute. It behaves like Load otherwise.
+func Parse(data []byte, path string) (*Inventory, error) {
+	if path != "" {
+		if abs, err := filepath.Abs(path); err == nil {
+			path = abs
+		}
+	}
+	d := &decoded{file: path}
+	inv := d.decode(data)
+	if inv == nil {
+		sortProblems(d.problems)
+		return nil, &ValidationError{Problems: d.problems}
+	}
+	inv.Path = path
+	inv.SetDefaults()
+	c := newChecker(inv, d.root)
+	c.problems = append(c.problems, d.problems...)
+	if err := c.finish(inv); err != nil {
+		return nil, err
+	}
+	return inv, nil
+}
+
+// decoded carries what decoding learnt: the document's root node (for lines)
+// and the problems met on the way.
+type decoded struct {
+	file     string
+	root     *yaml.Node // the document's top-level mapping
+	problems []Problem
+}
+
+func (d *decoded) add(line int, field, msg, hint string) {
+	d.problems = append(d.problems, Problem{File: d.file, Line: line, Field: field, Message: msg, Hint: hint})
+}
+
+var (
+	syntaxLineRe = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+	typeLineRe   = regexp.MustCompile(`^line (\d+): (.*)$`)
+	unknownRe    = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
+)
+
+// decode parses data into a node tree (syntax, one document, not empty) and
+// then strictly into an Inventory. It returns nil when nothing usable came out.
+func (d *decoded) decode(data []byte) *Inventory {
+	if len(bytes.TrimSpace(data)) == 0 {
+		d.add(0, "", "the inventory file is empty", "start from examples/cluster.yaml")
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			d.add(0, "", "the inventory file is empty (only comments)", "start from examples/cluster.yaml")
+		} else {
+			d.addSyntax(err, data)
+		}
+		return nil
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		d.addSyntax(err, data)
+		return nil
+	default:
+		d.add(next.Line, "", "the file holds more than one YAML document", "keep one inventory per file; remove the \"---\" separator")
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
+		root = root.Content[0]
+	}
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		d.add(root.Line, "", "the inventory file is empty", "start from examples/cluster.yaml")
+		return nil
+	}
+	if root.Kind != yaml.MappingNode {
+		d.add(root.Line, "", "the inventory must be a YAML mapping with apiVersion, kind, cluster, ssh and hosts", "start from examples/cluster.yaml")
+		return nil
+	}
+	d.root = root
+
+	// Strict decoding into the types; yaml.v3 keeps going after type errors and
+	// unknown fields and reports them all, each with its line.
+	var inv Inventory
+	sd := yaml.NewDecoder(bytes.NewReader(data))
+	sd.KnownFields(true)
+	if err := sd.Decode(&inv); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			d.addSyntax(err, data)
+			return nil
+		}
+		for _, msg := range te.Errors {
+			d.addTypeError(msg)
+		}
+	}
+	// Fill the lines of hosts.
+	loc := locator{root: root}
+	for i, h := range inv.Hosts {
+		if h == nil {
+			inv.Hosts[i] = &Host{}
+			h = inv.Hosts[i]
+		}
+		if n := loc.node("hosts", i); n != nil {
+			h.Line = n.Line
+		}
+	}
+	return &inv
+}
+
+// addSyntax records a YAML syntax error with its line. yaml.v3 reports the
+// line where the enclosing block starts, which can be far above the mistake;
+// the line of the mistake is the first line at which a prefix of the file
+// fails with the same error.
+func (d *decoded) addSyntax(err error, data []byte) {
+	msg := err.Error()
+	m := syntaxLineRe.FindStringSubmatch(msg)
+	if m == nil {
+		d.add(0, "", "YAML syntax error: "+strings.TrimPrefix(msg, "yaml: "), "")
+		return
+	}
+	line, _ := strconv.Atoi(m[1])
+	problem := m[2]
+	if at := firstFailingLine(data, problem); at > 0 && at != line {
+		d.add(at, "", fmt.Sprintf("YAML syntax error: %s (in the block that starts at line %d)", problem, line), syntaxHint)
+		return
+	}
+	d.add(line, "", "YAML syntax error: "+problem, syntaxHint)
+}
+
+const syntaxHint = "check the indentation (spaces, not tabs), the \"- \" of list items and the quoting on this line"
+
+// maxSyntaxSearchLines bounds the prefix search of firstFailingLine.
+const maxSyntaxSearchLines = 5000
+
+// firstFailingLine returns the smallest n such that the first n lines of data
+// fail to parse with the message problem, or 0.
+func firstFailingLine(data []byte, problem string) int {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if len(lines) > maxSyntaxSearchLines {
+		return 0
+	}
+	var prefix []byte
+	for i, l := range lines {
+		prefix = append(prefix, l...)
+		dec := yaml.NewDecoder(bytes.NewReader(prefix))
+		for {
+			var n yaml.Node
+			err := dec.Decode(&n)
+			if err == nil {
+				continue
+			}
+			if m := syntaxLineRe.FindStringSubmatch(err.Error()); m != nil && m[2] == problem {
+				return i + 1
+			}
+			break
+		}
+	}
+	return 0
+}
+
+// addTypeError turns one entry of a *yaml.TypeError into a problem.
+func (d *decoded) addTypeError(msg string) {
+	line := 0
+	if m := typeLineRe.FindStringSubmatch(msg); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	}
+	if m := unknownRe.FindStringSubmatch(msg); m != nil {
+		name, typ := m[1], m[2]
+		field := fieldString(locator{root: d.root}.findKey(line, name))
+		d.problems = append(d.problems, Problem{
+			File: d.file, Line: line, Field: field,
+			Message: fmt.Sprintf("unknown field %q", name),
+			Hint:    unknownFieldHint(name, typ),
+		})
+		return
+	}
+	d.add(line, "", msg, "")
+}
+
+// knownTypes maps the Go type names yaml.v3 reports to the types, so that a
+// hint can list the valid fields.
+var knownTypes = map[string]reflect.Type{
+	"inventory.Inventory": reflect.TypeFor[Inventory](),
+	"inventory.Cluster":   reflect.TypeFor[Cluster](),
+	"inventory.CNI":       reflect.TypeFor[CNI](),
+	"inventory.Kubelet":   reflect.TypeFor[Kubelet](),
+	"inventory.Component": reflect.TypeFor[Component](),
+	"inventory.SSH":       reflect.TypeFor[SSH](),
+	"inventory.Bastion":   reflect.TypeFor[Bastion](),
+	"inventory.Host":      reflect.TypeFor[Host](),
+	"inventory.Taint":     reflect.TypeFor[Taint](),
+}
+
+// unknownFieldHint suggests the right field for an unknown one.
+func unknownFieldHint(name, typ string) string {
+	lower := strings.ToLower(name)
+	switch {
+	case lower == "password" || lower == "pass" || lower == "passwd":
+		return "a password is never written in the inventory: set passwordEnv to the name of an environment variable that holds it, or passwordPrompt: true"
+	case lower == "passphrase":
+		return "set passphraseEnv to the name of an environment variable that holds the passphrase"
+	}
+	t, ok := knownTypes[typ]
+	if !ok {
+		return ""
+	}
+	var fields []string
+	best, bestDist := "", 3
+	for i := range t.NumField() {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fields = append(fields, tag)
+		if dist := editDistance(lower, strings.ToLower(tag)); dist < bestDist {
+			best, bestDist = tag, dist
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("did you mean %q?", best)
+	}
+	return "valid fields here: " + strings.Join(fields, ", ")
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// locator finds the lines of fields in the document. A path is a list of
+// mapping keys (string) and sequence indexes (int). A nil root (an inventory
+// built in code) has no lines.
+type locator struct{ root *yaml.Node }
+
+// node returns the value node at path, or nil.
+func (l locator) node(path ...any) *yaml.Node {
+	n, _, ok := l.walk(path)
+	if !ok {
+		return nil
+	}
+	return n
+}
+
+// line returns the line of the field at path: the line of its key in a
+// mapping, of the item in a sequence. When the field is absent it returns the
+// line of its deepest present ancestor, so that a missing field points at
+// the block it belongs to.
+func (l locator) line(path ...any) int {
+	_, line, _ := l.walk(path)
+	return line
+}
+
+func (l locator) walk(path []any) (*yaml.Node, int, bool) {
+	n := l.root
+	if n == nil {
+		return nil, 0, false
+	}
+	line := n.Line
+	for _, p := range path {
+		for n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
+		switch p := p.(type) {
+		case string:
+			if n.Kind != yaml.MappingNode {
+				return nil, line, false
+			}
+			found := false
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == p {
+					line, n, found = n.Content[i].Line, n.Content[i+1], true
+					break
+				}
+			}
+			if !found {
+				return nil, line, false
+			}
+		case int:
+			if n.Kind != yaml.SequenceNode || p < 0 || p >= len(n.Content) {
+				return nil, line, false
+			}
+			n = n.Content[p]
+			line = n.Line
+		}
+	}
+	return n, line, true
+}
+
+// findKey returns the path of the mapping key named name on line, or nil.
+func (l locator) findKey(line int, name string) []any {
+	var found []any
+	var visit func(n *yaml.Node, path []any) bool
+	visit = func(n *yaml.Node, path []any) bool {
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := n.Content[i]
+				p := append(append([]any{}, path...), k.Value)
+				if k.Line == line && k.Value == name {
+					found = p
+					return true
+				}
+				if visit(n.Content[i+1], p) {
+					return true
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				if visit(c, append(append([]any{}, path...), i)) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if l.root != nil {
+		visit(l.root, nil)
+	}
+	return found
+}
+
+var plainKeyRe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// fieldString renders a path as "hosts[1].labels[\"a/b\"]".
+func fieldString(path []any) string {
+	var b strings.Builder
+	for _, p := range path {
+		switch p := p.(type) {
+		case int:
+			fmt.Fprintf(&b, "[%d]", p)
+		case string:
+			if !plainKeyRe.MatchString(p) {
+				fmt.Fprintf(&b, "[%q]", p)
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(p)
+		}
+	}
+	return b.String()
+}

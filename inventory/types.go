@@ -1,0 +1,209 @@
+// Package inventory defines kubeforge's cluster inventory: the hosts, how to reach
+// them over SSH, and the cluster settings. Load decodes and validates a YAML file.
+package inventory
+
+import "time"
+
+// APIVersion and Kind identify a kubeforge inventory document.
+const (
+	APIVersion = "kubeforge.io/v1alpha1"
+	Kind       = "Cluster"
+)
+
+// Role is what a host does in the cluster. Etcd is stacked on control planes.
+type Role string
+
+// The roles a host can have.
+const (
+	RoleControlPlane Role = "control-plane"
+	RoleWorker       Role = "worker"
+)
+
+// Inventory is one kubeforge inventory document.
+type Inventory struct {
+	APIVersion string  `yaml:"apiVersion"`
+	Kind       string  `yaml:"kind"`
+	Cluster    Cluster `yaml:"cluster"`
+	SSH        SSH     `yaml:"ssh"`
+	Hosts      []*Host `yaml:"hosts"`
+
+	// Path is the file the inventory was loaded from (empty when built in code).
+	Path string `yaml:"-"`
+	// Warnings are the problems found by Load or Validate that do not make the
+	// inventory unusable (for example an even number of control planes).
+	Warnings []Problem `yaml:"-"`
+}
+
+// Cluster holds the cluster-wide settings.
+type Cluster struct {
+	Name                 string   `yaml:"name"`
+	KubernetesVersion    string   `yaml:"kubernetesVersion"`
+	ControlPlaneEndpoint string   `yaml:"controlPlaneEndpoint"` // host[:port]; defaults to the first control plane
+	PodSubnet            string   `yaml:"podSubnet"`
+	ServiceSubnet        string   `yaml:"serviceSubnet"`
+	DNSDomain            string   `yaml:"dnsDomain"`
+	CertSANs             []string `yaml:"certSANs"`
+	ImageRepository      string   `yaml:"imageRepository"`
+	// Artifacts is a local directory of binaries and image tarballs for offline
+	// installs (layout in docs/inventory.md). Relative to the inventory file.
+	Artifacts                string            `yaml:"artifacts"`
+	ContainerRuntimeEndpoint string            `yaml:"containerRuntimeEndpoint"`
+	CertificateValidity      Duration          `yaml:"certificateValidity"` // leaves; default 8760h
+	KeyType                  string            `yaml:"keyType"`             // rsa (default) or ecdsa
+	CNI                      CNI               `yaml:"cni"`
+	Kubelet                  Kubelet           `yaml:"kubelet"`
+	APIServer                Component         `yaml:"apiServer"`
+	ControllerManager        Component         `yaml:"controllerManager"`
+	Scheduler                Component         `yaml:"scheduler"`
+	Etcd                     Component         `yaml:"etcd"`
+	FeatureGates             map[string]bool   `yaml:"featureGates"`
+	Extra                    map[string]string `yaml:"-"`
+}
+
+// CNI chooses the pod network. The built-in default ("bridge") needs no image:
+// a bridge + host-local config per node and routes between hosts set by kubeforge.
+type CNI struct {
+	Plugin   string `yaml:"plugin"`   // "bridge" (default) or "manifest"
+	Manifest string `yaml:"manifest"` // a local YAML file applied when Plugin is "manifest"
+}
+
+// Kubelet holds extra kubelet settings.
+type Kubelet struct {
+	CgroupDriver string            `yaml:"cgroupDriver"` // systemd (default) or cgroupfs
+	ResolvConf   string            `yaml:"resolvConf"`
+	ExtraArgs    map[string]string `yaml:"extraArgs"`
+	// Config is merged over kubeforge's KubeletConfiguration (field names as in kubelet.config.k8s.io/v1beta1).
+	Config map[string]any `yaml:"config"`
+}
+
+// Component holds extra flags and volumes for a control-plane component.
+type Component struct {
+	ExtraArgs map[string]string `yaml:"extraArgs"`
+}
+
+// SSH says how to reach hosts. Host-level values override these.
+type SSH struct {
+	User           string   `yaml:"user"`
+	Port           int      `yaml:"port"`
+	IdentityFiles  []string `yaml:"identityFiles"`
+	UseAgent       *bool    `yaml:"useAgent"`
+	PasswordEnv    string   `yaml:"passwordEnv"`    // name of an environment variable holding the password
+	PasswordPrompt bool     `yaml:"passwordPrompt"` // ask on the terminal
+	PassphraseEnv  string   `yaml:"passphraseEnv"`  // passphrase for encrypted identity files
+	KnownHosts     []string `yaml:"knownHosts"`
+	ConnectTimeout Duration `yaml:"connectTimeout"`
+	Bastion        *Bastion `yaml:"bastion"`
+}
+
+// Bastion is a jump host with its own auth.
+type Bastion struct {
+	Address        string   `yaml:"address"`
+	Port           int      `yaml:"port"`
+	User           string   `yaml:"user"`
+	IdentityFiles  []string `yaml:"identityFiles"`
+	UseAgent       *bool    `yaml:"useAgent"`
+	PasswordEnv    string   `yaml:"passwordEnv"`
+	PasswordPrompt bool     `yaml:"passwordPrompt"`
+}
+
+// Host is one machine of the fleet.
+type Host struct {
+	Name            string            `yaml:"name"`
+	Address         string            `yaml:"address"`
+	InternalAddress string            `yaml:"internalAddress"` // defaults to Address
+	Port            int               `yaml:"port"`
+	User            string            `yaml:"user"`
+	Roles           []Role            `yaml:"roles"`
+	Labels          map[string]string `yaml:"labels"`
+	Taints          []Taint           `yaml:"taints"`
+	SSH             *SSH              `yaml:"ssh"`    // per-host overrides
+	Remove          bool              `yaml:"remove"` // marked for removal by scale
+
+	// Line is the line of this host in the inventory file (for messages).
+	Line int `yaml:"-"`
+}
+
+// Taint is a node taint.
+type Taint struct {
+	Key    string `yaml:"key"`
+	Value  string `yaml:"value"`
+	Effect string `yaml:"effect"`
+}
+
+// Duration is a time.Duration that decodes from "30s", "8760h".
+type Duration struct{ time.Duration }
+
+// Has reports whether h has role r.
+func (h *Host) Has(r Role) bool {
+	for _, x := range h.Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// IsControlPlane reports whether h runs the control plane (and etcd).
+func (h *Host) IsControlPlane() bool { return h.Has(RoleControlPlane) }
+
+// NodeIP is the address the cluster uses for h: InternalAddress, else Address.
+func (h *Host) NodeIP() string {
+	if h.InternalAddress != "" {
+		return h.InternalAddress
+	}
+	return h.Address
+}
+
+// Selector picks the hosts a step runs on.
+type Selector struct {
+	Name  string // shown in plans: "all", "control-plane", "first-control-plane", "workers"
+	Match func(inv *Inventory, h *Host) bool
+}
+
+// Select returns the hosts of inv that s matches, in inventory order.
+func (s Selector) Select(inv *Inventory) []*Host {
+	var out []*Host
+	for _, h := range inv.Hosts {
+		if s.Match == nil || s.Match(inv, h) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// ControlPlanes returns the control-plane hosts in inventory order.
+func (inv *Inventory) ControlPlanes() []*Host { return SelectControlPlanes.Select(inv) }
+
+// Workers returns hosts that are not control planes.
+func (inv *Inventory) Workers() []*Host { return SelectWorkers.Select(inv) }
+
+// FirstControlPlane is the host that initialises the cluster.
+func (inv *Inventory) FirstControlPlane() *Host {
+	if cps := inv.ControlPlanes(); len(cps) > 0 {
+		return cps[0]
+	}
+	return nil
+}
+
+// Host returns the host named name, or nil.
+func (inv *Inventory) Host(name string) *Host {
+	for _, h := range inv.Hosts {
+		if h.Name == name {
+			return h
+		}
+	}
+	return nil
+}
+
+// The common selectors.
+var (
+	SelectAll               = Selector{Name: "all"}
+	SelectControlPlanes     = Selector{Name: "control-planes", Match: func(_ *Inventory, h *Host) bool { return h.IsControlPlane() }}
+	SelectWorkers           = Selector{Name: "workers", Match: func(_ *Inventory, h *Host) bool { return !h.IsControlPlane() }}
+	SelectFirstControlPlane = Selector{Name: "first-control-plane", Match: func(inv *Inventory, h *Host) bool {
+		return inv.FirstControlPlane() == h
+	}}
+	SelectOtherControlPlanes = Selector{Name: "other-control-planes", Match: func(inv *Inventory, h *Host) bool {
+		return h.IsControlPlane() && inv.FirstControlPlane() != h
+	}}
+)

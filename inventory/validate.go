@@ -1,0 +1,582 @@
+package inventory
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+	"k8s.io/apimachinery/pkg/api/validate/content"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Limits taken from kubeadm's validation (cmd/kubeadm/app/constants).
+const (
+	// minServiceAddresses: the DNS service takes the tenth address.
+	minServiceAddresses = 10
+	// maxServiceSubnetBits: the service subnet is at most /12 (IPv4) or /108 (IPv6).
+	maxServiceSubnetBits = 20
+	minPodAddresses      = 14
+	// podNodeMaskMaxDiff: a node's pod range is at most 16 bits longer than the pod subnet's mask.
+	podNodeMaskMaxDiff = 16
+	defaultNodeMaskV4  = 24
+	defaultNodeMaskV6  = 64
+)
+
+// SupportedKubernetesVersions describes the Kubernetes versions kubeforge installs.
+const SupportedKubernetesVersions = "v1.37.x"
+
+var supportedVersionRe = regexp.MustCompile(`^v1\.37\.(0|[1-9][0-9]*)$`)
+
+// imageRepositoryRe is a registry host (with optional port) and path, as in image references.
+var imageRepositoryRe = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$`)
+
+// Validate checks an inventory that already has its defaults (see SetDefaults)
+// and returns a *ValidationError listing every problem when at least one is
+// not a warning. Warnings are stored in inv.Warnings. An inventory built in
+// code has no lines in its problems; Load gives them.
+func (inv *Inventory) Validate() error {
+	return newChecker(inv, nil).finish(inv)
+}
+
+// checker collects problems while validating.
+type checker struct {
+	inv      *Inventory
+	loc      locator
+	problems []Problem
+}
+
+func newChecker(inv *Inventory, root *yaml.Node) *checker {
+	return &checker{inv: inv, loc: locator{root: root}}
+}
+
+// finish validates inv and returns the outcome: nil (warnings, if any, in
+// inv.Warnings) or a *ValidationError.
+func (c *checker) finish(inv *Inventory) error {
+	c.validate()
+	sortProblems(c.problems)
+	inv.Warnings = nil
+	failed := false
+	for _, p := range c.problems {
+		if p.Warning {
+			inv.Warnings = append(inv.Warnings, p)
+		} else {
+			failed = true
+		}
+	}
+	if failed {
+		return &ValidationError{Problems: c.problems}
+	}
+	return nil
+}
+
+// path is a field path: mapping keys (string) and sequence indexes (int).
+type path []any
+
+func (p path) with(elems ...any) path {
+	return append(append(path{}, p...), elems...)
+}
+
+func (c *checker) add(warning bool, at path, hint, format string, args ...any) {
+	line := c.loc.line(at...)
+	if line == 0 && len(at) >= 2 && at[0] == "hosts" {
+		if i, ok := at[1].(int); ok && i < len(c.inv.Hosts) && c.inv.Hosts[i] != nil {
+			line = c.inv.Hosts[i].Line
+		}
+	}
+	c.problems = append(c.problems, Problem{
+		File: c.inv.Path, Line: line, Field: fieldString(at),
+		Message: fmt.Sprintf(format, args...), Hint: hint, Warning: warning,
+	})
+}
+
+// present returns the first of paths written in the file (the last one when
+// none is), so that a problem between two fields points at the one the user wrote.
+func (c *checker) present(paths ...path) path {
+	for _, p := range paths {
+		if c.loc.node(p...) != nil {
+			return p
+		}
+	}
+	return paths[len(paths)-1]
+}
+
+func (c *checker) errorf(at path, hint, format string, args ...any) {
+	c.add(false, at, hint, format, args...)
+}
+
+func (c *checker) warnf(at path, hint, format string, args ...any) {
+	c.add(true, at, hint, format, args...)
+}
+
+func (c *checker) validate() {
+	inv := c.inv
+	switch inv.APIVersion {
+	case APIVersion:
+	case "":
+		c.errorf(path{"apiVersion"}, "add apiVersion: "+APIVersion, "apiVersion is missing")
+	default:
+		c.errorf(path{"apiVersion"}, "use apiVersion: "+APIVersion, "unsupported apiVersion %q", inv.APIVersion)
+	}
+	switch inv.Kind {
+	case Kind:
+	case "":
+		c.errorf(path{"kind"}, "add kind: "+Kind, "kind is missing")
+	default:
+		c.errorf(path{"kind"}, "use kind: "+Kind, "unsupported kind %q", inv.Kind)
+	}
+	c.cluster()
+	c.ssh(path{"ssh"}, &inv.SSH, true)
+	c.hosts()
+}
+
+func (c *checker) cluster() {
+	cl := &c.inv.Cluster
+	at := path{"cluster"}
+
+	if errs := validation.IsDNS1123Subdomain(cl.Name); len(errs) > 0 {
+		c.errorf(at.with("name"), "use lower-case letters, digits, '-' and '.', such as \"prod-eu1\"", "invalid cluster name %q: %s", cl.Name, strings.Join(errs, "; "))
+	}
+	if !supportedVersionRe.MatchString(cl.KubernetesVersion) {
+		c.errorf(at.with("kubernetesVersion"), "kubeforge supports "+SupportedKubernetesVersions+"; for example "+DefaultKubernetesVersion,
+			"unsupported Kubernetes version %q", cl.KubernetesVersion)
+	}
+	if ep := cl.ControlPlaneEndpoint; ep != "" {
+		if msg := checkHostPort(ep); msg != "" {
+			c.errorf(at.with("controlPlaneEndpoint"), "write host[:port], such as \"10.0.0.10:6443\", \"api.example.com\" or \"[fd00::10]:6443\"",
+				"invalid controlPlaneEndpoint %q: %s", ep, msg)
+		}
+	}
+
+	pods := c.subnets(at.with("podSubnet"), cl.PodSubnet, "pod", minPodAddresses)
+	services := c.subnets(at.with("serviceSubnet"), cl.ServiceSubnet, "service", minServiceAddresses)
+	for _, s := range services {
+		if host := s.Addr().BitLen() - s.Bits(); host > maxServiceSubnetBits {
+			c.errorf(at.with("serviceSubnet"), fmt.Sprintf("use a mask of /%d or longer, such as %s", s.Addr().BitLen()-maxServiceSubnetBits, DefaultServiceSubnet),
+				"service subnet %s is too large: for %d-bit addresses the mask must be >= %d", s, s.Addr().BitLen(), s.Addr().BitLen()-maxServiceSubnetBits)
+		}
+	}
+	if v := c.inv.Cluster.ControllerManager.ExtraArgs["allocate-node-cidrs"]; v != "false" {
+		for _, p := range pods {
+			c.podNodeMask(at.with("podSubnet"), p)
+		}
+	}
+	for _, p := range pods {
+		for _, s := range services {
+			if p.Overlaps(s) {
+				c.errorf(c.present(at.with("serviceSubnet"), at.with("podSubnet")), "choose disjoint ranges, such as podSubnet "+DefaultPodSubnet+" and serviceSubnet "+DefaultServiceSubnet,
+					"service subnet %s overlaps pod subnet %s", s, p)
+			}
+		}
+	}
+
+	if errs := validation.IsDNS1123Subdomain(cl.DNSDomain); len(errs) > 0 {
+		c.errorf(at.with("dnsDomain"), "such as "+DefaultDNSDomain, "invalid dnsDomain %q: %s", cl.DNSDomain, strings.Join(errs, "; "))
+	}
+	for i, san := range cl.CertSANs {
+		if _, err := netip.ParseAddr(san); err == nil {
+			continue
+		}
+		if errs := validation.IsWildcardDNS1123Subdomain(strings.ToLower(san)); len(errs) == 0 {
+			continue
+		}
+		if errs := validation.IsDNS1123Subdomain(strings.ToLower(san)); len(errs) > 0 {
+			c.errorf(at.with("certSANs", i), "a SAN is an IP address or a DNS name such as api.example.com or *.example.com",
+				"invalid certificate SAN %q", san)
+		}
+	}
+	if !imageRepositoryRe.MatchString(cl.ImageRepository) {
+		c.errorf(at.with("imageRepository"), "a registry and path without scheme, such as registry.k8s.io or registry.local:5000/k8s",
+			"invalid imageRepository %q", cl.ImageRepository)
+	}
+	if cl.Artifacts != "" {
+		c.artifacts(at.with("artifacts"), cl.Artifacts)
+	}
+	if ep := cl.ContainerRuntimeEndpoint; !strings.HasPrefix(ep, "unix:///") {
+		c.errorf(at.with("containerRuntimeEndpoint"), "use unix:// and an absolute socket path, such as "+DefaultContainerRuntimeEndpoint,
+			"invalid containerRuntimeEndpoint %q", ep)
+	}
+	if cl.CertificateValidity.Duration < 0 {
+		c.errorf(at.with("certificateValidity"), "such as 8760h (one year)", "certificateValidity %s must be positive", cl.CertificateValidity.Duration)
+	}
+	switch cl.KeyType {
+	case KeyTypeRSA, KeyTypeECDSA:
+	default:
+		c.errorf(at.with("keyType"), "use rsa or ecdsa", "unsupported keyType %q", cl.KeyType)
+	}
+	switch cl.CNI.Plugin {
+	case CNIBridge:
+		if cl.CNI.Manifest != "" {
+			c.warnf(at.with("cni", "manifest"), "set cni.plugin: manifest to apply it", "cni.manifest is ignored with the bridge plugin")
+		}
+	case CNIManifest:
+		if cl.CNI.Manifest == "" {
+			c.errorf(at.with("cni", "plugin"), "set cni.manifest to a local YAML file (for example a Calico or Cilium manifest)", "cni.plugin manifest needs cni.manifest")
+		} else if msg := checkReadableFile(cl.CNI.Manifest); msg != "" {
+			c.errorf(at.with("cni", "manifest"), "paths are relative to the inventory file's directory", "cannot read cni.manifest: %s", msg)
+		}
+	default:
+		c.errorf(at.with("cni", "plugin"), "use bridge (built in) or manifest", "unsupported cni.plugin %q", cl.CNI.Plugin)
+	}
+	switch cl.Kubelet.CgroupDriver {
+	case CgroupDriverSystemd, CgroupDriverCgroupfs:
+	default:
+		c.errorf(at.with("kubelet", "cgroupDriver"), "use systemd (the default) or cgroupfs, the same as the container runtime", "unsupported kubelet.cgroupDriver %q", cl.Kubelet.CgroupDriver)
+	}
+}
+
+// subnets parses a subnet field: one CIDR, or two of different families
+// (dual stack), each at least min addresses large.
+func (c *checker) subnets(at path, value, kind string, minAddrs int) []netip.Prefix {
+	var out []netip.Prefix
+	parts := strings.Split(value, ",")
+	ok := true
+	for _, s := range parts {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			c.errorf(at, "write a CIDR such as "+map[string]string{"pod": DefaultPodSubnet, "service": DefaultServiceSubnet}[kind],
+				"malformed %s subnet %q", kind, strings.TrimSpace(s))
+			ok = false
+			continue
+		}
+		out = append(out, p.Masked())
+	}
+	if !ok {
+		return out
+	}
+	if len(out) > 2 || (len(out) == 2 && out[0].Addr().Is4() == out[1].Addr().Is4()) {
+		c.errorf(at, "give one CIDR, or one IPv4 and one IPv6 CIDR separated by a comma for dual stack",
+			"%s subnet %q must be one CIDR or two of different IP families", kind, value)
+		return nil
+	}
+	for _, p := range out {
+		if n := rangeSize(p); n < int64(minAddrs) {
+			c.errorf(at, fmt.Sprintf("use a shorter mask; the %s subnet needs at least %d addresses", kind, minAddrs),
+				"%s subnet %s is too small: it has %d addresses, the minimum is %d", kind, p, n, minAddrs)
+		}
+	}
+	return out
+}
+
+// podNodeMask checks the pod subnet against the per-node range the
+// controller manager allocates (kubeadm's rule).
+func (c *checker) podNodeMask(at path, p netip.Prefix) {
+	flag, nodeMask := "node-cidr-mask-size-ipv4", defaultNodeMaskV4
+	if p.Addr().Is6() {
+		flag, nodeMask = "node-cidr-mask-size-ipv6", defaultNodeMaskV6
+	}
+	if v, ok := c.inv.Cluster.ControllerManager.ExtraArgs[flag]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			c.errorf(path{"cluster", "controllerManager", "extraArgs", flag}, "an integer such as 24", "invalid %s %q", flag, v)
+			return
+		}
+		nodeMask = n
+	}
+	switch {
+	case p.Bits() > nodeMask:
+		c.errorf(at, fmt.Sprintf("use a pod subnet of /%d or larger, or set controllerManager.extraArgs.%s", nodeMask, flag),
+			"pod subnet %s is smaller than one node's pod range (/%d)", p, nodeMask)
+	case nodeMask-p.Bits() > podNodeMaskMaxDiff:
+		c.errorf(at, fmt.Sprintf("use a pod subnet of /%d or longer, or set controllerManager.extraArgs.%s", nodeMask-podNodeMaskMaxDiff, flag),
+			"pod subnet %s is too large for node ranges of /%d (at most %d bits apart)", p, nodeMask, podNodeMaskMaxDiff)
+	}
+}
+
+func rangeSize(p netip.Prefix) int64 {
+	host := p.Addr().BitLen() - p.Bits()
+	if host >= 63 {
+		return math.MaxInt64
+	}
+	return int64(1) << host
+}
+
+func (c *checker) artifacts(at path, dir string) {
+	st, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		c.errorf(at, "point artifacts at a directory laid out as described in docs/inventory.md", "artifacts directory: %v", err)
+		return
+	case !st.IsDir():
+		c.errorf(at, "point artifacts at a directory laid out as described in docs/inventory.md", "artifacts %s is not a directory", dir)
+		return
+	}
+	for _, bin := range []string{"kubelet", "kubectl", "kubeadm"} {
+		if _, err := os.Stat(filepath.Join(dir, "bin", bin)); err != nil {
+			c.warnf(at, "offline installs read DIR/bin/{kubelet,kubectl,kubeadm}", "artifacts directory %s has no bin/%s", dir, bin)
+		}
+	}
+}
+
+// ssh checks SSH settings; top says whether s is the inventory-wide block
+// (where defaults made port, user and timeout non-zero).
+func (c *checker) ssh(at path, s *SSH, top bool) {
+	if s.Port != 0 || top {
+		c.port(at.with("port"), s.Port)
+	}
+	if s.User != "" || top {
+		c.user(at.with("user"), s.User)
+	}
+	for i, f := range s.IdentityFiles {
+		if msg := checkReadableFile(f); msg != "" {
+			c.errorf(at.with("identityFiles", i), "paths are relative to the inventory file's directory; ~ is your home directory",
+				"cannot read identity file: %s", msg)
+		}
+	}
+	c.envName(at.with("passwordEnv"), s.PasswordEnv)
+	c.envName(at.with("passphraseEnv"), s.PassphraseEnv)
+	if s.ConnectTimeout.Duration < 0 {
+		c.errorf(at.with("connectTimeout"), "such as 10s", "connectTimeout %s must be positive", s.ConnectTimeout.Duration)
+	}
+	for i, f := range s.KnownHosts {
+		if st, err := os.Stat(f); err == nil && st.IsDir() {
+			c.errorf(at.with("knownHosts", i), "give a known_hosts file, such as ~/.ssh/known_hosts", "knownHosts %s is a directory", f)
+		}
+	}
+	if b := s.Bastion; b != nil {
+		c.bastion(at.with("bastion"), b)
+	}
+}
+
+func (c *checker) bastion(at path, b *Bastion) {
+	if b.Address == "" {
+		c.errorf(at, "set bastion.address to the jump host's IP address or DNS name", "bastion has no address")
+	} else if !validAddress(b.Address) {
+		c.errorf(at.with("address"), "an IP address or a DNS name such as bastion.example.com", "invalid bastion address %q", b.Address)
+	}
+	c.port(at.with("port"), b.Port)
+	c.user(at.with("user"), b.User)
+	for i, f := range b.IdentityFiles {
+		if msg := checkReadableFile(f); msg != "" {
+			c.errorf(at.with("identityFiles", i), "paths are relative to the inventory file's directory; ~ is your home directory",
+				"cannot read identity file: %s", msg)
+		}
+	}
+	c.envName(at.with("passwordEnv"), b.PasswordEnv)
+}
+
+func (c *checker) port(at path, p int) {
+	if p < 1 || p > 65535 {
+		c.errorf(at, "a TCP port between 1 and 65535", "invalid port %d", p)
+	}
+}
+
+var userRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$`)
+
+func (c *checker) user(at path, u string) {
+	if !userRe.MatchString(u) || len(u) > 256 {
+		c.errorf(at, "a login name such as root or debian", "invalid SSH user %q", u)
+	}
+}
+
+func (c *checker) envName(at path, name string) {
+	if name == "" {
+		return
+	}
+	if errs := validation.IsEnvVarName(name); len(errs) > 0 {
+		c.errorf(at, "give the NAME of an environment variable, such as KUBEFORGE_SSH_PASSWORD, not its value", "invalid environment variable name %q", name)
+		return
+	}
+	if _, ok := os.LookupEnv(name); !ok {
+		c.warnf(at, "export "+name+" before running kubeforge", "environment variable %s is not set", name)
+	}
+}
+
+func (c *checker) hosts() {
+	inv := c.inv
+	if len(inv.Hosts) == 0 {
+		c.errorf(path{"hosts"}, "list the machines under hosts:, at least one with roles: [control-plane]", "no hosts")
+	}
+	names := map[string]int{}     // name -> index
+	endpoints := map[string]int{} // address:port -> index
+	nodeIPs := map[string]int{}   // node IP -> index
+	controlPlanes := 0
+	for i, h := range inv.Hosts {
+		at := path{"hosts", i}
+		label := h.Name
+		if label == "" {
+			label = "#" + strconv.Itoa(i+1)
+		}
+
+		switch {
+		case h.Name == "":
+			c.errorf(at, "give every host a name: it becomes the Kubernetes node name", "host %s has no name", label)
+		default:
+			if errs := validation.IsDNS1123Subdomain(h.Name); len(errs) > 0 {
+				c.errorf(at.with("name"), "a node name is an RFC 1123 subdomain: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit",
+					"host name %q is not a valid node name: %s", h.Name, strings.Join(errs, "; "))
+			}
+			if j, dup := names[h.Name]; dup {
+				c.errorf(at.with("name"), "host names must be unique", "duplicate host name %q (also used by the host at line %d)", h.Name, inv.Hosts[j].Line)
+			} else {
+				names[h.Name] = i
+			}
+		}
+
+		dupEndpoint := false
+		switch {
+		case h.Address == "":
+			c.errorf(at, "set address to the IP address or DNS name kubeforge connects to over SSH", "host %s has no address", label)
+		case !validAddress(h.Address):
+			c.errorf(at.with("address"), "an IP address or a DNS name such as node1.example.com", "host %s: invalid address %q", label, h.Address)
+		default:
+			key := netJoin(h.Address, h.Port)
+			if j, dup := endpoints[key]; dup {
+				dupEndpoint = true
+				c.errorf(at.with("address"), "every host needs its own address (or SSH port)", "host %s: duplicate address %s (also used by host %q at line %d)", label, key, inv.Hosts[j].Name, inv.Hosts[j].Line)
+			} else {
+				endpoints[key] = i
+			}
+		}
+		if h.InternalAddress != "" {
+			if a, err := netip.ParseAddr(h.InternalAddress); err != nil || a.Zone() != "" {
+				c.errorf(at.with("internalAddress"), "internalAddress is the node IP: an IP address such as 10.0.0.11", "host %s: invalid internalAddress %q", label, h.InternalAddress)
+			}
+		}
+		if ip := h.NodeIP(); ip != "" && !dupEndpoint {
+			if j, dup := nodeIPs[ip]; dup {
+				c.errorf(at.with(nodeIPField(h)), "set a distinct internalAddress on each host; it is the node IP", "host %s: node IP %s is also the node IP of host %q at line %d", label, ip, inv.Hosts[j].Name, inv.Hosts[j].Line)
+			} else {
+				nodeIPs[ip] = i
+			}
+		}
+		// A port or user inherited from an ssh block was checked there.
+		inherited := c.inv.EffectiveSSH(&Host{SSH: h.SSH})
+		if h.Port != inherited.Port {
+			c.port(at.with("port"), h.Port)
+		}
+		if h.User != inherited.User {
+			c.user(at.with("user"), h.User)
+		}
+
+		if len(h.Roles) == 0 {
+			c.errorf(at, "add roles: [control-plane] or roles: [worker]", "host %s has no roles", label)
+		}
+		for j, r := range h.Roles {
+			switch r {
+			case RoleControlPlane, RoleWorker:
+			default:
+				c.errorf(at.with("roles", j), "a role is control-plane or worker (etcd runs on every control plane)", "host %s: unknown role %q", label, r)
+			}
+		}
+		if h.IsControlPlane() && !h.Remove {
+			controlPlanes++
+		}
+		for k, v := range h.Labels {
+			if errs := content.IsLabelKey(k); len(errs) > 0 {
+				c.errorf(at.with("labels", k), "a label key is [prefix/]name: a DNS subdomain prefix and a name of up to 63 letters, digits, '-', '_' or '.'",
+					"host %s: invalid label key %q: %s", label, k, strings.Join(errs, "; "))
+			}
+			if errs := content.IsLabelValue(v); len(errs) > 0 {
+				c.errorf(at.with("labels", k), "a label value has up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+					"host %s: invalid value %q for label %q: %s", label, v, k, strings.Join(errs, "; "))
+			}
+		}
+		for j, t := range h.Taints {
+			tat := at.with("taints", j)
+			if errs := content.IsLabelKey(t.Key); len(errs) > 0 {
+				c.errorf(tat.with("key"), "a taint key is [prefix/]name, like a label key", "host %s: invalid taint key %q: %s", label, t.Key, strings.Join(errs, "; "))
+			}
+			if t.Value != "" {
+				if errs := content.IsLabelValue(t.Value); len(errs) > 0 {
+					c.errorf(tat.with("value"), "a taint value follows the rules of a label value", "host %s: invalid taint value %q: %s", label, t.Value, strings.Join(errs, "; "))
+				}
+			}
+			switch t.Effect {
+			case "NoSchedule", "PreferNoSchedule", "NoExecute":
+			default:
+				c.errorf(tat.with("effect"), "use NoSchedule, PreferNoSchedule or NoExecute", "host %s: invalid taint effect %q", label, t.Effect)
+			}
+		}
+		if h.SSH != nil {
+			c.ssh(at.with("ssh"), h.SSH, false)
+		}
+	}
+	if len(inv.Hosts) > 0 {
+		switch {
+		case controlPlanes == 0:
+			c.errorf(path{"hosts"}, "give at least one host roles: [control-plane]", "no control plane: the cluster needs at least one host with the control-plane role")
+		case controlPlanes%2 == 0:
+			c.warnf(path{"hosts"}, "use an odd number (1, 3, 5): etcd keeps quorum with a majority, so an even count adds a failure point without adding tolerance",
+				"%d control planes is an even number", controlPlanes)
+		}
+	}
+	c.nodeIPsInSubnets()
+}
+
+// nodeIPsInSubnets warns when a node IP lies inside the pod or service subnet.
+func (c *checker) nodeIPsInSubnets() {
+	for _, field := range []struct{ name, value string }{{"podSubnet", c.inv.Cluster.PodSubnet}, {"serviceSubnet", c.inv.Cluster.ServiceSubnet}} {
+		for _, s := range strings.Split(field.value, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(s))
+			if err != nil {
+				continue
+			}
+			for i, h := range c.inv.Hosts {
+				if a, err := netip.ParseAddr(h.NodeIP()); err == nil && p.Masked().Contains(a) {
+					c.warnf(path{"hosts", i, nodeIPField(h)}, "choose a "+field.name+" that does not contain the hosts' network",
+						"host %s: node IP %s lies inside %s %s", h.Name, a, field.name, p.Masked())
+				}
+			}
+		}
+	}
+}
+
+func nodeIPField(h *Host) string {
+	if h.InternalAddress != "" {
+		return "internalAddress"
+	}
+	return "address"
+}
+
+func netJoin(host string, port int) string {
+	if strings.Contains(host, ":") {
+		return "[" + host + "]:" + strconv.Itoa(port)
+	}
+	return host + ":" + strconv.Itoa(port)
+}
+
+// validAddress accepts an IP address (without zone) or an RFC 1123 host name.
+func validAddress(s string) bool {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Zone() == ""
+	}
+	return len(validation.IsDNS1123Subdomain(strings.ToLower(s))) == 0
+}
+
+// checkHostPort validates "host[:port]" and returns what is wrong, or "".
+func checkHostPort(s string) string {
+	if strings.Contains(s, "://") {
+		return "it must not have a scheme"
+	}
+	h, _, err := splitHostPort(s)
+	if err != nil {
+		return err.Error()
+	}
+	if !validAddress(h) {
+		return fmt.Sprintf("host %q is neither an IP address nor a DNS name", h)
+	}
+	return ""
+}
+
+// checkReadableFile opens f and returns what is wrong, or "".
+func checkReadableFile(f string) string {
+	fh, err := os.Open(f)
+	if err != nil {
+		return err.Error()
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		return err.Error()
+	}
+	if st.IsDir() {
+		return f + " is a directory"
+	}
+	return ""
+}

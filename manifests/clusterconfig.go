@@ -1,0 +1,132 @@
+package manifests
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubeforge/kubeforge/inventory"
+)
+
+// kubeadm's ClusterConfiguration, kubeadm.k8s.io/v1beta4: the fields kubeforge sets,
+// with v1beta4's JSON names and omitempty tags (k8s.io/kubernetes is not a library).
+type clusterConfiguration struct {
+	metav1.TypeMeta             `json:",inline"`
+	Etcd                        etcdConfig       `json:"etcd,omitempty"`
+	Networking                  networking       `json:"networking,omitempty"`
+	KubernetesVersion           string           `json:"kubernetesVersion,omitempty"`
+	ControlPlaneEndpoint        string           `json:"controlPlaneEndpoint,omitempty"`
+	APIServer                   apiServerConfig  `json:"apiServer,omitempty"`
+	ControllerManager           componentConfig  `json:"controllerManager,omitempty"`
+	Scheduler                   componentConfig  `json:"scheduler,omitempty"`
+	DNS                         struct{}         `json:"dns,omitempty"`
+	Proxy                       struct{}         `json:"proxy,omitempty"`
+	CertificatesDir             string           `json:"certificatesDir,omitempty"`
+	ImageRepository             string           `json:"imageRepository,omitempty"`
+	FeatureGates                map[string]bool  `json:"featureGates,omitempty"`
+	ClusterName                 string           `json:"clusterName,omitempty"`
+	EncryptionAlgorithm         string           `json:"encryptionAlgorithm,omitempty"`
+	CertificateValidityPeriod   *metav1.Duration `json:"certificateValidityPeriod,omitempty"`
+	CACertificateValidityPeriod *metav1.Duration `json:"caCertificateValidityPeriod,omitempty"`
+}
+
+type componentConfig struct {
+	ExtraArgs []kubeadmArg `json:"extraArgs,omitempty"`
+}
+
+type apiServerConfig struct {
+	componentConfig `json:",inline"`
+	CertSANs        []string `json:"certSANs,omitempty"`
+}
+
+type kubeadmArg struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+type networking struct {
+	ServiceSubnet string `json:"serviceSubnet,omitempty"`
+	PodSubnet     string `json:"podSubnet,omitempty"`
+	DNSDomain     string `json:"dnsDomain,omitempty"`
+}
+
+type etcdConfig struct {
+	Local *localEtcd `json:"local,omitempty"`
+}
+
+type localEtcd struct {
+	DataDir   string       `json:"dataDir"`
+	ExtraArgs []kubeadmArg `json:"extraArgs,omitempty"`
+}
+
+// caValidity is kubeadm's CA validity period (10 years).
+const caValidity = 10 * 365 * 24 * time.Hour
+
+// kubeadmArgs turns an extraArgs map into v1beta4's list, sorted by name.
+func kubeadmArgs(m map[string]string) []kubeadmArg {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]kubeadmArg, 0, len(m))
+	for k, v := range m {
+		out = append(out, kubeadmArg{Name: k, Value: v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ClusterConfiguration is kubeadm's ClusterConfiguration (kubeadm.k8s.io/v1beta4)
+// for inv as YAML: what `kubeadm init` stores in kube-system/kubeadm-config under
+// the key ClusterConfiguration. extraArgs are lists of {name, value} as v1beta4
+// has them. Feature gates are not copied: inventory featureGates are Kubernetes
+// component gates, and kubeadm's featureGates field only accepts kubeadm's own.
+func ClusterConfiguration(inv *inventory.Inventory) ([]byte, error) {
+	d := defaults(inv)
+	enc := "RSA-2048"
+	switch inv.Cluster.KeyType {
+	case "", inventory.KeyTypeRSA:
+	case inventory.KeyTypeECDSA:
+		enc = "ECDSA-P256"
+	default:
+		return nil, fmt.Errorf("build ClusterConfiguration: unknown key type %q", inv.Cluster.KeyType)
+	}
+	validity := inv.Cluster.CertificateValidity.Duration
+	if validity == 0 {
+		validity = inventory.DefaultCertificateValidity
+	}
+	dataDir := EtcdDataDir
+	if v := inv.Cluster.Etcd.ExtraArgs["data-dir"]; v != "" {
+		dataDir = v
+	}
+	cc := clusterConfiguration{
+		TypeMeta: metav1.TypeMeta{APIVersion: "kubeadm.k8s.io/v1beta4", Kind: "ClusterConfiguration"},
+		Etcd:     etcdConfig{Local: &localEtcd{DataDir: dataDir, ExtraArgs: kubeadmArgs(inv.Cluster.Etcd.ExtraArgs)}},
+		Networking: networking{
+			ServiceSubnet: d.serviceSubnet,
+			PodSubnet:     d.podSubnet,
+			DNSDomain:     d.dnsDomain,
+		},
+		KubernetesVersion:    d.version,
+		ControlPlaneEndpoint: inv.Cluster.ControlPlaneEndpoint,
+		APIServer: apiServerConfig{
+			componentConfig: componentConfig{ExtraArgs: kubeadmArgs(inv.Cluster.APIServer.ExtraArgs)},
+			CertSANs:        append([]string(nil), inv.Cluster.CertSANs...),
+		},
+		ControllerManager:           componentConfig{ExtraArgs: kubeadmArgs(inv.Cluster.ControllerManager.ExtraArgs)},
+		Scheduler:                   componentConfig{ExtraArgs: kubeadmArgs(inv.Cluster.Scheduler.ExtraArgs)},
+		CertificatesDir:             CertificatesDir,
+		ImageRepository:             d.imageRepository,
+		ClusterName:                 d.clusterName,
+		EncryptionAlgorithm:         enc,
+		CertificateValidityPeriod:   &metav1.Duration{Duration: validity},
+		CACertificateValidityPeriod: &metav1.Duration{Duration: caValidity},
+	}
+	out, err := yaml.Marshal(cc)
+	if err != nil {
+		return nil, fmt.Errorf("marshal ClusterConfiguration: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,290 @@
+package pki
+
+import (
+	"crypto/x509"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+	certutil "k8s.io/client-go/util/cert"
+	netutils "k8s.io/utils/net"
+
+	"github.com/kubeforge/kubeforge/inventory"
+)
+
+// Names of the certificate authorities, as kubeadm names them.
+const (
+	CAName           = "ca"
+	EtcdCAName       = "etcd-ca"
+	FrontProxyCAName = "front-proxy-ca"
+)
+
+// Kubeadm's defaults that kubeforge follows.
+const (
+	// KubernetesDir is where a node keeps its kubeconfigs; PKIDir its certificates.
+	KubernetesDir = "/etc/kubernetes"
+	PKIDir        = "/etc/kubernetes/pki"
+	// ClusterName is the cluster, context suffix and kubeconfig cluster entry kubeadm writes by default.
+	ClusterName = "kubernetes"
+	// APIServerPort is the port the API server listens on.
+	APIServerPort = 6443
+	// DefaultServiceSubnet and DefaultDNSDomain apply when the inventory leaves them empty.
+	DefaultServiceSubnet = "10.96.0.0/12"
+	DefaultDNSDomain     = "cluster.local"
+	// ClusterAdminsGroup is the Organization of admin.conf's client certificate.
+	ClusterAdminsGroup = "kubeadm:cluster-admins"
+	// SystemMastersGroup is the Organization of super-admin.conf's client certificate.
+	SystemMastersGroup = "system:masters"
+	// NodesGroup is the Organization of kubelet client certificates.
+	NodesGroup = "system:nodes"
+	// NodeBootstrapTokenAuthGroup is the extra group of kubeadm's default node bootstrap tokens.
+	NodeBootstrapTokenAuthGroup = "system:bootstrappers:kubeadm:default-node-token"
+	// TokenUser is the kubeconfig user name kubeadm gives a bootstrap token.
+	TokenUser = "tls-bootstrap-token-user"
+)
+
+// caSpec declares a certificate authority.
+type caSpec struct {
+	Name     string // "ca", "etcd-ca", "front-proxy-ca"
+	BaseName string // path under the pki directory without extension
+	CN       string
+}
+
+// caSpecs lists the CAs in the order they are made.
+var caSpecs = []caSpec{
+	{Name: CAName, BaseName: "ca", CN: "kubernetes"},
+	{Name: EtcdCAName, BaseName: "etcd/ca", CN: "etcd-ca"},
+	{Name: FrontProxyCAName, BaseName: "front-proxy-ca", CN: "front-proxy-ca"},
+}
+
+// leafConfig is what a leaf certificate must contain.
+type leafConfig struct {
+	CN       string
+	Org      []string
+	Usages   []x509.ExtKeyUsage
+	AltNames certutil.AltNames
+}
+
+// leafSpec declares one leaf certificate, as kubeadm's cert list does: a name,
+// the CA that signs it, where it lives, and how its content follows from the
+// inventory. Kubeconfig client certificates are leaves too (Kubeconfig != "").
+type leafSpec struct {
+	Name       string // kubeadm's name: "apiserver", "etcd-server", "admin.conf"
+	BaseName   string // path under the host's pki directory, without extension
+	CAName     string
+	Kubeconfig string // file name under /etc/kubernetes for kubeconfig client certs
+	// Hosts reports whether host h gets this leaf (h is nil for workstation leaves).
+	Hosts  func(inv *inventory.Inventory, h *inventory.Host) bool
+	Config func(inv *inventory.Inventory, h *inventory.Host) (leafConfig, error)
+}
+
+func onControlPlanes(_ *inventory.Inventory, h *inventory.Host) bool {
+	return h != nil && h.IsControlPlane()
+}
+
+func onFirstControlPlane(inv *inventory.Inventory, h *inventory.Host) bool {
+	return h != nil && h.IsControlPlane() && inv.FirstControlPlane() == h
+}
+
+func onWorkstation(_ *inventory.Inventory, h *inventory.Host) bool { return h == nil }
+
+func fixed(cn string, org []string, usages ...x509.ExtKeyUsage) func(*inventory.Inventory, *inventory.Host) (leafConfig, error) {
+	return func(*inventory.Inventory, *inventory.Host) (leafConfig, error) {
+		return leafConfig{CN: cn, Org: org, Usages: usages}, nil
+	}
+}
+
+var (
+	serverAuth = x509.ExtKeyUsageServerAuth
+	clientAuth = x509.ExtKeyUsageClientAuth
+)
+
+// leafSpecs is kubeadm 1.37's certificate list (phases/certs/certlist.go) plus the
+// client certificates of the kubeconfigs (phases/kubeconfig). Every control plane
+// gets its own leaves, as after kubeadm init/join; the workstation gets its own
+// admin.conf and super-admin.conf.
+var leafSpecs = []leafSpec{
+	{Name: "apiserver", BaseName: "apiserver", CAName: CAName, Hosts: onControlPlanes, Config: apiserverConfig},
+	{Name: "apiserver-kubelet-client", BaseName: "apiserver-kubelet-client", CAName: CAName, Hosts: onControlPlanes,
+		Config: fixed("kube-apiserver-kubelet-client", nil, clientAuth)},
+	{Name: "front-proxy-client", BaseName: "front-proxy-client", CAName: FrontProxyCAName, Hosts: onControlPlanes,
+		Config: fixed("front-proxy-client", nil, clientAuth)},
+	{Name: "etcd-server", BaseName: "etcd/server", CAName: EtcdCAName, Hosts: onControlPlanes, Config: etcdConfig},
+	{Name: "etcd-peer", BaseName: "etcd/peer", CAName: EtcdCAName, Hosts: onControlPlanes, Config: etcdConfig},
+	{Name: "etcd-healthcheck-client", BaseName: "etcd/healthcheck-client", CAName: EtcdCAName, Hosts: onControlPlanes,
+		Config: fixed("kube-etcd-healthcheck-client", nil, clientAuth)},
+	{Name: "apiserver-etcd-client", BaseName: "apiserver-etcd-client", CAName: EtcdCAName, Hosts: onControlPlanes,
+		Config: fixed("kube-apiserver-etcd-client", nil, clientAuth)},
+
+	{Name: "admin.conf", BaseName: "kubeconfig/admin", CAName: CAName, Kubeconfig: "admin.conf",
+		Hosts:  func(inv *inventory.Inventory, h *inventory.Host) bool { return h == nil || h.IsControlPlane() },
+		Config: fixed("kubernetes-admin", []string{ClusterAdminsGroup}, clientAuth)},
+	{Name: "super-admin.conf", BaseName: "kubeconfig/super-admin", CAName: CAName, Kubeconfig: "super-admin.conf",
+		Hosts: func(inv *inventory.Inventory, h *inventory.Host) bool {
+			return onWorkstation(inv, h) || onFirstControlPlane(inv, h)
+		},
+		Config: fixed("kubernetes-super-admin", []string{SystemMastersGroup}, clientAuth)},
+	{Name: "controller-manager.conf", BaseName: "kubeconfig/controller-manager", CAName: CAName,
+		Kubeconfig: "controller-manager.conf", Hosts: onControlPlanes,
+		Config: fixed("system:kube-controller-manager", nil, clientAuth)},
+	{Name: "scheduler.conf", BaseName: "kubeconfig/scheduler", CAName: CAName, Kubeconfig: "scheduler.conf",
+		Hosts: onControlPlanes, Config: fixed("system:kube-scheduler", nil, clientAuth)},
+	{Name: "kubelet.conf", BaseName: "kubeconfig/kubelet", CAName: CAName, Kubeconfig: "kubelet.conf",
+		Hosts: onControlPlanes,
+		Config: func(_ *inventory.Inventory, h *inventory.Host) (leafConfig, error) {
+			return leafConfig{CN: "system:node:" + h.Name, Org: []string{NodesGroup}, Usages: []x509.ExtKeyUsage{clientAuth}}, nil
+		}},
+}
+
+// renewAll are the names `certs renew all` renews: kubeadm's list (kubelet.conf is
+// rotated by the kubelet itself, as in kubeadm).
+func renewAll(name string) bool { return name != "kubelet.conf" }
+
+func leafSpecByName(name string) (leafSpec, bool) {
+	for _, s := range leafSpecs {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return leafSpec{}, false
+}
+
+// LeafNames returns the names Renew accepts besides "all".
+func LeafNames() []string {
+	out := make([]string, 0, len(leafSpecs))
+	for _, s := range leafSpecs {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// advertiseIP is the address the API server and etcd of h advertise.
+func advertiseIP(h *inventory.Host) (net.IP, error) {
+	ip := netutils.ParseIPSloppy(h.NodeIP())
+	if ip == nil {
+		return nil, fmt.Errorf("host %s: address %q is not an IP address (set internalAddress to the node IP)", h.Name, h.NodeIP())
+	}
+	return ip, nil
+}
+
+// apiserverConfig follows kubeadm's GetAPIServerAltNames.
+func apiserverConfig(inv *inventory.Inventory, h *inventory.Host) (leafConfig, error) {
+	adv, err := advertiseIP(h)
+	if err != nil {
+		return leafConfig{}, err
+	}
+	vip, err := apiServerVirtualIP(inv.Cluster.ServiceSubnet)
+	if err != nil {
+		return leafConfig{}, err
+	}
+	domain := inv.Cluster.DNSDomain
+	if domain == "" {
+		domain = DefaultDNSDomain
+	}
+	alt := certutil.AltNames{
+		DNSNames: []string{h.Name, "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + domain},
+		IPs:      []net.IP{vip, adv},
+	}
+	if ep := inv.Cluster.ControlPlaneEndpoint; ep != "" {
+		host, _, err := splitEndpoint(ep)
+		if err != nil {
+			return leafConfig{}, err
+		}
+		if ip := netutils.ParseIPSloppy(host); ip != nil {
+			alt.IPs = append(alt.IPs, ip)
+		} else {
+			alt.DNSNames = append(alt.DNSNames, host)
+		}
+	}
+	for _, san := range inv.Cluster.CertSANs {
+		switch {
+		case netutils.ParseIPSloppy(san) != nil:
+			alt.IPs = append(alt.IPs, netutils.ParseIPSloppy(san))
+		case len(validation.IsDNS1123Subdomain(san)) == 0, len(validation.IsWildcardDNS1123Subdomain(san)) == 0:
+			alt.DNSNames = append(alt.DNSNames, san)
+		default:
+			return leafConfig{}, fmt.Errorf("certSANs entry %q is neither an IP address nor an RFC 1123 DNS name", san)
+		}
+	}
+	return leafConfig{CN: "kube-apiserver", Usages: []x509.ExtKeyUsage{serverAuth}, AltNames: alt}, nil
+}
+
+// etcdConfig follows kubeadm's getAltNames for etcd server and peer: CN = node
+// name; SANs name, localhost, advertise address, 127.0.0.1, ::1.
+func etcdConfig(_ *inventory.Inventory, h *inventory.Host) (leafConfig, error) {
+	adv, err := advertiseIP(h)
+	if err != nil {
+		return leafConfig{}, err
+	}
+	return leafConfig{
+		CN:     h.Name,
+		Usages: []x509.ExtKeyUsage{serverAuth, clientAuth},
+		AltNames: certutil.AltNames{
+			DNSNames: []string{h.Name, "localhost"},
+			IPs:      []net.IP{adv, net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		},
+	}, nil
+}
+
+// apiServerVirtualIP is the first address of the service subnet (the kubernetes
+// Service's ClusterIP). With dual-stack subnets the first one counts.
+func apiServerVirtualIP(subnet string) (net.IP, error) {
+	if subnet == "" {
+		subnet = DefaultServiceSubnet
+	}
+	first := strings.TrimSpace(strings.Split(subnet, ",")[0])
+	_, cidr, err := netutils.ParseCIDRSloppy(first)
+	if err != nil {
+		return nil, fmt.Errorf("parse service subnet %q: %w", subnet, err)
+	}
+	ip, err := netutils.GetIndexedIP(cidr, 1)
+	if err != nil {
+		return nil, fmt.Errorf("get first IP of service subnet %q: %w", subnet, err)
+	}
+	return ip, nil
+}
+
+// splitEndpoint splits "host[:port]" (IPv6 hosts in brackets) and defaults the port to 6443.
+func splitEndpoint(ep string) (string, int, error) {
+	host, port := ep, APIServerPort
+	if h, p, err := net.SplitHostPort(ep); err == nil {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return "", 0, fmt.Errorf("parse controlPlaneEndpoint %q: invalid port %q", ep, p)
+		}
+		host, port = h, n
+	} else if netutils.ParseIPSloppy(strings.Trim(ep, "[]")) != nil {
+		host = ep // a bare IP address, IPv6 included
+	} else if strings.Contains(ep, ":") {
+		return "", 0, fmt.Errorf("parse controlPlaneEndpoint %q: %w", ep, err)
+	}
+	host = strings.Trim(host, "[]")
+	if host == "" {
+		return "", 0, fmt.Errorf("parse controlPlaneEndpoint %q: empty host", ep)
+	}
+	return host, port, nil
+}
+
+// ServerURL is the cluster's API endpoint: https://controlPlaneEndpoint (port
+// 6443 unless given), else the first control plane's node IP on 6443.
+func ServerURL(inv *inventory.Inventory) (string, error) {
+	if ep := inv.Cluster.ControlPlaneEndpoint; ep != "" {
+		host, port, err := splitEndpoint(ep)
+		if err != nil {
+			return "", err
+		}
+		return "https://" + net.JoinHostPort(host, strconv.Itoa(port)), nil
+	}
+	cp := inv.FirstControlPlane()
+	if cp == nil {
+		return "", fmt.Errorf("get API server endpoint: the inventory has no control-plane host and no controlPlaneEndpoint")
+	}
+	return LocalServerURL(cp), nil
+}
+
+// LocalServerURL is the API server of control plane h: https://<node IP>:6443.
+func LocalServerURL(h *inventory.Host) string {
+	return "https://" + net.JoinHostPort(h.NodeIP(), strconv.Itoa(APIServerPort))
+}

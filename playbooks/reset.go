@@ -1,0 +1,36 @@
+package playbooks
+
+import (
+	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/tasks"
+)
+
+// Reset is the playbook behind `kubeforge reset`: every chosen host is torn
+// down in parallel; an unreachable host is reported and the others still reset.
+func Reset(hosts inventory.Selector) func(*inventory.Inventory) Playbook {
+	return func(*inventory.Inventory) Playbook {
+		connect := stepConnect
+		connect.Hosts = hosts
+		return Playbook{Name: "reset", BestEffort: true, Steps: []Step{connect,
+			{Name: "reset", Help: "stop kubelet; remove pods, mounts, files, interfaces, iptables rules (and artifacts); verify",
+				Hosts: hosts, Run: tasks.ResetHost},
+		}}
+	}
+}
+
+// Scale is the playbook behind `kubeforge scale`: it adds the inventory's
+// hosts that are not nodes yet, running only their steps. Existing nodes are
+// read (facts, uniqueness checks) and get routes to the new nodes' pod CIDRs.
+func Scale(*inventory.Inventory) Playbook {
+	newOnly := func(s Step) Step {
+		s.When = tasks.NotNode
+		return s
+	}
+	return Playbook{Name: "scale", Steps: []Step{
+		stepConnect, stepFacts, stepCerts, stepState,
+		newOnly(stepPreflightHost), stepPreflightCluster,
+		stepRender, newOnly(stepPrepare), newOnly(stepArtifacts),
+		newOnly(stepJoinCP), stepToken, newOnly(stepJoinWorkers),
+		stepRegistered, stepMark, stepNetwork, stepReady,
+	}}
+}

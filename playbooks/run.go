@@ -1,0 +1,167 @@
+package playbooks
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/tasks"
+)
+
+// Options is what the command line hands to Run.
+type Options struct {
+	Inventory   string
+	StateDir    string // default <inventory dir>/<cluster name>.kubeforge
+	Concurrency int
+	Verbose     bool
+	Output      string // text or json
+	DryRun      bool
+	Skip, Only  []string
+	Timeout     time.Duration // the whole run
+	Tasks       tasks.Options
+	Stdout      io.Writer
+	Stderr      io.Writer
+}
+
+// RunResult is what a run leaves for the command line to print.
+type RunResult struct {
+	Env     *tasks.Env
+	Summary *Summary
+}
+
+// Load reads and validates the inventory named in opts and resolves the state dir.
+func Load(opts *Options) (*inventory.Inventory, error) {
+	if opts.Inventory == "" {
+		return nil, fmt.Errorf("no inventory: pass -i FILE (see examples/cluster.yaml)")
+	}
+	inv, err := inventory.Load(opts.Inventory)
+	if err != nil {
+		return nil, err
+	}
+	if opts.StateDir == "" {
+		opts.StateDir = inv.StateDir()
+	}
+	return inv, nil
+}
+
+// Run loads the inventory, builds the playbook with build, and runs it. With
+// DryRun it prints the plan and touches no host.
+func Run(ctx context.Context, opts *Options, build func(*inventory.Inventory) Playbook) (*RunResult, error) {
+	if opts.Stdout == nil {
+		opts.Stdout = os.Stdout
+	}
+	if opts.Stderr == nil {
+		opts.Stderr = os.Stderr
+	}
+	inv, err := Load(opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range inv.Warnings {
+		fmt.Fprintln(opts.Stderr, w)
+	}
+	pb, err := build(inv).Filter(opts.Skip, opts.Only)
+	if err != nil {
+		return nil, err
+	}
+	if opts.DryRun {
+		fmt.Fprint(opts.Stdout, pb.Plan(inv))
+		fmt.Fprintln(opts.Stdout, "Dry run: no host was contacted and nothing was changed.")
+		return nil, nil
+	}
+	if err := os.MkdirAll(filepath.Join(opts.StateDir, "logs"), 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	if err := os.Chmod(opts.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("secure state dir: %w", err)
+	}
+	logs := newHostLogs(filepath.Join(opts.StateDir, "logs"), opts.Verbose, opts.Stderr)
+	defer logs.Close()
+	env := tasks.NewEnv(inv, opts.StateDir, logs.main, opts.Tasks)
+	env.Logs = logs.host
+	defer env.Close()
+
+	sum := &Summary{}
+	var sink EventSink = &TextSink{W: opts.Stdout, Verbose: opts.Verbose}
+	if opts.Output == "json" {
+		sink = &JSONSink{W: opts.Stdout}
+	}
+	r := &Runner{Concurrency: opts.Concurrency, Events: Multi{sink, sum, logSink{logs.main}}}
+	if opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
+		defer cancel()
+	}
+	err = r.Run(ctx, env, pb)
+	return &RunResult{Env: env, Summary: sum}, err
+}
+
+// logSink writes runner events into the run log.
+type logSink struct{ log *slog.Logger }
+
+func (l logSink) Event(e Event) {
+	attrs := []any{"type", e.Type, "step", e.Step, "host", e.Host, "result", e.Result, "duration", e.Duration}
+	if e.Err != nil {
+		attrs = append(attrs, "err", e.Err)
+	}
+	l.log.Info("event", attrs...)
+}
+
+// hostLogs opens one log file per host under the state dir, plus run.log.
+type hostLogs struct {
+	dir     string
+	verbose bool
+	stderr  io.Writer
+	main    *slog.Logger
+
+	mu    sync.Mutex
+	files []*os.File
+	hosts map[string]*slog.Logger
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]`)
+
+func newHostLogs(dir string, verbose bool, stderr io.Writer) *hostLogs {
+	l := &hostLogs{dir: dir, verbose: verbose, stderr: stderr, hosts: map[string]*slog.Logger{}}
+	l.main = l.open("run")
+	return l
+}
+
+func (l *hostLogs) open(name string) *slog.Logger {
+	var hs []slog.Handler
+	f, err := os.OpenFile(filepath.Join(l.dir, unsafeName.ReplaceAllString(name, "_")+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err == nil {
+		l.files = append(l.files, f)
+		hs = append(hs, slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if l.verbose {
+		hs = append(hs, slog.NewTextHandler(l.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewMultiHandler(hs...))
+}
+
+func (l *hostLogs) host(name string) *slog.Logger {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lg, ok := l.hosts[name]; ok {
+		return lg
+	}
+	lg := l.open(name).With("host", name)
+	l.hosts[name] = lg
+	return lg
+}
+
+func (l *hostLogs) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, f := range l.files {
+		f.Close()
+	}
+}

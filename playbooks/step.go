@@ -1,0 +1,126 @@
+// Package playbooks holds kubeforge's playbooks (up, scale, reset, preflight) as
+// ordered lists of named steps, and the one runner that executes them.
+package playbooks
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/tasks"
+)
+
+// Step is one named unit of a playbook. Exactly one of Run or Local is set.
+type Step struct {
+	Name    string             // stable: "control-plane/init"; used by --skip, --only, logs, errors
+	Help    string             // one line for plans and help text
+	Hosts   inventory.Selector // which hosts a host step runs on
+	Serial  bool               // one host at a time
+	Run     tasks.HostFunc
+	Local   tasks.LocalFunc
+	Timeout time.Duration // 0: the runner's default
+	// Always marks steps that run even with --only (connecting, gathering facts).
+	Always bool
+	// When, if set, narrows the hosts at run time, from what earlier steps
+	// learned (for example: only hosts that are not nodes yet).
+	When *tasks.Predicate
+}
+
+// Playbook is an ordered list of steps.
+type Playbook struct {
+	Name  string
+	Steps []Step
+	// BestEffort keeps going on the other hosts when a host fails (reset):
+	// the failed host is left out of later steps and all failures are
+	// returned at the end. Otherwise the first failing step stops the run.
+	BestEffort bool
+}
+
+// Filter returns the playbook restricted by --skip and --only. Unknown step
+// names are an error listing the valid ones.
+func (p Playbook) Filter(skip, only []string) (Playbook, error) {
+	known := map[string]bool{}
+	for _, s := range p.Steps {
+		known[s.Name] = true
+	}
+	match := func(name, pattern string) bool {
+		// "control-plane" selects "control-plane/init" and the rest of its group.
+		return name == pattern || strings.HasPrefix(name, pattern+"/")
+	}
+	var unknown []string
+	for _, n := range append(append([]string(nil), skip...), only...) {
+		ok := false
+		for k := range known {
+			if match(k, n) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			unknown = append(unknown, n)
+		}
+	}
+	if len(unknown) > 0 {
+		return p, fmt.Errorf("unknown step %s; %s has: %s", strings.Join(unknown, ", "), p.Name, strings.Join(p.Names(), ", "))
+	}
+	out := Playbook{Name: p.Name}
+	for _, s := range p.Steps {
+		keep := len(only) == 0 || s.Always
+		for _, n := range only {
+			if match(s.Name, n) {
+				keep = true
+			}
+		}
+		for _, n := range skip {
+			if match(s.Name, n) && !s.Always {
+				keep = false
+			}
+		}
+		if keep {
+			out.Steps = append(out.Steps, s)
+		}
+	}
+	return out, nil
+}
+
+// Names returns the step names in order.
+func (p Playbook) Names() []string {
+	out := make([]string, len(p.Steps))
+	for i, s := range p.Steps {
+		out[i] = s.Name
+	}
+	return out
+}
+
+// Plan renders the steps x hosts table that --dry-run prints.
+func (p Playbook) Plan(inv *inventory.Inventory) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Plan for %q (%s, %d hosts):\n", p.Name, inv.Cluster.Name, len(inv.Hosts))
+	for i, s := range p.Steps {
+		where := "local"
+		if s.Run != nil {
+			var names []string
+			for _, h := range s.Hosts.Select(inv) {
+				names = append(names, h.Name)
+			}
+			if len(names) == 0 {
+				names = []string{"(no hosts)"}
+			}
+			mode := "parallel"
+			if s.Serial {
+				mode = "serial"
+			}
+			sel := s.Hosts.Name
+			if s.When != nil {
+				sel += " that are " + s.When.Name
+			}
+			where = fmt.Sprintf("%s, %s: %s", sel, mode, strings.Join(names, ", "))
+		}
+		fmt.Fprintf(&b, "%3d. %-32s %s\n", i+1, s.Name, where)
+		if s.Help != "" {
+			fmt.Fprintf(&b, "     %s\n", s.Help)
+		}
+	}
+	return b.String()
+}

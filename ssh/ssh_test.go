@@ -1,0 +1,911 @@
+package ssh
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kubeforge/kubeforge/ssh/sshtest"
+	xssh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// testHost is a running in-process server with a key authorized for it.
+type testHost struct {
+	srv   *sshtest.Server
+	key   string // identity file
+	known string // known_hosts holding the server's key
+}
+
+func startHost(t *testing.T, opts sshtest.Options) testHost {
+	t.Helper()
+	signer, keyFile := sshtest.WriteKey(t, "")
+	opts.AuthorizedKeys = append(opts.AuthorizedKeys, signer.PublicKey())
+	srv := sshtest.Start(t, opts)
+	return testHost{srv: srv, key: keyFile, known: srv.WriteKnownHosts(t)}
+}
+
+func (h testHost) config(name string) Config {
+	return Config{
+		Host:            name,
+		Address:         h.srv.Host,
+		Port:            h.srv.Port,
+		IdentityFiles:   []string{h.key},
+		KnownHostsFiles: []string{h.known},
+		ConnectTimeout:  5 * time.Second,
+	}
+}
+
+func newTestPool(t *testing.T, l Limits) *Pool {
+	p := NewPool(l)
+	p.backoff = 10 * time.Millisecond
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func dial(t *testing.T, h testHost) *Client {
+	t.Helper()
+	c, err := newTestPool(t, Limits{}).Dial(context.Background(), h.config("node1"))
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	return c
+}
+
+func TestHostKeyVerification(t *testing.T) {
+	h := startHost(t, sshtest.Options{})
+	otherKey, _, err := sshtest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	changed := filepath.Join(dir, "changed")
+	os.WriteFile(changed, []byte("# comment\n"+knownhosts.Line([]string{knownhosts.Normalize(h.srv.Addr)}, otherKey.PublicKey())+"\n"), 0o600)
+	otherHost := filepath.Join(dir, "other-host")
+	os.WriteFile(otherHost, []byte(knownhosts.Line([]string{"[127.0.0.1]:1"}, h.srv.HostKey.PublicKey())+"\n"), 0o600)
+	fp := xssh.FingerprintSHA256(h.srv.HostKey.PublicKey())
+
+	tests := []struct {
+		name        string
+		files       []string
+		acceptNew   bool
+		wantErr     bool
+		wantChanged bool
+		wantLine    int
+	}{
+		{name: "known key is accepted", files: []string{h.known}},
+		{name: "known key in second file is accepted", files: []string{filepath.Join(dir, "missing"), h.known}},
+		{name: "no known_hosts file refuses unknown host", files: []string{filepath.Join(dir, "missing")}, wantErr: true},
+		{name: "key recorded for another address only is unknown", files: []string{otherHost}, wantErr: true},
+		{name: "changed key is refused", files: []string{changed}, wantErr: true, wantChanged: true, wantLine: 2},
+		{name: "changed key is refused even when accepting new keys", files: []string{changed}, acceptNew: true, wantErr: true, wantChanged: true, wantLine: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := h.config("node1")
+			cfg.KnownHostsFiles = tt.files
+			cfg.AcceptNewHostKeys = tt.acceptNew
+			if tt.acceptNew {
+				cfg.KnownHostsWrite = filepath.Join(t.TempDir(), "kubeforge_known_hosts")
+			}
+			p := newTestPool(t, Limits{})
+			c, err := p.Dial(context.Background(), cfg)
+			if !tt.wantErr {
+				if err != nil {
+					t.Fatalf("dial: %v", err)
+				}
+				if out, err := c.Run(context.Background(), "echo ok"); err != nil || out != "ok\n" {
+					t.Fatalf("run = %q, %v", out, err)
+				}
+				return
+			}
+			var hk *HostKeyError
+			if !errors.As(err, &hk) {
+				t.Fatalf("err = %v (%T), want *HostKeyError", err, err)
+			}
+			if hk.Fingerprint != fp || hk.Changed != tt.wantChanged || hk.Host != "node1" {
+				t.Errorf("HostKeyError = %+v, want fingerprint %s changed %v", hk, fp, tt.wantChanged)
+			}
+			if !strings.Contains(err.Error(), fp) {
+				t.Errorf("message %q lacks the fingerprint", err)
+			}
+			if tt.wantChanged {
+				if hk.KnownFile != changed || hk.KnownLine != tt.wantLine {
+					t.Errorf("old key at %s:%d, want %s:%d", hk.KnownFile, hk.KnownLine, changed, tt.wantLine)
+				}
+				if !strings.Contains(err.Error(), fmt.Sprintf("%s:%d", changed, tt.wantLine)) {
+					t.Errorf("message %q does not name the known_hosts line", err)
+				}
+			} else if !strings.Contains(err.Error(), "--accept-new-host-keys") {
+				t.Errorf("message %q does not name the flag", err)
+			}
+			if cfg.KnownHostsWrite != "" {
+				if _, err := os.Stat(cfg.KnownHostsWrite); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("a refused key was recorded in %s", cfg.KnownHostsWrite)
+				}
+			}
+		})
+	}
+}
+
+func TestAcceptNewHostKeyRecordsThenVerifies(t *testing.T) {
+	h := startHost(t, sshtest.Options{})
+	write := filepath.Join(t.TempDir(), "state", "known_hosts")
+	cfg := h.config("node1")
+	cfg.KnownHostsFiles = nil
+	cfg.KnownHostsWrite = write
+	cfg.AcceptNewHostKeys = true
+	if _, err := newTestPool(t, Limits{}).Dial(context.Background(), cfg); err != nil {
+		t.Fatalf("dial with accept-new: %v", err)
+	}
+	data, err := os.ReadFile(write)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(data) != h.srv.KnownHostsLine()+"\n" {
+		t.Fatalf("recorded %q, want %q", data, h.srv.KnownHostsLine())
+	}
+	if fi, _ := os.Stat(write); fi.Mode().Perm() != 0o600 {
+		t.Errorf("known_hosts mode %v, want 0600", fi.Mode())
+	}
+	// Without accept-new, the recorded key now verifies.
+	cfg.AcceptNewHostKeys = false
+	if _, err := newTestPool(t, Limits{}).Dial(context.Background(), cfg); err != nil {
+		t.Fatalf("dial with the recorded key: %v", err)
+	}
+	// A different server at another address with the same file is still unknown.
+	h2 := startHost(t, sshtest.Options{})
+	cfg2 := h2.config("node2")
+	cfg2.KnownHostsFiles, cfg2.KnownHostsWrite = nil, write
+	var hk *HostKeyError
+	if _, err := newTestPool(t, Limits{}).Dial(context.Background(), cfg2); !errors.As(err, &hk) || hk.Changed {
+		t.Fatalf("dial unknown second host: %v, want unknown-host HostKeyError", err)
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	signer, keyFile := sshtest.WriteKey(t, "")
+	_, otherKey := sshtest.WriteKey(t, "")
+	encSigner, encKey := sshtest.WriteKey(t, "s3cret")
+	agentSock, agentKey := startAgent(t)
+	srv := sshtest.Start(t, sshtest.Options{
+		AuthorizedKeys: []xssh.PublicKey{signer.PublicKey(), encSigner.PublicKey(), agentKey},
+		Passwords:      map[string]string{"root": "pw"},
+	})
+	known := srv.WriteKnownHosts(t)
+	passphrase := func(pp string) func(string) ([]byte, error) {
+		return func(string) ([]byte, error) { return []byte(pp), nil }
+	}
+
+	tests := []struct {
+		name     string
+		cfg      Config
+		agent    bool
+		wantAuth bool   // *AuthError expected
+		wantErr  string // other error expected
+	}{
+		{name: "key", cfg: Config{IdentityFiles: []string{keyFile}}},
+		{name: "password", cfg: Config{Password: "pw"}},
+		{name: "encrypted key with passphrase", cfg: Config{IdentityFiles: []string{encKey}, Passphrase: passphrase("s3cret")}},
+		{name: "agent", cfg: Config{UseAgent: true}, agent: true},
+		{name: "second key works after a refused one", cfg: Config{IdentityFiles: []string{otherKey, keyFile}}},
+		{name: "unauthorized key", cfg: Config{IdentityFiles: []string{otherKey}}, wantAuth: true},
+		{name: "wrong password", cfg: Config{Password: "nope"}, wantAuth: true},
+		{name: "no method", cfg: Config{}, wantAuth: true},
+		{name: "agent not used unless asked", cfg: Config{}, agent: true, wantAuth: true},
+		{name: "encrypted key without passphrase", cfg: Config{IdentityFiles: []string{encKey}}, wantErr: "is encrypted"},
+		{name: "encrypted key with wrong passphrase", cfg: Config{IdentityFiles: []string{encKey}, Passphrase: passphrase("x")}, wantErr: "wrong passphrase"},
+		{name: "missing identity file", cfg: Config{IdentityFiles: []string{filepath.Join(t.TempDir(), "nokey")}}, wantErr: "no such file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.agent {
+				t.Setenv("SSH_AUTH_SOCK", agentSock)
+			} else {
+				t.Setenv("SSH_AUTH_SOCK", "")
+			}
+			cfg := tt.cfg
+			cfg.Host, cfg.Address, cfg.Port, cfg.KnownHostsFiles = "node1", srv.Host, srv.Port, []string{known}
+			before := srv.Connections()
+			c, err := newTestPool(t, Limits{}).Dial(context.Background(), cfg)
+			var ae *AuthError
+			switch {
+			case tt.wantAuth:
+				if !errors.As(err, &ae) {
+					t.Fatalf("err = %v, want *AuthError", err)
+				}
+				if ae.Host != "node1" || ae.User != "root" || !strings.Contains(err.Error(), "node1") {
+					t.Errorf("AuthError = %+v", ae)
+				}
+				if got := srv.Connections() - before; got != 1 {
+					t.Errorf("authentication failure was retried: %d connections", got)
+				}
+			case tt.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+			default:
+				if err != nil {
+					t.Fatalf("dial: %v", err)
+				}
+				if out, err := c.Run(context.Background(), "echo hi"); err != nil || out != "hi\n" {
+					t.Fatalf("run = %q, %v", out, err)
+				}
+			}
+		})
+	}
+}
+
+// startAgent serves an in-memory ssh-agent holding a new key on a unix socket.
+func startAgent(t *testing.T) (sock string, pub xssh.PublicKey) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyring := agent.NewKeyring()
+	if err := keyring.Add(agent.AddedKey{PrivateKey: priv}); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := xssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock = filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { agent.ServeAgent(keyring, c); c.Close() }()
+		}
+	}()
+	return sock, signer.PublicKey()
+}
+
+func newBufLogger(w io.Writer, mu *sync.Mutex) *slog.Logger {
+	return slog.New(slog.NewTextHandler(&lockedWriter{w: w, mu: mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func TestDialTimeoutWhenServerNeverAnswers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var accepted []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			accepted = append(accepted, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		for _, c := range accepted {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	p := newTestPool(t, Limits{})
+	p.attempts = 2
+	port := ln.Addr().(*net.TCPAddr).Port
+	start := time.Now()
+	_, err = p.Dial(context.Background(), Config{Host: "silent", Address: "127.0.0.1", Port: port, Password: "x", ConnectTimeout: 200 * time.Millisecond})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want a timeout", err)
+	}
+	if !strings.Contains(err.Error(), "silent") {
+		t.Errorf("message %q does not name the host", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("dial took %v", d)
+	}
+	mu.Lock()
+	n := len(accepted)
+	mu.Unlock()
+	if n != 2 {
+		t.Errorf("%d connection attempts, want 2 (a timeout is retried)", n)
+	}
+}
+
+func TestDialRefusedIsRetriedThenFails(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	p := newTestPool(t, Limits{})
+	p.attempts = 3
+	_, err := p.Dial(context.Background(), Config{Host: "down", Address: "127.0.0.1", Port: port, Password: "x"})
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("err = %v, want connection refused", err)
+	}
+}
+
+func TestDialCancelled(t *testing.T) {
+	h := startHost(t, sshtest.Options{HandshakeDelay: 5 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := newTestPool(t, Limits{}).Dial(ctx, h.config("node1"))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the context's deadline", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("cancelled dial took %v", d)
+	}
+}
+
+func TestPoolReusesOneConnectionPerHost(t *testing.T) {
+	h := startHost(t, sshtest.Options{})
+	p := newTestPool(t, Limits{})
+	var wg sync.WaitGroup
+	clients := make([]*Client, 5)
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := p.Dial(context.Background(), h.config("node1"))
+			if err != nil {
+				t.Error(err)
+			}
+			clients[i] = c
+		}()
+	}
+	wg.Wait()
+	for _, c := range clients[1:] {
+		if c != clients[0] {
+			t.Fatal("Dial returned different clients for one host")
+		}
+	}
+	if n := settled(h.srv.Logins, 1); n != 1 {
+		t.Errorf("%d logins, want 1", n)
+	}
+	// A closed client is replaced by a new connection.
+	clients[0].Close()
+	c, err := p.Dial(context.Background(), h.config("node1"))
+	if err != nil || c == clients[0] {
+		t.Fatalf("redial after close: %v (same client: %v)", err, c == clients[0])
+	}
+	if _, err := c.Run(context.Background(), "true"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRun(t *testing.T) {
+	c := dial(t, startHost(t, sshtest.Options{}))
+	tests := []struct {
+		name       string
+		cmd        string
+		stdin      string
+		wantOut    string
+		wantCode   int // 0: success expected
+		wantStderr string
+	}{
+		{name: "stdout returned", cmd: "echo hello; echo world", wantOut: "hello\nworld\n"},
+		{name: "shell syntax works", cmd: "x=1; if [ $x = 1 ]; then echo yes; fi | tr a-z A-Z", wantOut: "YES\n"},
+		{name: "single quotes survive", cmd: `printf '%s\n' "it's"`, wantOut: "it's\n"},
+		{name: "stdin is passed", cmd: "cat; echo", stdin: "secret", wantOut: "secret\n"},
+		{name: "exit code, stdout and stderr in RunError", cmd: "echo out; echo oops >&2; exit 3", wantOut: "out\n", wantCode: 3, wantStderr: "oops\n"},
+		{name: "missing command is 127", cmd: "no-such-command-kubeforge", wantCode: 127, wantStderr: "not found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out string
+			var err error
+			if tt.stdin != "" {
+				out, err = c.RunInput(context.Background(), tt.cmd, strings.NewReader(tt.stdin))
+			} else {
+				out, err = c.Run(context.Background(), tt.cmd)
+			}
+			if out != tt.wantOut {
+				t.Errorf("stdout = %q, want %q", out, tt.wantOut)
+			}
+			if tt.wantCode == 0 {
+				if err != nil {
+					t.Fatalf("err = %v", err)
+				}
+				return
+			}
+			var re *RunError
+			if !errors.As(err, &re) {
+				t.Fatalf("err = %v, want *RunError", err)
+			}
+			if re.ExitCode != tt.wantCode || re.Host != "node1" || re.Cmd != tt.cmd || re.Stdout != tt.wantOut || !strings.Contains(re.Stderr, tt.wantStderr) {
+				t.Errorf("RunError = %+v", re)
+			}
+			if msg := err.Error(); !strings.Contains(msg, "node1") || !strings.Contains(msg, fmt.Sprint(tt.wantCode)) {
+				t.Errorf("message %q lacks host or exit code", msg)
+			}
+		})
+	}
+}
+
+func TestRunLogsCommandsWithoutStdin(t *testing.T) {
+	h := startHost(t, sshtest.Options{})
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	cfg := h.config("node1")
+	cfg.Password = "hunter2-password"
+	cfg.Logger = newBufLogger(&logs, &mu)
+	c, err := newTestPool(t, Limits{}).Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.RunInput(context.Background(), "cat >/dev/null; echo bad >&2; exit 2", strings.NewReader("stdin-secret"))
+	mu.Lock()
+	got := logs.String()
+	mu.Unlock()
+	for _, want := range []string{"cat >/dev/null", "exit=2", "stderr=", "host=node1"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("log lacks %q:\n%s", want, got)
+		}
+	}
+	for _, secret := range []string{"stdin-secret", "hunter2-password"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("log contains secret %q", secret)
+		}
+	}
+}
+
+func TestRunCancelStopsLongCommand(t *testing.T) {
+	dir := t.TempDir()
+	c := dial(t, startHost(t, sshtest.Options{}))
+	pidFile := filepath.Join(dir, "pid")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Run(ctx, "echo $$ > "+pidFile+"; sleep 30; echo done")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want deadline exceeded", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("cancelled command returned after %v", d)
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	fmt.Sscan(string(data), &pid)
+	deadline := time.Now().Add(3 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("remote process %d still running after cancel", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The connection stays usable.
+	if out, err := c.Run(context.Background(), "echo still"); err != nil || out != "still\n" {
+		t.Fatalf("run after cancel = %q, %v", out, err)
+	}
+}
+
+func TestReadFile(t *testing.T) {
+	dir := t.TempDir()
+	c := dial(t, startHost(t, sshtest.Options{}))
+	content := []byte("line1\nbinary\x00\xff\r\n")
+	os.WriteFile(filepath.Join(dir, "f"), content, 0o600)
+	got, err := c.ReadFile(context.Background(), filepath.Join(dir, "f"))
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("ReadFile = %q, %v; want %q", got, err, content)
+	}
+	_, err = c.ReadFile(context.Background(), filepath.Join(dir, "missing"))
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "node1") {
+		t.Fatalf("ReadFile(missing) err = %v, want ErrNotExist naming the host", err)
+	}
+}
+
+func TestUpload(t *testing.T) {
+	dir := t.TempDir()
+	c := dial(t, startHost(t, sshtest.Options{}))
+	big := filepath.Join(t.TempDir(), "big")
+	bigData := make([]byte, 3<<20+17)
+	rand.Read(bigData)
+	os.WriteFile(big, bigData, 0o644)
+
+	files := []File{
+		{Path: dir + "/etc/kubernetes/pki/ca.key", Mode: 0o600, Data: []byte("KEY")},
+		{Path: dir + "/etc/kubernetes/pki/ca.crt", Mode: 0o644, Data: []byte("CERT")},
+		{Path: dir + "/usr/local/bin/tool", Mode: 0o755, Source: big},
+		{Path: dir + "/empty", Data: nil},
+	}
+	changed, err := c.Upload(context.Background(), files)
+	if err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	if len(changed) != len(files) {
+		t.Errorf("changed = %v, want all %d", changed, len(files))
+	}
+	want := map[string][]byte{files[0].Path: []byte("KEY"), files[1].Path: []byte("CERT"), files[2].Path: bigData, files[3].Path: {}}
+	modes := map[string]os.FileMode{files[0].Path: 0o600, files[1].Path: 0o644, files[2].Path: 0o755, files[3].Path: 0o644}
+	for p, data := range want {
+		got, err := os.ReadFile(p)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("%s: content differs (%d bytes, err %v)", p, len(got), err)
+		}
+		fi, _ := os.Stat(p)
+		if fi.Mode().Perm() != modes[p] {
+			t.Errorf("%s: mode %v, want %v", p, fi.Mode().Perm(), modes[p])
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
+			t.Errorf("%s: owner %d:%d, want 0:0", p, st.Uid, st.Gid)
+		}
+	}
+	assertNoTemp(t, dir)
+
+	t.Run("second upload changes nothing", func(t *testing.T) {
+		changed, err := c.Upload(context.Background(), files)
+		if err != nil || len(changed) != 0 {
+			t.Fatalf("changed = %v, err %v; want none", changed, err)
+		}
+	})
+	t.Run("precomputed digest skips", func(t *testing.T) {
+		sum := sha256.Sum256([]byte("CERT"))
+		f := files[1]
+		f.SHA256 = strings.ToUpper(hex.EncodeToString(sum[:]))
+		if changed, err := c.Upload(context.Background(), []File{f}); err != nil || len(changed) != 0 {
+			t.Fatalf("changed = %v, err %v; want none", changed, err)
+		}
+	})
+	t.Run("changed content or mode is uploaded again", func(t *testing.T) {
+		os.Chmod(files[0].Path, 0o644)
+		f1 := files[1]
+		f1.Data = []byte("CERT2")
+		changed, err := c.Upload(context.Background(), []File{files[0], f1, files[2]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{files[0].Path, f1.Path}; fmt.Sprint(changed) != fmt.Sprint(want) {
+			t.Errorf("changed = %v, want %v", changed, want)
+		}
+		if fi, _ := os.Stat(files[0].Path); fi.Mode().Perm() != 0o600 {
+			t.Errorf("mode not restored: %v", fi.Mode())
+		}
+	})
+}
+
+func TestUploadRejectsBadInput(t *testing.T) {
+	c := dial(t, startHost(t, sshtest.Options{}))
+	for _, tt := range []struct {
+		name string
+		file File
+	}{
+		{"relative path", File{Path: "etc/x"}},
+		{"unclean path", File{Path: "/etc/../x"}},
+		{"both data and source", File{Path: "/tmp/x", Data: []byte("a"), Source: "/etc/hostname"}},
+		{"missing source", File{Path: "/tmp/x", Source: "/nonexistent/kubeforge"}},
+		{"bad digest", File{Path: "/tmp/x", SHA256: "zz"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := c.Upload(context.Background(), []File{tt.file}); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+func TestUploadFailureLeavesNoTempFile(t *testing.T) {
+	dir := t.TempDir()
+	c := dial(t, startHost(t, sshtest.Options{}))
+	target := filepath.Join(dir, "conf")
+	os.WriteFile(target, []byte("old"), 0o644)
+	os.Mkdir(filepath.Join(dir, "adir"), 0o755)
+
+	tests := []struct {
+		name string
+		file File
+	}{
+		// The digest is checked after streaming, before the rename.
+		{"content does not match the given digest", File{Path: target, Data: []byte("new"), SHA256: strings.Repeat("0", 64)}},
+		{"rename over a directory fails", File{Path: filepath.Join(dir, "adir"), Data: []byte("x")}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := c.Upload(context.Background(), []File{tt.file}); err == nil {
+				t.Fatal("upload succeeded")
+			}
+			assertNoTemp(t, dir)
+			if got, _ := os.ReadFile(target); string(got) != "old" {
+				t.Errorf("target changed to %q", got)
+			}
+		})
+	}
+}
+
+func TestUploadIsAtomicForReaders(t *testing.T) {
+	dir := t.TempDir()
+	c := dial(t, startHost(t, sshtest.Options{}))
+	target := filepath.Join(dir, "blob")
+	versions := make([][]byte, 4)
+	for i := range versions {
+		versions[i] = bytes.Repeat([]byte{byte('a' + i)}, 2<<20)
+	}
+	os.WriteFile(target, versions[0], 0o644)
+	stop := make(chan struct{})
+	var bad []string
+	var reads int
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // a reader that must only ever see a complete version
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			data, err := os.ReadFile(target)
+			reads++
+			if err != nil {
+				bad = append(bad, err.Error())
+				continue
+			}
+			ok := false
+			for _, v := range versions {
+				ok = ok || bytes.Equal(data, v)
+			}
+			if !ok {
+				bad = append(bad, fmt.Sprintf("partial content of %d bytes", len(data)))
+			}
+		}
+	}()
+	for _, v := range versions[1:] {
+		if _, err := c.Upload(context.Background(), []File{{Path: target, Data: v}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if len(bad) > 0 {
+		t.Fatalf("reader saw %d bad states in %d reads, e.g. %s", len(bad), reads, bad[0])
+	}
+	if got, _ := os.ReadFile(target); !bytes.Equal(got, versions[3]) {
+		t.Fatal("final content is not the last version")
+	}
+}
+
+func TestLimits(t *testing.T) {
+	t.Run("dials", func(t *testing.T) {
+		for _, tt := range []struct {
+			limit   int
+			wantMax func(int) bool
+		}{
+			{limit: 2, wantMax: func(n int) bool { return n >= 1 && n <= 2 }},
+			{limit: 6, wantMax: func(n int) bool { return n > 2 }}, // control: the counter sees concurrency
+		} {
+			t.Run(fmt.Sprint(tt.limit), func(t *testing.T) {
+				h := startHost(t, sshtest.Options{HandshakeDelay: 150 * time.Millisecond})
+				p := newTestPool(t, Limits{Dials: tt.limit})
+				var wg sync.WaitGroup
+				for i := range 6 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if _, err := p.Dial(context.Background(), h.config(fmt.Sprintf("node%d", i))); err != nil {
+							t.Error(err)
+						}
+					}()
+				}
+				wg.Wait()
+				if got := h.srv.MaxConcurrentHandshakes(); !tt.wantMax(got) {
+					t.Errorf("limit %d: %d concurrent handshakes", tt.limit, got)
+				}
+				if got := settled(h.srv.Logins, 6); got != 6 {
+					t.Errorf("%d logins, want 6", got)
+				}
+			})
+		}
+	})
+	t.Run("sessions", func(t *testing.T) {
+		for _, tt := range []struct {
+			limit   int
+			wantMax func(int) bool
+		}{
+			{limit: 2, wantMax: func(n int) bool { return n >= 1 && n <= 2 }},
+			{limit: 0, wantMax: func(n int) bool { return n > 2 && n <= maxSessionsPerConn }}, // control, and the per-connection cap
+		} {
+			t.Run(fmt.Sprint(tt.limit), func(t *testing.T) {
+				h := startHost(t, sshtest.Options{})
+				p := newTestPool(t, Limits{Sessions: tt.limit})
+				c, err := p.Dial(context.Background(), h.config("node1"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var wg sync.WaitGroup
+				for range 12 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if _, err := c.Run(context.Background(), "sleep 0.2"); err != nil {
+							t.Error(err)
+						}
+					}()
+				}
+				wg.Wait()
+				if got := h.srv.MaxConcurrentSessions(); !tt.wantMax(got) {
+					t.Errorf("limit %d: %d concurrent sessions", tt.limit, got)
+				}
+			})
+		}
+	})
+}
+
+func TestBastion(t *testing.T) {
+	bastion := startHost(t, sshtest.Options{})
+	target1 := startHost(t, sshtest.Options{NoForwarding: true})
+	target2 := startHost(t, sshtest.Options{NoForwarding: true})
+	p := newTestPool(t, Limits{})
+	b := bastion.config("jump")
+	for _, tgt := range []testHost{target1, target2} {
+		cfg := tgt.config("node")
+		cfg.Host = fmt.Sprint("node", tgt.srv.Port)
+		cfg.Bastion = &b
+		c, err := p.Dial(context.Background(), cfg)
+		if err != nil {
+			t.Fatalf("dial through bastion: %v", err)
+		}
+		if out, err := c.Run(context.Background(), "echo via"); err != nil || out != "via\n" {
+			t.Fatalf("run = %q, %v", out, err)
+		}
+	}
+	if got := settled(bastion.srv.Logins, 1); got != 1 {
+		t.Errorf("bastion logins = %d, want 1 shared connection", got)
+	}
+	if got := bastion.srv.Forwards(); got != 2 {
+		t.Errorf("bastion tunnels = %d, want 2", got)
+	}
+
+	t.Run("bastion host key is verified", func(t *testing.T) {
+		bad := b
+		bad.Host = "jump2"
+		bad.KnownHostsFiles = []string{target1.known}
+		cfg := target1.config("node-x")
+		cfg.Bastion = &bad
+		var hk *HostKeyError
+		if _, err := newTestPool(t, Limits{}).Dial(context.Background(), cfg); !errors.As(err, &hk) || hk.Host != "jump2" {
+			t.Fatalf("err = %v, want HostKeyError for the bastion", err)
+		}
+	})
+}
+
+func TestDialRemote(t *testing.T) {
+	h := startHost(t, sshtest.Options{})
+	c := dial(t, h)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		conn, err := ln.Accept()
+		if err == nil {
+			io.Copy(conn, conn)
+			conn.Close()
+		}
+	}()
+	conn, err := c.DialRemote(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo = %q, %v", buf, err)
+	}
+	if h.srv.Forwards() != 1 {
+		t.Errorf("not tunnelled: %d forwards", h.srv.Forwards())
+	}
+}
+
+func TestSSHConfig(t *testing.T) {
+	bastion := startHost(t, sshtest.Options{})
+	target := startHost(t, sshtest.Options{NoForwarding: true})
+	cfgFile := filepath.Join(t.TempDir(), "config")
+	os.WriteFile(cfgFile, []byte(fmt.Sprintf(`
+Host jumpbox
+  HostName 127.0.0.1
+  Port %d
+  IdentityFile %s
+
+Host web1
+  HostName 127.0.0.1
+  Port %d
+  User root
+  IdentityFile %s
+  ProxyJump jumpbox
+`, bastion.srv.Port, bastion.key, target.srv.Port, target.key)), 0o600)
+	known := filepath.Join(t.TempDir(), "known_hosts")
+	os.WriteFile(known, []byte(bastion.srv.KnownHostsLine()+"\n"+target.srv.KnownHostsLine()+"\n"), 0o600)
+
+	c, err := newTestPool(t, Limits{}).Dial(context.Background(), Config{
+		Host: "web1", Address: "web1", UseSSHConfig: true, SSHConfigFile: cfgFile, KnownHostsFiles: []string{known},
+	})
+	if err != nil {
+		t.Fatalf("dial via ssh config: %v", err)
+	}
+	if out, err := c.Run(context.Background(), "echo cfg"); err != nil || out != "cfg\n" {
+		t.Fatalf("run = %q, %v", out, err)
+	}
+	if bastion.srv.Forwards() != 1 {
+		t.Errorf("ProxyJump not used: bastion forwards = %d", bastion.srv.Forwards())
+	}
+
+	// Inventory values win over ssh config: a wrong explicit port fails.
+	_, err = newTestPool(t, Limits{}).Dial(context.Background(), Config{
+		Host: "web1", Address: "web1", Port: 1, UseSSHConfig: true, SSHConfigFile: cfgFile, KnownHostsFiles: []string{known},
+	})
+	if err == nil {
+		t.Fatal("explicit port was overridden by ssh config")
+	}
+}
+
+func TestQuote(t *testing.T) {
+	c := dial(t, startHost(t, sshtest.Options{}))
+	for _, s := range []string{"plain", "it's", `a"b`, "$HOME `id` \\ *", "new\nline", ""} {
+		out, err := c.Run(context.Background(), "printf %s "+Quote(s))
+		if err != nil || out != s {
+			t.Errorf("Quote(%q) round trip = %q, %v", s, out, err)
+		}
+	}
+}
+
+// settled polls a server counter (updated by the server's goroutines after the client returns)
+// until it equals want or a second passes, and returns its value.
+func settled(counter func() int, want int) int {
+	deadline := time.Now().Add(time.Second)
+	for counter() != want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return counter()
+}
+
+func assertNoTemp(t *testing.T, dir string) {
+	t.Helper()
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.Contains(d.Name(), ".kubeforge-") {
+			t.Errorf("temp file left: %s", p)
+		}
+		return nil
+	})
+}

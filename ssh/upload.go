@@ -1,0 +1,378 @@
+package ssh
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pkg/sftp"
+)
+
+// File is one file to push.
+type File struct {
+	Path   string      // absolute remote path
+	Mode   os.FileMode // e.g. 0600 for keys; 0 means 0644
+	Data   []byte      // content, or
+	Source string      // a local file streamed from disk
+	SHA256 string      // optional precomputed hex digest of the content
+}
+
+// upload is a File being pushed, with its resolved digest and mode.
+type upload struct {
+	File
+	index  int
+	digest string
+	perm   os.FileMode
+	tmp    string // temp name in the target directory
+	staged string // non-root: path in the staging directory
+}
+
+// Upload pushes files atomically and returns the paths that changed. Files whose remote content
+// (sha256), mode and owner (root:root) already match are skipped; ONE remote command checks all of
+// them. Parent directories are created. Each file is written to `.<base>.kubeforge-<random>` in its
+// target directory, fsynced, given its mode and owner, then renamed into place; the temp file is
+// removed on any failure. Source files are streamed. A non-root user uploads to a private staging
+// directory and `sudo install`s the files into place (same temp-name and rename dance).
+func (c *Client) Upload(ctx context.Context, files []File) (changed []string, err error) {
+	ups, err := c.prepare(files)
+	if err != nil {
+		return nil, err
+	}
+	todo, err := c.stale(ctx, ups)
+	if err != nil || len(todo) == 0 {
+		return nil, err
+	}
+	var dirs []string
+	for _, u := range todo {
+		if d := path.Dir(u.Path); !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	if _, err := c.run(ctx, "mkdir -p -- "+quoteAll(dirs), nil, true); err != nil {
+		return nil, fmt.Errorf("create directories on %s: %w", c.cfg.Host, err)
+	}
+	sc, err := c.sftpClient()
+	if err != nil {
+		return nil, err
+	}
+	if c.root() {
+		for _, u := range todo {
+			if err := c.putDirect(ctx, sc, u); err != nil {
+				return changed, err
+			}
+			changed = append(changed, u.Path)
+			c.cfg.Logger.Info("uploaded", "path", u.Path, "mode", fmt.Sprintf("%04o", u.perm), "sha256", u.digest)
+		}
+		return changed, nil
+	}
+	if err := c.putStaged(ctx, sc, todo); err != nil {
+		return nil, err
+	}
+	for _, u := range todo {
+		changed = append(changed, u.Path)
+		c.cfg.Logger.Info("uploaded", "path", u.Path, "mode", fmt.Sprintf("%04o", u.perm), "sha256", u.digest)
+	}
+	return changed, nil
+}
+
+// prepare validates files and computes their digests.
+func (c *Client) prepare(files []File) ([]*upload, error) {
+	var ups []*upload
+	seen := map[string]bool{}
+	for i, f := range files {
+		if !path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path || f.Path == "/" {
+			return nil, fmt.Errorf("upload to %s: path %q is not a clean absolute file path", c.cfg.Host, f.Path)
+		}
+		if seen[f.Path] {
+			return nil, fmt.Errorf("upload to %s: %s given twice", c.cfg.Host, f.Path)
+		}
+		seen[f.Path] = true
+		if f.Source != "" && f.Data != nil {
+			return nil, fmt.Errorf("upload %s to %s: both Data and Source set", f.Path, c.cfg.Host)
+		}
+		u := &upload{File: f, index: i, perm: f.Mode.Perm()}
+		if f.Mode == 0 {
+			u.perm = 0o644
+		}
+		switch {
+		case f.SHA256 != "":
+			d := strings.ToLower(f.SHA256)
+			if b, err := hex.DecodeString(d); err != nil || len(b) != sha256.Size {
+				return nil, fmt.Errorf("upload %s to %s: SHA256 %q is not a hex sha256 digest", f.Path, c.cfg.Host, f.SHA256)
+			}
+			u.digest = d
+		case f.Source != "":
+			src, err := os.Open(f.Source)
+			if err != nil {
+				return nil, fmt.Errorf("upload %s to %s: %w", f.Path, c.cfg.Host, err)
+			}
+			h := sha256.New()
+			_, err = io.Copy(h, src)
+			src.Close()
+			if err != nil {
+				return nil, fmt.Errorf("upload %s to %s: hash %s: %w", f.Path, c.cfg.Host, f.Source, err)
+			}
+			u.digest = hex.EncodeToString(h.Sum(nil))
+		default:
+			sum := sha256.Sum256(f.Data)
+			u.digest = hex.EncodeToString(sum[:])
+		}
+		ups = append(ups, u)
+	}
+	return ups, nil
+}
+
+// stale returns the uploads whose remote file differs (content, mode or owner), with ONE command.
+func (c *Client) stale(ctx context.Context, ups []*upload) ([]*upload, error) {
+	if len(ups) == 0 {
+		return nil, nil
+	}
+	paths := make([]string, len(ups))
+	for i, u := range ups {
+		paths[i] = u.Path
+	}
+	script := `i=0; for f in ` + quoteAll(paths) + `; do ` +
+		`if [ -f "$f" ] && [ ! -L "$f" ]; then printf '%s %s ' "$i" "$(stat -c '%a %u %g' -- "$f")" && sha256sum < "$f"; fi; ` +
+		`i=$((i+1)); done`
+	out, err := c.run(ctx, script, nil, true)
+	if err != nil {
+		return nil, fmt.Errorf("check files on %s: %w", c.cfg.Host, err)
+	}
+	same := map[int]bool{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text()) // index mode uid gid digest -
+		if len(fields) < 5 {
+			continue
+		}
+		i, err := strconv.Atoi(fields[0])
+		if err != nil || i < 0 || i >= len(ups) {
+			continue
+		}
+		mode, err := strconv.ParseUint(fields[1], 8, 32)
+		u := ups[i]
+		same[i] = err == nil && os.FileMode(mode) == u.perm && fields[2] == "0" && fields[3] == "0" && fields[4] == u.digest
+	}
+	var todo []*upload
+	for i, u := range ups {
+		if !same[i] {
+			todo = append(todo, u)
+		} else {
+			c.cfg.Logger.Debug("unchanged", "path", u.Path)
+		}
+	}
+	return todo, nil
+}
+
+// sftpClient returns the connection's SFTP session, opening it on first use.
+func (c *Client) sftpClient() (*sftp.Client, error) {
+	c.sftpMu.Lock()
+	defer c.sftpMu.Unlock()
+	if c.sftp == nil {
+		sc, err := sftp.NewClient(c.ssh, sftp.UseConcurrentWrites(true))
+		if err != nil {
+			return nil, fmt.Errorf("start sftp on %s: %w", c.cfg.Host, err)
+		}
+		c.sftp = sc
+	}
+	return c.sftp, nil
+}
+
+// putDirect writes u as root: temp file, mode, owner, content, fsync, rename.
+func (c *Client) putDirect(ctx context.Context, sc *sftp.Client, u *upload) (err error) {
+	if err := c.pool.uploads.Acquire(ctx, 1); err != nil {
+		return fmt.Errorf("upload %s to %s: %w", u.Path, c.cfg.Host, err)
+	}
+	defer c.pool.uploads.Release(1)
+	u.tmp = tempName(u.Path)
+	f, err := sc.OpenFile(u.tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+	if err != nil {
+		return fmt.Errorf("upload %s to %s: create %s: %w", u.Path, c.cfg.Host, u.tmp, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			if rerr := sc.Remove(u.tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				c.cfg.Logger.Warn("remove temp file", "path", u.tmp, "err", rerr)
+			}
+		}
+	}()
+	wrap := func(what string, err error) error {
+		return fmt.Errorf("upload %s to %s: %s: %w", u.Path, c.cfg.Host, what, err)
+	}
+	if err := f.Chmod(u.perm); err != nil {
+		return wrap("chmod", err)
+	}
+	if err := f.Chown(0, 0); err != nil {
+		return wrap("chown", err)
+	}
+	if err := c.copyContent(ctx, f, u); err != nil {
+		return wrap("write", err)
+	}
+	fsynced := false
+	if _, ok := sc.HasExtension("fsync@openssh.com"); ok {
+		if err := f.Sync(); err != nil {
+			return wrap("fsync", err)
+		}
+		fsynced = true
+	}
+	if err := f.Close(); err != nil {
+		return wrap("close", err)
+	}
+	if !fsynced { // server without fsync@openssh.com
+		if _, err := c.run(ctx, "sync -- "+Quote(u.tmp), nil, true); err != nil {
+			return wrap("fsync", err)
+		}
+	}
+	if err := sc.PosixRename(u.tmp, u.Path); err != nil {
+		return wrap("rename", err)
+	}
+	return nil
+}
+
+// putStaged uploads files as a non-root user into a private staging directory, then ONE sudo command
+// installs each into a temp name in its target directory (mode, owner root:root), fsyncs and renames it.
+func (c *Client) putStaged(ctx context.Context, sc *sftp.Client, todo []*upload) error {
+	stage, err := c.staging(ctx)
+	if err != nil {
+		return err
+	}
+	var staged []string
+	cleanup := func() {
+		for _, s := range staged {
+			_ = sc.Remove(s)
+		}
+	}
+	for _, u := range todo {
+		u.staged = path.Join(stage, path.Base(tempName(u.Path)))
+		u.tmp = tempName(u.Path)
+		if err := c.putStagedFile(ctx, sc, u); err != nil {
+			cleanup()
+			return err
+		}
+		staged = append(staged, u.staged)
+	}
+	var b strings.Builder
+	var temps []string
+	for _, u := range todo {
+		temps = append(temps, u.tmp)
+	}
+	fmt.Fprintf(&b, "trap 'rm -f -- %s %s' EXIT; set -e; ", quoteAll(temps), quoteAll(staged))
+	for _, u := range todo {
+		fmt.Fprintf(&b, "install -m %04o -o root -g root -- %s %s; sync -- %s; mv -f -- %s %s; ",
+			u.perm, Quote(u.staged), Quote(u.tmp), Quote(u.tmp), Quote(u.tmp), Quote(u.Path))
+	}
+	if _, err := c.run(ctx, b.String(), nil, true); err != nil {
+		cleanup()
+		return fmt.Errorf("install uploaded files on %s: %w", c.cfg.Host, err)
+	}
+	return nil
+}
+
+func (c *Client) putStagedFile(ctx context.Context, sc *sftp.Client, u *upload) (err error) {
+	if err := c.pool.uploads.Acquire(ctx, 1); err != nil {
+		return fmt.Errorf("upload %s to %s: %w", u.Path, c.cfg.Host, err)
+	}
+	defer c.pool.uploads.Release(1)
+	f, err := sc.OpenFile(u.staged, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+	if err != nil {
+		return fmt.Errorf("upload %s to %s: create %s: %w", u.Path, c.cfg.Host, u.staged, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			_ = sc.Remove(u.staged)
+		}
+	}()
+	if err := f.Chmod(0o600); err != nil {
+		return fmt.Errorf("upload %s to %s: chmod staged file: %w", u.Path, c.cfg.Host, err)
+	}
+	if err := c.copyContent(ctx, f, u); err != nil {
+		return fmt.Errorf("upload %s to %s: write staged file: %w", u.Path, c.cfg.Host, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("upload %s to %s: close staged file: %w", u.Path, c.cfg.Host, err)
+	}
+	return nil
+}
+
+// staging returns the user's private staging directory on the host, creating it on first use.
+func (c *Client) staging(ctx context.Context) (string, error) {
+	c.sftpMu.Lock()
+	defer c.sftpMu.Unlock()
+	if c.stageDir != "" {
+		return c.stageDir, nil
+	}
+	out, err := c.run(ctx, "mktemp -d \"${TMPDIR:-/tmp}/kubeforge-upload.XXXXXXXX\"", nil, false)
+	if err != nil {
+		return "", fmt.Errorf("create upload staging directory on %s: %w", c.cfg.Host, err)
+	}
+	c.stageDir = strings.TrimSpace(out)
+	return c.stageDir, nil
+}
+
+// copyContent writes u's content to w, streaming Source from disk, and checks the digest of what was sent.
+func (c *Client) copyContent(ctx context.Context, w io.Writer, u *upload) error {
+	var r io.Reader
+	if u.Source != "" {
+		src, err := os.Open(u.Source)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		r = src
+	} else {
+		r = strings.NewReader(string(u.Data))
+	}
+	h := sha256.New()
+	start := time.Now()
+	n, err := io.Copy(w, io.TeeReader(&ctxReader{ctx: ctx, r: r}, h))
+	if err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != u.digest {
+		return fmt.Errorf("content sha256 %s does not match the expected %s (file changed while uploading, or wrong SHA256 given)", got, u.digest)
+	}
+	c.cfg.Logger.Debug("sent", "path", u.Path, "bytes", n, "duration", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// ctxReader stops reading once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r *ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}
+
+// tempName is `.<base>.kubeforge-<random>` in p's directory.
+func tempName(p string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	dir, base := path.Split(p)
+	return dir + "." + base + ".kubeforge-" + hex.EncodeToString(b)
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = Quote(s)
+	}
+	return strings.Join(q, " ")
+}

@@ -1,0 +1,76 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// apiConfig builds a client config from kubeconfig bytes whose traffic goes
+// through the SSH connection of control plane h, to its own API server. So the
+// workstation needs no route to port 6443.
+func apiConfig(kubeconfig []byte, h *Host) (*rest.Config, error) {
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig: %w", err)
+	}
+	u, err := url.Parse(cfg.Host)
+	if err != nil {
+		return nil, fmt.Errorf("parse API server URL: %w", err)
+	}
+	target := net.JoinHostPort(h.NodeIP(), strconv.Itoa(6443))
+	// Verify the serving certificate against the name in the kubeconfig, but connect to h.
+	cfg.TLSClientConfig.ServerName = u.Hostname()
+	cfg.Host = "https://" + target
+	client := h.Client
+	cfg.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return client.DialRemote(ctx, network, target)
+	}
+	cfg.Timeout = 30 * time.Second
+	cfg.QPS, cfg.Burst = 50, 100
+	cfg.UserAgent = "kubeforge"
+	return cfg, nil
+}
+
+// ConnectAPI makes env.Kube, a cluster-admin client tunnelled through the
+// first reachable control plane.
+func ConnectAPI(_ context.Context, env *Env) error {
+	if env.Kube != nil {
+		return nil
+	}
+	admin, err := env.PKI.AdminKubeconfig(env.Inv.ServerURL())
+	if err != nil {
+		return fmt.Errorf("make admin kubeconfig: %w", err)
+	}
+	h, err := env.apiHost()
+	if err != nil {
+		return err
+	}
+	cfg, err := apiConfig(admin, h)
+	if err != nil {
+		return err
+	}
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("make API client: %w", err)
+	}
+	env.Kube, env.KubeConfig = kc, cfg
+	return nil
+}
+
+// apiHost is the control plane the workstation talks to the API through.
+func (e *Env) apiHost() (*Host, error) {
+	for _, h := range e.Hosts(e.Inv.ControlPlanes()) {
+		if h.Client != nil && !h.Remove {
+			return h, nil
+		}
+	}
+	return nil, fmt.Errorf("no connected control-plane host to reach the API server through")
+}

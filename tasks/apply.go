@@ -1,0 +1,70 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+)
+
+// applier server-side-applies typed objects and reports which ones changed.
+type applier struct {
+	dyn    dynamic.Interface
+	mapper meta.RESTMapper
+}
+
+func newApplier(cfg *rest.Config) (*applier, error) {
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("make dynamic client: %w", err)
+	}
+	dc, err := newDiscovery(cfg)
+	if err != nil {
+		return nil, err
+	}
+	groups, err := restmapper.GetAPIGroupResources(dc)
+	if err != nil {
+		return nil, fmt.Errorf("discover API resources: %w", err)
+	}
+	return &applier{dyn: dyn, mapper: restmapper.NewDiscoveryRESTMapper(groups)}, nil
+}
+
+// apply server-side-applies obj with field manager kubeforge and returns
+// whether the stored object changed.
+func (a *applier) apply(ctx context.Context, obj runtime.Object) (bool, string, error) {
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return false, "", fmt.Errorf("convert object: %w", err)
+	}
+	u := &unstructured.Unstructured{Object: raw}
+	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+	unstructured.RemoveNestedField(u.Object, "status")
+	gvk := u.GroupVersionKind()
+	name := gvk.Kind + " " + u.GetNamespace() + "/" + u.GetName()
+	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return false, name, fmt.Errorf("map %s: %w", name, err)
+	}
+	var ri dynamic.ResourceInterface = a.dyn.Resource(m.Resource)
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		ri = a.dyn.Resource(m.Resource).Namespace(u.GetNamespace())
+	}
+	before := ""
+	if cur, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{}); err == nil {
+		before = cur.GetResourceVersion()
+	} else if !apierrors.IsNotFound(err) {
+		return false, name, fmt.Errorf("get %s: %w", name, err)
+	}
+	after, err := ri.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: "kubeforge", Force: true})
+	if err != nil {
+		return false, name, fmt.Errorf("apply %s: %w", name, err)
+	}
+	return after.GetResourceVersion() != before, name, nil
+}

@@ -1,0 +1,255 @@
+package tasks
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/kubeforge/kubeforge/ssh"
+)
+
+// RemoteArtifactsDir is where image tarballs are kept on hosts, so a re-run
+// can skip them by checksum.
+const RemoteArtifactsDir = "/var/lib/kubeforge/artifacts"
+
+// localArtifact is one file of the artifacts directory, hashed once per run.
+type localArtifact struct {
+	path   string
+	sha256 string
+	tags   []string // image references, for image tarballs
+}
+
+// artifact hashes (once per run) the local file p of the artifacts directory.
+func (e *Env) artifact(p string, image bool) (*localArtifact, error) {
+	e.mu.Lock()
+	if e.artifacts == nil {
+		e.artifacts = map[string]*localArtifact{}
+	}
+	a, ok := e.artifacts[p]
+	e.mu.Unlock()
+	if ok {
+		return a, nil
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("read artifact: %w", err)
+	}
+	defer f.Close()
+	hash := sha256.New()
+	if _, err := io.Copy(hash, f); err != nil {
+		return nil, fmt.Errorf("hash %s: %w", p, err)
+	}
+	a = &localArtifact{path: p, sha256: hex.EncodeToString(hash.Sum(nil))}
+	if image {
+		if a.tags, err = imageTags(p); err != nil {
+			return nil, err
+		}
+	}
+	e.mu.Lock()
+	e.artifacts[p] = a
+	e.mu.Unlock()
+	return a, nil
+}
+
+// imageTags reads the references an image tarball (docker save or OCI layout) carries.
+func imageTags(p string) ([]string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("read image %s: %w", p, err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	var tags []string
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read image %s: %w", p, err)
+		}
+		switch path.Clean(hdr.Name) {
+		case "manifest.json":
+			var m []struct{ RepoTags []string }
+			if err := json.NewDecoder(tr).Decode(&m); err != nil {
+				return nil, fmt.Errorf("read image %s manifest.json: %w", p, err)
+			}
+			for _, x := range m {
+				tags = append(tags, x.RepoTags...)
+			}
+		case "index.json":
+			var idx struct {
+				Manifests []struct {
+					Annotations map[string]string `json:"annotations"`
+				} `json:"manifests"`
+			}
+			if err := json.NewDecoder(tr).Decode(&idx); err == nil {
+				for _, m := range idx.Manifests {
+					if n := m.Annotations["io.containerd.image.name"]; n != "" {
+						tags = append(tags, n)
+					}
+				}
+			}
+		}
+	}
+	if len(tags) == 0 {
+		return nil, fmt.Errorf("image %s names no image (no RepoTags in manifest.json)", p)
+	}
+	sort.Strings(tags)
+	return slicesCompact(tags), nil
+}
+
+func slicesCompact(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// PushArtifacts pushes kubelet (and kubectl, kubeadm on control planes) and the
+// image tarballs from the inventory's artifacts directory, then imports the
+// images containerd does not have yet. Without an artifacts directory the
+// host must already have kubelet; images are then pulled by the kubelet.
+func PushArtifacts(ctx context.Context, env *Env, h *Host) error {
+	dir := env.Inv.Cluster.Artifacts
+	if dir == "" {
+		if h.Facts != nil && h.Facts.KubeletVersion == "" {
+			return fmt.Errorf("no kubelet at /usr/bin/kubelet and no cluster.artifacts directory to push one from; install kubelet %s or set cluster.artifacts", env.Inv.Cluster.KubernetesVersion)
+		}
+		h.Log.Info("unchanged", "what", "artifacts (none configured)")
+		return nil
+	}
+	bins := []string{"kubelet"}
+	if h.IsControlPlane() {
+		bins = append(bins, "kubectl", "kubeadm")
+	}
+	var files []ssh.File
+	for _, b := range bins {
+		p := filepath.Join(dir, "bin", b)
+		if _, err := os.Stat(p); err != nil {
+			if b == "kubelet" || b == "kubectl" {
+				return fmt.Errorf("artifacts directory %s has no bin/%s", dir, b)
+			}
+			continue
+		}
+		a, err := env.artifact(p, false)
+		if err != nil {
+			return err
+		}
+		files = append(files, ssh.File{Path: "/usr/bin/" + b, Mode: 0o755, Source: p, SHA256: a.sha256})
+	}
+	if cni, _ := filepath.Glob(filepath.Join(dir, "cni", "bin", "*")); len(cni) > 0 {
+		for _, p := range cni {
+			a, err := env.artifact(p, false)
+			if err != nil {
+				return err
+			}
+			files = append(files, ssh.File{Path: "/opt/cni/bin/" + filepath.Base(p), Mode: 0o755, Source: p, SHA256: a.sha256})
+		}
+	}
+	images, _ := filepath.Glob(filepath.Join(dir, "images", "*.tar"))
+	var imgs []*localArtifact
+	for _, p := range images {
+		a, err := env.artifact(p, true)
+		if err != nil {
+			return err
+		}
+		imgs = append(imgs, a)
+		files = append(files, ssh.File{Path: RemoteArtifactsDir + "/images/" + filepath.Base(p), Mode: 0o644, Source: p, SHA256: a.sha256})
+	}
+	if err := uploadDedup(ctx, h, files); err != nil {
+		return err
+	}
+	return importImages(ctx, h, imgs)
+}
+
+// uploadDedup uploads each distinct content once and copies it on the host
+// to the other paths that want the same bytes (kubelet, kubectl and kubeadm
+// are often one multi-call binary).
+func uploadDedup(ctx context.Context, h *Host, files []ssh.File) error {
+	first := map[string]string{}
+	var unique []ssh.File
+	var copies [][2]string
+	for _, f := range files {
+		if src, ok := first[f.SHA256]; ok && f.SHA256 != "" {
+			copies = append(copies, [2]string{src, f.Path})
+			continue
+		}
+		first[f.SHA256] = f.Path
+		unique = append(unique, f)
+	}
+	changed, err := h.Client.Upload(ctx, unique)
+	if err != nil {
+		return fmt.Errorf("push artifacts: %w", err)
+	}
+	for _, p := range changed {
+		h.Changed("wrote " + p)
+	}
+	if len(copies) == 0 {
+		return nil
+	}
+	var script strings.Builder
+	for _, c := range copies {
+		fmt.Fprintf(&script, "if ! cmp -s %[1]s %[2]s; then install -m 0755 %[1]s %[2]s.kubeforge-tmp && mv -f %[2]s.kubeforge-tmp %[2]s && echo %[2]s; fi\n",
+			shellQuote(c[0]), shellQuote(c[1]))
+	}
+	out, err := h.Client.Run(ctx, script.String())
+	if err != nil {
+		return fmt.Errorf("install artifacts: %w", err)
+	}
+	for _, p := range strings.Fields(out) {
+		h.Changed("wrote " + p)
+	}
+	return nil
+}
+
+// importImages imports the tarballs whose images containerd lacks.
+func importImages(ctx context.Context, h *Host, imgs []*localArtifact) error {
+	if len(imgs) == 0 {
+		return nil
+	}
+	out, err := h.Client.Run(ctx, "ctr -n k8s.io images ls -q")
+	if err != nil {
+		return fmt.Errorf("list images: %w", err)
+	}
+	have := map[string]bool{}
+	for _, l := range strings.Fields(out) {
+		have[l] = true
+	}
+	var script strings.Builder
+	var imported []string
+	for _, a := range imgs {
+		missing := false
+		for _, t := range a.tags {
+			if !have[t] && !have["docker.io/"+t] {
+				missing = true
+			}
+		}
+		if missing {
+			fmt.Fprintf(&script, "ctr -n k8s.io images import %s >/dev/null\n", shellQuote(RemoteArtifactsDir+"/images/"+filepath.Base(a.path)))
+			imported = append(imported, a.tags...)
+		}
+	}
+	if len(imported) == 0 {
+		h.Log.Info("unchanged", "what", "images")
+		return nil
+	}
+	if _, err := h.Client.Run(ctx, "set -e\n"+script.String()); err != nil {
+		return fmt.Errorf("import images: %w", err)
+	}
+	h.Changed("imported " + strings.Join(imported, ", "))
+	return nil
+}

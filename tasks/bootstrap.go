@@ -1,0 +1,212 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubeforge/kubeforge/manifests"
+	"github.com/kubeforge/kubeforge/pki"
+)
+
+// Bootstrap makes what `kubeadm init` makes through the API once the control
+// plane is up: the cluster-admins binding (as super-admin), then the kubeadm
+// and kubelet ConfigMaps, the bootstrap RBAC, kube-proxy and CoreDNS. Objects
+// already as wanted are left alone.
+func Bootstrap(ctx context.Context, env *Env) error {
+	h, err := env.FirstControlPlane()
+	if err != nil {
+		return err
+	}
+	objs, err := manifests.ClusterObjects(env.Inv)
+	if err != nil {
+		return fmt.Errorf("render cluster objects: %w", err)
+	}
+	// The first object is the kubeadm:cluster-admins binding that admin.conf
+	// needs; only super-admin (system:masters) can make it.
+	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.ServerURL())
+	if err != nil {
+		return fmt.Errorf("make super-admin kubeconfig: %w", err)
+	}
+	scfg, err := apiConfig(super, h)
+	if err != nil {
+		return err
+	}
+	sa, err := newApplier(scfg)
+	if err != nil {
+		return err
+	}
+	if err := env.applyAll(ctx, h, sa, objs[:1]); err != nil {
+		return err
+	}
+	if err := ConnectAPI(ctx, env); err != nil {
+		return err
+	}
+	aa, err := newApplier(env.KubeConfig)
+	if err != nil {
+		return err
+	}
+	return env.applyAll(ctx, h, aa, objs[1:])
+}
+
+func (e *Env) applyAll(ctx context.Context, h *Host, a *applier, objs []runtime.Object) error {
+	for _, o := range objs {
+		changed, name, err := a.apply(ctx, o)
+		if err != nil {
+			return err
+		}
+		if changed {
+			h.Changed("applied " + name)
+		}
+	}
+	return nil
+}
+
+// MarkNodes labels and taints every control-plane node as kubeadm
+// does, and applies the inventory's labels and taints to every node that exists.
+func MarkNodes(ctx context.Context, env *Env) error {
+	for _, h := range env.Hosts(env.Inv.Hosts) {
+		node, err := env.Kube.CoreV1().Nodes().Get(ctx, h.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("get node %s: %w", h.Name, err)
+		}
+		labels := map[string]string{}
+		var taints []corev1.Taint
+		if h.IsControlPlane() {
+			labels["node-role.kubernetes.io/control-plane"] = ""
+			labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
+			taints = append(taints, corev1.Taint{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule})
+		}
+		for k, v := range h.Labels {
+			labels[k] = v
+		}
+		for _, t := range h.Taints {
+			taints = append(taints, corev1.Taint{Key: t.Key, Value: t.Value, Effect: corev1.TaintEffect(t.Effect)})
+		}
+		patch, changed := nodePatch(node, labels, taints)
+		if !changed {
+			continue
+		}
+		if _, err := env.Kube.CoreV1().Nodes().Patch(ctx, h.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{FieldManager: "kubeforge"}); err != nil {
+			return fmt.Errorf("label node %s: %w", h.Name, err)
+		}
+		h.Changed("labelled and tainted node")
+	}
+	return nil
+}
+
+// nodePatch returns the patch that adds labels and taints node lacks.
+func nodePatch(node *corev1.Node, labels map[string]string, taints []corev1.Taint) ([]byte, bool) {
+	want := map[string]any{}
+	addLabels := map[string]string{}
+	for k, v := range labels {
+		if cur, ok := node.Labels[k]; !ok || cur != v {
+			addLabels[k] = v
+		}
+	}
+	if len(addLabels) > 0 {
+		want["metadata"] = map[string]any{"labels": addLabels}
+	}
+	all := append([]corev1.Taint(nil), node.Spec.Taints...)
+	added := false
+	for _, t := range taints {
+		found := false
+		for _, c := range node.Spec.Taints {
+			if c.Key == t.Key && c.Effect == t.Effect && c.Value == t.Value {
+				found = true
+			}
+		}
+		if !found {
+			all = append(all, t)
+			added = true
+		}
+	}
+	if added {
+		want["spec"] = map[string]any{"taints": all}
+	}
+	if len(want) == 0 {
+		return nil, false
+	}
+	b, _ := json.Marshal(want)
+	return b, true
+}
+
+// EnsureJoinToken mints a short-lived bootstrap token and publishes the signed
+// cluster-info, but only when some host still has to join.
+func EnsureJoinToken(ctx context.Context, env *Env) error {
+	need := false
+	for _, h := range env.Hosts(env.Inv.Workers()) {
+		if !env.isNode(h) {
+			need = true
+		}
+	}
+	if !need {
+		env.Log.Info("unchanged", "what", "bootstrap token (no host to join)")
+		return nil
+	}
+	tok, err := pki.NewBootstrapToken()
+	if err != nil {
+		return err
+	}
+	sec := pki.BootstrapTokenSecret(tok, 30*time.Minute, time.Now(), "kubeforge join")
+	if _, err := env.Kube.CoreV1().Secrets(sec.Namespace).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create bootstrap token: %w", err)
+	}
+	if err := publishClusterInfo(ctx, env, env.Kube, tok); err != nil {
+		return err
+	}
+	env.Token = &tok
+	return nil
+}
+
+// publishClusterInfo writes kube-public/cluster-info with the CA and server
+// and the token's JWS signature, so `kubeadm join --discovery-token` works.
+func publishClusterInfo(ctx context.Context, env *Env, kc kubernetes.Interface, tok pki.BootstrapToken) error {
+	ci, err := pki.ClusterInfoKubeconfig(env.PKI.CACertPEM(), env.Inv.ServerURL())
+	if err != nil {
+		return fmt.Errorf("make cluster-info: %w", err)
+	}
+	sig, err := pki.SignClusterInfo(ci, tok)
+	if err != nil {
+		return fmt.Errorf("sign cluster-info: %w", err)
+	}
+	cms := kc.CoreV1().ConfigMaps(metav1.NamespacePublic)
+	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		cm, err := cms.Get(ctx, "cluster-info", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cluster-info", Namespace: metav1.NamespacePublic}}
+			cm.Data = map[string]string{"kubeconfig": string(ci), "jws-kubeconfig-" + tok.ID: sig}
+			_, err = cms.Create(ctx, cm, metav1.CreateOptions{})
+			return err == nil, ignoreConflict(err)
+		}
+		if err != nil {
+			return false, fmt.Errorf("get cluster-info: %w", err)
+		}
+		if cm.Data == nil {
+			cm.Data = map[string]string{}
+		}
+		cm.Data["kubeconfig"] = string(ci)
+		cm.Data["jws-kubeconfig-"+tok.ID] = sig
+		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+		return err == nil, ignoreConflict(err)
+	})
+}
+
+func ignoreConflict(err error) error {
+	if err == nil || apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}

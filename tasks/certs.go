@@ -1,0 +1,47 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/kubeforge/kubeforge/pki"
+)
+
+// PKIDir is where the cluster PKI lives in the state dir.
+func (e *Env) PKIDir() string { return filepath.Join(e.StateDir, "pki") }
+
+// AdminKubeconfigPath is the workstation's admin.conf.
+func (e *Env) AdminKubeconfigPath() string { return filepath.Join(e.StateDir, "admin.conf") }
+
+// EnsureCerts loads the PKI from the state dir, makes what is missing or
+// invalid, reuses the rest, saves it, and writes admin.conf for the workstation.
+func EnsureCerts(_ context.Context, env *Env) error {
+	b, err := pki.Load(env.PKIDir())
+	if err != nil {
+		return fmt.Errorf("load PKI: %w", err)
+	}
+	changes, err := pki.Ensure(env.Inv, b, env.pkiOptions())
+	if err != nil {
+		return fmt.Errorf("generate PKI: %w", err)
+	}
+	for _, c := range changes {
+		if c.Action != "unchanged" {
+			env.Log.Info("certificate", "name", c.Name, "host", c.Host, "action", c.Action, "reason", c.Reason)
+		}
+	}
+	if err := b.Save(env.PKIDir()); err != nil {
+		return fmt.Errorf("save PKI: %w", err)
+	}
+	env.PKI = b
+	admin, err := b.AdminKubeconfig(env.Inv.ServerURL())
+	if err != nil {
+		return fmt.Errorf("make admin.conf: %w", err)
+	}
+	return writeLocalTree(filepath.Dir(env.AdminKubeconfigPath()), []pki.File{{Path: "/" + filepath.Base(env.AdminKubeconfigPath()), Mode: 0o600, Data: admin}})
+}
+
+func (e *Env) pkiOptions() pki.Options {
+	return pki.Options{Validity: e.Inv.Cluster.CertificateValidity.Duration, KeyType: e.Inv.Cluster.KeyType, Now: time.Now}
+}

@@ -1,0 +1,97 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+)
+
+// InitControlPlane pushes the first control plane's whole tree (PKI,
+// kubeconfigs, etcd and control-plane static pods, kubelet files), starts
+// kubelet and waits until the API server is healthy and ready.
+func InitControlPlane(ctx context.Context, env *Env, h *Host) error {
+	files, err := env.NodeFiles(h)
+	if err != nil {
+		return err
+	}
+	if _, err := push(ctx, h, files); err != nil {
+		return err
+	}
+	if err := startKubelet(ctx, h); err != nil {
+		return err
+	}
+	return waitAPIServer(ctx, env, h)
+}
+
+// waitAPIServer polls /readyz on h's API server through the SSH tunnel. On
+// timeout it reports which static pods did not come up and their last logs.
+func waitAPIServer(ctx context.Context, env *Env, h *Host) error {
+	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.ServerURL())
+	if err != nil {
+		return fmt.Errorf("make super-admin kubeconfig: %w", err)
+	}
+	cfg, err := apiConfig(super, h)
+	if err != nil {
+		return err
+	}
+	cfg.Timeout = 5 * time.Second
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("make API client: %w", err)
+	}
+	timeout := env.Opts.WaitTimeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
+	start := time.Now()
+	var last error
+	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		for _, p := range []string{"/healthz", "/readyz"} {
+			body, err := kc.Discovery().RESTClient().Get().AbsPath(p).DoRaw(ctx)
+			if err != nil {
+				last = fmt.Errorf("%s: %w", p, err)
+				return false, nil
+			}
+			if strings.TrimSpace(string(body)) != "ok" {
+				last = fmt.Errorf("%s: %s", p, body)
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err == nil {
+		h.Log.Info("API server ready", "after", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	if ctx.Err() != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	diag := diagnoseControlPlane(ctx, h)
+	return fmt.Errorf("API server on %s not ready after %s (last: %v)\n%s\nnext: look at `journalctl -u kubelet` on %s, fix, and run up again",
+		h.Name, timeout, last, diag, h.Name)
+}
+
+// diagnoseControlPlane tells which static pods are not running and shows the
+// end of their logs and of the kubelet's journal.
+func diagnoseControlPlane(ctx context.Context, h *Host) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	script := `state=$(systemctl is-active kubelet 2>&1); echo "kubelet: $state"
+for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
+  d=$(ls -d /var/log/pods/kube-system_${c}-* 2>/dev/null | head -1)
+  if [ -z "$d" ]; then echo "$c: no pod started (image missing, kubelet not running, or manifest rejected)"; continue; fi
+  f=$(ls -t "$d"/*/*.log 2>/dev/null | head -1)
+  echo "$c: last log lines ($f):"; tail -n 5 "$f" 2>/dev/null | cut -c1-300 | sed 's/^/    /'
+done
+echo "kubelet journal:"; journalctl -u kubelet --no-pager -n 8 -o cat 2>/dev/null | cut -c1-300 | sed 's/^/    /'`
+	out, err := h.Client.Run(ctx, script)
+	if err != nil {
+		return "(diagnostics failed: " + err.Error() + ")"
+	}
+	return out
+}

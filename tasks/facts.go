@@ -1,0 +1,171 @@
+package tasks
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Facts is what kubeforge knows about a host, gathered in one command.
+type Facts struct {
+	OS, OSVersion, OSName string
+	Arch, Kernel          string
+	Hostname              string
+	MachineID             string
+	ProductUUID           string
+	MACs                  []string
+	IPs                   []string
+	CgroupV2              bool
+	SwapOn                bool
+	MemoryMB              int
+	CPUs                  int
+	ClockOffset           time.Duration // host clock minus workstation clock
+	Listening             map[int]bool  // TCP ports in LISTEN state
+	IPForward             bool
+	CRISocket             bool   // the runtime's socket exists
+	CRIReady              bool   // the CRI plugin answers
+	RuntimeVersion        string // containerd --version
+	KubeletVersion        string // empty when absent
+	KubeletActive         bool
+	KubeletConf           bool // /etc/kubernetes/kubelet.conf exists: the host is a node already
+	StaticPods            bool // /etc/kubernetes/manifests holds kubeforge's control-plane pods
+	UID                   int
+}
+
+// factsScript prints "key<TAB>value" lines; it only reads.
+const factsScript = `set +e
+. /etc/os-release 2>/dev/null
+printf 'os\t%s\nosversion\t%s\nosname\t%s\n' "$ID" "$VERSION_ID" "$PRETTY_NAME"
+printf 'arch\t%s\nkernel\t%s\nhostname\t%s\n' "$(uname -m)" "$(uname -r)" "$(hostname)"
+printf 'machineid\t%s\n' "$(cat /etc/machine-id 2>/dev/null)"
+printf 'productuuid\t%s\n' "$(cat /sys/class/dmi/id/product_uuid 2>/dev/null)"
+for f in /sys/class/net/*; do n=${f##*/}; [ "$n" = lo ] && continue; [ -e "$f/device" ] || [ "$(cat $f/type 2>/dev/null)" = 1 ] && printf 'mac\t%s %s\n' "$n" "$(cat $f/address 2>/dev/null)"; done
+ip -o -4 addr show 2>/dev/null | awk '{print "ip\t" $4}'
+printf 'cgroupfs\t%s\n' "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
+printf 'swaps\t%s\n' "$(tail -n +2 /proc/swaps 2>/dev/null | wc -l)"
+printf 'memkb\t%s\n' "$(awk '/^MemTotal:/{print $2}' /proc/meminfo)"
+printf 'cpus\t%s\n' "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
+printf 'ipforward\t%s\n' "$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"
+cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk 'NR>1 && $4=="0A" {split($2,a,":"); print "listen\t" a[2]}'
+printf 'crisocket\t%s\n' "$(test -S "$1" && echo yes)"
+printf 'criready\t%s\n' "$(command -v ctr >/dev/null && ctr --address "$1" plugins ls 2>/dev/null | awk '$2=="io.containerd.grpc.v1.cri" || $1=="io.containerd.grpc.v1" && $2=="cri" {print $NF}' | head -1)"
+printf 'runtime\t%s\n' "$(containerd --version 2>/dev/null)"
+printf 'kubelet\t%s\n' "$(/usr/bin/kubelet --version 2>/dev/null)"
+printf 'kubeletactive\t%s\n' "$(systemctl is-active kubelet 2>/dev/null)"
+printf 'kubeletconf\t%s\n' "$(test -f /etc/kubernetes/kubelet.conf && echo yes)"
+printf 'staticpods\t%s\n' "$(test -f /etc/kubernetes/manifests/kube-apiserver.yaml && echo yes)"
+printf 'uid\t%s\n' "$(id -u)"
+printf 'clock\t%s\n' "$(date +%s.%N)"
+`
+
+// GatherFacts reads the host's facts in one command and stores them in h.Facts.
+func GatherFacts(ctx context.Context, env *Env, h *Host) error {
+	sock := strings.TrimPrefix(env.Inv.Cluster.ContainerRuntimeEndpoint, "unix://")
+	before := time.Now()
+	out, err := h.Client.Run(ctx, "sh -s -- "+shellQuote(sock)+" <<'KUBEFORGE_FACTS'\n"+factsScript+"KUBEFORGE_FACTS")
+	after := time.Now()
+	if err != nil {
+		return fmt.Errorf("gather facts: %w", err)
+	}
+	f, err := parseFacts(out, before.Add(after.Sub(before)/2))
+	if err != nil {
+		return fmt.Errorf("gather facts: %w", err)
+	}
+	h.Facts = f
+	h.Log.Debug("facts", "os", f.OSName, "kernel", f.Kernel, "arch", f.Arch, "cgroupv2", f.CgroupV2,
+		"runtime", f.RuntimeVersion, "kubelet", f.KubeletVersion)
+	return nil
+}
+
+func parseFacts(out string, mid time.Time) (*Facts, error) {
+	f := &Facts{Listening: map[int]bool{}}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "\t")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch k {
+		case "os":
+			f.OS = v
+		case "osversion":
+			f.OSVersion = v
+		case "osname":
+			f.OSName = v
+		case "arch":
+			f.Arch = v
+		case "kernel":
+			f.Kernel = v
+		case "hostname":
+			f.Hostname = v
+		case "machineid":
+			f.MachineID = v
+		case "productuuid":
+			f.ProductUUID = v
+		case "mac":
+			if _, mac, ok := strings.Cut(v, " "); ok && mac != "" && mac != "00:00:00:00:00:00" {
+				f.MACs = append(f.MACs, mac)
+			}
+		case "ip":
+			f.IPs = append(f.IPs, v)
+		case "cgroupfs":
+			f.CgroupV2 = v == "cgroup2fs"
+		case "swaps":
+			n, _ := strconv.Atoi(v)
+			f.SwapOn = n > 0
+		case "memkb":
+			n, _ := strconv.Atoi(v)
+			f.MemoryMB = n / 1024
+		case "cpus":
+			f.CPUs, _ = strconv.Atoi(v)
+		case "ipforward":
+			f.IPForward = v == "1"
+		case "listen":
+			if p, err := strconv.ParseInt(v, 16, 32); err == nil {
+				f.Listening[int(p)] = true
+			}
+		case "crisocket":
+			f.CRISocket = v == "yes"
+		case "criready":
+			f.CRIReady = v == "ok"
+		case "runtime":
+			f.RuntimeVersion = v
+		case "kubelet":
+			f.KubeletVersion = strings.TrimPrefix(v, "Kubernetes ")
+		case "kubeletactive":
+			f.KubeletActive = v == "active"
+		case "kubeletconf":
+			f.KubeletConf = v == "yes"
+		case "staticpods":
+			f.StaticPods = v == "yes"
+		case "uid":
+			f.UID, _ = strconv.Atoi(v)
+		case "clock":
+			secs, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				remote := time.Unix(0, int64(secs*1e9))
+				f.ClockOffset = remote.Sub(mid)
+			}
+		}
+	}
+	if f.Arch == "" || f.Kernel == "" {
+		return nil, fmt.Errorf("unexpected facts output %q", truncate(out, 200))
+	}
+	return f, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,114 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/kubeforge/kubeforge/pki"
+)
+
+// ClusterState records which hosts are already nodes of the cluster.
+func ClusterState(ctx context.Context, env *Env) error {
+	if err := ConnectAPI(ctx, env); err != nil {
+		return err
+	}
+	nodes, err := env.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	for _, n := range nodes.Items {
+		env.Existing[n.Name] = true
+	}
+	return nil
+}
+
+func (e *Env) isNode(h *Host) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.Existing[h.Name]
+}
+
+// JoinWorker pushes a worker's files (CA certificate, kubelet config and unit)
+// and, when it is not a node yet, a bootstrap kubeconfig with the fresh token;
+// then starts kubelet, which gets its client certificate through the CSR API.
+func JoinWorker(ctx context.Context, env *Env, h *Host) error {
+	files, err := env.NodeFiles(h)
+	if err != nil {
+		return err
+	}
+	joined := env.isNode(h) && h.Facts != nil && h.Facts.KubeletConf
+	if !joined {
+		if env.Token == nil {
+			return fmt.Errorf("no bootstrap token minted for %s (the join-token step was skipped?)", h.Name)
+		}
+		boot, err := pki.BootstrapKubeconfig(env.PKI.CACertPEM(), env.Inv.ServerURL(), *env.Token)
+		if err != nil {
+			return fmt.Errorf("make bootstrap kubeconfig: %w", err)
+		}
+		files = append(files, pki.File{Path: "/etc/kubernetes/bootstrap-kubelet.conf", Mode: 0o600, Data: boot})
+	}
+	if _, err := push(ctx, h, files); err != nil {
+		return err
+	}
+	return startKubelet(ctx, h)
+}
+
+// WaitNodesRegistered waits until every host is a Node with a pod CIDR.
+func WaitNodesRegistered(ctx context.Context, env *Env) error {
+	return env.waitNodes(ctx, "registered with a pod CIDR", func(n *corev1.Node) bool { return n.Spec.PodCIDR != "" })
+}
+
+// WaitNodesReady waits until every host's Node is Ready.
+func WaitNodesReady(ctx context.Context, env *Env) error {
+	return env.waitNodes(ctx, "Ready", nodeReady)
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func (e *Env) waitNodes(ctx context.Context, what string, ok func(*corev1.Node) bool) error {
+	timeout := e.Opts.WaitTimeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
+	var missing []string
+	err := wait.PollUntilContextTimeout(ctx, 300*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		nodes, err := e.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		byName := map[string]*corev1.Node{}
+		for i := range nodes.Items {
+			byName[nodes.Items[i].Name] = &nodes.Items[i]
+		}
+		missing = missing[:0]
+		for _, h := range e.Inv.Hosts {
+			if n := byName[h.Name]; n == nil || !ok(n) {
+				missing = append(missing, h.Name)
+			}
+		}
+		return len(missing) == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("nodes not %s after %s: %v; next: `journalctl -u kubelet` on them, then run again", what, timeout, missing)
+	}
+	e.mu.Lock()
+	for _, h := range e.Inv.Hosts {
+		e.Existing[h.Name] = true
+	}
+	e.mu.Unlock()
+	return nil
+}

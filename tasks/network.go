@@ -1,0 +1,98 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubeforge/kubeforge/manifests"
+	"github.com/kubeforge/kubeforge/pki"
+)
+
+// routesPath is the script that restores pod routes at boot.
+const routesPath = "/etc/kubeforge/pod-routes.sh"
+
+// routesUnit runs the routes script at boot.
+const routesUnit = `[Unit]
+Description=kubeforge pod network routes
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh ` + routesPath + `
+
+[Install]
+WantedBy=multi-user.target
+`
+
+// PodNetwork sets up the built-in pod network on a host: the bridge CNI config
+// for its own pod CIDR and a route to every other node's pod CIDR through that
+// node's address, kept in a boot-time unit. With cni.plugin "manifest" it does nothing.
+func PodNetwork(ctx context.Context, env *Env, h *Host) error {
+	if env.Inv.Cluster.CNI.Plugin == "manifest" {
+		return nil
+	}
+	nodes, err := env.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
+	cidrs := map[string]string{}
+	for _, n := range nodes.Items {
+		cidrs[n.Name] = n.Spec.PodCIDR
+	}
+	own := cidrs[h.Name]
+	if own == "" {
+		return fmt.Errorf("node %s has no pod CIDR yet (is --allocate-node-cidrs on the controller manager?)", h.Name)
+	}
+	var routes []string
+	for _, o := range env.Inv.Hosts {
+		if o.Name == h.Name || cidrs[o.Name] == "" {
+			continue
+		}
+		routes = append(routes, fmt.Sprintf("ip route replace %s via %s", cidrs[o.Name], o.NodeIP()))
+	}
+	sort.Strings(routes)
+	script := "#!/bin/sh\n# Written by kubeforge: routes to the other nodes' pod CIDRs.\nset -e\n" + strings.Join(routes, "\n") + "\n"
+	files := []pki.File{
+		manifests.BridgeCNI(own),
+		{Path: routesPath, Mode: 0o755, Data: []byte(script)},
+		{Path: "/etc/systemd/system/kubeforge-routes.service", Mode: 0o644, Data: []byte(routesUnit)},
+	}
+	changed, err := push(ctx, h, files)
+	if err != nil {
+		return err
+	}
+	// Routes vanish when a host reboots; check they are in place, not only the files.
+	check := "ip route show"
+	out, err := h.Client.Run(ctx, check)
+	if err != nil {
+		return fmt.Errorf("read routes: %w", err)
+	}
+	missing := false
+	for _, o := range env.Inv.Hosts {
+		if c := cidrs[o.Name]; o.Name != h.Name && c != "" && !strings.Contains(out, c+" via "+o.NodeIP()) {
+			missing = true
+		}
+	}
+	if len(changed) == 0 && !missing {
+		return nil
+	}
+	cmd := "sh " + routesPath
+	for _, c := range changed {
+		if strings.HasSuffix(c, ".service") {
+			cmd = "systemctl daemon-reload && systemctl enable -q kubeforge-routes.service && " + cmd
+		}
+	}
+	if _, err := h.Client.Run(ctx, cmd); err != nil {
+		return fmt.Errorf("set pod routes: %w", err)
+	}
+	if missing {
+		h.Changed("set pod routes")
+	}
+	return nil
+}

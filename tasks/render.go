@@ -1,0 +1,84 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/manifests"
+	"github.com/kubeforge/kubeforge/pki"
+)
+
+// NodeDir is where a host's rendered tree lives in the state dir.
+func (e *Env) NodeDir(host string) string { return filepath.Join(e.StateDir, "nodes", host) }
+
+// NodeFiles returns every file h receives from kubeforge (certificates,
+// kubeconfigs, static pods, kubelet config and unit), except the join token
+// material that is made just in time.
+func (e *Env) NodeFiles(h *Host) ([]pki.File, error) {
+	if e.PKI == nil {
+		return nil, fmt.Errorf("render %s: PKI not loaded", h.Name)
+	}
+	files, err := e.PKI.NodeFiles(e.Inv, h.Host)
+	if err != nil {
+		return nil, fmt.Errorf("render %s certificates: %w", h.Name, err)
+	}
+	kf, err := manifests.KubeletFiles(e.Inv, h.Host, e.kubeletParams(h))
+	if err != nil {
+		return nil, fmt.Errorf("render %s kubelet files: %w", h.Name, err)
+	}
+	files = append(files, kf...)
+	if h.IsControlPlane() {
+		pods, err := manifests.StaticPods(e.Inv, h.Host, EtcdParamsFor(e.Inv, h.Host))
+		if err != nil {
+			return nil, fmt.Errorf("render %s static pods: %w", h.Name, err)
+		}
+		files = append(files, pods...)
+	}
+	return files, nil
+}
+
+func (e *Env) kubeletParams(h *Host) manifests.KubeletParams {
+	p := manifests.KubeletParams{NodeIP: h.NodeIP(), Hostname: h.Name}
+	if h.Facts != nil {
+		p.CgroupV1 = !h.Facts.CgroupV2
+	}
+	return p
+}
+
+// EtcdParamsFor returns the etcd member settings of control plane h: the first
+// control plane starts a new cluster; each later one joins the members before
+// it. The result depends only on the inventory order, so re-renders are stable.
+func EtcdParamsFor(inv *inventory.Inventory, h *inventory.Host) manifests.EtcdParams {
+	var members []string
+	for _, cp := range inv.ControlPlanes() {
+		members = append(members, cp.Name+"=https://"+net.JoinHostPort(cp.NodeIP(), strconv.Itoa(2380)))
+		if cp == h {
+			break
+		}
+	}
+	state := "new"
+	if len(members) > 1 {
+		state = "existing"
+	}
+	return manifests.EtcdParams{InitialCluster: strings.Join(members, ","), InitialClusterState: state}
+}
+
+// RenderTrees writes, for every host, the exact tree it receives under
+// <state dir>/nodes/<host>/, so a user can inspect what will be pushed.
+func RenderTrees(_ context.Context, env *Env) error {
+	for _, h := range env.Hosts(env.Inv.Hosts) {
+		files, err := env.NodeFiles(h)
+		if err != nil {
+			return err
+		}
+		if err := writeLocalTree(env.NodeDir(h.Name), files); err != nil {
+			return fmt.Errorf("render %s: %w", h.Name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,100 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"strings"
+)
+
+// resetScript tears down what kubeforge and Kubernetes left on a host. It
+// prints one line per thing it removed, so a second run prints nothing. It
+// keeps going past errors: a half-reset host is worse than a noisy one.
+const resetScript = `set +e
+did() { echo "$1"; }
+if systemctl list-unit-files kubelet.service >/dev/null 2>&1 && systemctl is-enabled -q kubelet 2>/dev/null || systemctl is-active -q kubelet 2>/dev/null; then
+  systemctl disable --now -q kubelet 2>/dev/null; did "stopped and disabled kubelet"
+fi
+if command -v ctr >/dev/null 2>&1; then
+  tasks=$(ctr -n k8s.io tasks ls -q 2>/dev/null)
+  for t in $tasks; do ctr -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1; done
+  for t in $tasks; do ctr -n k8s.io tasks rm -f "$t" >/dev/null 2>&1; done
+  cs=$(ctr -n k8s.io containers ls -q 2>/dev/null)
+  for c in $cs; do ctr -n k8s.io containers rm "$c" >/dev/null 2>&1; done
+  [ -n "$cs" ] && did "removed $(echo $cs | wc -w) containers"
+fi
+for ns in /var/run/netns/cni-*; do [ -e "$ns" ] || continue; ip netns del "${ns##*/}" 2>/dev/null; umount "$ns" 2>/dev/null; rm -f "$ns"; done
+mnts=$(awk '$2 ~ "^/var/lib/kubelet" {print $2}' /proc/mounts | sort -r)
+for m in $mnts; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
+[ -n "$mnts" ] && did "unmounted $(echo $mnts | wc -w) kubelet mounts"
+for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/kubeforge /etc/cni/net.d/10-kubeforge.conflist \
+         /usr/lib/systemd/system/kubelet.service /usr/lib/systemd/system/kubelet.service.d \
+         /etc/systemd/system/kubeforge-routes.service /etc/sysctl.d/99-kubeforge.conf /etc/modules-load.d/kubeforge.conf \
+         /var/lib/cni /var/log/pods /var/log/containers; do
+  if [ -e "$p" ]; then rm -rf "$p" && did "removed $p"; fi
+done
+if [ -n "$1" ]; then
+  for p in /usr/bin/kubelet /usr/bin/kubectl /usr/bin/kubeadm /var/lib/kubeforge; do
+    if [ -e "$p" ]; then rm -rf "$p" && did "removed $p"; fi
+  done
+  if command -v ctr >/dev/null 2>&1; then
+    imgs=$(ctr -n k8s.io images ls -q 2>/dev/null | grep -E '^registry.k8s.io/|^sha256:')
+    for i in $imgs; do ctr -n k8s.io images rm "$i" >/dev/null 2>&1; done
+    [ -n "$imgs" ] && did "removed $(echo $imgs | wc -w) images"
+  fi
+fi
+systemctl daemon-reload 2>/dev/null
+for l in cni0 kube-ipvs0 flannel.1 cilium_host vxlan.calico tunl0; do
+  if ip link show "$l" >/dev/null 2>&1; then ip link del "$l" 2>/dev/null && did "deleted interface $l"; fi
+done
+for tool in iptables ip6tables; do
+  command -v $tool-save >/dev/null 2>&1 || continue
+  if $tool-save 2>/dev/null | grep -qE 'KUBE-|CNI-'; then
+    $tool-save | grep -vE 'KUBE-|CNI-' | $tool-restore && did "removed kube-proxy and CNI $tool rules"
+  fi
+done
+`
+
+// resetCheckScript prints what is still left after a reset, one line each.
+const resetCheckScript = `set +e
+for p in 6443 2379 2380 10250 10257 10259; do
+  if cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk -v p=$(printf '%04X' $p) 'NR>1 && $4=="0A" {split($2,a,":"); if (a[2]==p) f=1} END {exit !f}'; then echo "port $p still listening"; fi
+done
+awk '$2 ~ "^/var/lib/kubelet" {print "mount " $2 " left"}' /proc/mounts
+for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd; do [ -e "$p" ] && echo "$p left"; done
+true
+`
+
+// ResetHost tears down kubeforge's cluster on the host and verifies that
+// nothing is left listening, mounted or on disk.
+func ResetHost(ctx context.Context, env *Env, h *Host) error {
+	removeArtifacts := "artifacts"
+	if env.Opts.KeepArtifacts {
+		removeArtifacts = ""
+	}
+	out, err := h.Client.Run(ctx, "sh -s -- "+shellQuote(removeArtifacts)+" <<'KUBEFORGE_RESET'\n"+resetScript+"KUBEFORGE_RESET")
+	if err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if l != "" {
+			h.Changed(l)
+		}
+	}
+	// Pod routes to other nodes: delete those to the cluster's pod subnet.
+	routes, err := h.Client.Run(ctx, "ip route show root "+shellQuote(env.Inv.Cluster.PodSubnet)+
+		" | awk '$2==\"via\" {print $1}' | while read r; do ip route del \"$r\" && echo \"$r\"; done")
+	if err != nil {
+		return fmt.Errorf("remove pod routes: %w", err)
+	}
+	if routes = strings.TrimSpace(routes); routes != "" {
+		h.Changed("removed pod routes " + strings.ReplaceAll(routes, "\n", ", "))
+	}
+	left, err := h.Client.Run(ctx, resetCheckScript)
+	if err != nil {
+		return fmt.Errorf("verify reset: %w", err)
+	}
+	if left = strings.TrimSpace(left); left != "" {
+		return fmt.Errorf("reset incomplete: %s", strings.ReplaceAll(left, "\n", "; "))
+	}
+	return nil
+}

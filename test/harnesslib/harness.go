@@ -1,0 +1,259 @@
+// Package harnesslib makes and removes kubeforge's test hosts: systemd containers from the kubeforge-node image
+// on a dedicated docker network with fixed addresses, reachable over real OpenSSH with a key pair and host keys
+// the harness collects, plus a ready kubeforge inventory for them. The test/harness command and the end-to-end
+// tests use it. It shells out to the docker CLI.
+package harnesslib
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Defaults used when Options leaves a field empty.
+const (
+	DefaultImage      = "kubeforge-node:bookworm"
+	DefaultNamePrefix = "kf"
+	DefaultSubnet     = "172.31.250.0/24"
+	DefaultDir        = ".harness"
+	DefaultNetwork    = "kubeforge-harness"
+
+	// LabelHarness marks every container, volume and network the harness makes.
+	LabelHarness = "kubeforge.harness"
+	// LabelInstance holds the name prefix of the harness instance that made an object.
+	LabelInstance = "kubeforge.harness.instance"
+	// LabelNode holds the node name (node1, node2, ...) on containers and volumes.
+	LabelNode = "kubeforge.harness.node"
+
+	// FirstHostOctet is the last octet of node1's address; node i gets FirstHostOctet+i-1.
+	FirstHostOctet = 11
+
+	// KubernetesVersion is the version the harness inventory asks for (the artifacts are built for it).
+	KubernetesVersion = "v1.37.2"
+	// PodResolvConf is the resolv.conf on every node that pods can use (kubelet's resolvConf).
+	PodResolvConf = "/etc/kubeforge/resolv.conf"
+)
+
+// Files the harness writes into its directory.
+const (
+	StateFile     = "harness.json"
+	InventoryFile = "inventory.yaml"
+	KnownHosts    = "known_hosts"
+	KeyFile       = "id_ed25519"
+	SSHConfig     = "ssh_config" // for people: ssh -F DIR/ssh_config node1
+)
+
+// Options says what Up makes. Zero values take the defaults above.
+type Options struct {
+	Nodes         int    // number of nodes (>= 1)
+	ControlPlanes int    // the first ControlPlanes nodes are control planes (default 1), the rest workers
+	Dir           string // state directory: key pair, known_hosts, inventory.yaml, harness.json
+	Artifacts     string // artifacts directory written into the inventory (cluster.artifacts); optional
+	NamePrefix    string // containers are PREFIX-node1, ...; also names the instance (labels)
+	User          string // SSH user written into the inventory: "root" (default) or "kube" (passwordless sudo)
+	Network       string // docker network; default kubeforge-harness for prefix kf, kubeforge-harness-PREFIX otherwise
+	Subnet        string // IPv4 subnet of the network (default 172.31.250.0/24)
+	Image         string // node image (default kubeforge-node:bookworm)
+	// BootTimeout bounds waiting for SSH on every node (default 2m).
+	BootTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Node is one harness host.
+type Node struct {
+	Name      string   `json:"name"`      // node1, node2, ...: the inventory host name and the hostname
+	Container string   `json:"container"` // docker container name
+	Address   string   `json:"address"`   // fixed address on the harness network
+	Roles     []string `json:"roles"`     // control-plane or worker
+	Volumes   []string `json:"volumes"`   // docker volumes for /var/lib/containerd and /var/lib/kubelet
+}
+
+// Cluster is what Up made; it is saved as DIR/harness.json.
+type Cluster struct {
+	Dir        string `json:"dir"` // absolute
+	Instance   string `json:"instance"`
+	Network    string `json:"network"`
+	Subnet     string `json:"subnet"`
+	Gateway    string `json:"gateway"`
+	Image      string `json:"image"`
+	User       string `json:"user"`
+	Artifacts  string `json:"artifacts,omitempty"`
+	KeyFile    string `json:"keyFile"`    // private key, 0600
+	KnownHosts string `json:"knownHosts"` // host keys collected after boot
+	Inventory  string `json:"inventory"`  // kubeforge inventory for the nodes
+	Nodes      []Node `json:"nodes"`
+}
+
+var prefixRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}$`)
+
+// withDefaults validates o and fills in defaults. It touches nothing.
+func (o Options) withDefaults() (Options, error) {
+	var errs []error
+	if o.NamePrefix == "" {
+		o.NamePrefix = DefaultNamePrefix
+	}
+	if !prefixRE.MatchString(o.NamePrefix) {
+		errs = append(errs, fmt.Errorf("name prefix %q: want lower-case letters, digits and '-', at most 31", o.NamePrefix))
+	}
+	if o.Nodes < 1 {
+		errs = append(errs, fmt.Errorf("node count %d: want at least 1", o.Nodes))
+	}
+	if o.ControlPlanes == 0 {
+		o.ControlPlanes = 1
+	}
+	if o.ControlPlanes < 1 || o.ControlPlanes > o.Nodes && o.Nodes >= 1 {
+		errs = append(errs, fmt.Errorf("control planes %d: want 1..%d (the node count)", o.ControlPlanes, o.Nodes))
+	}
+	if o.Dir == "" {
+		o.Dir = DefaultDir
+	}
+	if o.User == "" {
+		o.User = "root"
+	}
+	if o.User != "root" && o.User != "kube" {
+		errs = append(errs, fmt.Errorf("user %q: want root or kube", o.User))
+	}
+	if o.Network == "" {
+		o.Network = DefaultNetwork
+		if o.NamePrefix != DefaultNamePrefix {
+			o.Network = DefaultNetwork + "-" + o.NamePrefix
+		}
+	}
+	if o.Subnet == "" {
+		o.Subnet = DefaultSubnet
+	}
+	if o.Image == "" {
+		o.Image = DefaultImage
+	}
+	if o.BootTimeout == 0 {
+		o.BootTimeout = 2 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if len(errs) == 0 {
+		if _, err := addresses(o.Subnet, o.Nodes); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return o, errors.Join(errs...)
+}
+
+// addresses returns the gateway (.1) and the n node addresses (.11, .12, ...) of an IPv4 subnet.
+func addresses(subnet string, n int) (gateway string, err error) {
+	_, err = nodeAddresses(subnet, n)
+	if err != nil {
+		return "", err
+	}
+	p, _ := netip.ParsePrefix(subnet)
+	return p.Masked().Addr().Next().String(), nil
+}
+
+// nodeAddresses returns the n fixed node addresses of subnet.
+func nodeAddresses(subnet string, n int) ([]string, error) {
+	p, err := netip.ParsePrefix(subnet)
+	if err != nil {
+		return nil, fmt.Errorf("parse subnet %q: %w", subnet, err)
+	}
+	if !p.Addr().Is4() {
+		return nil, fmt.Errorf("subnet %q: want an IPv4 prefix", subnet)
+	}
+	if p.Masked() != p {
+		return nil, fmt.Errorf("subnet %q: host bits set (want %s)", subnet, p.Masked())
+	}
+	a := p.Addr()
+	for i := 0; i < FirstHostOctet; i++ {
+		a = a.Next()
+	}
+	out := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		if !p.Contains(a) || !p.Contains(a.Next()) || i >= 200 { // not past the broadcast address
+			return nil, fmt.Errorf("subnet %q: too small for %d nodes", subnet, n)
+		}
+		out = append(out, a.String())
+		a = a.Next()
+	}
+	return out, nil
+}
+
+// plan returns the cluster Up will make for o (already defaulted), without touching anything.
+func plan(o Options) (*Cluster, error) {
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("resolve dir %q: %w", o.Dir, err)
+	}
+	addrs, err := nodeAddresses(o.Subnet, o.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	gw, err := addresses(o.Subnet, o.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	art := o.Artifacts
+	if art != "" {
+		if art, err = filepath.Abs(art); err != nil {
+			return nil, fmt.Errorf("resolve artifacts %q: %w", o.Artifacts, err)
+		}
+	}
+	c := &Cluster{
+		Dir: dir, Instance: o.NamePrefix, Network: o.Network, Subnet: o.Subnet, Gateway: gw, Image: o.Image,
+		User: o.User, Artifacts: art,
+		KeyFile:    filepath.Join(dir, KeyFile),
+		KnownHosts: filepath.Join(dir, KnownHosts),
+		Inventory:  filepath.Join(dir, InventoryFile),
+	}
+	for i, a := range addrs {
+		name := fmt.Sprintf("node%d", i+1)
+		ctr := o.NamePrefix + "-" + name
+		role := "worker"
+		if i < o.ControlPlanes {
+			role = "control-plane"
+		}
+		c.Nodes = append(c.Nodes, Node{
+			Name: name, Container: ctr, Address: a, Roles: []string{role},
+			Volumes: []string{ctr + "-containerd", ctr + "-kubelet"},
+		})
+	}
+	return c, nil
+}
+
+// writeFileAtomic writes data to path through a temporary file and a rename.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// shortErr trims docker's output for error messages.
+func shortErr(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 2000 {
+		s = s[:2000] + "..."
+	}
+	return s
+}

@@ -1,0 +1,210 @@
+package harnesslib
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+	"gopkg.in/yaml.v3"
+
+	"github.com/kubeforge/kubeforge/inventory"
+)
+
+func TestOptionsRejectBadInput(t *testing.T) {
+	tests := []struct {
+		name string
+		o    Options
+		want string
+	}{
+		{"zero nodes", Options{Nodes: 0}, "node count 0"},
+		{"more control planes than nodes", Options{Nodes: 2, ControlPlanes: 3}, "control planes 3"},
+		{"unknown user", Options{Nodes: 1, User: "admin"}, `user "admin"`},
+		{"bad prefix", Options{Nodes: 1, NamePrefix: "Bad_Prefix"}, "name prefix"},
+		{"subnet too small", Options{Nodes: 5, Subnet: "10.0.0.0/28"}, "too small for 5 nodes"},
+		{"subnet not ipv4", Options{Nodes: 1, Subnet: "fd00::/64"}, "IPv4"},
+		{"subnet host bits", Options{Nodes: 1, Subnet: "172.31.250.5/24"}, "host bits"},
+		{"subnet garbage", Options{Nodes: 1, Subnet: "nope"}, "parse subnet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := tt.o.withDefaults()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("withDefaults() error = %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestPlanAssignsFixedAddressesRolesAndNames(t *testing.T) {
+	tests := []struct {
+		name        string
+		o           Options
+		wantNetwork string
+		wantAddrs   []string
+		wantRoles   []string
+		wantCtr     string
+	}{
+		{
+			name: "defaults", o: Options{Nodes: 3},
+			wantNetwork: "kubeforge-harness",
+			wantAddrs:   []string{"172.31.250.11", "172.31.250.12", "172.31.250.13"},
+			wantRoles:   []string{"control-plane", "worker", "worker"},
+			wantCtr:     "kf-node1",
+		},
+		{
+			name: "other prefix gets its own network", o: Options{Nodes: 2, ControlPlanes: 2, NamePrefix: "e2e", Subnet: "172.31.251.0/24"},
+			wantNetwork: "kubeforge-harness-e2e",
+			wantAddrs:   []string{"172.31.251.11", "172.31.251.12"},
+			wantRoles:   []string{"control-plane", "control-plane"},
+			wantCtr:     "e2e-node1",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := tt.o.withDefaults()
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.Dir = t.TempDir()
+			c, err := plan(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Network != tt.wantNetwork {
+				t.Errorf("network = %q, want %q", c.Network, tt.wantNetwork)
+			}
+			if c.Nodes[0].Container != tt.wantCtr {
+				t.Errorf("container = %q, want %q", c.Nodes[0].Container, tt.wantCtr)
+			}
+			if !strings.HasSuffix(c.Gateway, ".1") {
+				t.Errorf("gateway = %q, want .1", c.Gateway)
+			}
+			for i, n := range c.Nodes {
+				if n.Address != tt.wantAddrs[i] || n.Roles[0] != tt.wantRoles[i] {
+					t.Errorf("node %d = %s %v, want %s %s", i, n.Address, n.Roles, tt.wantAddrs[i], tt.wantRoles[i])
+				}
+			}
+		})
+	}
+}
+
+func TestInventoryIsAValidKubeforgeInventory(t *testing.T) {
+	o, err := Options{Nodes: 3, ControlPlanes: 1, User: "kube", Artifacts: "rel/artifacts", Dir: t.TempDir()}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := plan(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := inventoryYAML(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inv inventory.Inventory
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true) // every field the harness writes must exist in inventory/types.go
+	if err := dec.Decode(&inv); err != nil {
+		t.Fatalf("decode inventory:\n%s\nerror: %v", b, err)
+	}
+	if inv.APIVersion != inventory.APIVersion || inv.Kind != inventory.Kind {
+		t.Errorf("apiVersion/kind = %s/%s", inv.APIVersion, inv.Kind)
+	}
+	if inv.Cluster.KubernetesVersion != "v1.37.2" || inv.Cluster.Kubelet.ResolvConf != PodResolvConf {
+		t.Errorf("cluster = %+v", inv.Cluster)
+	}
+	if !filepath.IsAbs(inv.Cluster.Artifacts) || !strings.HasSuffix(inv.Cluster.Artifacts, "rel/artifacts") {
+		t.Errorf("artifacts = %q, want an absolute path", inv.Cluster.Artifacts)
+	}
+	if inv.SSH.User != "kube" || len(inv.SSH.IdentityFiles) != 1 || len(inv.SSH.KnownHosts) != 1 {
+		t.Errorf("ssh = %+v", inv.SSH)
+	}
+	if len(inv.ControlPlanes()) != 1 || len(inv.Workers()) != 2 || inv.FirstControlPlane().Name != "node1" {
+		t.Errorf("roles: %d control planes, %d workers", len(inv.ControlPlanes()), len(inv.Workers()))
+	}
+}
+
+func TestEnsureKeyCreatesPrivateKeyAndReusesIt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), KeyFile)
+	pub1, err := ensureKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("key mode = %v, want 0600", st.Mode().Perm())
+	}
+	b, _ := os.ReadFile(path)
+	signer, err := ssh.ParsePrivateKey(b)
+	if err != nil {
+		t.Fatalf("parse key: %v", err)
+	}
+	if signer.PublicKey().Type() != ssh.KeyAlgoED25519 {
+		t.Errorf("key type = %s", signer.PublicKey().Type())
+	}
+	pub2, err := ensureKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pub1 != pub2 {
+		t.Errorf("second call made a new key: %q != %q", pub1, pub2)
+	}
+}
+
+func TestKnownHostsFileVerifiesScannedKeysAndRejectsOthers(t *testing.T) {
+	good := newHostKey(t)
+	bad := newHostKey(t)
+	scan := "# 172.31.250.11:22 SSH-2.0-OpenSSH_9.2\n172.31.250.11 " + strings.TrimSpace(string(ssh.MarshalAuthorizedKey(good))) + "\n"
+	keys := parseHostKeys(scan, true)
+	if len(keys) != 1 {
+		t.Fatalf("parsed %d keys from %q", len(keys), scan)
+	}
+	path := filepath.Join(t.TempDir(), KnownHosts)
+	if err := os.WriteFile(path, knownHostsFile(map[string][]HostKey{"172.31.250.11": keys}, []string{"172.31.250.11"}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cb, err := knownhosts.New(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := &net.TCPAddr{IP: net.ParseIP("172.31.250.11"), Port: 22}
+	if err := cb("172.31.250.11:22", addr, good); err != nil {
+		t.Errorf("known host key rejected: %v", err)
+	}
+	if err := cb("172.31.250.11:22", addr, bad); err == nil {
+		t.Error("a different host key was accepted")
+	}
+	if err := cb("172.31.250.12:22", &net.TCPAddr{IP: net.ParseIP("172.31.250.12"), Port: 22}, good); err == nil {
+		t.Error("the key was accepted for another address")
+	}
+}
+
+func TestParseHostKeysSkipsGarbage(t *testing.T) {
+	got := parseHostKeys("# comment\nnot a key\nssh-ed25519 !!!notbase64\n", false)
+	if len(got) != 0 {
+		t.Errorf("parsed %v from garbage", got)
+	}
+}
+
+func newHostKey(t *testing.T) ssh.PublicKey {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

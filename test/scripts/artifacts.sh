@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# artifacts.sh DIR: build Kubernetes v1.37.2 from Go modules (test/k8s) and the images kubeadm 1.37 uses, into the
+# artifacts directory kubeforge takes for offline installs:
+#   DIR/bin/kubelet DIR/bin/kubectl DIR/bin/kubeadm   hard links of one static multi-call binary
+#   DIR/images/*.tar                                  docker-save tarballs (ctr -n k8s.io images import)
+#   DIR/VERSION                                       "v1.37.2"
+# Cached: a stamp of the inputs (go.mod, go.sum, sources, this script, Go version) skips everything when unchanged;
+# the Go build cache makes a rebuild after small changes quick.
+set -euo pipefail
+
+[[ $# -eq 1 && -n "$1" ]] || { echo "usage: $0 DIR" >&2; exit 2; }
+mkdir -p "$1"
+DIR=$(cd "$1" && pwd)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRC=$(cd "$HERE/../k8s" && pwd)
+export DOCKER_BUILDKIT=0
+
+VERSION=v1.37.2
+PAUSE_VERSION=3.10.2   # kubeadm constants.PauseVersion
+ETCD_VERSION=3.7.0-0   # kubeadm constants.DefaultEtcdVersion
+COREDNS_VERSION=v1.14.6 # kubeadm constants.CoreDNSVersion
+REPO=registry.k8s.io
+BASE=kubeforge/k8s-base:$VERSION
+IMAGES=(
+	"$REPO/kube-apiserver:$VERSION"
+	"$REPO/kube-controller-manager:$VERSION"
+	"$REPO/kube-scheduler:$VERSION"
+	"$REPO/kube-proxy:$VERSION"
+	"$REPO/etcd:$ETCD_VERSION"
+	"$REPO/coredns/coredns:$COREDNS_VERSION"
+	"$REPO/pause:$PAUSE_VERSION"
+)
+TARBALL=$DIR/images/kubernetes-$VERSION.tar
+
+log() { printf '[artifacts] %s\n' "$*" >&2; }
+die() { printf '[artifacts] error: %s\n' "$*" >&2; exit 1; }
+command -v go >/dev/null || die "go is not on PATH"
+command -v docker >/dev/null || die "docker is not on PATH (run test/scripts/prereqs.sh)"
+
+stamp() {
+	{
+		go version
+		(cd "$SRC" && sha256sum go.mod go.sum main.go pause/main.go)
+		sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1
+	} | sha256sum | cut -d' ' -f1
+}
+STAMP=$(stamp)
+outputs_ok() {
+	[[ -f $DIR/.stamp && "$(cat "$DIR/.stamp")" == "$STAMP" ]] || return 1
+	for f in bin/kubelet bin/kubectl bin/kubeadm VERSION; do [[ -f $DIR/$f ]] || return 1; done
+	[[ -s $TARBALL ]] || return 1
+}
+if outputs_ok; then
+	log "up to date in $DIR (stamp ${STAMP:0:12})"
+	exit 0
+fi
+rm -f "$DIR/.stamp"
+mkdir -p "$DIR/bin" "$DIR/images" "$DIR/.build"
+t0=$(date +%s)
+
+# --- the multi-call binary ------------------------------------------------------------------------------------
+LDFLAGS="-s -w"
+for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+	LDFLAGS="$LDFLAGS -X $p.gitVersion=$VERSION -X $p.gitMajor=1 -X $p.gitMinor=37 -X $p.gitTreeState=clean -X $p.buildDate=2026-01-01T00:00:00Z"
+done
+export CGO_ENABLED=0 GOFLAGS=-mod=readonly
+cd "$SRC"
+log "downloading modules (first run: ~700 MB into the Go module cache)"
+go mod download
+total=$(go list -deps . | wc -l)
+log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, kubeadm, etcd, coredns"
+log "as one binary: $total packages; a cold build takes ~6-8 min on 2 cores, a warm one seconds"
+n=0
+last=$(date +%s)
+# `go build -v` names each package as it is compiled (cached ones are not named): count them for progress.
+if ! go build -p "${KUBEFORGE_BUILD_PROCS:-2}" -v -trimpath -ldflags "$LDFLAGS" -o "$DIR/.build/k8s.new" . 2>&1 |
+	while IFS= read -r line; do
+		if [[ "$line" == *" "* || "$line" == *:* ]]; then printf '%s\n' "$line" >&2; continue; fi
+		n=$((n + 1))
+		now=$(date +%s)
+		if ((now - last >= 15)); then
+			log "compiled $n packages (of at most $total), $((now - t0))s"
+			last=$now
+		fi
+	done
+then
+	die "go build failed (output above)"
+fi
+[[ -x $DIR/.build/k8s.new ]] || die "go build wrote no binary"
+go build -trimpath -ldflags "-s -w" -o "$DIR/.build/pause" ./pause
+mv "$DIR/.build/k8s.new" "$DIR/.build/k8s"
+log "binary built in $(($(date +%s) - t0))s: $(du -m "$DIR/.build/k8s" | cut -f1) MB"
+got=$("$DIR/.build/k8s" kubectl version --client -o json | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p')
+[[ "$got" == "$VERSION" ]] || die "kubectl reports version '$got', want $VERSION"
+
+for b in kubelet kubectl kubeadm; do
+	rm -f "$DIR/bin/$b.tmp"
+	ln "$DIR/.build/k8s" "$DIR/bin/$b.tmp" 2>/dev/null || cp "$DIR/.build/k8s" "$DIR/bin/$b.tmp"
+	mv -f "$DIR/bin/$b.tmp" "$DIR/bin/$b"
+done
+
+# --- images ---------------------------------------------------------------------------------------------------
+t1=$(date +%s)
+CTX=$DIR/.build/images
+rm -rf "$CTX"
+mkdir -p "$CTX/base/rootfs/usr/local/bin" "$CTX/base/rootfs/tmp" "$CTX/pause" "$CTX/proxy/rootfs"
+chmod 1777 "$CTX/base/rootfs/tmp"
+ln "$DIR/.build/k8s" "$CTX/base/rootfs/usr/local/bin/k8s" 2>/dev/null || cp "$DIR/.build/k8s" "$CTX/base/rootfs/usr/local/bin/k8s"
+# Every program name resolves on PATH (/usr/local/bin) and at / (CoreDNS's image runs /coredns).
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm etcd coredns; do
+	ln -s k8s "$CTX/base/rootfs/usr/local/bin/$b"
+	ln -s usr/local/bin/k8s "$CTX/base/rootfs/$b"
+done
+cat >"$CTX/base/Dockerfile" <<DF
+FROM scratch
+COPY rootfs/ /
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+LABEL io.kubeforge.artifacts=$VERSION
+DF
+
+# kube-proxy (iptables mode) runs iptables-restore and friends: add the machine's iptables and its libraries.
+proxy_layer() {
+	local root=$CTX/proxy/rootfs f r libs
+	mkdir -p "$root/usr/sbin" "$root/usr/lib/x86_64-linux-gnu" "$root/etc" "$root/run" "$root/var/run"
+	ln -s usr/lib "$root/lib"
+	ln -s usr/lib64 "$root/lib64"
+	ln -s usr/sbin "$root/sbin"
+	local bins=()
+	for f in /usr/sbin/xtables-nft-multi /usr/sbin/xtables-legacy-multi /usr/sbin/conntrack; do
+		[[ -x $f ]] && bins+=("$f")
+	done
+	[[ -x /usr/sbin/xtables-nft-multi ]] || die "iptables (xtables-nft-multi) is not installed on this machine"
+	libs=$(ldd "${bins[@]}" /usr/lib/x86_64-linux-gnu/xtables/*.so 2>/dev/null | awk '/=>/ {print $3} /^\t\/.*ld-linux/ {print $1}' | sort -u)
+	for f in "${bins[@]}" $libs; do
+		r=$(readlink -f "$f")
+		mkdir -p "$root$(dirname "$r")"
+		cp -n "$r" "$root$r"
+		if [[ "$(basename "$f")" != "$(basename "$r")" ]]; then
+			ln -sf "$(basename "$r")" "$root$(dirname "$r")/$(basename "$f")"
+		fi
+	done
+	mkdir -p "$root/usr/lib64"
+	ln -sf ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/usr/lib64/ld-linux-x86-64.so.2"
+	cp -a /usr/lib/x86_64-linux-gnu/xtables "$root/usr/lib/x86_64-linux-gnu/"
+	for f in /etc/protocols /etc/ethertypes /etc/services /etc/ld.so.cache; do [[ -f $f ]] && cp "$f" "$root/etc/"; done
+	for b in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore \
+		iptables-nft iptables-nft-save iptables-nft-restore ip6tables-nft ip6tables-nft-save ip6tables-nft-restore; do
+		ln -s xtables-nft-multi "$root/usr/sbin/$b"
+	done
+	if [[ -x /usr/sbin/xtables-legacy-multi ]]; then
+		for b in iptables-legacy iptables-legacy-save iptables-legacy-restore ip6tables-legacy ip6tables-legacy-save ip6tables-legacy-restore; do
+			ln -s xtables-legacy-multi "$root/usr/sbin/$b"
+		done
+	fi
+}
+proxy_layer
+cat >"$CTX/proxy/Dockerfile" <<DF
+FROM $BASE
+COPY rootfs/ /
+ENTRYPOINT ["/usr/local/bin/kube-proxy"]
+DF
+cp "$DIR/.build/pause" "$CTX/pause/pause"
+cat >"$CTX/pause/Dockerfile" <<DF
+FROM scratch
+COPY pause /pause
+USER 65535:65535
+ENTRYPOINT ["/pause"]
+DF
+
+log "building images"
+build() { # build TAG CONTEXT
+	local out
+	out=$(docker build -q -t "$1" "$2" 2>&1) || die "docker build $1 failed: $out"
+}
+build "$BASE" "$CTX/base"
+oneliner() { # oneliner IMAGE ENTRYPOINT-JSON [CMD-JSON]
+	local d=$CTX/${1//[\/:]/_}
+	mkdir -p "$d"
+	{
+		echo "FROM $BASE"
+		echo "ENTRYPOINT $2"
+		[[ -n "${3:-}" ]] && echo "CMD $3"
+	} >"$d/Dockerfile"
+	build "$1" "$d"
+}
+oneliner "$REPO/kube-apiserver:$VERSION" '["/usr/local/bin/kube-apiserver"]'
+oneliner "$REPO/kube-controller-manager:$VERSION" '["/usr/local/bin/kube-controller-manager"]'
+oneliner "$REPO/kube-scheduler:$VERSION" '["/usr/local/bin/kube-scheduler"]'
+oneliner "$REPO/etcd:$ETCD_VERSION" '["/usr/local/bin/etcd"]'
+oneliner "$REPO/coredns/coredns:$COREDNS_VERSION" '["/coredns"]'
+build "$REPO/kube-proxy:$VERSION" "$CTX/proxy"
+build "$REPO/pause:$PAUSE_VERSION" "$CTX/pause"
+
+# Smoke checks: each image answers through the path kubeadm's manifests use.
+check() { # check IMAGE ENTRYPOINT ARGS... : must succeed
+	docker run --rm --network none --entrypoint "$2" "$1" "${@:3}" >/dev/null 2>&1 || die "$1: '$2 ${*:3}' failed"
+}
+check "$REPO/kube-apiserver:$VERSION" kube-apiserver --version
+check "$REPO/kube-controller-manager:$VERSION" kube-controller-manager --version
+check "$REPO/kube-scheduler:$VERSION" kube-scheduler --version
+check "$REPO/etcd:$ETCD_VERSION" etcd --version
+check "$REPO/coredns/coredns:$COREDNS_VERSION" /coredns -version
+check "$REPO/kube-proxy:$VERSION" /usr/local/bin/kube-proxy --version
+check "$REPO/kube-proxy:$VERSION" iptables --version
+check "$REPO/kube-proxy:$VERSION" iptables-restore --version
+check "$REPO/pause:$PAUSE_VERSION" /pause -v
+
+log "saving ${#IMAGES[@]} images (one shared base layer) to $TARBALL"
+docker save "${IMAGES[@]}" >"$TARBALL.tmp"
+mv "$TARBALL.tmp" "$TARBALL"
+log "images done in $(($(date +%s) - t1))s: $(du -m "$TARBALL" | cut -f1) MB"
+
+printf '%s\n' "$VERSION" >"$DIR/VERSION.tmp"
+mv "$DIR/VERSION.tmp" "$DIR/VERSION"
+printf '%s\n' "$STAMP" >"$DIR/.stamp"
+log "artifacts ready in $DIR ($(($(date +%s) - t0))s)"
