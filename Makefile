@@ -10,7 +10,7 @@ HARNESS_DIR ?= $(CURDIR)/.harness
 all: build
 
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/kubeforge
+	$(GO) build -trimpath -ldflags "-s -w -X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o $(BIN) ./cmd/kubeforge
 
 # Everything a fresh Debian machine needs, then every test: unit, integration (real OpenSSH), e2e (real clusters).
 test: prereqs build artifacts node-image unit integration e2e

@@ -21,7 +21,7 @@ var (
 		Hosts: inventory.SelectFirstControlPlane, Run: tasks.InitControlPlane}
 	stepBootstrap = Step{Name: "cluster/bootstrap", Help: "kubeadm ConfigMaps, bootstrap RBAC, kube-proxy, CoreDNS",
 		Local: tasks.Bootstrap}
-	stepState = Step{Name: "cluster/state", Help: "list the nodes the cluster already has", Local: tasks.ClusterState}
+	stepState  = Step{Name: "cluster/state", Help: "list the nodes the cluster already has", Local: tasks.ClusterState}
 	stepJoinCP = Step{Name: "control-plane/join", Help: "one at a time: CA material and leaves, etcd learner then voting member, static pods, kubelet",
 		Hosts: inventory.SelectOtherControlPlanes, Serial: true, Run: tasks.JoinControlPlane}
 	stepToken = Step{Name: "join/token", Help: "mint a short-lived bootstrap token and sign cluster-info, only if a host must join",

@@ -209,6 +209,7 @@ LogLevel DEBUG1
 	os.WriteFile(cfgFile, []byte(cfg), 0o600)
 	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", cfgFile, "-p", strconv.Itoa(s.port))
 	cmd.Stdout, cmd.Stderr = s, s
+	cmd.WaitDelay = 2 * time.Second // per-connection children may still hold stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start sshd: %v", err)
 	}
@@ -297,7 +298,7 @@ func TestIntegrationOpenSSH(t *testing.T) {
 		cfg.KnownHostsFiles = []string{filepath.Join(t.TempDir(), "missing")}
 		cfg.KnownHostsWrite = write
 		var hk *HostKeyError
-		if _, err := NewPool(Limits{}).Dial(ctx, cfg); !errors.As(err, &hk) || hk.Changed || !strings.HasPrefix(hk.Fingerprint, "SHA256:") {
+		if _, err := newTestPool(t, Limits{}).Dial(ctx, cfg); !errors.As(err, &hk) || hk.Changed || !strings.HasPrefix(hk.Fingerprint, "SHA256:") {
 			t.Fatalf("unknown host: err = %v", err)
 		}
 		cfg.AcceptNewHostKeys = true
@@ -330,7 +331,7 @@ func TestIntegrationOpenSSH(t *testing.T) {
 		os.WriteFile(forgedFile, []byte(forged), 0o600)
 		cfg.KnownHostsFiles = []string{forgedFile}
 		cfg.KnownHostsWrite, cfg.AcceptNewHostKeys = filepath.Join(t.TempDir(), "kh"), true
-		if _, err := NewPool(Limits{}).Dial(ctx, cfg); !errors.As(err, &hk) || !hk.Changed || hk.KnownFile != forgedFile {
+		if _, err := newTestPool(t, Limits{}).Dial(ctx, cfg); !errors.As(err, &hk) || !hk.Changed || hk.KnownFile != forgedFile {
 			t.Fatalf("changed host key: err = %v", err)
 		}
 	})
@@ -490,14 +491,14 @@ func TestIntegrationOpenSSH(t *testing.T) {
 		cfg := target2.config("no-fwd", "root", e.rootKey)
 		nb := srv.config("bad-jump", "root", e.rootKey)
 		cfg.Bastion = &nb
-		if _, err := NewPool(Limits{}).Dial(ctx, cfg); err == nil {
+		if _, err := newTestPool(t, Limits{}).Dial(ctx, cfg); err == nil {
 			t.Fatal("tunnel through a host without forwarding succeeded")
 		}
 	})
 }
 
 func withPassword(c Config, pw string) Config { c.Password = pw; return c }
-func withAgent(c Config) Config                { c.UseAgent = true; return c }
+func withAgent(c Config) Config               { c.UseAgent = true; return c }
 func withPassphrase(c Config, pp string) Config {
 	c.Passphrase = func(string) ([]byte, error) { return []byte(pp), nil }
 	return c

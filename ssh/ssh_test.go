@@ -362,7 +362,7 @@ func TestDialRefusedIsRetriedThenFails(t *testing.T) {
 }
 
 func TestDialCancelled(t *testing.T) {
-	h := startHost(t, sshtest.Options{HandshakeDelay: 5 * time.Second})
+	h := startHost(t, sshtest.Options{HandshakeDelay: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()

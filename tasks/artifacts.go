@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/kubeforge/kubeforge/ssh"
 )
@@ -29,17 +30,30 @@ type localArtifact struct {
 	tags   []string // image references, for image tarballs
 }
 
+// artifactEntry hashes one local file once per run, however many hosts want it.
+type artifactEntry struct {
+	once sync.Once
+	a    *localArtifact
+	err  error
+}
+
 // artifact hashes (once per run) the local file p of the artifacts directory.
 func (e *Env) artifact(p string, image bool) (*localArtifact, error) {
 	e.mu.Lock()
 	if e.artifacts == nil {
-		e.artifacts = map[string]*localArtifact{}
+		e.artifacts = map[string]*artifactEntry{}
 	}
-	a, ok := e.artifacts[p]
+	ent, ok := e.artifacts[p]
+	if !ok {
+		ent = &artifactEntry{}
+		e.artifacts[p] = ent
+	}
 	e.mu.Unlock()
-	if ok {
-		return a, nil
-	}
+	ent.once.Do(func() { ent.a, ent.err = hashArtifact(p, image) })
+	return ent.a, ent.err
+}
+
+func hashArtifact(p string, image bool) (*localArtifact, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, fmt.Errorf("read artifact: %w", err)
@@ -49,15 +63,12 @@ func (e *Env) artifact(p string, image bool) (*localArtifact, error) {
 	if _, err := io.Copy(hash, f); err != nil {
 		return nil, fmt.Errorf("hash %s: %w", p, err)
 	}
-	a = &localArtifact{path: p, sha256: hex.EncodeToString(hash.Sum(nil))}
+	a := &localArtifact{path: p, sha256: hex.EncodeToString(hash.Sum(nil))}
 	if image {
 		if a.tags, err = imageTags(p); err != nil {
 			return nil, err
 		}
 	}
-	e.mu.Lock()
-	e.artifacts[p] = a
-	e.mu.Unlock()
 	return a, nil
 }
 

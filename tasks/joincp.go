@@ -3,23 +3,48 @@ package tasks
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
-// JoinControlPlane adds an extra control plane: it pushes the CA material and
-// its own leaves, adds its etcd member (learner first, then promoted), pushes
-// the static pods and kubelet files, starts kubelet and waits for its API server.
+// JoinControlPlane adds an extra control plane, as `kubeadm join
+// --control-plane` does: its etcd member is added as a learner before its etcd
+// starts, then its CA material, own leaves, static pods and kubelet files are
+// pushed and kubelet started; the learner is promoted once in sync, and the
+// step waits for the new API server. A host that is already a member only
+// has its files converged.
 func JoinControlPlane(ctx context.Context, env *Env, h *Host) error {
-	if env.isNode(h) && h.Facts != nil && h.Facts.StaticPods {
-		// Already a member: converge its files like the first control plane.
+	if h.Facts != nil && h.Facts.StaticPods {
 		return InitControlPlane(ctx, env, h)
 	}
-	if err := addEtcdMember(ctx, env, h); err != nil {
+	via, err := env.FirstControlPlane()
+	if err != nil {
 		return err
 	}
-	return InitControlPlane(ctx, env, h)
-}
-
-// addEtcdMember registers h with the existing etcd cluster before its etcd starts.
-func addEtcdMember(ctx context.Context, env *Env, h *Host) error {
-	return fmt.Errorf("adding etcd member %s: not implemented yet", h.Name)
+	cli, err := etcdClient(ctx, env, via)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	id, err := addEtcdLearner(ctx, cli, h)
+	if err != nil {
+		return err
+	}
+	files, err := env.NodeFiles(h)
+	if err != nil {
+		return err
+	}
+	if _, err := push(ctx, h, files); err != nil {
+		return err
+	}
+	if err := startKubelet(ctx, h); err != nil {
+		return err
+	}
+	timeout := env.Opts.WaitTimeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
+	if err := promoteEtcdMember(ctx, cli, h, id, timeout); err != nil {
+		return fmt.Errorf("%w\n%s", err, diagnoseControlPlane(ctx, h))
+	}
+	return waitAPIServer(ctx, env, h)
 }

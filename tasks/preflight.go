@@ -172,11 +172,18 @@ func PreflightCluster(_ context.Context, env *Env) error {
 				}
 			}
 		}
+		shared := map[string]bool{}
 		for v, names := range seen {
 			if len(names) > 1 {
 				for _, n := range names {
+					shared[n] = true
 					env.addCheck(CheckResult{Host: n, ID: id, Severity: SeverityError, Message: fmt.Sprintf("%s %s shared by %s", what, v, strings.Join(names, ", ")), Fix: fix})
 				}
+			}
+		}
+		for _, h := range hosts {
+			if h.Facts != nil && !shared[h.Name] {
+				env.addCheck(CheckResult{Host: h.Name, ID: id, Severity: SeverityError, Passed: true, Message: what + " unique"})
 			}
 		}
 	}

@@ -129,6 +129,9 @@ LABEL kubeforge.recipe=$RECIPE
 STOPSIGNAL SIGRTMIN+3
 ENTRYPOINT ["/sbin/init"]
 DF
+old_id=$(docker image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 out=$(docker build -q -t "$IMAGE" "$WORK" 2>&1) || die "docker build failed: $out"
 docker rmi "$IMAGE-rootfs" >/dev/null 2>&1 || true
+# The previous build of this image, now untagged, unless a container still uses it.
+[[ -n "$old_id" ]] && docker rmi "$old_id" >/dev/null 2>&1 || true
 log "built $IMAGE in $(($(date +%s) - start))s ($(docker image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%d MB", $1/1e6}'))"

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := execute(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestValidateExampleInventory(t *testing.T) {
+	code, out, errOut := run(t, "inventory", "validate", "-i", "../../examples/cluster.yaml")
+	if code != 0 || !strings.Contains(out, "valid (5 hosts: 3 control plane, 2 worker)") {
+		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+}
+
+// TestBrokenInventoryFailsBeforeAnyConnection: every problem with file:line,
+// exit 2, and no host contacted (the addresses are unroutable TEST-NET ones
+// and a contact attempt would show as a connect step in the output).
+func TestBrokenInventoryFailsBeforeAnyConnection(t *testing.T) {
+	dir := t.TempDir()
+	inv := filepath.Join(dir, "bad.yaml")
+	doc := `apiVersion: kubeforge.io/v1alpha1
+kind: Cluster
+cluster:
+  serviceSubnet: 10.96.0.0/30
+hosts:
+  - name: cp1
+    address: 192.0.2.1
+    roles: [control-plane]
+  - name: cp1
+    address: 192.0.2.2
+    roles: [worker]
+    colour: blue
+`
+	if err := os.WriteFile(inv, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{{"inventory", "validate"}, {"preflight"}, {"up"}, {"scale"}, {"reset", "--yes"}} {
+		t.Run(cmd[0], func(t *testing.T) {
+			code, out, errOut := run(t, append(cmd, "-i", inv)...)
+			if code != 2 {
+				t.Fatalf("exit %d; want 2\nstdout %s\nstderr %s", code, out, errOut)
+			}
+			for _, want := range []string{inv + ":4:", inv + ":9:", inv + ":12:", "Nothing was changed on any host."} {
+				if !strings.Contains(errOut, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, errOut)
+				}
+			}
+			if strings.Contains(out, "connect") {
+				t.Errorf("a host was contacted:\n%s", out)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "kubeforge.kubeforge")); err == nil {
+				t.Error("a state dir was created for an invalid inventory")
+			}
+		})
+	}
+}
+
+func TestDryRunPrintsPlanWithoutState(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	code, out, errOut := run(t, "up", "--dry-run", "-i", "../../examples/cluster.yaml", "--state-dir", state)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "control-plane/join               other-control-planes, serial: cp2, cp3") {
+		t.Errorf("plan lacks the serial control-plane join:\n%s", out)
+	}
+	if _, err := os.Stat(state); err == nil {
+		t.Error("--dry-run created the state dir")
+	}
+}
+
+func TestUnknownStepIsBadInput(t *testing.T) {
+	code, _, errOut := run(t, "up", "--dry-run", "--skip", "nonsense", "-i", "../../examples/cluster.yaml")
+	if code != 2 || !strings.Contains(errOut, "unknown step nonsense") {
+		t.Fatalf("exit %d, stderr %s", code, errOut)
+	}
+}

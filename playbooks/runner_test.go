@@ -1,0 +1,282 @@
+package playbooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/tasks"
+)
+
+func testInventory(n int) *inventory.Inventory {
+	inv := &inventory.Inventory{Cluster: inventory.Cluster{Name: "t"}}
+	for i := 0; i < n; i++ {
+		role := inventory.RoleWorker
+		if i == 0 {
+			role = inventory.RoleControlPlane
+		}
+		inv.Hosts = append(inv.Hosts, &inventory.Host{Name: fmt.Sprintf("h%d", i), Address: fmt.Sprintf("10.0.0.%d", i+1), Roles: []inventory.Role{role}})
+	}
+	return inv
+}
+
+func testEnv(n int) *tasks.Env {
+	return tasks.NewEnv(testInventory(n), "", slog.New(slog.NewTextHandler(io.Discard, nil)), tasks.Options{})
+}
+
+// recorder is an EventSink that keeps every event.
+type recorder struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (r *recorder) Event(e Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }
+
+func TestRunnerRunsStepsInOrder(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	mark := func(name string) tasks.HostFunc {
+		return func(_ context.Context, _ *tasks.Env, h *tasks.Host) error {
+			mu.Lock()
+			got = append(got, name+":"+h.Name)
+			mu.Unlock()
+			return nil
+		}
+	}
+	pb := Playbook{Name: "p", Steps: []Step{
+		{Name: "a", Hosts: inventory.SelectAll, Run: mark("a")},
+		{Name: "b", Local: func(context.Context, *tasks.Env) error { mu.Lock(); got = append(got, "b"); mu.Unlock(); return nil }},
+		{Name: "c", Hosts: inventory.SelectWorkers, Run: mark("c")},
+	}}
+	if err := (&Runner{}).Run(context.Background(), testEnv(3), pb); err != nil {
+		t.Fatal(err)
+	}
+	// Within a parallel step the order of hosts is free; across steps it is fixed.
+	idx := func(s string) int {
+		for i, g := range got {
+			if g == s {
+				return i
+			}
+		}
+		t.Fatalf("%s did not run; ran %v", s, got)
+		return -1
+	}
+	if len(got) != 6 {
+		t.Fatalf("ran %v; want 3 a, 1 b, 2 c", got)
+	}
+	for _, h := range []string{"h0", "h1", "h2"} {
+		if idx("a:"+h) > idx("b") {
+			t.Errorf("a:%s ran after b: %v", h, got)
+		}
+	}
+	if idx("c:h1") < idx("b") || idx("c:h2") < idx("b") {
+		t.Errorf("c ran before b: %v", got)
+	}
+}
+
+func TestRunnerRespectsConcurrencyLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		limit  int
+		serial bool
+		want   int32
+	}{
+		{"limit 3 of 10", 3, false, 3},
+		{"limit 1", 1, false, 1},
+		{"serial ignores limit", 8, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var cur, peak atomic.Int32
+			run := func(context.Context, *tasks.Env, *tasks.Host) error {
+				n := cur.Add(1)
+				for {
+					p := peak.Load()
+					if n <= p || peak.CompareAndSwap(p, n) {
+						break
+					}
+				}
+				time.Sleep(20 * time.Millisecond)
+				cur.Add(-1)
+				return nil
+			}
+			pb := Playbook{Name: "p", Steps: []Step{{Name: "s", Hosts: inventory.SelectAll, Serial: tc.serial, Run: run}}}
+			if err := (&Runner{Concurrency: tc.limit}).Run(context.Background(), testEnv(10), pb); err != nil {
+				t.Fatal(err)
+			}
+			if peak.Load() != tc.want {
+				t.Errorf("peak concurrency %d; want %d", peak.Load(), tc.want)
+			}
+		})
+	}
+}
+
+func TestRunnerJoinsHostErrorsAndStops(t *testing.T) {
+	boom := errors.New("boom")
+	ranNext := false
+	pb := Playbook{Name: "p", Steps: []Step{
+		{Name: "fail", Hosts: inventory.SelectAll, Run: func(_ context.Context, _ *tasks.Env, h *tasks.Host) error {
+			if h.Name == "h0" {
+				return nil
+			}
+			return fmt.Errorf("do %s: %w", h.Name, boom)
+		}},
+		{Name: "next", Local: func(context.Context, *tasks.Env) error { ranNext = true; return nil }},
+	}}
+	err := (&Runner{}).Run(context.Background(), testEnv(3), pb)
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v; want it to wrap boom", err)
+	}
+	if ranNext {
+		t.Error("the step after a failed step ran")
+	}
+	var hosts []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		for _, he := range e.(interface{ Unwrap() []error }).Unwrap() {
+			var h *HostError
+			if !errors.As(he, &h) {
+				t.Fatalf("%v is not a HostError", he)
+			}
+			if h.Step != "fail" {
+				t.Errorf("HostError.Step = %q", h.Step)
+			}
+			hosts = append(hosts, h.Host)
+		}
+	}
+	if strings.Join(hosts, ",") != "h1,h2" {
+		t.Errorf("failed hosts %v; want h1,h2", hosts)
+	}
+}
+
+func TestRunnerSerialStopsAtFirstFailure(t *testing.T) {
+	var ran []string
+	pb := Playbook{Name: "p", Steps: []Step{{Name: "s", Hosts: inventory.SelectAll, Serial: true,
+		Run: func(_ context.Context, _ *tasks.Env, h *tasks.Host) error {
+			ran = append(ran, h.Name)
+			if h.Name == "h1" {
+				return errors.New("no")
+			}
+			return nil
+		}}}}
+	rec := &recorder{}
+	err := (&Runner{Events: rec}).Run(context.Background(), testEnv(4), pb)
+	if err == nil || strings.Join(ran, ",") != "h0,h1" {
+		t.Fatalf("ran %v, err %v; want h0,h1 then stop", ran, err)
+	}
+	skipped := 0
+	for _, e := range rec.events {
+		if e.Type == EventHostEnd && e.Result == ResultSkipped {
+			skipped++
+		}
+	}
+	if skipped != 2 {
+		t.Errorf("%d hosts reported skipped; want 2", skipped)
+	}
+}
+
+func TestRunnerBestEffortContinuesWithoutFailedHosts(t *testing.T) {
+	var mu sync.Mutex
+	second := map[string]bool{}
+	pb := Playbook{Name: "p", BestEffort: true, Steps: []Step{
+		{Name: "first", Hosts: inventory.SelectAll, Run: func(_ context.Context, _ *tasks.Env, h *tasks.Host) error {
+			if h.Name == "h1" {
+				return errors.New("unreachable")
+			}
+			return nil
+		}},
+		{Name: "second", Hosts: inventory.SelectAll, Run: func(_ context.Context, _ *tasks.Env, h *tasks.Host) error {
+			mu.Lock()
+			second[h.Name] = true
+			mu.Unlock()
+			return nil
+		}},
+	}}
+	err := (&Runner{}).Run(context.Background(), testEnv(3), pb)
+	if err == nil {
+		t.Fatal("no error for the failed host")
+	}
+	if !second["h0"] || !second["h2"] || second["h1"] {
+		t.Errorf("second step ran on %v; want h0 and h2 only", second)
+	}
+}
+
+func TestRunnerCancellationStopsRun(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{}, 10)
+	ranAfter := false
+	pb := Playbook{Name: "p", Steps: []Step{
+		{Name: "wait", Hosts: inventory.SelectAll, Run: func(ctx context.Context, _ *tasks.Env, _ *tasks.Host) error {
+			started <- struct{}{}
+			<-ctx.Done()
+			return ctx.Err()
+		}},
+		{Name: "after", Local: func(context.Context, *tasks.Env) error { ranAfter = true; return nil }},
+	}}
+	go func() { <-started; cancel() }()
+	done := make(chan error)
+	go func() { done <- (&Runner{}).Run(ctx, testEnv(2), pb) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("err = %v; want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not stop after cancel")
+	}
+	if ranAfter {
+		t.Error("a step ran after cancellation")
+	}
+}
+
+func TestStepTimeoutIsADeadline(t *testing.T) {
+	pb := Playbook{Name: "p", Steps: []Step{{Name: "slow", Timeout: 50 * time.Millisecond,
+		Local: func(ctx context.Context, _ *tasks.Env) error {
+			if _, ok := ctx.Deadline(); !ok {
+				return errors.New("no deadline")
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		}}}}
+	err := (&Runner{}).Run(context.Background(), testEnv(1), pb)
+	var se *StepError
+	if !errors.As(err, &se) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v; want a StepError wrapping DeadlineExceeded", err)
+	}
+}
+
+func TestFilterSkipOnly(t *testing.T) {
+	pb := Up(nil)
+	for _, tc := range []struct {
+		name       string
+		skip, only []string
+		want       string // joined names, or an error substring
+		wantErr    bool
+	}{
+		{name: "skip a group", skip: []string{"nodes"}, want: "connect,facts,preflight/host,preflight/cluster,certs,render,node/prepare,artifacts,control-plane/init,cluster/bootstrap,cluster/state,control-plane/join,join/token,workers/join,network"},
+		{name: "only keeps always-steps", only: []string{"certs"}, want: "connect,facts,certs"},
+		{name: "unknown step", skip: []string{"nope"}, want: "unknown step nope", wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := pb.Filter(tc.skip, tc.only)
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err = %v; want %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := strings.Join(got.Names(), ","); s != tc.want {
+				t.Errorf("steps %s\nwant      %s", s, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,158 @@
+package tasks
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/pki"
+)
+
+type pkiFile = pki.File
+
+func TestParseFactsReadsEveryField(t *testing.T) {
+	mid := time.Unix(1000, 0)
+	out := strings.Join([]string{
+		"os\tdebian", "osversion\t12", "osname\tDebian GNU/Linux 12 (bookworm)",
+		"arch\tx86_64", "kernel\t6.1.0-18-amd64", "hostname\tnode1",
+		"machineid\tabc", "productuuid\t", "mac\teth0 02:42:ac:1f:fa:0b", "mac\tlo 00:00:00:00:00:00",
+		"ip\t172.31.250.11/24", "cgroupfs\ttmpfs", "swaps\t0", "memkb\t2048000", "cpus\t2",
+		"ipforward\t1", "listen\t19AB", "listen\t0016", "crisocket\tyes", "criready\tok",
+		"runtime\tcontainerd 1.6.20", "kubelet\tKubernetes v1.37.2", "kubeletactive\tactive",
+		"kubeletconf\tyes", "staticpods\t", "uid\t0", "clock\t1002.5",
+	}, "\n")
+	f, err := parseFacts(out, mid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"os", f.OS, "debian"}, {"arch", f.Arch, "x86_64"}, {"kernel", f.Kernel, "6.1.0-18-amd64"},
+		{"macs", strings.Join(f.MACs, ","), "02:42:ac:1f:fa:0b"}, {"ips", strings.Join(f.IPs, ","), "172.31.250.11/24"},
+		{"cgroupv2", f.CgroupV2, false}, {"swap", f.SwapOn, false}, {"memory", f.MemoryMB, 2000}, {"cpus", f.CPUs, 2},
+		{"ipforward", f.IPForward, true}, {"6571 listening", f.Listening[6571], true}, {"22 listening", f.Listening[22], true},
+		{"cri", f.CRISocket && f.CRIReady, true}, {"kubelet", f.KubeletVersion, "v1.37.2"}, {"active", f.KubeletActive, true},
+		{"kubeletconf", f.KubeletConf, true}, {"staticpods", f.StaticPods, false}, {"clock", f.ClockOffset, 2500 * time.Millisecond},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v; want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestParseFactsRejectsGarbage(t *testing.T) {
+	if _, err := parseFacts("sh: 1: syntax error", time.Now()); err == nil {
+		t.Fatal("no error for output without facts")
+	}
+}
+
+func TestKernelAtLeast(t *testing.T) {
+	for _, tc := range []struct {
+		v    string
+		want bool
+	}{{"6.1.0-18-amd64", true}, {"4.19.0", true}, {"4.18.0-553.el8", false}, {"3.10.0-1160", false}, {"5.4", true}, {"garbage", false}} {
+		if got := kernelAtLeast(tc.v, 4, 19); got != tc.want {
+			t.Errorf("kernelAtLeast(%q) = %v", tc.v, got)
+		}
+	}
+}
+
+func TestEtcdParamsGrowWithInventoryOrder(t *testing.T) {
+	inv := &inventory.Inventory{Hosts: []*inventory.Host{
+		{Name: "a", Address: "10.0.0.1", Roles: []inventory.Role{inventory.RoleControlPlane}},
+		{Name: "w", Address: "10.0.0.9", Roles: []inventory.Role{inventory.RoleWorker}},
+		{Name: "b", Address: "10.0.0.2", InternalAddress: "192.168.0.2", Roles: []inventory.Role{inventory.RoleControlPlane}},
+	}}
+	first := EtcdParamsFor(inv, inv.Hosts[0])
+	if first.InitialCluster != "a=https://10.0.0.1:2380" || first.InitialClusterState != "new" {
+		t.Errorf("first member: %+v", first)
+	}
+	second := EtcdParamsFor(inv, inv.Hosts[2])
+	if second.InitialCluster != "a=https://10.0.0.1:2380,b=https://192.168.0.2:2380" || second.InitialClusterState != "existing" {
+		t.Errorf("joining member: %+v", second)
+	}
+}
+
+func TestNodePatchAddsOnlyWhatIsMissing(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "1"}},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "x", Effect: corev1.TaintEffectNoSchedule}}}}
+	if _, changed := nodePatch(node, map[string]string{"a": "1"}, []corev1.Taint{{Key: "x", Effect: corev1.TaintEffectNoSchedule}}); changed {
+		t.Error("patch for a node that already matches")
+	}
+	patch, changed := nodePatch(node, map[string]string{"a": "1", "b": ""}, []corev1.Taint{{Key: "y", Effect: corev1.TaintEffectNoExecute}})
+	if !changed {
+		t.Fatal("no patch")
+	}
+	var got struct {
+		Metadata struct{ Labels map[string]string }
+		Spec     struct{ Taints []corev1.Taint }
+	}
+	if err := json.Unmarshal(patch, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Metadata.Labels) != 1 || got.Metadata.Labels["b"] != "" || len(got.Spec.Taints) != 2 {
+		t.Errorf("patch %s", patch)
+	}
+}
+
+func TestImageTagsFromDockerSave(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	manifest := `[{"Config":"c.json","RepoTags":["registry.k8s.io/pause:3.10.2"],"Layers":[]}]`
+	tw.WriteHeader(&tar.Header{Name: "manifest.json", Mode: 0o644, Size: int64(len(manifest))})
+	tw.Write([]byte(manifest))
+	tw.Close()
+	p := filepath.Join(t.TempDir(), "pause.tar")
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tags, err := imageTags(p)
+	if err != nil || strings.Join(tags, ",") != "registry.k8s.io/pause:3.10.2" {
+		t.Fatalf("tags %v, err %v", tags, err)
+	}
+	empty := filepath.Join(t.TempDir(), "empty.tar")
+	os.WriteFile(empty, make([]byte, 1024), 0o644)
+	if _, err := imageTags(empty); err == nil {
+		t.Error("no error for a tarball without image names")
+	}
+}
+
+func TestWriteLocalTreeIsAtomicAndKeepsModes(t *testing.T) {
+	root := t.TempDir()
+	files := []struct {
+		path string
+		mode os.FileMode
+	}{{"/etc/kubernetes/pki/ca.key", 0o600}, {"/etc/kubernetes/pki/ca.crt", 0o644}}
+	var in []pkiFile
+	for _, f := range files {
+		in = append(in, pkiFile{Path: f.path, Mode: f.mode, Data: []byte(f.path)})
+	}
+	if err := writeLocalTree(root, in); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		st, err := os.Stat(filepath.Join(root, f.path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != f.mode {
+			t.Errorf("%s mode %v; want %v", f.path, st.Mode().Perm(), f.mode)
+		}
+	}
+	left, _ := filepath.Glob(filepath.Join(root, "etc/kubernetes/pki/.*"))
+	if len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}

@@ -1,0 +1,274 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kubeforge/kubeforge/test/harnesslib"
+)
+
+// kubeforgeBin is the binary under test, built by `make build`.
+func kubeforgeBin(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(RepoRoot(t), "bin", "kubeforge")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s not built (run `make build`): %v", p, err)
+	}
+	return p
+}
+
+// kubeforge runs the real CLI and returns its exit code and combined output.
+func kubeforge(ctx context.Context, t testing.TB, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, kubeforgeBin(t), args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("kubeforge %s (%s):\n%s", strings.Join(args, " "), time.Since(start).Round(time.Millisecond), out.String())
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), out.String()
+	}
+	if err != nil {
+		t.Fatalf("run kubeforge: %v", err)
+	}
+	return 0, out.String()
+}
+
+// mustUp runs `kubeforge up` and fails the test unless it succeeds.
+func mustUp(ctx context.Context, t testing.TB, c *harnesslib.Cluster, state string, extra ...string) string {
+	t.Helper()
+	code, out := kubeforge(ctx, t, append([]string{"up", "-i", c.Inventory, "--state-dir", state}, extra...)...)
+	if code != 0 {
+		t.Fatalf("kubeforge up exited %d", code)
+	}
+	return out
+}
+
+// clientFor loads the admin kubeconfig kubeforge wrote. The harness network is
+// reachable from this machine, so the test talks to the API directly.
+func clientFor(t testing.TB, state string) *kubernetes.Clientset {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(state, "admin.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kc
+}
+
+func kubectl(ctx context.Context, t testing.TB, state string, args ...string) string {
+	t.Helper()
+	bin := filepath.Join(ArtifactsDir(t), "bin", "kubectl")
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", filepath.Join(state, "admin.conf")}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func startCluster(ctx context.Context, t *testing.T, prefix, subnet string, nodes, cps int) (*harnesslib.Cluster, string) {
+	t.Helper()
+	c := StartHarness(ctx, t, harnesslib.Options{Nodes: nodes, ControlPlanes: cps, NamePrefix: prefix, Subnet: subnet, Artifacts: ArtifactsDir(t)})
+	return c, filepath.Join(c.Dir, "state")
+}
+
+// nodeState is what must not change on a converged node: checksums of every
+// file kubeforge manages and the kubelet's start time.
+func nodeState(ctx context.Context, t testing.TB, c *harnesslib.Cluster, n harnesslib.Node) string {
+	t.Helper()
+	return MustSSH(ctx, t, c, n, "root", `find /etc/kubernetes /var/lib/kubelet/config.yaml /var/lib/kubelet/kubeadm-flags.env /usr/lib/systemd/system/kubelet.service* /etc/cni/net.d /etc/kubeforge -type f 2>/dev/null | sort | xargs sha256sum; systemctl show kubelet -p ExecMainStartTimestamp -p NRestarts`)
+}
+
+func waitPodsRunning(ctx context.Context, t testing.TB, kc kubernetes.Interface, ns, selector string, n int) []corev1.Pod {
+	t.Helper()
+	var pods []corev1.Pod
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 4*time.Minute, true, func(ctx context.Context) (bool, error) {
+		l, err := kc.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return false, nil
+		}
+		running := 0
+		for _, p := range l.Items {
+			if p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		pods = l.Items
+		return running >= n, nil
+	})
+	if err != nil {
+		var states []string
+		for _, p := range pods {
+			states = append(states, fmt.Sprintf("%s on %s: %s %v", p.Name, p.Spec.NodeName, p.Status.Phase, p.Status.Conditions))
+		}
+		t.Fatalf("pods %s in %s not running: %v\n%s", selector, ns, err, strings.Join(states, "\n"))
+	}
+	return pods
+}
+
+// TestUpOneControlPlaneTwoWorkers is the main job: a 1+2 cluster from nothing,
+// checked as a user would, then a second up that must change nothing.
+func TestUpOneControlPlaneTwoWorkers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	c, state := startCluster(ctx, t, "kfup", "172.31.251.0/24", 3, 1)
+
+	start := time.Now()
+	out := mustUp(ctx, t, c, state, "--accept-new-host-keys=false")
+	t.Logf("first up: %s", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(out, "The cluster is up") {
+		t.Errorf("up did not say how to use the cluster:\n%s", out)
+	}
+
+	kc := clientFor(t, state)
+	nodes, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes.Items) != 3 {
+		t.Fatalf("%d nodes; want 3", len(nodes.Items))
+	}
+	for _, n := range nodes.Items {
+		ready := false
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+				ready = true
+			}
+		}
+		if !ready {
+			t.Errorf("node %s not Ready", n.Name)
+		}
+		_, isCP := n.Labels["node-role.kubernetes.io/control-plane"]
+		if isCP != (n.Name == "node1") {
+			t.Errorf("node %s control-plane label %v", n.Name, isCP)
+		}
+	}
+	// The real kubectl agrees.
+	if got := kubectl(ctx, t, state, "get", "nodes", "--no-headers"); strings.Count(got, " Ready ") != 3 {
+		t.Errorf("kubectl get nodes:\n%s", got)
+	}
+
+	t.Run("files and modes on the hosts are kubeadm's", func(t *testing.T) {
+		cp, _ := c.Node("node1")
+		w, _ := c.Node("node2")
+		modes := MustSSH(ctx, t, c, cp, "root", "stat -c '%a %n' /etc/kubernetes/pki/*.key /etc/kubernetes/pki/etcd/*.key /etc/kubernetes/admin.conf /etc/kubernetes/pki/ca.crt /etc/kubernetes/manifests/*.yaml")
+		for _, l := range strings.Split(strings.TrimSpace(modes), "\n") {
+			mode, path, _ := strings.Cut(l, " ")
+			want := "600"
+			if strings.HasSuffix(path, ".crt") {
+				want = "644"
+			}
+			if mode != want {
+				t.Errorf("%s has mode %s; want %s", path, mode, want)
+			}
+		}
+		keys := MustSSH(ctx, t, c, w, "root", "find /etc/kubernetes -name '*.key' | wc -l; ls /etc/kubernetes/pki")
+		if strings.TrimSpace(strings.SplitN(keys, "\n", 2)[0]) != "0" || !strings.Contains(keys, "ca.crt") {
+			t.Errorf("worker has key material or lacks ca.crt:\n%s", keys)
+		}
+		// Its kubelet got its client certificate through the CSR API.
+		MustSSH(ctx, t, c, w, "root", "test -s /var/lib/kubelet/pki/kubelet-client-current.pem")
+	})
+
+	t.Run("pods run on every worker, DNS and a ClusterIP service work across nodes", func(t *testing.T) {
+		images := map[string]string{}
+		for _, l := range strings.Fields(kubectl(ctx, t, state, "get", "pods", "-n", "kube-system", "-o", "jsonpath={.items[*].spec.containers[*].image}")) {
+			images[strings.SplitN(strings.TrimPrefix(l, "registry.k8s.io/"), ":", 2)[0]] = l
+		}
+		etcdImage := images["etcd"]
+		toolImage := images["kube-apiserver"]
+		if etcdImage == "" || toolImage == "" {
+			t.Fatalf("control-plane images not found: %v", images)
+		}
+		// A server (etcd's plain HTTP /health) pinned to node2, behind a ClusterIP Service.
+		server := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"app": "web"}},
+			Spec: corev1.PodSpec{
+				NodeName: "node2",
+				Containers: []corev1.Container{{Name: "web", Image: etcdImage, ImagePullPolicy: corev1.PullIfNotPresent,
+					Command: []string{"etcd", "--data-dir=/tmp/etcd", "--listen-client-urls=http://0.0.0.0:2379",
+						"--advertise-client-urls=http://127.0.0.1:2379", "--listen-peer-urls=http://127.0.0.1:2380"}}},
+			},
+		}
+		if _, err := kc.CoreV1().Pods("default").Create(ctx, server, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "web"},
+			Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstrFromInt(2379)}}},
+		}
+		if _, err := kc.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitPodsRunning(ctx, t, kc, "default", "app=web", 1)
+		waitPodsRunning(ctx, t, kc, "kube-system", "k8s-app=kube-dns", 1)
+
+		// A client on node3: resolves both names through CoreDNS and calls the Service.
+		script := []string{"kubectl", "--server=http://web.default.svc.cluster.local", "get", "--raw", "/health"}
+		client := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "client"},
+			Spec: corev1.PodSpec{
+				NodeName:      "node3",
+				RestartPolicy: corev1.RestartPolicyOnFailure,
+				Containers: []corev1.Container{
+					{Name: "svc", Image: toolImage, ImagePullPolicy: corev1.PullIfNotPresent, Command: script},
+					{Name: "apiserver", Image: toolImage, ImagePullPolicy: corev1.PullIfNotPresent,
+						Command: []string{"kubectl", "--server=https://kubernetes.default", "--insecure-skip-tls-verify", "get", "--raw", "/healthz"}},
+				},
+			},
+		}
+		if _, err := kc.CoreV1().Pods("default").Create(ctx, client, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		err := wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+			p, err := kc.CoreV1().Pods("default").Get(ctx, "client", metav1.GetOptions{})
+			return err == nil && p.Status.Phase == corev1.PodSucceeded, nil
+		})
+		svcLog := kubectl(ctx, t, state, "logs", "client", "-c", "svc")
+		apiLog := kubectl(ctx, t, state, "logs", "client", "-c", "apiserver")
+		if err != nil {
+			t.Fatalf("client pod did not succeed: %v\nsvc: %s\napiserver: %s\n%s", err, svcLog, apiLog, kubectl(ctx, t, state, "describe", "pod", "client"))
+		}
+		if !strings.Contains(svcLog, `"health":"true"`) || strings.TrimSpace(apiLog) != "ok" {
+			t.Errorf("service answer %q, kubernetes.default answer %q", svcLog, apiLog)
+		}
+	})
+
+	t.Run("second up changes nothing", func(t *testing.T) {
+		before := map[string]string{}
+		for _, n := range c.Nodes {
+			before[n.Name] = nodeState(ctx, t, c, n)
+		}
+		start := time.Now()
+		out := mustUp(ctx, t, c, state)
+		t.Logf("second up: %s", time.Since(start).Round(time.Millisecond))
+		if !strings.Contains(out, "No changes: every host already matched the inventory.") {
+			t.Errorf("second up reported changes:\n%s", out)
+		}
+		for _, n := range c.Nodes {
+			if after := nodeState(ctx, t, c, n); after != before[n.Name] {
+				t.Errorf("%s changed:\nbefore %s\nafter  %s", n.Name, before[n.Name], after)
+			}
+		}
+	})
+}
