@@ -24,6 +24,7 @@ func TestPlansMatchGolden(t *testing.T) {
 		"reset":     Reset(inventory.SelectAll),
 		"preflight": Preflight,
 		"render":    Render,
+		"remove":    Remove,
 	} {
 		t.Run(name, func(t *testing.T) {
 			got := build(inv).Plan(inv)

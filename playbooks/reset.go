@@ -1,6 +1,8 @@
 package playbooks
 
 import (
+	"time"
+
 	"github.com/kubeforge/kubeforge/inventory"
 	"github.com/kubeforge/kubeforge/tasks"
 )
@@ -16,6 +18,20 @@ func Reset(hosts inventory.Selector) func(*inventory.Inventory) Playbook {
 				Hosts: hosts, Run: tasks.ResetHost},
 		}}
 	}
+}
+
+// Remove is the playbook behind `kubeforge scale --remove`: hosts that stay
+// are connected; those leaving are drained, deleted and reset one at a time.
+func Remove(*inventory.Inventory) Playbook {
+	staying := func(s Step) Step {
+		s.When = tasks.NotRemoved
+		return s
+	}
+	return Playbook{Name: "scale --remove", Steps: []Step{
+		staying(stepConnect), stepCerts,
+		{Name: "remove", Help: "cordon, drain (PDBs respected), remove the etcd member, delete the Node, reset the host",
+			Local: tasks.RemoveNodes, Timeout: 30 * time.Minute},
+	}}
 }
 
 // Scale is the playbook behind `kubeforge scale`: it adds the inventory's

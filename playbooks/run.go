@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +29,8 @@ type Options struct {
 	Tasks       tasks.Options
 	Stdout      io.Writer
 	Stderr      io.Writer
+	// AskPassword reads a secret from the user (the terminal); nil: prompts fail.
+	AskPassword func(prompt string) (string, error)
 }
 
 // RunResult is what a run leaves for the command line to print.
@@ -75,6 +78,9 @@ func Run(ctx context.Context, opts *Options, build func(*inventory.Inventory) Pl
 		fmt.Fprint(opts.Stdout, pb.Plan(inv))
 		fmt.Fprintln(opts.Stdout, "Dry run: no host was contacted and nothing was changed.")
 		return nil, nil
+	}
+	if err := askPasswords(inv, opts); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(opts.StateDir, "logs"), 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
@@ -164,4 +170,29 @@ func (l *hostLogs) Close() {
 	for _, f := range l.files {
 		f.Close()
 	}
+}
+
+// askPasswords asks once for each password the inventory wants prompted.
+func askPasswords(inv *inventory.Inventory, opts *Options) error {
+	prompts := tasks.PasswordPrompts(inv)
+	if len(prompts) == 0 {
+		return nil
+	}
+	if opts.AskPassword == nil {
+		return fmt.Errorf("the inventory asks for an SSH password prompt, but there is no terminal; use passwordEnv")
+	}
+	if opts.Tasks.Passwords == nil {
+		opts.Tasks.Passwords = map[string]string{}
+	}
+	for _, k := range prompts {
+		if _, ok := opts.Tasks.Passwords[k]; ok {
+			continue
+		}
+		pw, err := opts.AskPassword("SSH password for " + strings.TrimPrefix(k, "prompt:") + ": ")
+		if err != nil {
+			return fmt.Errorf("read password: %w", err)
+		}
+		opts.Tasks.Passwords[k] = pw
+	}
+	return nil
 }

@@ -68,7 +68,7 @@ func ConnectAPI(_ context.Context, env *Env) error {
 // apiHost is the control plane the workstation talks to the API through.
 func (e *Env) apiHost() (*Host, error) {
 	for _, h := range e.Hosts(e.Inv.ControlPlanes()) {
-		if h.Client != nil && !h.Remove {
+		if h.Client != nil && !e.Removing(h) {
 			return h, nil
 		}
 	}

@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"fmt"
+	"github.com/kubeforge/kubeforge/inventory"
 	"os"
 	"path/filepath"
 	"time"
@@ -70,7 +71,8 @@ func (e *Env) SSHConfig(h *Host) ssh.Config {
 			ConnectTimeout:    cfg.ConnectTimeout,
 			KeepAlive:         cfg.KeepAlive,
 			UseSSHConfig:      true,
-			Logger:            h.Log,
+			// One bastion connection serves every host behind it: it logs to the run log.
+			Logger: e.Log.With("bastion", b.Address),
 		}
 	}
 	return cfg
@@ -78,6 +80,30 @@ func (e *Env) SSHConfig(h *Host) ssh.Config {
 
 // PasswordKey names a password the command line resolved for a prompt.
 func PasswordKey(user, addr string) string { return "prompt:" + user + "@" + addr }
+
+// PasswordPrompts lists the passwords the inventory asks to be prompted for,
+// one per user@address (hosts and bastions), so each is asked once.
+func PasswordPrompts(inv *inventory.Inventory) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(user, addr string) {
+		k := PasswordKey(user, addr)
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	for _, h := range inv.Hosts {
+		s := inv.EffectiveSSH(h)
+		if s.PasswordPrompt && s.PasswordEnv == "" {
+			add(s.User, h.Address)
+		}
+		if b := s.Bastion; b != nil && b.PasswordPrompt && b.PasswordEnv == "" {
+			add(b.User, b.Address)
+		}
+	}
+	return out
+}
 
 func (e *Env) password(envVar string, prompt bool, user, addr string) string {
 	if envVar != "" {

@@ -16,7 +16,7 @@ func JoinControlPlane(ctx context.Context, env *Env, h *Host) error {
 	if h.Facts != nil && h.Facts.StaticPods {
 		return InitControlPlane(ctx, env, h)
 	}
-	via, err := env.FirstControlPlane()
+	via, err := env.apiHost()
 	if err != nil {
 		return err
 	}

@@ -93,3 +93,17 @@ func confirm(w io.Writer, question string) error {
 	}
 	return nil
 }
+
+// askTerminal reads a secret from the terminal without echo.
+func askTerminal(w io.Writer) func(string) (string, error) {
+	return func(prompt string) (string, error) {
+		fd := int(os.Stdin.Fd())
+		if !term.IsTerminal(fd) {
+			return "", fmt.Errorf("no terminal to ask %q on; use passwordEnv in the inventory", strings.TrimSpace(prompt))
+		}
+		fmt.Fprint(w, prompt)
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(w)
+		return string(b), err
+	}
+}

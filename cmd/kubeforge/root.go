@@ -53,6 +53,7 @@ generates the cluster PKI locally, pushes files over SFTP and joins the nodes, i
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			g.opts.Stdout, g.opts.Stderr = stdout, stderr
+			g.opts.AskPassword = askTerminal(stderr)
 			if g.opts.Output != "text" && g.opts.Output != "json" {
 				return fmt.Errorf("--output must be text or json, not %q", g.opts.Output)
 			}

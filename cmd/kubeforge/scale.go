@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
@@ -17,7 +18,18 @@ func newScaleCmd(g *globals, stdout io.Writer) *cobra.Command {
 			stepList(playbooks.Scale(&inventory.Inventory{})),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			res, err := playbooks.Run(cmd.Context(), &g.opts, playbooks.Scale)
+			build := playbooks.Scale
+			if len(g.opts.Tasks.Remove) > 0 {
+				inv, err := playbooks.Load(&g.opts)
+				if err != nil {
+					return err
+				}
+				if _, _, err := hostSelector(inv, g.opts.Tasks.Remove); err != nil {
+					return fmt.Errorf("--remove: %w", err)
+				}
+				build = playbooks.Remove
+			}
+			res, err := playbooks.Run(cmd.Context(), &g.opts, build)
 			if res != nil {
 				finish(stdout, g, res)
 			}
@@ -25,5 +37,7 @@ func newScaleCmd(g *globals, stdout io.Writer) *cobra.Command {
 		},
 	}
 	changing(cmd, g)
+	cmd.Flags().StringSliceVar(&g.opts.Tasks.Remove, "remove", nil, "remove these hosts: cordon, drain, delete the Node (and etcd member), reset")
+	cmd.Flags().BoolVar(&g.opts.Tasks.Force, "force", false, "with --remove: delete the node even when the drain fails or the host is down")
 	return cmd
 }

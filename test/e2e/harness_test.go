@@ -130,7 +130,7 @@ func TestHarnessNodesRunAStaticEtcdPodFromTheArtifacts(t *testing.T) {
 	}
 
 	// Down removes exactly what Up made.
-	if err := harnesslib.Down(ctx, dir, e2ePrefix); err != nil {
+	if err := harnesslib.Down(ctx, dir); err != nil {
 		t.Fatalf("harness down: %v", err)
 	}
 	left, err := harnesslib.Leftovers(ctx, e2ePrefix)

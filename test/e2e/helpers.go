@@ -71,7 +71,7 @@ func StartHarness(ctx context.Context, t testing.TB, o harnesslib.Options) *harn
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		if err := harnesslib.Down(ctx, o.Dir, o.NamePrefix); err != nil {
+		if err := harnesslib.DownInstance(ctx, o.Dir, o.NamePrefix); err != nil {
 			t.Errorf("harness down: %v", err)
 		}
 	})

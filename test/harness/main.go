@@ -114,7 +114,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
-		if err := harnesslib.Down(ctx, *dir, *prefix); err != nil {
+		if err := harnesslib.DownInstance(ctx, *dir, *prefix); err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout, "harness removed")

@@ -60,7 +60,7 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, err
 	}
 
-	keys := make([]map[string][]HostKey, len(c.Nodes))
+	keys := make([][]HostKey, len(c.Nodes))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i, n := range c.Nodes {
@@ -72,7 +72,7 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 			if err != nil {
 				return fmt.Errorf("wait for ssh on %s (%s): %w", n.Name, n.Address, err)
 			}
-			keys[i] = map[string][]HostKey{n.Address: hk}
+			keys[i] = hk
 			log.Info("node ssh ready", "node", n.Name, "container", n.Container, "address", n.Address, "after", time.Since(start).Round(time.Millisecond))
 			return nil
 		})
@@ -83,7 +83,7 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 	all := map[string][]HostKey{}
 	var order []string
 	for i, n := range c.Nodes {
-		all[n.Address] = keys[i][n.Address]
+		all[n.Address] = keys[i]
 		order = append(order, n.Address)
 	}
 	if err := writeFileAtomic(c.KnownHosts, knownHostsFile(all, order), 0o644); err != nil {
@@ -378,8 +378,12 @@ func instanceOf(dir, prefix string) (*Cluster, string, error) {
 }
 
 // Down removes every container, volume and network labelled with the harness instance whose state is in dir
-// (or, without state, the instance named prefix; "" means the default), and the files Up wrote into dir.
-func Down(ctx context.Context, dir, prefix string) error {
+// (without state: the default instance, kf), and the files Up wrote into dir.
+func Down(ctx context.Context, dir string) error { return DownInstance(ctx, dir, "") }
+
+// DownInstance is Down for the instance named prefix when dir holds no state ("" means the default); when dir
+// holds state for another instance it refuses.
+func DownInstance(ctx context.Context, dir, prefix string) error {
 	_, inst, err := instanceOf(dir, prefix)
 	if err != nil {
 		return err
