@@ -1,0 +1,339 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kubeforge/kubeforge/test/harnesslib"
+)
+
+// subsetInventory writes a copy of the harness inventory with only the named hosts.
+func subsetInventory(t testing.TB, c *harnesslib.Cluster, names ...string) string {
+	t.Helper()
+	data, err := os.ReadFile(c.Inventory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	root := doc.Content[0]
+	keep := map[string]bool{}
+	for _, n := range names {
+		keep[n] = true
+	}
+	for i := 0; i < len(root.Content); i += 2 {
+		if root.Content[i].Value != "hosts" {
+			continue
+		}
+		seq := root.Content[i+1]
+		var kept []*yaml.Node
+		for _, h := range seq.Content {
+			for j := 0; j < len(h.Content); j += 2 {
+				if h.Content[j].Value == "name" && keep[h.Content[j+1].Value] {
+					kept = append(kept, h)
+				}
+			}
+		}
+		seq.Content = kept
+	}
+	out, err := yaml.Marshal(&doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(c.Dir, "inventory-"+strings.Join(names, "-")+".yaml")
+	if err := os.WriteFile(p, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func readyNodes(ctx context.Context, kc kubernetes.Interface) map[string]bool {
+	out := map[string]bool{}
+	nodes, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return out
+	}
+	for _, n := range nodes.Items {
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				out[n.Name] = c.Status == corev1.ConditionTrue
+			}
+		}
+	}
+	return out
+}
+
+// kubeletState is what must not change on a node that scale leaves alone.
+func kubeletState(ctx context.Context, t testing.TB, c *harnesslib.Cluster, n harnesslib.Node) string {
+	t.Helper()
+	return MustSSH(ctx, t, c, n, "root", `find /etc/kubernetes /var/lib/kubelet/config.yaml /var/lib/kubelet/kubeadm-flags.env /usr/lib/systemd/system/kubelet.service* /usr/bin/kubelet -type f 2>/dev/null | sort | xargs sha256sum; systemctl show kubelet -p ExecMainStartTimestamp -p NRestarts`)
+}
+
+// TestPreflightFailureAndTimeout: a host with swap stops up before any
+// change; a kubelet that cannot run makes up time out naming the host and
+// the static pods that did not start; the next up resumes and succeeds.
+func TestPreflightFailureAndTimeout(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	c, state := startCluster(ctx, t, "kfpre", "172.31.252.0/24", 1, 1)
+	n, _ := c.Node("node1")
+
+	// Swap, as the host's OS reports it: /proc/swaps with an active entry (the VM itself is not touched).
+	MustSSH(ctx, t, c, n, "root", `printf 'Filename\tType\tSize\tUsed\tPriority\n/swapfile file\t1048572\t0\t-2\n' > /root/swaps && mount --bind /root/swaps /proc/swaps`)
+	before := MustSSH(ctx, t, c, n, "root", "ls -la /etc /usr/bin /etc/sysctl.d | sha256sum")
+	code, out := kubeforge(ctx, t, "up", "-i", c.Inventory, "--state-dir", state)
+	if code != 1 || !strings.Contains(out, "Swap") || !strings.Contains(out, "FAIL") || !strings.Contains(out, "nothing was changed on any host") {
+		t.Fatalf("up with swap on: exit %d; want 1 with the Swap check failing", code)
+	}
+	if after := MustSSH(ctx, t, c, n, "root", "ls -la /etc /usr/bin /etc/sysctl.d | sha256sum"); after != before {
+		t.Error("the host changed although preflight failed")
+	}
+	MustSSH(ctx, t, c, n, "root", "test ! -e /etc/kubernetes && test ! -e /usr/bin/kubelet")
+	MustSSH(ctx, t, c, n, "root", "umount /proc/swaps")
+
+	// A kubelet that exits at once: up must time out with a clear error.
+	MustSSH(ctx, t, c, n, "root", `mkdir -p /etc/systemd/system/kubelet.service.d && printf '[Service]\nExecStart=\nExecStart=/bin/false\n' > /etc/systemd/system/kubelet.service.d/99-broken.conf`)
+	code, out = kubeforge(ctx, t, "up", "-i", c.Inventory, "--state-dir", state, "--wait-timeout", "20s")
+	for _, want := range []string{"control-plane/init", "node1", "not ready after 20s", "etcd: no pod started", "kubelet: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("timeout error lacks %q", want)
+		}
+	}
+	if code != 1 {
+		t.Errorf("exit %d; want 1", code)
+	}
+	MustSSH(ctx, t, c, n, "root", "rm /etc/systemd/system/kubelet.service.d/99-broken.conf && systemctl daemon-reload")
+	out = mustUp(ctx, t, c, state)
+	if ready := readyNodes(ctx, clientFor(t, state)); !ready["node1"] {
+		t.Errorf("node1 not Ready after the resumed up: %v", ready)
+	}
+}
+
+// TestThreeControlPlanes: 3 control planes + 1 worker; etcd has 3 voting
+// members; every API server answers; with a control plane stopped, the API
+// answers and the other nodes stay Ready.
+func TestThreeControlPlanes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	c, state := startCluster(ctx, t, "kfha", "172.31.253.0/24", 4, 3)
+	start := time.Now()
+	mustUp(ctx, t, c, state)
+	t.Logf("up 3+1: %s", time.Since(start).Round(time.Millisecond))
+	kc := clientFor(t, state)
+	for name, ok := range readyNodes(ctx, kc) {
+		if !ok {
+			t.Errorf("%s not Ready", name)
+		}
+	}
+	// etcd's own view, with the API server's etcd client certificate from node1's rendered tree.
+	voters, learners := etcdMembers(ctx, t, state, c.Nodes[0])
+	if voters != 3 || learners != 0 {
+		t.Errorf("etcd has %d voting members and %d learners; want 3 and 0", voters, learners)
+	}
+	// Every API server answers on its own address.
+	for _, n := range c.Nodes[:3] {
+		cfg := restConfig(t, state)
+		cfg.Host = "https://" + n.Address + ":6443"
+		body, err := kubernetes.NewForConfigOrDie(cfg).Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err != nil || string(body) != "ok" {
+			t.Errorf("API server on %s: %q %v", n.Name, body, err)
+		}
+	}
+	// Stop node3 (a control plane): the API answers and the other nodes stay Ready.
+	if _, err := dockerCmd(ctx, "stop", "-t", "5", c.Nodes[2].Container); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Second) // past the node-monitor grace period, so a NotReady would show
+	ready := readyNodes(ctx, kc)
+	for _, name := range []string{"node1", "node2", "node4"} {
+		if !ready[name] {
+			t.Errorf("%s not Ready with node3 stopped: %v", name, ready)
+		}
+	}
+	if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "still-writable"}}, metav1.CreateOptions{}); err != nil {
+		t.Errorf("API not writable with one control plane down: %v", err)
+	}
+}
+
+// TestScaleRemoveReset: 1+1, then scale adds 2 workers without touching the
+// original nodes; scale --remove drains and resets a worker, and a PDB that
+// forbids the drain stops it; reset leaves nothing behind; up works again.
+func TestScaleRemoveReset(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	c, state := startCluster(ctx, t, "kfsc", "172.31.254.0/24", 4, 1)
+	small := subsetInventory(t, c, "node1", "node2")
+	code, _ := kubeforge(ctx, t, "up", "-i", small, "--state-dir", state)
+	if code != 0 {
+		t.Fatalf("up 1+1 exited %d", code)
+	}
+	before := map[string]string{}
+	for _, n := range c.Nodes[:2] {
+		before[n.Name] = kubeletState(ctx, t, c, n)
+	}
+	start := time.Now()
+	code, out := kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state)
+	t.Logf("scale +2 workers: %s", time.Since(start).Round(time.Millisecond))
+	if code != 0 {
+		t.Fatalf("scale exited %d", code)
+	}
+	kc := clientFor(t, state)
+	ready := readyNodes(ctx, kc)
+	if len(ready) != 4 || !ready["node3"] || !ready["node4"] {
+		t.Fatalf("after scale: %v", ready)
+	}
+	for _, n := range c.Nodes[:2] {
+		if after := kubeletState(ctx, t, c, n); after != before[n.Name] {
+			t.Errorf("scale changed %s:\nbefore %s\nafter  %s", n.Name, before[n.Name], after)
+		}
+	}
+	if strings.Contains(out, "node1                changed") && strings.Contains(out, "==> artifacts\n    node1") {
+		t.Errorf("scale pushed artifacts to an existing node:\n%s", out)
+	}
+
+	// A pod on node4, then remove node4: drained, deleted, reset.
+	img := "registry.k8s.io/pause:3.10.2"
+	for _, p := range []struct{ name, node string }{{"victim", "node4"}, {"guarded", "node3"}} {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Labels: map[string]string{"app": p.name}},
+			Spec: corev1.PodSpec{NodeName: p.node, Containers: []corev1.Container{{Name: "c", Image: img, ImagePullPolicy: corev1.PullIfNotPresent}}}}
+		if _, err := kc.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPodsRunning(ctx, t, kc, "default", "app=victim", 1)
+	waitPodsRunning(ctx, t, kc, "default", "app=guarded", 1)
+	code, _ = kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state, "--remove", "node4")
+	if code != 0 {
+		t.Fatalf("scale --remove node4 exited %d", code)
+	}
+	if _, err := kc.CoreV1().Nodes().Get(ctx, "node4", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("node4 still exists: %v", err)
+	}
+	if _, err := kc.CoreV1().Pods("default").Get(ctx, "victim", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the pod on node4 was not evicted: %v", err)
+	}
+	n4, _ := c.Node("node4")
+	MustSSH(ctx, t, c, n4, "root", "test ! -e /etc/kubernetes && test ! -e /var/lib/kubelet && ! systemctl is-active -q kubelet")
+
+	// A PDB that forbids evicting the pod on node3 stops the removal; the node stays.
+	one := intstr.FromInt32(1)
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "guard"},
+		Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: &one, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "guarded"}}}}
+	if _, err := kc.PolicyV1().PodDisruptionBudgets("default").Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The PDB controller must have counted the pod before evictions are refused.
+	wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := kc.PolicyV1().PodDisruptionBudgets("default").Get(ctx, "guard", metav1.GetOptions{})
+		return err == nil && p.Status.CurrentHealthy == 1 && p.Status.ObservedGeneration == p.Generation, nil
+	})
+	code, out = kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state, "--remove", "node3")
+	if code == 0 || !strings.Contains(out, "drain") {
+		t.Errorf("scale --remove node3 with a blocking PDB: exit %d", code)
+	}
+	if _, err := kc.CoreV1().Nodes().Get(ctx, "node3", metav1.GetOptions{}); err != nil {
+		t.Errorf("node3 was deleted although its drain failed: %v", err)
+	}
+
+	// Reset everything: nothing listens, nothing mounted, directories gone; a second reset has nothing to do.
+	three := subsetInventory(t, c, "node1", "node2", "node3")
+	code, _ = kubeforge(ctx, t, "reset", "-i", three, "--state-dir", state, "--yes")
+	if code != 0 {
+		t.Fatalf("reset exited %d", code)
+	}
+	for _, n := range c.Nodes[:3] {
+		left := MustSSH(ctx, t, c, n, "root", `for p in 6443 2379 10250; do cat /proc/net/tcp /proc/net/tcp6 | awk -v p=$(printf '%04X' $p) 'NR>1 && $4=="0A" {split($2,a,":"); if (a[2]==p) print "port " p}'; done; grep -c /var/lib/kubelet /proc/mounts; ls -d /etc/kubernetes /var/lib/kubelet /var/lib/etcd 2>/dev/null; true`)
+		if strings.TrimSpace(left) != "0" {
+			t.Errorf("%s after reset:\n%s", n.Name, left)
+		}
+	}
+	code, out = kubeforge(ctx, t, "reset", "-i", three, "--state-dir", state, "--yes")
+	if code != 0 || !strings.Contains(out, "No changes") {
+		t.Errorf("second reset: exit %d, want nothing to do", code)
+	}
+	// The cluster comes back with the kept PKI.
+	code, _ = kubeforge(ctx, t, "up", "-i", three, "--state-dir", state)
+	if code != 0 {
+		t.Fatalf("up after reset exited %d", code)
+	}
+	ready = readyNodes(ctx, clientFor(t, state))
+	if len(ready) != 3 || !ready["node1"] || !ready["node2"] || !ready["node3"] {
+		t.Errorf("after reset and up: %v", ready)
+	}
+}
+
+func dockerCmd(ctx context.Context, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("docker %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+func restConfig(t testing.TB, state string) *rest.Config {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(state, "admin.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// etcdMembers counts voting members and learners as etcd itself reports them.
+func etcdMembers(ctx context.Context, t testing.TB, state string, n harnesslib.Node) (voters, learners int) {
+	t.Helper()
+	tree := filepath.Join(state, "nodes", n.Name, "etc", "kubernetes", "pki")
+	cert, err := tls.LoadX509KeyPair(filepath.Join(tree, "apiserver-etcd-client.crt"), filepath.Join(tree, "apiserver-etcd-client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(tree, "etcd", "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"https://" + n.Address + ":2379"}, DialTimeout: 10 * time.Second,
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range list.Members {
+		if m.IsLearner {
+			learners++
+		} else {
+			voters++
+		}
+	}
+	return voters, learners
+}
