@@ -200,7 +200,7 @@ check "$REPO/kube-controller-manager:$VERSION" kube-controller-manager --version
 check "$REPO/kube-scheduler:$VERSION" kube-scheduler --version
 check "$REPO/etcd:$ETCD_VERSION" etcd --version
 check "$REPO/coredns/coredns:$COREDNS_VERSION" /coredns -version
-check "$REPO/kube-proxy:$VERSION" /usr/local/bin/kube-proxy --version
+check "$REPO/kube-proxy:$VERSION" /usr/local/bin/kube-proxy --help
 check "$REPO/kube-proxy:$VERSION" iptables --version
 check "$REPO/kube-proxy:$VERSION" iptables-restore --version
 check "$REPO/pause:$PAUSE_VERSION" /pause -v

@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# bench.sh: kubeforge's benchmarks (issue 7). `make bench` runs it; docs/benchmarks.md says what it measures.
+#
+# P1 fan-out: N light sshd hosts (containers of the node image family, docker network kubeforge-bench,
+#   172.31.240.0/24, label kubeforge.bench=1). For each N the same work by kubeforge (test/bench/fanout, through
+#   kubeforge's runner and ssh package) and by Ansible (test/bench/ansible): connect, facts, upload a 100 MB
+#   binary + two small files, one command; cold push (files absent) and warm re-run (all skipped by checksum).
+#   Runs are interleaved (kubeforge, Ansible, then Ansible, kubeforge, ...), every figure is the median of
+#   BENCH_REPS runs with min and max. Each run is measured by test/bench/measure (wall, CPU of the whole process
+#   tree including ssh ControlPersist masters, peak RSS). Also: raw scp throughput vs kubeforge's SFTP upload to
+#   one host, and a CPU profile of kubeforge at the largest N.
+# P2 cost of `up` (BENCH_UP=1): see the end of this file.
+#
+# Environment:
+#   BENCH_QUICK=1          N in {1,5}, 1 repetition, 20 MB payload (a smoke run, minutes)
+#   BENCH_NS="1 5 10 20 30" host counts        BENCH_REPS=3 repetitions
+#   BENCH_SIZE_MB=100      payload size         BENCH_DIR=.cache/bench work dir
+#   BENCH_DOC=docs/benchmarks.md                 BENCH_KEEP=1: leave the containers running
+#   BENCH_UP=1             also run P2 (needs `kubeforge up`, the harness and the artifacts)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+GO=${GO:-go}
+if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
+	NS=${BENCH_NS:-"1 5"}
+	REPS=${BENCH_REPS:-1}
+	SIZE_MB=${BENCH_SIZE_MB:-20}
+else
+	NS=${BENCH_NS:-"1 5 10 20 30"}
+	REPS=${BENCH_REPS:-3}
+	SIZE_MB=${BENCH_SIZE_MB:-100}
+fi
+WORK=${BENCH_DIR:-$ROOT/.cache/bench}
+DOC=${BENCH_DOC:-$ROOT/docs/benchmarks.md}
+PLOT=${DOC%.md}-fanout.png
+NET=kubeforge-bench
+SUBNET_PREFIX=172.31.240
+LABEL=kubeforge.bench=1
+IMAGE=kubeforge-bench-sshd:bookworm
+BASE_IMAGE=${KUBEFORGE_NODE_IMAGE:-kubeforge-node:bookworm}
+DEST=/opt/bench
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+MAXN=0
+for n in $NS; do
+	[[ "$n" =~ ^[0-9]+$ && "$n" -ge 1 && "$n" -le 200 ]] || die "BENCH_NS: $n is not a host count in 1..200"
+	((n > MAXN)) && MAXN=$n
+done
+[[ "$REPS" =~ ^[0-9]+$ && "$REPS" -ge 1 ]] || die "BENCH_REPS: $REPS is not a positive number"
+[[ "$SIZE_MB" =~ ^[0-9]+$ && "$SIZE_MB" -ge 1 ]] || die "BENCH_SIZE_MB: $SIZE_MB is not a positive number"
+
+docker info >/dev/null 2>&1 || bash test/scripts/prereqs.sh
+command -v jq >/dev/null || die "jq is missing (make prereqs)"
+if ! command -v ansible-playbook >/dev/null; then
+	log "installing Debian's ansible-core"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ansible-core >/dev/null ||
+		die "apt-get install ansible-core failed"
+fi
+docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || bash test/scripts/node-image.sh
+
+# --- what we make, and its removal -------------------------------------------------------------------------------
+cleanup() {
+	local ids
+	ids=$(docker ps -aq --filter "label=$LABEL" 2>/dev/null || true)
+	[[ -n "$ids" ]] && docker rm -f $ids >/dev/null 2>&1 || true
+	docker network ls -q --filter "label=$LABEL" | xargs -r docker network rm >/dev/null 2>&1 || true
+}
+if [[ "${BENCH_KEEP:-0}" != 1 ]]; then trap cleanup EXIT; fi
+cleanup
+
+mkdir -p "$WORK"
+RUN=$WORK/run
+rm -rf "$RUN"
+mkdir -p "$RUN/src" "$RUN/out"
+RESULTS=$RUN/results.jsonl
+: >"$RESULTS"
+
+log "building the bench programs"
+"$GO" build -o "$WORK/fanout" ./test/bench/fanout
+"$GO" build -o "$WORK/measure" ./test/bench/measure
+"$GO" build -o "$WORK/report" ./test/bench/report
+
+# --- the host image: node image + python3, only sshd -------------------------------------------------------------
+RECIPE=$( (cat test/bench/image/Dockerfile test/bench/image/entrypoint.sh; docker image inspect -f '{{.Id}}' "$BASE_IMAGE") | sha256sum | cut -c1-16)
+if [[ "$(docker image inspect -f '{{index .Config.Labels "kubeforge.bench.recipe"}}' "$IMAGE" 2>/dev/null || true)" != "$RECIPE" ]]; then
+	log "building $IMAGE"
+	DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$BASE_IMAGE" --label "kubeforge.bench.recipe=$RECIPE" \
+		-t "$IMAGE" test/bench/image >/dev/null || die "docker build $IMAGE failed"
+fi
+
+# --- payload and key ---------------------------------------------------------------------------------------------
+if [[ ! -f "$WORK/payload-$SIZE_MB.bin" ]]; then
+	head -c "${SIZE_MB}M" /dev/urandom >"$WORK/payload-$SIZE_MB.bin.tmp"
+	mv "$WORK/payload-$SIZE_MB.bin.tmp" "$WORK/payload-$SIZE_MB.bin"
+fi
+ln -f "$WORK/payload-$SIZE_MB.bin" "$RUN/src/payload.bin"
+printf 'kind: bench\nsmall: 1\n' >"$RUN/src/small1.conf"
+head -c 3000 /dev/urandom | base64 >"$RUN/src/small2.conf"
+ssh-keygen -q -t ed25519 -N '' -C kubeforge-bench -f "$RUN/id_ed25519"
+KNOWN=$RUN/known_hosts
+
+# --- hosts -------------------------------------------------------------------------------------------------------
+log "starting $MAXN hosts on $NET ($SUBNET_PREFIX.0/24)"
+docker network create --subnet "$SUBNET_PREFIX.0/24" --label "$LABEL" "$NET" >/dev/null
+addr() { echo "$SUBNET_PREFIX.$((10 + $1))"; }
+for i in $(seq 1 "$MAXN"); do
+	docker run -d --name "kfbench-node$i" --hostname "bench$i" --network "$NET" --ip "$(addr "$i")" \
+		--label "$LABEL" --tmpfs "$DEST:size=$((SIZE_MB * 2 + 16))m" \
+		-e BENCH_AUTHORIZED_KEY="$(cat "$RUN/id_ed25519.pub")" "$IMAGE" >/dev/null
+done
+: >"$KNOWN"
+for i in $(seq 1 "$MAXN"); do
+	for t in $(seq 1 100); do
+		docker exec "kfbench-node$i" sh -c 'test -s /etc/ssh/ssh_host_ecdsa_key.pub && test -e /run/sshd.pid' 2>/dev/null && break
+		sleep 0.1
+	done
+	# The host keys read from the container itself (not scanned over the network): checks stay strict.
+	docker exec "kfbench-node$i" sh -c 'cat /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ecdsa_key.pub' |
+		awk -v a="$(addr "$i")" '{print a, $1, $2}' >>"$KNOWN"
+done
+SSHOPTS=(-o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$KNOWN" -i "$RUN/id_ed25519")
+for i in $(seq 1 "$MAXN"); do
+	for t in $(seq 1 50); do
+		ssh "${SSHOPTS[@]}" "root@$(addr "$i")" true 2>/dev/null && break
+		((t == 50)) && die "cannot log in to $(addr "$i")"
+		sleep 0.2
+	done
+done
+
+# --- inventories -------------------------------------------------------------------------------------------------
+for n in $NS; do
+	{
+		printf 'apiVersion: kubeforge.io/v1alpha1\nkind: Cluster\ncluster:\n  name: bench\n  kubernetesVersion: v1.37.2\n'
+		printf 'ssh:\n  user: root\n  identityFiles:\n    - %s\n  knownHosts:\n    - %s\nhosts:\n' "$RUN/id_ed25519" "$KNOWN"
+		for i in $(seq 1 "$n"); do
+			printf '  - name: bench%s\n    address: %s\n    roles:\n      - %s\n' "$i" "$(addr "$i")" \
+				"$([[ $i == 1 ]] && echo control-plane || echo worker)"
+		done
+	} >"$RUN/inventory-$n.yaml"
+	{
+		for i in $(seq 1 "$n"); do printf 'bench%s ansible_host=%s\n' "$i" "$(addr "$i")"; done
+		printf '\n[all:vars]\nansible_user=root\nansible_ssh_private_key_file=%s\n' "$RUN/id_ed25519"
+		printf "ansible_ssh_common_args='-o UserKnownHostsFile=%s'\n" "$KNOWN"
+	} >"$RUN/hosts-$n.ini"
+done
+
+wipe() { # wipe N: remove the pushed files from the first N hosts (outside the measurement)
+	local i
+	for i in $(seq 1 "$1"); do docker exec "kfbench-node$i" sh -c "rm -rf $DEST/* $DEST/.[!.]*" & done
+	wait
+}
+
+record() { # record TOOL MODE N REP MEASURE_JSON [TOOL_JSON]
+	local extra=${6:-}
+	[[ -n "$extra" && -s "$extra" ]] || extra=/dev/null
+	jq -c -n --arg tool "$1" --arg mode "$2" --argjson n "$3" --argjson rep "$4" \
+		--slurpfile m "$5" --slurpfile t "$extra" \
+		'{kind: "run", tool: $tool, mode: $mode, n: $n, rep: $rep, measure: $m[0], detail: ($t[0] // null)}' >>"$RESULTS"
+}
+
+run_kubeforge() { # MODE N REP
+	local mode=$1 n=$2 rep=$3 expect=0 out=$RUN/out/kf-$2-$1-$3
+	[[ $mode == cold ]] && expect=$((3 * n))
+	"$WORK/measure" -o "$out.measure" -- "$WORK/fanout" -i "$RUN/inventory-$n.yaml" -src "$RUN/src" -dest "$DEST" \
+		-concurrency "$n" -expect-changed "$expect" -state-dir "$RUN/state" >"$out.json" 2>"$out.log" ||
+		die "kubeforge $mode N=$n failed: $(tail -n 5 "$out.log")"
+	record kubeforge "$mode" "$n" "$rep" "$out.measure" "$out.json"
+	log "  kubeforge $mode N=$n: $(jq -r '"\(.wall_s|.*100|round/100)s wall, \(.user_s+.sys_s|.*100|round/100)s cpu, \(.max_rss_mb|round) MB"' "$out.measure")"
+}
+
+run_ansible() { # MODE N REP
+	local mode=$1 n=$2 rep=$3 out=$RUN/out/an-$2-$1-$3 cp want
+	cp=$(mktemp -d "$RUN/cp.XXXXXX") # a fresh control socket dir: every run starts with no connection, as kubeforge does
+	ANSIBLE_CONFIG=$ROOT/test/bench/ansible/ansible.cfg ANSIBLE_SSH_CONTROL_PATH_DIR=$cp ANSIBLE_LOCAL_TEMP=$RUN/ansible-tmp \
+		ANSIBLE_HOME=$RUN/ansible-home \
+		"$WORK/measure" -o "$out.measure" -- ansible-playbook -i "$RUN/hosts-$n.ini" -f "$n" -e "bench_src=$RUN/src" \
+		test/bench/ansible/fanout.yml >"$out.log" 2>&1 || die "ansible $mode N=$n failed: $(tail -n 20 "$out.log")"
+	rm -rf "$cp"
+	# The recap must show every host ok, the copy task changed on a cold run and nothing changed on a warm one.
+	want=0
+	[[ $mode == cold ]] && want=1
+	local bad
+	bad=$(awk -v w="$want" '/PLAY RECAP/{r=1;next} r && /ok=/ {
+		for (i=1;i<=NF;i++){split($i,kv,"="); v[kv[1]]=kv[2]}
+		if (v["changed"]!=w || v["failed"]!=0 || v["unreachable"]!=0) print $1 }' "$out.log")
+	local hosts
+	hosts=$(awk '/PLAY RECAP/{r=1;next} r && /ok=/' "$out.log" | wc -l)
+	[[ -z "$bad" && "$hosts" == "$n" ]] || die "ansible $mode N=$n: unexpected recap for ${bad:-some hosts} ($hosts hosts) (see $out.log)"
+	record ansible "$mode" "$n" "$rep" "$out.measure"
+	log "  ansible   $mode N=$n: $(jq -r '"\(.wall_s|.*100|round/100)s wall, \(.user_s+.sys_s|.*100|round/100)s cpu, \(.max_rss_mb|round) MB max proc, \(.tree_pss_mb|round) MB tree PSS"' "$out.measure")"
+}
+
+# --- P1: fan-out, interleaved ------------------------------------------------------------------------------------
+T0=$(date +%s)
+log "fan-out: N in {$NS}, $REPS repetitions, ${SIZE_MB} MB payload"
+idx=0
+for rep in $(seq 1 "$REPS"); do
+	for n in $NS; do
+		if (((rep + idx) % 2)); then order="kubeforge ansible"; else order="ansible kubeforge"; fi
+		idx=$((idx + 1))
+		for tool in $order; do
+			wipe "$n"
+			"run_$tool" cold "$n" "$rep"
+			"run_$tool" warm "$n" "$rep"
+		done
+	done
+done
+
+# --- raw scp vs kubeforge's SFTP upload, one host ----------------------------------------------------------------
+log "scp vs kubeforge SFTP, one host, ${SIZE_MB} MB"
+SCP_REPS=$((REPS < 3 ? 3 : REPS))
+for rep in $(seq 1 "$SCP_REPS"); do
+	wipe 1
+	"$WORK/measure" -o "$RUN/out/scp-$rep.measure" -- scp -q "${SSHOPTS[@]}" "$RUN/src/payload.bin" \
+		"root@$(addr 1):$DEST/scp.bin" 2>>"$RUN/out/scp.log" || die "scp failed"
+	jq -c --argjson rep "$rep" '{kind: "scp", rep: $rep, measure: .}' "$RUN/out/scp-$rep.measure" >>"$RESULTS"
+	wipe 1
+	"$WORK/fanout" -i "$RUN/inventory-1.yaml" -src "$RUN/src" -dest "$DEST" -expect-changed 3 -state-dir "$RUN/state" \
+		>"$RUN/out/sftp-$rep.json" 2>>"$RUN/out/sftp.log" || die "kubeforge upload failed"
+	jq -c --argjson rep "$rep" '{kind: "sftp", rep: $rep, detail: .}' "$RUN/out/sftp-$rep.json" >>"$RESULTS"
+done
+CIPHER=$(ssh -v "${SSHOPTS[@]}" "root@$(addr 1)" true 2>&1 | awk '/kex: client->server cipher/{print $5; exit}')
+
+# --- profile: kubeforge at the largest N, cold -------------------------------------------------------------------
+log "CPU profile of kubeforge, N=$MAXN cold"
+wipe "$MAXN"
+"$WORK/fanout" -i "$RUN/inventory-$MAXN.yaml" -src "$RUN/src" -dest "$DEST" -expect-changed $((3 * MAXN)) \
+	-cpuprofile "$RUN/cpu.pprof" -state-dir "$RUN/state" >"$RUN/out/profile.json" 2>>"$RUN/out/profile.log" ||
+	die "profiled run failed"
+"$GO" tool pprof -top -nodecount=22 "$WORK/fanout" "$RUN/cpu.pprof" 2>/dev/null | sed -n '1,30p' >"$RUN/profile-top.txt" || true
+"$GO" tool pprof -top -cum -nodecount=30 "$WORK/fanout" "$RUN/cpu.pprof" 2>/dev/null | sed -n '1,40p' >"$RUN/profile-cum.txt" || true
+T1=$(date +%s)
+
+# --- the machine -------------------------------------------------------------------------------------------------
+jq -c -n --arg date "$(date -u +%Y-%m-%dT%H:%MZ)" --arg cpu "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)" \
+	--arg cores "$(nproc)" --arg mem "$(awk '/MemTotal/{printf "%.0f GB", $2/1048576}' /proc/meminfo)" \
+	--arg kernel "$(uname -r)" --arg os "$(. /etc/os-release; echo "$PRETTY_NAME")" \
+	--arg go "$("$GO" env GOVERSION)" --arg ansible "$(ansible --version | head -n1)" \
+	--arg openssh "$(ssh -V 2>&1)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" --arg cipher "$CIPHER" \
+	--arg ns "$NS" --argjson reps "$REPS" --argjson size "$SIZE_MB" --argjson secs $((T1 - T0)) \
+	--arg quick "${BENCH_QUICK:-0}" \
+	'{kind: "meta", date: $date, cpu: $cpu, cores: $cores, mem: $mem, kernel: $kernel, os: $os, go: $go,
+	  ansible: $ansible, openssh: $openssh, load: $load, cipher: $cipher, ns: $ns, reps: $reps,
+	  size_mb: $size, seconds: $secs, quick: $quick}' >>"$RESULTS"
+
+# --- P2: the cost of `up` (BENCH_UP=1) ---------------------------------------------------------------------------
+if [[ "${BENCH_UP:-0}" == 1 ]]; then
+	bash test/scripts/bench-up.sh "$RUN/up" || log "P2 failed: see $RUN/up"
+fi
+
+"$WORK/report" -results "$RESULTS" -profile "$RUN/profile-top.txt" -profile-cum "$RUN/profile-cum.txt" \
+	-up "$RUN/up/up.jsonl" -doc "$DOC" -plot "$PLOT"
+log "wrote $DOC and $PLOT (raw results: $RESULTS)"
