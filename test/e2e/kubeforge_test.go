@@ -88,6 +88,10 @@ func kubectl(ctx context.Context, t testing.TB, state string, args ...string) st
 
 func startCluster(ctx context.Context, t *testing.T, prefix, subnet string, nodes, cps int) (*harnesslib.Cluster, string) {
 	t.Helper()
+	// Start from new hosts: remove what an earlier, interrupted run of this test left.
+	if err := harnesslib.DownInstance(ctx, t.TempDir(), prefix); err != nil {
+		t.Fatalf("remove an earlier harness %s: %v", prefix, err)
+	}
 	c := StartHarness(ctx, t, harnesslib.Options{Nodes: nodes, ControlPlanes: cps, NamePrefix: prefix, Subnet: subnet, Artifacts: ArtifactsDir(t)})
 	return c, filepath.Join(c.Dir, "state")
 }
@@ -232,8 +236,11 @@ func TestUpOneControlPlaneTwoWorkers(t *testing.T) {
 				RestartPolicy: corev1.RestartPolicyOnFailure,
 				Containers: []corev1.Container{
 					{Name: "svc", Image: toolImage, ImagePullPolicy: corev1.PullIfNotPresent, Command: script},
+					// In-cluster config (service account token and CA), with the API server
+					// named by its Service DNS name: resolved by CoreDNS, verified by TLS.
 					{Name: "apiserver", Image: toolImage, ImagePullPolicy: corev1.PullIfNotPresent,
-						Command: []string{"kubectl", "--server=https://kubernetes.default", "--insecure-skip-tls-verify", "get", "--raw", "/healthz"}},
+						Env:     []corev1.EnvVar{{Name: "KUBERNETES_SERVICE_HOST", Value: "kubernetes.default.svc.cluster.local"}},
+						Command: []string{"kubectl", "get", "--raw", "/healthz"}},
 				},
 			},
 		}

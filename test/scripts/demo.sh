@@ -51,7 +51,10 @@ else
 fi
 
 if ((ran_up)); then
-	ADMIN=${KUBECONFIG_DEMO:-$(find "$HARNESS_DIR" -name admin.conf -type f 2>/dev/null | head -n1)}
+	# kubeforge keeps its state in CLUSTERNAME.kubeforge/ beside the inventory (the harness cluster is "harness").
+	ADMIN=${KUBECONFIG_DEMO:-}
+	for f in "$HARNESS_DIR"/*.kubeforge/admin.conf; do [[ -z "$ADMIN" && -f $f ]] && ADMIN=$f; done
+	[[ -n "$ADMIN" ]] || ADMIN=$(find "$HARNESS_DIR" -name admin.conf -type f 2>/dev/null | head -n1)
 	if [[ -z "$ADMIN" ]]; then
 		bold "kubeforge up finished but no admin.conf was found under $HARNESS_DIR"
 		exit 1
@@ -78,5 +81,6 @@ else
 MSG
 fi
 cat >&2 <<MSG
-  Tear down:     make harness-down     (removes exactly the containers, volumes and network the harness made)
+  Tear down:     make harness-down     (removes exactly the containers, volumes and network the harness made;
+                 kubeforge's own state, $HARNESS_DIR/*.kubeforge/, stays: remove it for a fresh start)
 MSG
