@@ -42,6 +42,7 @@ type Config struct {
 	Bastion           *Config                           // jump host; one connection per distinct bastion
 	UseSSHConfig      bool                              // honour ~/.ssh/config where fields are empty
 	SSHConfigFile     string                            // the ssh_config file read when UseSSHConfig; default ~/.ssh/config
+	SumsDir           string                            // where the host caches digests of large uploads; default SumsDir
 	Logger            *slog.Logger                      // per-host logger; never receives secrets
 
 	resolved bool // withDefaults already applied

@@ -236,7 +236,7 @@ LogLevel DEBUG1
 
 func (s *sshd) config(host, user string, keys ...string) Config {
 	return Config{Host: host, Address: "127.0.0.1", Port: s.port, User: user, IdentityFiles: keys,
-		KnownHostsFiles: []string{s.known}, ConnectTimeout: 10 * time.Second}
+		KnownHostsFiles: []string{s.known}, ConnectTimeout: 10 * time.Second, SumsDir: filepath.Join(s.hostDir, "sums")}
 }
 
 func TestIntegrationOpenSSH(t *testing.T) {

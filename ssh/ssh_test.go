@@ -32,6 +32,7 @@ type testHost struct {
 	srv   *sshtest.Server
 	key   string // identity file
 	known string // known_hosts holding the server's key
+	sums  string // the digest cache dir (the server runs commands on this machine)
 }
 
 func startHost(t *testing.T, opts sshtest.Options) testHost {
@@ -39,7 +40,7 @@ func startHost(t *testing.T, opts sshtest.Options) testHost {
 	signer, keyFile := sshtest.WriteKey(t, "")
 	opts.AuthorizedKeys = append(opts.AuthorizedKeys, signer.PublicKey())
 	srv := sshtest.Start(t, opts)
-	return testHost{srv: srv, key: keyFile, known: srv.WriteKnownHosts(t)}
+	return testHost{srv: srv, key: keyFile, known: srv.WriteKnownHosts(t), sums: t.TempDir()}
 }
 
 func (h testHost) config(name string) Config {
@@ -50,6 +51,7 @@ func (h testHost) config(name string) Config {
 		IdentityFiles:   []string{h.key},
 		KnownHostsFiles: []string{h.known},
 		ConnectTimeout:  5 * time.Second,
+		SumsDir:         h.sums, // the in-process server runs commands on this machine
 	}
 }
 
@@ -908,4 +910,54 @@ func assertNoTemp(t *testing.T, dir string) {
 		}
 		return nil
 	})
+}
+
+// TestUploadDigestCacheNeverHidesAChange: large files' remote digests are
+// cached by size, ctime and inode; rewriting the file with other bytes of the
+// same size must still be seen as a change.
+func TestUploadDigestCacheNeverHidesAChange(t *testing.T) {
+	h := startHost(t, sshtest.Options{})
+	ctx := context.Background()
+	c, err := newTestPool(t, Limits{}).Dial(ctx, h.config("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "big.bin")
+	data := bytes.Repeat([]byte("a"), 2<<20)
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "remote", "big.bin")
+	f := []File{{Path: dst, Mode: 0o755, Source: src}}
+	for i, want := range []int{1, 0} {
+		changed, err := c.Upload(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(changed) != want {
+			t.Fatalf("upload %d changed %v; want %d files", i, changed, want)
+		}
+	}
+	if entries, _ := os.ReadDir(h.sums); len(entries) != 1 {
+		t.Fatalf("digest cache has %d entries; want 1", len(entries))
+	}
+	// Same size, other bytes, written in place (same inode).
+	w, err := os.OpenFile(dst, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.WriteAt([]byte("b"), 12345)
+	w.Close()
+	changed, err := c.Upload(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changed) != 1 {
+		t.Fatalf("a same-size change in place was not seen: changed %v", changed)
+	}
+	got, _ := os.ReadFile(dst)
+	if !bytes.Equal(got, data) {
+		t.Fatal("remote file not restored")
+	}
 }

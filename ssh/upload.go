@@ -38,6 +38,81 @@ type upload struct {
 	staged string // non-root: path in the staging directory
 }
 
+// SumsDir holds, on each host, the digests of large uploaded files keyed by
+// their size, ctime (ns) and inode, so a re-run does not hash them again.
+// Any change to a file (content, rename over it, touch) changes its ctime.
+const SumsDir = "/var/lib/kubeforge/sums"
+
+// cacheThreshold is the size from which a file's remote digest is cached.
+const cacheThreshold = 1 << 20
+
+// cached reports whether u's remote digest goes through the sums cache.
+func (u *upload) cached() bool {
+	if u.Source != "" {
+		if st, err := os.Stat(u.Source); err == nil {
+			return st.Size() >= cacheThreshold
+		}
+		return false
+	}
+	return len(u.Data) >= cacheThreshold
+}
+
+// checkScript defines chk INDEX PATH CACHED: it prints "INDEX MODE UID GID
+// SHA256 -" for a regular file, taking the digest from the sums cache when
+// the file's size, ctime and inode match what was recorded, and recording it
+// otherwise. A stat without nanosecond ctimes disables the cache.
+const checkScript = `
+key() { k=$(stat -c '%s %.9Z %i' -- "$1" 2>/dev/null); case "$k" in *Z*|"") k=;; esac; }
+sumfile() { s=$sums/$(printf %s "$1" | sha256sum | cut -c1-40); }
+record() { key "$1"; [ -n "$k" ] || return 0; c=${k#* }; c=${c%%.*}; [ -n "$3" ] || [ $(( $(date +%s) - c )) -ge 2 ] || return 0; sumfile "$1"; mkdir -p "$sums" && printf '%s\n%s\n' "$k" "$2" > "$s.tmp" && mv -f "$s.tmp" "$s"; }
+chk() {
+  [ -f "$2" ] && [ ! -L "$2" ] || return 0
+  st=$(stat -c '%a %u %g' -- "$2"); d=
+  if [ "$3" = 1 ]; then
+    key "$2"; sumfile "$2"
+    if [ -n "$k" ] && [ -r "$s" ]; then { IFS= read -r ck; IFS= read -r cd; } < "$s"; [ "$ck" = "$k" ] && d=$cd; fi
+    if [ -z "$d" ]; then d=$(sha256sum < "$2" | cut -d' ' -f1); record "$2" "$d"; fi
+  else
+    d=$(sha256sum < "$2" | cut -d' ' -f1)
+  fi
+  printf '%s %s %s -\n' "$1" "$st" "$d"
+}
+`
+
+// recordSums writes the sums cache entries of large files just uploaded, so
+// the next check needs no hashing.
+func (c *Client) recordSums(ctx context.Context, ups []*upload) error {
+	var script strings.Builder
+	for _, u := range ups {
+		if u.cached() {
+			// Just written by us: recorded at once (the 2 s racy rule is for files others wrote).
+			fmt.Fprintf(&script, "record %s %s ours\n", Quote(u.Path), u.digest)
+		}
+	}
+	if script.Len() == 0 {
+		return nil
+	}
+	if _, err := c.run(ctx, c.checkScript()+script.String(), nil, true); err != nil {
+		return fmt.Errorf("record checksums on %s: %w", c.cfg.Host, err)
+	}
+	return nil
+}
+
+func (c *Client) checkScript() string {
+	dir := c.cfg.SumsDir
+	if dir == "" {
+		dir = SumsDir
+	}
+	return "sums=" + Quote(dir) + checkScript
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // Upload pushes files atomically and returns the paths that changed. Files whose remote content
 // (sha256), mode and owner (root:root) already match are skipped; ONE remote command checks all of
 // them. Parent directories are created. Each file is written to `.<base>.kubeforge-<random>` in its
@@ -74,7 +149,7 @@ func (c *Client) Upload(ctx context.Context, files []File) (changed []string, er
 			changed = append(changed, u.Path)
 			c.cfg.Logger.Info("uploaded", "path", u.Path, "mode", fmt.Sprintf("%04o", u.perm), "sha256", u.digest)
 		}
-		return changed, nil
+		return changed, c.recordSums(ctx, todo)
 	}
 	if err := c.putStaged(ctx, sc, todo); err != nil {
 		return nil, err
@@ -83,7 +158,7 @@ func (c *Client) Upload(ctx context.Context, files []File) (changed []string, er
 		changed = append(changed, u.Path)
 		c.cfg.Logger.Info("uploaded", "path", u.Path, "mode", fmt.Sprintf("%04o", u.perm), "sha256", u.digest)
 	}
-	return changed, nil
+	return changed, c.recordSums(ctx, todo)
 }
 
 // prepare validates files and computes their digests.
@@ -138,14 +213,12 @@ func (c *Client) stale(ctx context.Context, ups []*upload) ([]*upload, error) {
 	if len(ups) == 0 {
 		return nil, nil
 	}
-	paths := make([]string, len(ups))
+	var script strings.Builder
+	script.WriteString(c.checkScript())
 	for i, u := range ups {
-		paths[i] = u.Path
+		fmt.Fprintf(&script, "chk %d %s %d\n", i, Quote(u.Path), boolInt(u.cached()))
 	}
-	script := `i=0; for f in ` + quoteAll(paths) + `; do ` +
-		`if [ -f "$f" ] && [ ! -L "$f" ]; then printf '%s %s ' "$i" "$(stat -c '%a %u %g' -- "$f")" && sha256sum < "$f"; fi; ` +
-		`i=$((i+1)); done`
-	out, err := c.run(ctx, script, nil, true)
+	out, err := c.run(ctx, script.String(), nil, true)
 	if err != nil {
 		return nil, fmt.Errorf("check files on %s: %w", c.cfg.Host, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -21,13 +20,11 @@ func apiConfig(kubeconfig []byte, h *Host) (*rest.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load kubeconfig: %w", err)
 	}
-	u, err := url.Parse(cfg.Host)
-	if err != nil {
-		return nil, fmt.Errorf("parse API server URL: %w", err)
-	}
 	target := net.JoinHostPort(h.NodeIP(), strconv.Itoa(6443))
-	// Verify the serving certificate against the name in the kubeconfig, but connect to h.
-	cfg.TLSClientConfig.ServerName = u.Hostname()
+	// Connect to h's own API server and verify its certificate for h's
+	// address, which every API server certificate carries (the endpoint in the
+	// kubeconfig may name another control plane or a load balancer).
+	cfg.TLSClientConfig.ServerName = h.NodeIP()
 	cfg.Host = "https://" + target
 	client := h.Client
 	cfg.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {

@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/kubeforge/kubeforge/ssh"
 )
@@ -49,16 +51,36 @@ func (e *Env) artifact(p string, image bool) (*localArtifact, error) {
 		e.artifacts[p] = ent
 	}
 	e.mu.Unlock()
-	ent.once.Do(func() { ent.a, ent.err = hashArtifact(p, image) })
+	ent.once.Do(func() { ent.a, ent.err = e.hashArtifact(p, image) })
 	return ent.a, ent.err
 }
 
-func hashArtifact(p string, image bool) (*localArtifact, error) {
+// hashArtifact returns the digest (and image names) of a local artifact,
+// from the state dir's cache when the file's size, ctime and inode are those
+// recorded, so a re-run does not read hundreds of megabytes again.
+func (e *Env) hashArtifact(p string, image bool) (*localArtifact, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, fmt.Errorf("read artifact: %w", err)
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read artifact: %w", err)
+	}
+	key := fileKey(st)
+	cacheFile := ""
+	if e.StateDir != "" && key != "" {
+		sum := sha256.Sum256([]byte(p))
+		cacheFile = filepath.Join(e.StateDir, "cache", "sums", hex.EncodeToString(sum[:16]))
+		var c struct {
+			Key, SHA256 string
+			Tags        []string
+		}
+		if b, err := os.ReadFile(cacheFile); err == nil && json.Unmarshal(b, &c) == nil && c.Key == key && c.SHA256 != "" && (!image || len(c.Tags) > 0) {
+			return &localArtifact{path: p, sha256: c.SHA256, tags: c.Tags}, nil
+		}
+	}
 	hash := sha256.New()
 	if _, err := io.Copy(hash, f); err != nil {
 		return nil, fmt.Errorf("hash %s: %w", p, err)
@@ -69,7 +91,38 @@ func hashArtifact(p string, image bool) (*localArtifact, error) {
 			return nil, err
 		}
 	}
+	// A file changed within the clock's granularity of now could change again
+	// with the same ctime: cache only what has been still for a while.
+	if cacheFile != "" && time.Since(st.ModTime()) > racyWindow && time.Since(ctime(st)) > racyWindow {
+		b, _ := json.Marshal(struct {
+			Key, SHA256 string
+			Tags        []string
+		}{key, a.sha256, a.tags})
+		if err := os.MkdirAll(filepath.Dir(cacheFile), 0o700); err == nil {
+			_ = writeFileAtomic(cacheFile, b, 0o600) // a cache: failing to write it only costs time
+		}
+	}
 	return a, nil
+}
+
+// racyWindow: files younger than this are not cached (as git does for its index).
+const racyWindow = 2 * time.Second
+
+func ctime(st os.FileInfo) time.Time {
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		return time.Unix(sys.Ctim.Sec, sys.Ctim.Nsec)
+	}
+	return time.Now()
+}
+
+// fileKey identifies a file's content version: size, ctime and inode. Any
+// write, rename over it or touch changes the ctime.
+func fileKey(st os.FileInfo) string {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("%d %d.%09d %d", st.Size(), sys.Ctim.Sec, sys.Ctim.Nsec, sys.Ino)
 }
 
 // imageTags reads the references an image tarball (docker save or OCI layout) carries.

@@ -156,3 +156,36 @@ func TestWriteLocalTreeIsAtomicAndKeepsModes(t *testing.T) {
 		t.Errorf("temporary files left: %v", left)
 	}
 }
+
+func TestArtifactDigestCacheFollowsTheFile(t *testing.T) {
+	state := t.TempDir()
+	p := filepath.Join(t.TempDir(), "kubelet")
+	if err := os.WriteFile(p, []byte("one"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := &Env{StateDir: state}
+	time.Sleep(racyWindow + 100*time.Millisecond) // a file younger than that is never cached
+	a, err := env.hashArtifact(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached, _ := filepath.Glob(filepath.Join(state, "cache", "sums", "*"))
+	if len(cached) != 1 {
+		t.Fatalf("cache entries %v; want 1", cached)
+	}
+	b, err := env.hashArtifact(p, false)
+	if err != nil || b.sha256 != a.sha256 {
+		t.Fatalf("cached digest %v, err %v", b, err)
+	}
+	// Same size, new content: the ctime moves, the cache must not answer.
+	if err := os.WriteFile(p, []byte("two"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, err := env.hashArtifact(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.sha256 == a.sha256 {
+		t.Error("the cache hid a change of content")
+	}
+}

@@ -52,7 +52,7 @@ func report(w io.Writer, err error, g *globals) int {
 				fmt.Fprintf(w, "    output:\n%s\n", indent(lastLines(s, 15), "      | "))
 			}
 		} else {
-			fmt.Fprintf(w, "    %v\n", he.Err)
+			fmt.Fprintln(w, indent(he.Err.Error(), "    "))
 		}
 		if hint := hintFor(he.Err); hint != "" {
 			fmt.Fprintf(w, "    %s\n", hint)
