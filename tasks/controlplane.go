@@ -88,7 +88,9 @@ for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
   f=$(ls -t "$d"/*/*.log 2>/dev/null | head -1)
   echo "$c: last log lines ($f):"; tail -n 5 "$f" 2>/dev/null | cut -c1-300 | sed 's/^/    /'
 done
-echo "kubelet journal:"; journalctl -u kubelet --no-pager -n 8 -o cat 2>/dev/null | cut -c1-300 | sed 's/^/    /'`
+echo "kubelet errors (journal):"
+journalctl -u kubelet --no-pager -n 300 -o cat 2>/dev/null | grep -E '^E[0-9]{4} |Failed|failed' | grep -vE 'mirror pod|not found|connection refused|Unable to write event' |
+  sed -E 's/^E[0-9]{4} [0-9:.]+ +[0-9]+ //' | cut -c1-240 | awk '!seen[$0]++' | tail -n 6 | sed 's/^/    /'`
 	out, err := h.Client.Run(ctx, script)
 	if err != nil {
 		return "(diagnostics failed: " + err.Error() + ")"

@@ -32,6 +32,7 @@ type Facts struct {
 	KubeletActive         bool
 	KubeletConf           bool // /etc/kubernetes/kubelet.conf exists: the host is a node already
 	StaticPods            bool // /etc/kubernetes/manifests holds kubeforge's control-plane pods
+	ResolvConf            bool // the kubelet's resolvConf (cluster.kubelet.resolvConf) is readable
 	UID                   int
 }
 
@@ -58,6 +59,7 @@ printf 'kubeletactive\t%s\n' "$(systemctl is-active kubelet 2>/dev/null)"
 printf 'kubeletconf\t%s\n' "$(test -f /etc/kubernetes/kubelet.conf && echo yes)"
 printf 'staticpods\t%s\n' "$(test -f /etc/kubernetes/manifests/kube-apiserver.yaml && echo yes)"
 printf 'uid\t%s\n' "$(id -u)"
+[ -z "$2" ] || printf 'resolvconf\t%s\n' "$(test -r "$2" && echo yes)"
 printf 'clock\t%s\n' "$(date +%s.%N)"
 `
 
@@ -65,7 +67,8 @@ printf 'clock\t%s\n' "$(date +%s.%N)"
 func GatherFacts(ctx context.Context, env *Env, h *Host) error {
 	sock := strings.TrimPrefix(env.Inv.Cluster.ContainerRuntimeEndpoint, "unix://")
 	before := time.Now()
-	out, err := h.Client.Run(ctx, "sh -s -- "+shellQuote(sock)+" <<'KUBEFORGE_FACTS'\n"+factsScript+"KUBEFORGE_FACTS")
+	resolv := env.Inv.Cluster.Kubelet.ResolvConf
+	out, err := h.Client.Run(ctx, "sh -s -- "+shellQuote(sock)+" "+shellQuote(resolv)+" <<'KUBEFORGE_FACTS'\n"+factsScript+"KUBEFORGE_FACTS")
 	after := time.Now()
 	if err != nil {
 		return fmt.Errorf("gather facts: %w", err)
@@ -142,6 +145,8 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 			f.KubeletConf = v == "yes"
 		case "staticpods":
 			f.StaticPods = v == "yes"
+		case "resolvconf":
+			f.ResolvConf = v == "yes"
 		case "uid":
 			f.UID, _ = strconv.Atoi(v)
 		case "clock":

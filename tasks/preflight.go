@@ -82,6 +82,10 @@ func PreflightHost(ctx context.Context, env *Env, h *Host) error {
 	add("CRI", SeverityError, f.CRISocket && f.CRIReady, fmt.Sprintf("container runtime %s (socket %s, CRI %s)",
 		orDash(f.RuntimeVersion), yesNo(f.CRISocket), yesNo(f.CRIReady)),
 		"install containerd with its CRI plugin enabled and start it (systemctl enable --now containerd)")
+	if rc := env.Inv.Cluster.Kubelet.ResolvConf; rc != "" {
+		add("ResolvConf", SeverityError, f.ResolvConf, "kubelet resolvConf "+rc+" "+map[bool]string{true: "present", false: "missing"}[f.ResolvConf],
+			"create "+rc+" on the host, or change cluster.kubelet.resolvConf: kubelet cannot start any pod without it")
+	}
 	if h.IsControlPlane() {
 		add("NumCPU", SeverityError, f.CPUs >= 2, fmt.Sprintf("%d CPUs", f.CPUs), "a control plane needs at least 2 CPUs")
 		add("Mem", SeverityError, f.MemoryMB >= 1700, fmt.Sprintf("%d MB memory", f.MemoryMB), "a control plane needs at least 1700 MB")

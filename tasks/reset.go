@@ -26,7 +26,7 @@ for ns in /var/run/netns/cni-*; do [ -e "$ns" ] || continue; ip netns del "${ns#
 mnts=$(awk '$2 ~ "^/var/lib/kubelet" {print $2}' /proc/mounts | sort -r)
 for m in $mnts; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
 [ -n "$mnts" ] && did "unmounted $(echo $mnts | wc -w) kubelet mounts"
-for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/kubeforge /etc/cni/net.d/10-kubeforge.conflist \
+for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/kubeforge/pod-routes.sh /etc/cni/net.d/10-kubeforge.conflist \
          /usr/lib/systemd/system/kubelet.service /usr/lib/systemd/system/kubelet.service.d \
          /etc/systemd/system/kubeforge-routes.service /etc/sysctl.d/99-kubeforge.conf /etc/modules-load.d/kubeforge.conf \
          /var/lib/cni /var/log/pods /var/log/containers; do

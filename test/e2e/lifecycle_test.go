@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -216,16 +217,21 @@ func TestScaleRemoveReset(t *testing.T) {
 		t.Errorf("scale pushed artifacts to an existing node:\n%s", out)
 	}
 
-	// A pod on node4, then remove node4: drained, deleted, reset.
+	// A Deployment's pod on node4, then remove node4: drained, deleted, reset.
 	img := "registry.k8s.io/pause:3.10.2"
-	for _, p := range []struct{ name, node string }{{"victim", "node4"}, {"guarded", "node3"}} {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Labels: map[string]string{"app": p.name}},
-			Spec: corev1.PodSpec{NodeName: p.node, Containers: []corev1.Container{{Name: "c", Image: img, ImagePullPolicy: corev1.PullIfNotPresent}}}}
-		if _, err := kc.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+	for _, d := range []struct{ name, node string }{{"victim", "node4"}, {"guarded", "node3"}} {
+		one := int32(1)
+		labels := map[string]string{"app": d.name}
+		dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: d.name},
+			Spec: appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec: corev1.PodSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": d.node},
+						Containers: []corev1.Container{{Name: "c", Image: img, ImagePullPolicy: corev1.PullIfNotPresent}}}}}}
+		if _, err := kc.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitPodsRunning(ctx, t, kc, "default", "app=victim", 1)
+	victims := waitPodsRunning(ctx, t, kc, "default", "app=victim", 1)
 	waitPodsRunning(ctx, t, kc, "default", "app=guarded", 1)
 	code, _ = kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state, "--remove", "node4")
 	if code != 0 {
@@ -234,7 +240,7 @@ func TestScaleRemoveReset(t *testing.T) {
 	if _, err := kc.CoreV1().Nodes().Get(ctx, "node4", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("node4 still exists: %v", err)
 	}
-	if _, err := kc.CoreV1().Pods("default").Get(ctx, "victim", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := kc.CoreV1().Pods("default").Get(ctx, victims[0].Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the pod on node4 was not evicted: %v", err)
 	}
 	n4, _ := c.Node("node4")

@@ -19,6 +19,9 @@
 #   BENCH_UP=1             also run P2 (needs `kubeforge up`, the harness and the artifacts)
 set -euo pipefail
 
+# Everything is in functions, read whole before anything runs (editing this file during a run is safe).
+main() {
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 GO=${GO:-go}
@@ -214,9 +217,13 @@ log "scp vs kubeforge SFTP, one host, ${SIZE_MB} MB"
 SCP_REPS=$((REPS < 3 ? 3 : REPS))
 for rep in $(seq 1 "$SCP_REPS"); do
 	wipe 1
+	# scp of a small file first: its time (connection, authentication, session) is taken off the payload's.
+	"$WORK/measure" -o "$RUN/out/scp-small-$rep.measure" -- scp -q "${SSHOPTS[@]}" "$RUN/src/small1.conf" \
+		"root@$(addr 1):$DEST/scp.conf" 2>>"$RUN/out/scp.log" || die "scp failed"
 	"$WORK/measure" -o "$RUN/out/scp-$rep.measure" -- scp -q "${SSHOPTS[@]}" "$RUN/src/payload.bin" \
 		"root@$(addr 1):$DEST/scp.bin" 2>>"$RUN/out/scp.log" || die "scp failed"
-	jq -c --argjson rep "$rep" '{kind: "scp", rep: $rep, measure: .}' "$RUN/out/scp-$rep.measure" >>"$RESULTS"
+	jq -c --argjson rep "$rep" --slurpfile small "$RUN/out/scp-small-$rep.measure" \
+		'{kind: "scp", rep: $rep, measure: ., small: $small[0]}' "$RUN/out/scp-$rep.measure" >>"$RESULTS"
 	wipe 1
 	"$WORK/fanout" -i "$RUN/inventory-1.yaml" -src "$RUN/src" -dest "$DEST" -expect-changed 3 -state-dir "$RUN/state" \
 		>"$RUN/out/sftp-$rep.json" 2>>"$RUN/out/sftp.log" || die "kubeforge upload failed"
@@ -238,7 +245,7 @@ T1=$(date +%s)
 jq -c -n --arg date "$(date -u +%Y-%m-%dT%H:%MZ)" --arg cpu "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)" \
 	--arg cores "$(nproc)" --arg mem "$(awk '/MemTotal/{printf "%.0f GB", $2/1048576}' /proc/meminfo)" \
 	--arg kernel "$(uname -r)" --arg os "$(. /etc/os-release; echo "$PRETTY_NAME")" \
-	--arg go "$("$GO" env GOVERSION)" --arg ansible "$(ansible --version | head -n1)" \
+	--arg go "$("$GO" env GOVERSION)" --arg ansible "$(ansible --version 2>/dev/null | sed -n 1p)" \
 	--arg openssh "$(ssh -V 2>&1)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" --arg cipher "$CIPHER" \
 	--arg ns "$NS" --argjson reps "$REPS" --argjson size "$SIZE_MB" --argjson secs $((T1 - T0)) \
 	--arg quick "${BENCH_QUICK:-0}" \
@@ -248,9 +255,166 @@ jq -c -n --arg date "$(date -u +%Y-%m-%dT%H:%MZ)" --arg cpu "$(awk -F': ' '/mode
 
 # --- P2: the cost of `up` (BENCH_UP=1) ---------------------------------------------------------------------------
 if [[ "${BENCH_UP:-0}" == 1 ]]; then
-	bash test/scripts/bench-up.sh "$RUN/up" || log "P2 failed: see $RUN/up"
+	bench_up "$RUN/up" || log "P2 failed: see $RUN/up"
 fi
 
 "$WORK/report" -results "$RESULTS" -profile "$RUN/profile-top.txt" -profile-cum "$RUN/profile-cum.txt" \
-	-up "$RUN/up/up.jsonl" -doc "$DOC" -plot "$PLOT"
+	-up "$RUN/up/up.md" -doc "$DOC" -plot "$PLOT"
 log "wrote $DOC and $PLOT (raw results: $RESULTS)"
+}
+
+# --- P2: the cost of `up` (BENCH_UP=1) -----------------------------------------------------------------------------
+# A harness of 10 systemd nodes (instance kfbup, 172.31.241.0/24): node1 control plane + node2-3 workers for `up`,
+# node4 for `scale` +1, node5-7 for `scale` +3, node8-10 for kubeadm init/join driven by an ssh shell loop. The
+# artifacts are pushed to every node first (`up --only node/prepare,artifacts`, not timed). Writes DIR/up.md.
+bench_up() {
+	local dir=$1 H ART=${ARTIFACTS:-$ROOT/.cache/artifacts} KF=$ROOT/bin/kubeforge t0 t1
+	mkdir -p "$dir"
+	H=$dir/harness
+	local md=$dir/up.md
+	if ! "$KF" up --help >/dev/null 2>&1; then
+		echo "Not measured: \`bin/kubeforge up\` does not exist yet." >"$md"
+		return 1
+	fi
+	[[ -x "$ART/bin/kubeadm" ]] || { echo "Not measured: no artifacts in $ART (make artifacts)." >"$md"; return 1; }
+	up_down() { "$GO" run ./test/harness down --dir "$H" >/dev/null 2>&1 || true; }
+	trap 'up_down; cleanup' EXIT
+	log "P2: harness of 10 nodes (kfbup, 172.31.241.0/24)"
+	"$GO" run ./test/harness up 10 --name-prefix kfbup --subnet 172.31.241.0/24 --dir "$H" --artifacts "$ART" \
+		>"$dir/harness.log" 2>&1 || { echo "Not measured: harness up failed (see $dir/harness.log)." >"$md"; return 1; }
+	local inv=$H/inventory.yaml
+	subset() { # subset OUT NAME...: the harness inventory with only the named hosts
+		local out=$1
+		shift
+		awk -v keep=" $* " '
+			/^hosts:/ {print; h=1; next}
+			!h {print; next}
+			/^  - name:/ {k = index(keep, " " $3 " ") > 0}
+			k {print}' "$inv" >"$out"
+	}
+	subset "$dir/all.yaml" node1 node2 node3 node4 node5 node6 node7 node8 node9 node10
+	subset "$dir/base.yaml" node1 node2 node3
+	subset "$dir/plus1.yaml" node1 node2 node3 node4
+	subset "$dir/plus3.yaml" node1 node2 node3 node4 node5 node6 node7
+	subset "$dir/kubeadm.yaml" node8 node9 node10
+	# node8 is a worker in the harness inventory; kubeforge pushes kubeadm only to control planes: make it one.
+	sed -i '/- name: node8/,/- name:/ s/- worker/- control-plane/' "$dir/kubeadm.yaml"
+	local sd=$dir/state
+	log "P2: artifacts onto every node (not timed)"
+	"$KF" up -i "$dir/all.yaml" --state-dir "$sd/prep" --only node/prepare,artifacts >"$dir/prep.log" 2>&1 ||
+		{ echo "Not measured: pushing the artifacts failed (see $dir/prep.log)." >"$md"; return 1; }
+	"$KF" up -i "$dir/kubeadm.yaml" --state-dir "$sd/prep2" --only node/prepare,artifacts >>"$dir/prep.log" 2>&1 || true
+	local SSHH=(ssh -F "$H/ssh_config" -o BatchMode=yes)
+
+	# The floor, measured on the hosts while `up` runs: kubelet start (systemd's monotonic timestamp) to the API
+	# server's /readyz on node1, and each worker's kubelet start to its Node object.
+	"${SSHH[@]}" node1 'rm -f /tmp/floor; nohup sh -c '"'"'until [ -f /etc/kubernetes/admin.conf ] && kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz >/dev/null 2>&1; do sleep 0.2; done; cut -d" " -f1 /proc/uptime >/tmp/floor'"'"' >/dev/null 2>&1 &' || true
+	log "P2: kubeforge up, 1 control plane + 2 workers"
+	t0=$(date +%s.%N)
+	"$KF" up -i "$dir/base.yaml" --state-dir "$sd/kf" --output json >"$dir/up1.jsonl" 2>"$dir/up1.err" ||
+		{ echo "Not measured: \`kubeforge up\` failed: $(tail -n 3 "$dir/up1.err")" >"$md"; return 1; }
+	t1=$(date +%s.%N)
+	local up1 floor_api floor_nodes=0 ks ready created
+	up1=$(echo "$t1 - $t0" | bc)
+	ks=$("${SSHH[@]}" node1 'systemctl show -p ExecMainStartTimestampMonotonic --value kubelet')
+	ready=$("${SSHH[@]}" node1 'cat /tmp/floor 2>/dev/null')
+	floor_api=$(echo "$ready - $ks / 1000000" | bc -l)
+	for w in node2 node3; do
+		# Node creation (API server clock, seconds) against the kubelet's start (same kernel clock: containers).
+		created=$("${SSHH[@]}" node1 "kubectl --kubeconfig /etc/kubernetes/admin.conf get node $w -o jsonpath='{.metadata.creationTimestamp}'")
+		ks=$("${SSHH[@]}" "$w" 'echo $(( $(date +%s) - $(cut -d. -f1 /proc/uptime) + $(systemctl show -p ExecMainStartTimestampMonotonic --value kubelet) / 1000000 ))')
+		local d=$(($(date -d "$created" +%s) - ks))
+		((d > floor_nodes)) && floor_nodes=$d
+	done
+	log "P2: second up (converged)"
+	t0=$(date +%s.%N)
+	"$KF" up -i "$dir/base.yaml" --state-dir "$sd/kf" --output json >"$dir/up2.jsonl" 2>"$dir/up2.err" || true
+	t1=$(date +%s.%N)
+	local up2 changed2
+	up2=$(echo "$t1 - $t0" | bc)
+	changed2=$(jq -s '[.[] | select(.type=="host-end" and .result=="changed")] | length' "$dir/up2.jsonl")
+	log "P2: scale +1, then +3"
+	t0=$(date +%s.%N)
+	"$KF" scale -i "$dir/plus1.yaml" --state-dir "$sd/kf" --output json >"$dir/scale1.jsonl" 2>"$dir/scale1.err" || true
+	t1=$(date +%s.%N)
+	local s1 s3
+	s1=$(echo "$t1 - $t0" | bc)
+	t0=$(date +%s.%N)
+	"$KF" scale -i "$dir/plus3.yaml" --state-dir "$sd/kf" --output json >"$dir/scale3.jsonl" 2>"$dir/scale3.err" || true
+	t1=$(date +%s.%N)
+	s3=$(echo "$t1 - $t0" | bc)
+
+	log "P2: kubeadm init/join over ssh (node8 + node9, node10)"
+	local cfg=$dir/kubeadm-config.yaml a8
+	a8=$(awk '/- name: node8/{f=1} f && /address:/{print $2; exit}' "$inv")
+	cat >"$cfg" <<-YAML
+	apiVersion: kubeadm.k8s.io/v1beta4
+	kind: InitConfiguration
+	localAPIEndpoint: {advertiseAddress: $a8}
+	nodeRegistration: {name: node8}
+	---
+	apiVersion: kubeadm.k8s.io/v1beta4
+	kind: ClusterConfiguration
+	kubernetesVersion: v1.37.2
+	networking: {podSubnet: 10.244.0.0/16, serviceSubnet: 10.96.0.0/12}
+	---
+	apiVersion: kubelet.config.k8s.io/v1beta1
+	kind: KubeletConfiguration
+	cgroupDriver: systemd
+	failCgroupV1: false
+	resolvConf: /etc/kubeforge/resolv.conf
+	YAML
+	local unit drop n
+	unit=$(sed -n '/^const kubeletUnit = `/,/^`/p' manifests/kubelet.go | sed '1s/.*`//;$d')
+	drop=$(sed -n '/^const kubeletDropIn = `/,/^`/p' manifests/kubelet.go | sed '1s/.*`//;$d')
+	for n in node8 node9 node10; do # what the kubelet and kubeadm packages would have installed (not timed)
+		"${SSHH[@]}" "$n" "mkdir -p /usr/lib/systemd/system/kubelet.service.d && cat >/usr/lib/systemd/system/kubelet.service <<'U'
+$unit
+U
+cat >/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf <<'U'
+$drop
+U
+systemctl daemon-reload && systemctl enable -q kubelet" || true
+	done
+	scp -q -F "$H/ssh_config" "$cfg" node8:/root/kubeadm.yaml
+	t0=$(date +%s.%N)
+	local ok=1
+	"${SSHH[@]}" node8 'kubeadm init --config /root/kubeadm.yaml --ignore-preflight-errors=all' >"$dir/kubeadm-init.log" 2>&1 || ok=0
+	local join
+	join=$("${SSHH[@]}" node8 'kubeadm token create --print-join-command' 2>>"$dir/kubeadm-init.log") || ok=0
+	for n in node9 node10; do
+		"${SSHH[@]}" "$n" "$join --ignore-preflight-errors=all --node-name $n" >"$dir/kubeadm-join-$n.log" 2>&1 &
+	done
+	wait || ok=0
+	for _ in $(seq 1 300); do
+		[[ $("${SSHH[@]}" node8 'kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes --no-headers 2>/dev/null | wc -l') == 3 ]] && break
+		sleep 0.5
+	done
+	t1=$(date +%s.%N)
+	local ka
+	ka=$(echo "$t1 - $t0" | bc)
+	((ok)) || ka="failed (see $dir/kubeadm-*.log)"
+
+	{
+		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on a 10-node harness (1 control plane + 2 workers for \`up\`; artifacts already on the hosts)."
+		echo
+		echo "| what | s |"
+		echo "|---|---:|"
+		echo "| \`kubeforge up\` 1+2, wall | $up1 |"
+		echo "| floor: node1 kubelet start → /readyz | $(printf %.1f "$floor_api") |"
+		echo "| floor: worker kubelet start → Node object (max of 2, 1 s resolution) | $floor_nodes |"
+		echo "| kubeadm init + token + 2 × kubeadm join over ssh, until 3 Nodes exist | $ka |"
+		echo "| second \`up\` (converged), wall; host-steps reported changed: $changed2 | $up2 |"
+		echo "| \`scale\` +1 worker | $s1 |"
+		echo "| \`scale\` +3 workers | $s3 |"
+		echo
+		echo "\`kubeforge up\` per step (wall s):"
+		echo
+		echo "| step | s |"
+		echo "|---|---:|"
+		jq -r 'select(.type=="step-end") | "| \(.step) | \(.durationMs/1000*100|round/100) |"' "$dir/up1.jsonl"
+	} >"$md"
+	log "P2 done: $md"
+}
+
+main "$@"; exit $?
