@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/kubeforge/kubeforge/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -271,7 +272,7 @@ func (b *Bundle) Save(dir string) error {
 		if f.data == nil {
 			continue
 		}
-		if err := writeAtomic(f.path, f.data, f.mode); err != nil {
+		if err := writeFile(f.path, f.data, f.mode); err != nil {
 			return err
 		}
 	}
@@ -285,43 +286,6 @@ func (b *Bundle) Save(dir string) error {
 		b.sa.dirty = false
 	}
 	b.dir = dir
-	return nil
-}
-
-// writeAtomic writes data to path through a temporary file in the same
-// directory, creating missing directories with mode 0700.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create directory %s: %w", dir, err)
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	name := tmp.Name()
-	fail := func(err error) error {
-		tmp.Close()
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		return fail(err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(name, path); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
 	return nil
 }
 
@@ -367,3 +331,11 @@ func publicKeyPEM(key crypto.Signer) ([]byte, error) {
 }
 
 func equalPEM(a, b []byte) bool { return bytes.Equal(bytes.TrimSpace(a), bytes.TrimSpace(b)) }
+
+// writeFile creates path's directory (0700) and writes path atomically.
+func writeFile(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("create directory %s: %w", filepath.Dir(path), err)
+	}
+	return atomicfile.Write(path, data, mode)
+}

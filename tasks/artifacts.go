@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kubeforge/kubeforge/internal/atomicfile"
 	"io"
 	"os"
 	"path"
@@ -99,7 +100,7 @@ func (e *Env) hashArtifact(p string, image bool) (*localArtifact, error) {
 			Tags        []string
 		}{key, a.sha256, a.tags})
 		if err := os.MkdirAll(filepath.Dir(cacheFile), 0o700); err == nil {
-			_ = writeFileAtomic(cacheFile, b, 0o600) // a cache: failing to write it only costs time
+			_ = atomicfile.Write(cacheFile, b, 0o600) // a cache: failing to write it only costs time
 		}
 	}
 	return a, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kubeforge/kubeforge/pki"
 	"strings"
 	"time"
 
@@ -15,17 +16,23 @@ import (
 // kubeconfigs, etcd and control-plane static pods, kubelet files), starts
 // kubelet and waits until the API server is healthy and ready.
 func InitControlPlane(ctx context.Context, env *Env, h *Host) error {
+	if err := installNode(ctx, env, h); err != nil {
+		return err
+	}
+	return waitAPIServer(ctx, env, h)
+}
+
+// installNode pushes h's rendered files plus extra, and (re)starts kubelet
+// when one of its inputs changed.
+func installNode(ctx context.Context, env *Env, h *Host, extra ...pki.File) error {
 	files, err := env.NodeFiles(h)
 	if err != nil {
 		return err
 	}
-	if _, err := push(ctx, h, files); err != nil {
+	if _, err := push(ctx, h, append(files, extra...)); err != nil {
 		return err
 	}
-	if err := startKubelet(ctx, h); err != nil {
-		return err
-	}
-	return waitAPIServer(ctx, env, h)
+	return startKubelet(ctx, h)
 }
 
 // waitAPIServer polls /readyz on h's API server through the SSH tunnel. On

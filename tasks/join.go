@@ -39,10 +39,7 @@ func (e *Env) isNode(h *Host) bool {
 // and, when it is not a node yet, a bootstrap kubeconfig with the fresh token;
 // then starts kubelet, which gets its client certificate through the CSR API.
 func JoinWorker(ctx context.Context, env *Env, h *Host) error {
-	files, err := env.NodeFiles(h)
-	if err != nil {
-		return err
-	}
+	var extra []pki.File
 	joined := env.isNode(h) && h.Facts != nil && h.Facts.KubeletConf
 	if !joined {
 		if env.Token == nil {
@@ -52,12 +49,9 @@ func JoinWorker(ctx context.Context, env *Env, h *Host) error {
 		if err != nil {
 			return fmt.Errorf("make bootstrap kubeconfig: %w", err)
 		}
-		files = append(files, pki.File{Path: "/etc/kubernetes/bootstrap-kubelet.conf", Mode: 0o600, Data: boot})
+		extra = append(extra, pki.File{Path: "/etc/kubernetes/bootstrap-kubelet.conf", Mode: 0o600, Data: boot})
 	}
-	if _, err := push(ctx, h, files); err != nil {
-		return err
-	}
-	return startKubelet(ctx, h)
+	return installNode(ctx, env, h, extra...)
 }
 
 // WaitNodesRegistered waits until every host is a Node with a pod CIDR.

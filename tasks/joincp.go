@@ -29,14 +29,7 @@ func JoinControlPlane(ctx context.Context, env *Env, h *Host) error {
 	if err != nil {
 		return err
 	}
-	files, err := env.NodeFiles(h)
-	if err != nil {
-		return err
-	}
-	if _, err := push(ctx, h, files); err != nil {
-		return err
-	}
-	if err := startKubelet(ctx, h); err != nil {
+	if err := installNode(ctx, env, h); err != nil {
 		return err
 	}
 	timeout := env.Opts.WaitTimeout

@@ -88,11 +88,17 @@ func kubectl(ctx context.Context, t testing.TB, state string, args ...string) st
 
 func startCluster(ctx context.Context, t *testing.T, prefix, subnet string, nodes, cps int) (*harnesslib.Cluster, string) {
 	t.Helper()
+	return startClusterAs(ctx, t, prefix, subnet, nodes, cps, "root")
+}
+
+// startClusterAs starts fresh harness hosts whose inventory logs in as user.
+func startClusterAs(ctx context.Context, t *testing.T, prefix, subnet string, nodes, cps int, user string) (*harnesslib.Cluster, string) {
+	t.Helper()
 	// Start from new hosts: remove what an earlier, interrupted run of this test left.
 	if err := harnesslib.DownInstance(ctx, t.TempDir(), prefix); err != nil {
 		t.Fatalf("remove an earlier harness %s: %v", prefix, err)
 	}
-	c := StartHarness(ctx, t, harnesslib.Options{Nodes: nodes, ControlPlanes: cps, NamePrefix: prefix, Subnet: subnet, Artifacts: ArtifactsDir(t)})
+	c := StartHarness(ctx, t, harnesslib.Options{Nodes: nodes, ControlPlanes: cps, NamePrefix: prefix, Subnet: subnet, Artifacts: ArtifactsDir(t), User: user})
 	return c, filepath.Join(c.Dir, "state")
 }
 
@@ -192,6 +198,28 @@ func TestUpOneControlPlaneTwoWorkers(t *testing.T) {
 		}
 		// Its kubelet got its client certificate through the CSR API.
 		MustSSH(ctx, t, c, w, "root", "test -s /var/lib/kubelet/pki/kubelet-client-current.pem")
+	})
+
+	t.Run("kubeadm and kubeforge read the same PKI", func(t *testing.T) {
+		cp, _ := c.Node("node1")
+		// kubeadm itself, on the control plane, reads kubeforge's layout.
+		out := MustSSH(ctx, t, c, cp, "root", "kubeadm certs check-expiration 2>&1")
+		for _, want := range []string{"apiserver ", "apiserver-etcd-client", "front-proxy-client", "etcd-server", "admin.conf", "super-admin.conf", "CERTIFICATE AUTHORITY"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("kubeadm certs check-expiration lacks %q:\n%s", want, out)
+			}
+		}
+		if strings.Contains(out, "MISSING") || strings.Contains(out, "invalid") {
+			t.Errorf("kubeadm finds missing or invalid certificates:\n%s", out)
+		}
+		cm := kubectl(ctx, t, state, "-n", "kube-system", "get", "cm", "kubeadm-config", "-o", "jsonpath={.data.ClusterConfiguration}")
+		if !strings.Contains(cm, "kubeadm.k8s.io/v1beta4") {
+			t.Errorf("kubeadm-config ConfigMap: %s", cm)
+		}
+		code, table := kubeforge(ctx, t, "certs", "check-expiration", "--hosts", "-i", c.Inventory, "--state-dir", state)
+		if code != 0 || !strings.Contains(table, "node1") || !strings.Contains(table, "apiserver-kubelet-client") || !strings.Contains(table, "node2") {
+			t.Errorf("certs check-expiration --hosts: exit %d", code)
+		}
 	})
 
 	t.Run("pods run on every worker, DNS and a ClusterIP service work across nodes", func(t *testing.T) {

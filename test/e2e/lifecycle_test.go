@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	gossh "golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -101,13 +103,33 @@ func kubeletState(ctx context.Context, t testing.TB, c *harnesslib.Cluster, n ha
 func TestPreflightFailureAndTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	c, state := startCluster(ctx, t, "kfpre", "172.31.252.0/24", 1, 1)
+	// As a non-root user with passwordless sudo: every command goes through sudo -n, every file through staging.
+	c, state := startClusterAs(ctx, t, "kfpre", "172.31.252.0/24", 1, 1, "kube")
 	n, _ := c.Node("node1")
+
+	// A changed host key is refused, and nothing runs on the host.
+	known, err := os.ReadFile(c.KnownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.KnownHosts, []byte(forgeKnownHosts(t, string(known))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out := kubeforge(ctx, t, "preflight", "-i", c.Inventory, "--state-dir", state, "--accept-new-host-keys")
+	if code == 0 || !strings.Contains(out, "CHANGED") {
+		t.Errorf("a changed host key was not refused (exit %d)", code)
+	}
+	if err := os.WriteFile(c.KnownHosts, known, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := kubeforge(ctx, t, "preflight", "-i", c.Inventory, "--state-dir", state); code != 0 || !strings.Contains(out, "Privileges") {
+		t.Fatalf("preflight as the sudo user: exit %d", code)
+	}
 
 	// Swap, as the host's OS reports it: /proc/swaps with an active entry (the VM itself is not touched).
 	MustSSH(ctx, t, c, n, "root", `printf 'Filename\tType\tSize\tUsed\tPriority\n/swapfile file\t1048572\t0\t-2\n' > /root/swaps && mount --bind /root/swaps /proc/swaps`)
 	before := MustSSH(ctx, t, c, n, "root", "ls -la /etc /usr/bin /etc/sysctl.d | sha256sum")
-	code, out := kubeforge(ctx, t, "up", "-i", c.Inventory, "--state-dir", state)
+	code, out = kubeforge(ctx, t, "up", "-i", c.Inventory, "--state-dir", state)
 	if code != 1 || !strings.Contains(out, "Swap") || !strings.Contains(out, "FAIL") || !strings.Contains(out, "nothing was changed on any host") {
 		t.Fatalf("up with swap on: exit %d; want 1 with the Swap check failing", code)
 	}
@@ -342,4 +364,27 @@ func etcdMembers(ctx context.Context, t testing.TB, state string, n harnesslib.N
 		}
 	}
 	return voters, learners
+}
+
+// forgeKnownHosts replaces every key in a known_hosts text with a fresh one of
+// the same type: to kubeforge the hosts' keys then look changed.
+func forgeKnownHosts(t testing.TB, known string) string {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := gossh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey())))
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(known), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 3 && f[1] == "ssh-ed25519" {
+			out = append(out, f[0]+" "+fake)
+		}
+	}
+	return strings.Join(out, "\n") + "\n"
 }

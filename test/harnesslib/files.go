@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/kubeforge/kubeforge/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -29,7 +30,7 @@ func ensureKey(path string) (string, error) {
 			return "", fmt.Errorf("chmod key %s: %w", path, err)
 		}
 		pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))) + " kubeforge-harness"
-		return pub, writeFileAtomic(path+".pub", []byte(pub+"\n"), 0o644)
+		return pub, atomicfile.Write(path+".pub", []byte(pub+"\n"), 0o644)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("read key %s: %w", path, err)
 	}
@@ -45,11 +46,11 @@ func ensureKey(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("marshal public key: %w", err)
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := atomicfile.Write(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		return "", err
 	}
 	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " kubeforge-harness"
-	return pub, writeFileAtomic(path+".pub", []byte(pub+"\n"), 0o644)
+	return pub, atomicfile.Write(path+".pub", []byte(pub+"\n"), 0o644)
 }
 
 // HostKey is one SSH host key of a node.
@@ -178,7 +179,7 @@ func saveState(c *Cluster) error {
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(c.Dir, StateFile), append(b, '\n'), 0o644)
+	return atomicfile.Write(filepath.Join(c.Dir, StateFile), append(b, '\n'), 0o644)
 }
 
 // Load reads the cluster that Up saved in dir. It returns an error wrapping fs.ErrNotExist when there is none.

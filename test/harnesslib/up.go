@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kubeforge/kubeforge/internal/atomicfile"
 	"io"
 	"io/fs"
 	"os"
@@ -86,7 +87,7 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 		all[n.Address] = keys[i]
 		order = append(order, n.Address)
 	}
-	if err := writeFileAtomic(c.KnownHosts, knownHostsFile(all, order), 0o644); err != nil {
+	if err := atomicfile.Write(c.KnownHosts, knownHostsFile(all, order), 0o644); err != nil {
 		return nil, err
 	}
 
@@ -104,10 +105,10 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(c.Inventory, inv, 0o644); err != nil {
+	if err := atomicfile.Write(c.Inventory, inv, 0o644); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(c.Dir, SSHConfig), sshConfig(c), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(c.Dir, SSHConfig), sshConfig(c), 0o644); err != nil {
 		return nil, err
 	}
 	if err := saveState(c); err != nil {

@@ -17,6 +17,7 @@
 #   BENCH_SIZE_MB=100      payload size         BENCH_DIR=.cache/bench work dir
 #   BENCH_DOC=docs/benchmarks.md                 BENCH_KEEP=1: leave the containers running
 #   BENCH_UP=1             also run P2 (needs `kubeforge up`, the harness and the artifacts)
+#   BENCH_P1=0             skip P1 and reuse the last run's fan-out results (with BENCH_UP=1: P2 alone)
 set -euo pipefail
 
 # Everything is in functions, read whole before anything runs (editing this file during a run is safe).
@@ -76,9 +77,14 @@ cleanup
 
 mkdir -p "$WORK"
 RUN=$WORK/run
+RESULTS=$RUN/results.jsonl
+if [[ "${BENCH_P1:-1}" == 0 ]]; then
+	# BENCH_P1=0: keep the last fan-out results, run only what follows (P2 with BENCH_UP=1) and the report.
+	[[ -s "$RESULTS" ]] || die "BENCH_P1=0 needs the results of an earlier run in $RESULTS"
+	"$GO" build -o "$WORK/report" ./test/bench/report
+else
 rm -rf "$RUN"
 mkdir -p "$RUN/src" "$RUN/out"
-RESULTS=$RUN/results.jsonl
 : >"$RESULTS"
 
 log "building the bench programs"
@@ -252,6 +258,8 @@ jq -c -n --arg date "$(date -u +%Y-%m-%dT%H:%MZ)" --arg cpu "$(awk -F': ' '/mode
 	'{kind: "meta", date: $date, cpu: $cpu, cores: $cores, mem: $mem, kernel: $kernel, os: $os, go: $go,
 	  ansible: $ansible, openssh: $openssh, load: $load, cipher: $cipher, ns: $ns, reps: $reps,
 	  size_mb: $size, seconds: $secs, quick: $quick}' >>"$RESULTS"
+
+fi # BENCH_P1
 
 # --- P2: the cost of `up` (BENCH_UP=1) ---------------------------------------------------------------------------
 if [[ "${BENCH_UP:-0}" == 1 ]]; then
