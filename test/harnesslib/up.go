@@ -398,8 +398,24 @@ func DownInstance(ctx context.Context, dir, prefix string) error {
 		return fmt.Errorf("list containers: %w", err)
 	}
 	if ids := lines(ids); len(ids) > 0 {
-		if _, err := docker(ctx, append([]string{"rm", "-f", "-v"}, ids...)...); err != nil {
-			return fmt.Errorf("remove containers: %w", err)
+		// A loaded machine sometimes misses a container's exit event ("did not
+		// receive an exit event"): the kill has happened; ask again.
+		for attempt := 1; ; attempt++ {
+			_, err := docker(ctx, append([]string{"rm", "-f", "-v"}, ids...)...)
+			if err == nil {
+				break
+			}
+			if attempt == 4 || ctx.Err() != nil {
+				return fmt.Errorf("remove containers: %w", err)
+			}
+			time.Sleep(time.Duration(attempt) * 2 * time.Second)
+			left, lerr := docker(ctx, append([]string{"ps", "-aq"}, f...)...)
+			if lerr != nil {
+				return fmt.Errorf("list containers: %w", lerr)
+			}
+			if ids = lines(left); len(ids) == 0 {
+				break
+			}
 		}
 	}
 	vols, err := docker(ctx, append([]string{"volume", "ls", "-q"}, f...)...)

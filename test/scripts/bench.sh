@@ -340,7 +340,8 @@ bench_up() {
 	t1=$(date +%s.%N)
 	local up2 changed2
 	up2=$(echo "$t1 - $t0" | bc)
-	changed2=$(jq -s '[.[] | select(.type=="host-end" and .result=="changed")] | length' "$dir/up2.jsonl")
+	# stdout holds the JSON events, then the summary table: read the events only.
+	changed2=$(jq -R 'fromjson? | select(.type=="host-end" and .result=="changed")' "$dir/up2.jsonl" | jq -s length)
 	log "P2: scale +1, then +3"
 	t0=$(date +%s.%N)
 	"$KF" scale -i "$dir/plus1.yaml" --state-dir "$sd/kf" --output json >"$dir/scale1.jsonl" 2>"$dir/scale1.err" || true
@@ -420,7 +421,7 @@ systemctl daemon-reload && systemctl enable -q kubelet" || true
 		echo
 		echo "| step | s |"
 		echo "|---|---:|"
-		jq -r 'select(.type=="step-end") | "| \(.step) | \(.durationMs/1000*100|round/100) |"' "$dir/up1.jsonl"
+		jq -R -r 'fromjson? | select(.type=="step-end") | "| \(.step) | \(.durationMs/1000*100|round/100) |"' "$dir/up1.jsonl"
 	} >"$md"
 	log "P2 done: $md"
 }
