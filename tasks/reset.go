@@ -14,6 +14,11 @@ did() { echo "$1"; }
 if systemctl list-unit-files kubelet.service >/dev/null 2>&1 && systemctl is-enabled -q kubelet 2>/dev/null || systemctl is-active -q kubelet 2>/dev/null; then
   systemctl disable --now -q kubelet 2>/dev/null; did "stopped and disabled kubelet"
 fi
+# A pod container whose creation was cut short can be left in a FROZEN cgroup v1 freezer group: its tasks
+# cannot be killed until thawed.
+for f in $(find /sys/fs/cgroup/freezer -path '*kubepods*' -name freezer.state 2>/dev/null); do
+  grep -q FROZEN "$f" && echo THAWED > "$f"
+done
 if command -v ctr >/dev/null 2>&1; then
   tasks=$(ctr -n k8s.io tasks ls -q 2>/dev/null)
   for t in $tasks; do ctr -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1; done

@@ -393,11 +393,12 @@ func DownInstance(ctx context.Context, dir, prefix string) error {
 		return err
 	}
 	f := instanceFilter(inst)
-	ids, err := docker(ctx, append([]string{"ps", "-aq"}, f...)...)
+	ids, err := docker(ctx, append([]string{"ps", "-aq", "--no-trunc"}, f...)...)
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
 	if ids := lines(ids); len(ids) > 0 {
+		thawFrozen(ids)
 		// A loaded machine sometimes misses a container's exit event ("did not
 		// receive an exit event"): the kill has happened; ask again.
 		for attempt := 1; ; attempt++ {
@@ -456,4 +457,22 @@ func Leftovers(ctx context.Context, prefix string) ([]string, error) {
 		out = append(out, lines(s)...)
 	}
 	return out, nil
+}
+
+// thawFrozen thaws cgroup v1 freezer groups left FROZEN inside the nodes (a
+// pod container whose creation was cut short): their tasks cannot die, so
+// the node container could not be killed. Best effort; cgroup v2 has none.
+func thawFrozen(ids []string) {
+	for _, id := range ids {
+		root := filepath.Join("/sys/fs/cgroup/freezer/docker", id)
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || d.Name() != "freezer.state" {
+				return nil
+			}
+			if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) != "THAWED" {
+				os.WriteFile(p, []byte("THAWED"), 0o644)
+			}
+			return nil
+		})
+	}
 }
