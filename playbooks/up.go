@@ -57,6 +57,12 @@ func Render(*inventory.Inventory) Playbook {
 	return Playbook{Name: "render", Steps: []Step{stepConnect, stepFacts, stepCerts, stepRender}}
 }
 
+// RenderOffline is `kubeforge render --offline`: no host is contacted; hosts
+// are assumed on cgroup v2 (on a v1 host `up` adds failCgroupV1: false).
+func RenderOffline(*inventory.Inventory) Playbook {
+	return Playbook{Name: "render", Steps: []Step{stepCerts, stepRender}}
+}
+
 // CheckNodeCerts is the playbook behind `kubeforge certs check-expiration --hosts`.
 func CheckNodeCerts(*inventory.Inventory) Playbook {
 	return Playbook{Name: "certs check-expiration", Steps: []Step{stepConnect,

@@ -86,16 +86,23 @@ func newCertsCmd(g *globals, stdout io.Writer) *cobra.Command {
 }
 
 func newRenderCmd(g *globals, stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
+	var offline bool
+	cmd := &cobra.Command{
 		Use:   "render",
 		Short: "Write every host's files under <state dir>/nodes/<host>/ (reads facts from the hosts, changes none)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			res, err := playbooks.Run(cmd.Context(), &g.opts, playbooks.Render)
+			build := playbooks.Render
+			if offline {
+				build = playbooks.RenderOffline
+			}
+			res, err := playbooks.Run(cmd.Context(), &g.opts, build)
 			if err == nil && res != nil {
 				fmt.Fprintf(stdout, "Rendered every host's tree under %s/nodes/\n", res.Env.StateDir)
 			}
 			return err
 		},
 	}
+	cmd.Flags().BoolVar(&offline, "offline", false, "contact no host; assume cgroup v2 hosts")
+	return cmd
 }

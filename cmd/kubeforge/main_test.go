@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,5 +87,71 @@ func TestUnknownStepIsBadInput(t *testing.T) {
 	code, _, errOut := run(t, "up", "--dry-run", "--skip", "nonsense", "-i", "../../examples/cluster.yaml")
 	if code != 2 || !strings.Contains(errOut, "unknown step nonsense") {
 		t.Fatalf("exit %d, stderr %s", code, errOut)
+	}
+}
+
+// TestCertsAndRenderGiveEveryNodeItsTree: for the example 3 control-plane +
+// 2 worker inventory, the PKI in kubeadm's layout and each host's tree; the CA
+// key only on control planes; keys 0600; a second run changes nothing.
+func TestCertsAndRenderGiveEveryNodeItsTree(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	inv := "../../examples/cluster.yaml"
+	if code, _, errOut := run(t, "certs", "generate", "-i", inv, "--state-dir", state); code != 0 {
+		t.Fatalf("certs generate: exit %d: %s", code, errOut)
+	}
+	for _, f := range []string{"ca.crt", "ca.key", "etcd/ca.crt", "etcd/ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "sa.key", "sa.pub"} {
+		if _, err := os.Stat(filepath.Join(state, "pki", f)); err != nil {
+			t.Errorf("pki/%s: %v", f, err)
+		}
+	}
+	if code, _, errOut := run(t, "render", "--offline", "-i", inv, "--state-dir", state); code != 0 {
+		t.Fatalf("render: exit %d: %s", code, errOut)
+	}
+	snapshot := func() map[string]string {
+		out := map[string]string{}
+		filepath.Walk(filepath.Join(state, "nodes"), func(p string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() {
+				b, _ := os.ReadFile(p)
+				rel, _ := filepath.Rel(state, p)
+				out[rel] = fmt.Sprintf("%v %x", info.Mode().Perm(), sha256.Sum256(b))
+			}
+			return nil
+		})
+		return out
+	}
+	tree := snapshot()
+	for _, h := range []string{"cp1", "cp2", "cp3"} {
+		for _, f := range []string{"pki/ca.key", "pki/apiserver.crt", "pki/etcd/server.key", "manifests/etcd.yaml", "manifests/kube-apiserver.yaml", "kubelet.conf", "controller-manager.conf"} {
+			key := filepath.Join("nodes", h, "etc/kubernetes", f)
+			mode, ok := tree[key]
+			if !ok {
+				t.Errorf("%s missing", key)
+			}
+			if strings.HasSuffix(f, ".key") && !strings.HasPrefix(mode, "-rw-------") {
+				t.Errorf("%s mode %s; want 0600", key, mode)
+			}
+		}
+	}
+	for _, h := range []string{"worker1", "worker2"} {
+		if _, ok := tree[filepath.Join("nodes", h, "etc/kubernetes/pki/ca.crt")]; !ok {
+			t.Errorf("%s lacks ca.crt", h)
+		}
+		if _, ok := tree[filepath.Join("nodes", h, "var/lib/kubelet/config.yaml")]; !ok {
+			t.Errorf("%s lacks the kubelet config", h)
+		}
+		for k := range tree {
+			if strings.HasPrefix(k, filepath.Join("nodes", h)) && strings.HasSuffix(k, ".key") {
+				t.Errorf("worker %s received a private key: %s", h, k)
+			}
+		}
+	}
+	if code, _, errOut := run(t, "render", "--offline", "-i", inv, "--state-dir", state); code != 0 {
+		t.Fatalf("second render: exit %d: %s", code, errOut)
+	}
+	again := snapshot()
+	for k, v := range tree {
+		if again[k] != v {
+			t.Errorf("second render changed %s", k)
+		}
 	}
 }
