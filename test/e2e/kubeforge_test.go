@@ -141,7 +141,7 @@ func waitPodsRunning(ctx context.Context, t testing.TB, kc kubernetes.Interface,
 func TestUpOneControlPlaneTwoWorkers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	c, state := startCluster(ctx, t, "kfup", "172.31.251.0/24", 3, 1)
+	c, state := startCluster(ctx, t, "kfup", "172.31.248.0/24", 3, 1)
 
 	start := time.Now()
 	out := mustUp(ctx, t, c, state, "--accept-new-host-keys=false")
