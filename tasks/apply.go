@@ -39,11 +39,15 @@ func newApplier(cfg *rest.Config) (*applier, error) {
 // apply server-side-applies obj with field manager kubeforge and returns
 // whether the stored object changed.
 func (a *applier) apply(ctx context.Context, obj runtime.Object) (bool, string, error) {
-	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
-	if err != nil {
-		return false, "", fmt.Errorf("convert object: %w", err)
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+		if err != nil {
+			return false, "", fmt.Errorf("convert object: %w", err)
+		}
+		u = &unstructured.Unstructured{Object: raw}
 	}
-	u := &unstructured.Unstructured{Object: raw}
+	u = u.DeepCopy()
 	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
 	unstructured.RemoveNestedField(u.Object, "status")
 	gvk := u.GroupVersionKind()

@@ -3,15 +3,20 @@ package tasks
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubeforge/kubeforge/manifests"
@@ -55,7 +60,49 @@ func Bootstrap(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	return env.applyAll(ctx, h, aa, objs[1:])
+	if err := env.applyAll(ctx, h, aa, objs[1:]); err != nil {
+		return err
+	}
+	if env.Inv.Cluster.CNI.Plugin != "manifest" {
+		return nil
+	}
+	cni, err := readManifest(env.Inv.Cluster.CNI.Manifest)
+	if err != nil {
+		return err
+	}
+	return env.applyAll(ctx, h, aa, cni)
+}
+
+// readManifest decodes a multi-document YAML (or JSON) file of API objects.
+func readManifest(path string) ([]runtime.Object, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CNI manifest: %w", err)
+	}
+	defer f.Close()
+	dec := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
+	var out []runtime.Object
+	for i := 1; ; i++ {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			return out, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("read CNI manifest %s, document %d: %w", path, i, err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		if u.GetKind() == "" || u.GetAPIVersion() == "" {
+			return nil, fmt.Errorf("read CNI manifest %s, document %d: no apiVersion or kind", path, i)
+		}
+		if u.IsList() {
+			if err := u.EachListItem(func(o runtime.Object) error { out = append(out, o); return nil }); err != nil {
+				return nil, fmt.Errorf("read CNI manifest %s, document %d: %w", path, i, err)
+			}
+			continue
+		}
+		out = append(out, u)
+	}
 }
 
 func (e *Env) applyAll(ctx context.Context, h *Host, a *applier, objs []runtime.Object) error {

@@ -189,3 +189,28 @@ func TestArtifactDigestCacheFollowsTheFile(t *testing.T) {
 		t.Error("the cache hid a change of content")
 	}
 }
+
+func TestReadManifestDecodesEveryDocument(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "cni.yaml")
+	doc := "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a, namespace: kube-system}\n---\n# only a comment\n---\n" +
+		"apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: b, namespace: kube-system}\n" +
+		"- apiVersion: apps/v1\n  kind: DaemonSet\n  metadata: {name: c, namespace: kube-system}\n"
+	if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := readManifest(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, o := range objs {
+		kinds = append(kinds, o.GetObjectKind().GroupVersionKind().Kind)
+	}
+	if strings.Join(kinds, ",") != "ServiceAccount,ConfigMap,DaemonSet" {
+		t.Errorf("kinds %v", kinds)
+	}
+	os.WriteFile(p, []byte("metadata: {name: x}\n"), 0o644)
+	if _, err := readManifest(p); err == nil || !strings.Contains(err.Error(), "document 1: no apiVersion or kind") {
+		t.Errorf("err = %v", err)
+	}
+}
