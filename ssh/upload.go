@@ -2,6 +2,7 @@ package ssh
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -398,19 +399,27 @@ func (c *Client) staging(ctx context.Context) (string, error) {
 // copyContent writes u's content to w, streaming Source from disk, and checks the digest of what was sent.
 func (c *Client) copyContent(ctx context.Context, w io.Writer, u *upload) error {
 	var r io.Reader
+	var size int64
 	if u.Source != "" {
 		src, err := os.Open(u.Source)
 		if err != nil {
 			return err
 		}
 		defer src.Close()
-		r = src
+		st, err := src.Stat()
+		if err != nil {
+			return err
+		}
+		r, size = src, st.Size()
 	} else {
-		r = strings.NewReader(string(u.Data))
+		r, size = bytes.NewReader(u.Data), int64(len(u.Data))
 	}
 	h := sha256.New()
 	start := time.Now()
-	n, err := io.Copy(w, io.TeeReader(&ctxReader{ctx: ctx, r: r}, h))
+	// A LimitedReader tells pkg/sftp the size, so it pipelines its writes
+	// (concurrent in-flight packets) instead of waiting for each reply. A file
+	// that grows meanwhile is caught by the digest check.
+	n, err := io.Copy(w, &io.LimitedReader{R: io.TeeReader(&ctxReader{ctx: ctx, r: r}, h), N: size})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,64 @@
+package playbooks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/tasks"
+)
+
+func TestJSONSinkEmitsOneEventPerLine(t *testing.T) {
+	var buf bytes.Buffer
+	pb := Playbook{Name: "p", Steps: []Step{{Name: "s", Hosts: inventory.SelectAll,
+		Run: func(_ context.Context, _ *tasks.Env, h *tasks.Host) error {
+			if h.Name == "h1" {
+				return errors.New("broke")
+			}
+			return nil
+		}}}}
+	(&Runner{Events: &JSONSink{W: &buf}}).Run(context.Background(), testEnv(2), pb)
+	var types []string
+	failed := ""
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		types = append(types, e["type"].(string))
+		if e["type"] == "host-end" && e["result"] == "failed" {
+			failed = e["host"].(string) + ": " + e["error"].(string)
+		}
+	}
+	if types[0] != "playbook-start" || types[len(types)-1] != "playbook-end" || len(types) != 8 {
+		t.Errorf("event types %v", types)
+	}
+	if failed != "h1: step s on h1: broke" {
+		t.Errorf("failed host event %q", failed)
+	}
+}
+
+func TestSummaryTableShowsEachHostsResultAndChanges(t *testing.T) {
+	env := testEnv(2)
+	pb := Playbook{Name: "p", Steps: []Step{{Name: "s", Hosts: inventory.SelectAll,
+		Run: func(_ context.Context, _ *tasks.Env, h *tasks.Host) error {
+			if h.Name == "h0" {
+				h.Changed("wrote /etc/x")
+			}
+			return nil
+		}}}}
+	sum := &Summary{}
+	if err := (&Runner{Events: sum}).Run(context.Background(), env, pb); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	sum.Write(&buf, env.Changes())
+	out := buf.String()
+	if !strings.Contains(out, "h0    changed") || !strings.Contains(out, "1: wrote /etc/x") || !strings.Contains(out, "h1    ok") {
+		t.Errorf("summary:\n%s", out)
+	}
+}
