@@ -46,7 +46,7 @@ func Scale(*inventory.Inventory) Playbook {
 		stepConnect, stepFacts, stepCerts, stepState,
 		newOnly(stepPreflightHost), stepPreflightCluster,
 		stepRender, newOnly(stepPrepare), newOnly(stepArtifacts),
-		newOnly(stepJoinCP), stepToken, newOnly(stepJoinWorkers),
-		stepRegistered, stepMark, stepNetwork, stepReady,
+		stepCIDRs, stepNetwork, newOnly(stepJoinCP), stepToken, newOnly(stepJoinWorkers),
+		stepRegistered, stepMark, stepNetworkLate, stepReady,
 	}}
 }

@@ -259,7 +259,7 @@ func TestFilterSkipOnly(t *testing.T) {
 		want       string // joined names, or an error substring
 		wantErr    bool
 	}{
-		{name: "skip a group", skip: []string{"nodes"}, want: "connect,facts,preflight/host,preflight/cluster,certs,render,node/prepare,artifacts,control-plane/init,cluster/bootstrap,cluster/state,control-plane/join,join/token,workers/join,network"},
+		{name: "skip a group", skip: []string{"nodes"}, want: "connect,facts,preflight/host,preflight/cluster,certs,render,node/prepare,artifacts,control-plane/init,cluster/bootstrap,cluster/state,network/cidrs,network/configure,control-plane/join,join/token,workers/join,network/complete"},
 		{name: "only keeps always-steps", only: []string{"certs"}, want: "connect,facts,certs"},
 		{name: "unknown step", skip: []string{"nope"}, want: "unknown step nope", wantErr: true},
 	} {

@@ -30,7 +30,11 @@ var (
 		Hosts: inventory.SelectWorkers, Run: tasks.JoinWorker}
 	stepRegistered = Step{Name: "nodes/registered", Help: "wait until every host is a Node with a pod CIDR", Local: tasks.WaitNodesRegistered}
 	stepMark       = Step{Name: "nodes/mark", Help: "control-plane label and taint; inventory labels and taints", Local: tasks.MarkNodes}
-	stepNetwork    = Step{Name: "network", Help: "bridge CNI config per node and routes between nodes' pod CIDRs",
+	stepCIDRs      = Step{Name: "network/cidrs", Help: "give each host its pod CIDR (kept if it has one) before its kubelet starts",
+		Local: tasks.PlanPodCIDRs}
+	stepNetwork = Step{Name: "network/configure", Help: "bridge CNI config per node and routes between nodes' pod CIDRs",
+		Hosts: inventory.SelectAll, Run: tasks.PodNetwork}
+	stepNetworkLate = Step{Name: "network/complete", Help: "the same, for nodes whose pod CIDR the controller manager allocated late",
 		Hosts: inventory.SelectAll, Run: tasks.PodNetwork}
 	stepReady = Step{Name: "nodes/ready", Help: "wait until every node is Ready", Local: tasks.WaitNodesReady}
 )
@@ -41,8 +45,8 @@ func Up(*inventory.Inventory) Playbook {
 	return Playbook{Name: "up", Steps: []Step{
 		stepConnect, stepFacts, stepPreflightHost, stepPreflightCluster,
 		stepCerts, stepRender, stepPrepare, stepArtifacts,
-		stepInit, stepBootstrap, stepState, stepJoinCP, stepToken, stepJoinWorkers,
-		stepRegistered, stepMark, stepNetwork, stepReady,
+		stepInit, stepBootstrap, stepState, stepCIDRs, stepNetwork, stepJoinCP, stepToken, stepJoinWorkers,
+		stepRegistered, stepMark, stepNetworkLate, stepReady,
 	}}
 }
 

@@ -37,17 +37,25 @@ func PodNetwork(ctx context.Context, env *Env, h *Host) error {
 	if env.Inv.Cluster.CNI.Plugin == "manifest" {
 		return nil
 	}
-	nodes, err := env.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return fmt.Errorf("list nodes: %w", err)
-	}
 	cidrs := map[string]string{}
-	for _, n := range nodes.Items {
-		cidrs[n.Name] = n.Spec.PodCIDR
+	for _, o := range env.Hosts(env.Inv.Hosts) {
+		cidrs[o.Name] = env.podCIDR(o)
+	}
+	if cidrs[h.Name] == "" {
+		// Not planned (IPv6 or a custom mask): the controller manager allocated them.
+		nodes, err := env.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return fmt.Errorf("list nodes: %w", err)
+		}
+		for _, n := range nodes.Items {
+			cidrs[n.Name] = n.Spec.PodCIDR
+		}
 	}
 	own := cidrs[h.Name]
 	if own == "" {
-		return fmt.Errorf("node %s has no pod CIDR yet (is --allocate-node-cidrs on the controller manager?)", h.Name)
+		// The controller manager has not allocated it yet: a later pass of this step configures it.
+		h.Log.Info("pod network deferred", "reason", "no pod CIDR yet")
+		return nil
 	}
 	var routes []string
 	for _, o := range env.Inv.Hosts {
