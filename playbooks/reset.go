@@ -11,7 +11,7 @@ import (
 // down in parallel; an unreachable host is reported and the others still reset.
 func Reset(hosts inventory.Selector) func(*inventory.Inventory) Playbook {
 	return func(*inventory.Inventory) Playbook {
-		connect := stepConnect
+		connect := stepConnect()
 		connect.Hosts = hosts
 		return Playbook{Name: "reset", BestEffort: true, Steps: []Step{connect,
 			{Name: "reset", Help: "stop kubelet; remove pods, mounts, files, interfaces, iptables rules (and artifacts); verify",
@@ -28,7 +28,7 @@ func Remove(*inventory.Inventory) Playbook {
 		return s
 	}
 	return Playbook{Name: "scale --remove", Steps: []Step{
-		staying(stepConnect), stepCerts,
+		staying(stepConnect()), stepCerts(),
 		{Name: "remove", Help: "cordon, drain (PDBs respected), remove the etcd member, delete the Node, reset the host",
 			Local: tasks.RemoveNodes, Timeout: 30 * time.Minute},
 	}}
@@ -43,10 +43,10 @@ func Scale(*inventory.Inventory) Playbook {
 		return s
 	}
 	return Playbook{Name: "scale", Steps: []Step{
-		stepConnect, stepFacts, stepCerts, stepState,
-		newOnly(stepPreflightHost), stepPreflightCluster,
-		stepRender, newOnly(stepPrepare), newOnly(stepArtifacts),
-		stepCIDRs, stepNetwork, newOnly(stepJoinCP), stepToken, newOnly(stepJoinWorkers),
-		stepRegistered, stepMark, stepNetworkLate, stepReady,
+		stepConnect(), stepFacts(), stepCerts(), stepState(),
+		newOnly(stepPreflightHost()), stepPreflightCluster(),
+		stepRender(), newOnly(stepPrepare()), newOnly(stepArtifacts()),
+		stepCIDRs(), stepNetwork(), newOnly(stepJoinCP()), stepToken(), newOnly(stepJoinWorkers()),
+		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(),
 	}}
 }

@@ -8,67 +8,112 @@ import (
 )
 
 // The steps of up, in order; scale reuses them.
-var (
-	stepCerts = Step{Name: "certs", Help: "load or generate the cluster PKI in the state dir; write admin.conf",
+func stepCerts() Step {
+	return Step{Name: "certs", Help: "load or generate the cluster PKI in the state dir; write admin.conf",
 		Local: tasks.EnsureCerts}
-	stepRender = Step{Name: "render", Help: "render every host's files under <state dir>/nodes/<host>/",
+}
+
+func stepRender() Step {
+	return Step{Name: "render", Help: "render every host's files under <state dir>/nodes/<host>/",
 		Local: tasks.RenderTrees}
-	stepPrepare = Step{Name: "node/prepare", Help: "kernel settings Kubernetes needs (ip_forward, bridge netfilter)",
+}
+
+func stepPrepare() Step {
+	return Step{Name: "node/prepare", Help: "kernel settings Kubernetes needs (ip_forward, bridge netfilter)",
 		Hosts: inventory.SelectAll, Run: tasks.PrepareNode}
-	stepArtifacts = Step{Name: "artifacts", Help: "push kubelet, kubectl and image tarballs; import missing images",
+}
+
+func stepArtifacts() Step {
+	return Step{Name: "artifacts", Help: "push kubelet, kubectl and image tarballs; import missing images",
 		Hosts: inventory.SelectAll, Run: tasks.PushArtifacts, Timeout: 30 * time.Minute}
-	stepInit = Step{Name: "control-plane/init", Help: "push PKI, kubeconfigs, static pods and kubelet files; start kubelet; wait for the API server",
+}
+
+func stepInit() Step {
+	return Step{Name: "control-plane/init", Help: "push PKI, kubeconfigs, static pods and kubelet files; start kubelet; wait for the API server",
 		Hosts: inventory.SelectFirstControlPlane, Run: tasks.InitControlPlane}
-	stepBootstrap = Step{Name: "cluster/bootstrap", Help: "kubeadm ConfigMaps, bootstrap RBAC, kube-proxy, CoreDNS",
+}
+
+func stepBootstrap() Step {
+	return Step{Name: "cluster/bootstrap", Help: "kubeadm ConfigMaps, bootstrap RBAC, kube-proxy, CoreDNS",
 		Local: tasks.Bootstrap}
-	stepState  = Step{Name: "cluster/state", Help: "list the nodes the cluster already has", Local: tasks.ClusterState}
-	stepJoinCP = Step{Name: "control-plane/join", Help: "one at a time: CA material and leaves, etcd learner then voting member, static pods, kubelet",
+}
+
+func stepState() Step {
+	return Step{Name: "cluster/state", Help: "list the nodes the cluster already has", Local: tasks.ClusterState}
+}
+
+func stepJoinCP() Step {
+	return Step{Name: "control-plane/join", Help: "one at a time: CA material and leaves, etcd learner then voting member, static pods, kubelet",
 		Hosts: inventory.SelectOtherControlPlanes, Serial: true, Run: tasks.JoinControlPlane}
-	stepToken = Step{Name: "join/token", Help: "mint a short-lived bootstrap token and sign cluster-info, only if a host must join",
+}
+
+func stepToken() Step {
+	return Step{Name: "join/token", Help: "mint a short-lived bootstrap token and sign cluster-info, only if a host must join",
 		Local: tasks.EnsureJoinToken}
-	stepJoinWorkers = Step{Name: "workers/join", Help: "push CA cert, bootstrap kubeconfig and kubelet files; start kubelet (TLS bootstrap)",
+}
+
+func stepJoinWorkers() Step {
+	return Step{Name: "workers/join", Help: "push CA cert, bootstrap kubeconfig and kubelet files; start kubelet (TLS bootstrap)",
 		Hosts: inventory.SelectWorkers, Run: tasks.JoinWorker}
-	stepRegistered = Step{Name: "nodes/registered", Help: "wait until every host is a Node with a pod CIDR", Local: tasks.WaitNodesRegistered}
-	stepMark       = Step{Name: "nodes/mark", Help: "control-plane label and taint; inventory labels and taints", Local: tasks.MarkNodes}
-	stepCIDRs      = Step{Name: "network/cidrs", Help: "give each host its pod CIDR (kept if it has one) before its kubelet starts",
+}
+
+func stepRegistered() Step {
+	return Step{Name: "nodes/registered", Help: "wait until every host is a Node with a pod CIDR", Local: tasks.WaitNodesRegistered}
+}
+
+func stepMark() Step {
+	return Step{Name: "nodes/mark", Help: "control-plane label and taint; inventory labels and taints", Local: tasks.MarkNodes}
+}
+
+func stepCIDRs() Step {
+	return Step{Name: "network/cidrs", Help: "give each host its pod CIDR (kept if it has one) before its kubelet starts",
 		Local: tasks.PlanPodCIDRs}
-	stepNetwork = Step{Name: "network/configure", Help: "bridge CNI config per node and routes between nodes' pod CIDRs",
+}
+
+func stepNetwork() Step {
+	return Step{Name: "network/configure", Help: "bridge CNI config per node and routes between nodes' pod CIDRs",
 		Hosts: inventory.SelectAll, Run: tasks.PodNetwork}
-	stepNetworkLate = Step{Name: "network/complete", Help: "the same, for nodes whose pod CIDR the controller manager allocated late",
+}
+
+func stepNetworkLate() Step {
+	return Step{Name: "network/complete", Help: "the same, for nodes whose pod CIDR the controller manager allocated late",
 		Hosts: inventory.SelectAll, Run: tasks.PodNetwork}
-	stepReady = Step{Name: "nodes/ready", Help: "wait until every node is Ready", Local: tasks.WaitNodesReady}
-)
+}
+
+func stepReady() Step {
+	return Step{Name: "nodes/ready", Help: "wait until every node is Ready", Local: tasks.WaitNodesReady}
+}
 
 // Up is the playbook behind `kubeforge up`: from hosts with an OS and a
 // container runtime to a converged cluster. Every step is idempotent.
 func Up(*inventory.Inventory) Playbook {
 	return Playbook{Name: "up", Steps: []Step{
-		stepConnect, stepFacts, stepPreflightHost, stepPreflightCluster,
-		stepCerts, stepRender, stepPrepare, stepArtifacts,
-		stepInit, stepBootstrap, stepState, stepCIDRs, stepNetwork, stepJoinCP, stepToken, stepJoinWorkers,
-		stepRegistered, stepMark, stepNetworkLate, stepReady,
+		stepConnect(), stepFacts(), stepPreflightHost(), stepPreflightCluster(),
+		stepCerts(), stepRender(), stepPrepare(), stepArtifacts(),
+		stepInit(), stepBootstrap(), stepState(), stepCIDRs(), stepNetwork(), stepJoinCP(), stepToken(), stepJoinWorkers(),
+		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(),
 	}}
 }
 
 // Certs is the playbook behind `kubeforge certs generate`: local only.
 func Certs(*inventory.Inventory) Playbook {
-	return Playbook{Name: "certs generate", Steps: []Step{stepCerts}}
+	return Playbook{Name: "certs generate", Steps: []Step{stepCerts()}}
 }
 
 // Render is the playbook behind `kubeforge render`: it reads facts (cgroup
 // version, hostname) from the hosts, then writes every node's tree locally.
 func Render(*inventory.Inventory) Playbook {
-	return Playbook{Name: "render", Steps: []Step{stepConnect, stepFacts, stepCerts, stepRender}}
+	return Playbook{Name: "render", Steps: []Step{stepConnect(), stepFacts(), stepCerts(), stepRender()}}
 }
 
 // RenderOffline is `kubeforge render --offline`: no host is contacted; hosts
 // are assumed on cgroup v2 (on a v1 host `up` adds failCgroupV1: false).
 func RenderOffline(*inventory.Inventory) Playbook {
-	return Playbook{Name: "render", Steps: []Step{stepCerts, stepRender}}
+	return Playbook{Name: "render", Steps: []Step{stepCerts(), stepRender()}}
 }
 
 // CheckNodeCerts is the playbook behind `kubeforge certs check-expiration --hosts`.
 func CheckNodeCerts(*inventory.Inventory) Playbook {
-	return Playbook{Name: "certs check-expiration", Steps: []Step{stepConnect,
+	return Playbook{Name: "certs check-expiration", Steps: []Step{stepConnect(),
 		{Name: "certs/read", Help: "read every certificate kubeforge put on the host", Hosts: inventory.SelectAll, Run: tasks.ReadNodeCerts}}}
 }
