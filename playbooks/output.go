@@ -205,3 +205,42 @@ var (
 	_ EventSink = (*Summary)(nil)
 	_ EventSink = Multi(nil)
 )
+
+// TTYSink is TextSink for a terminal: the same lines, plus a status line
+// under them, redrawn as hosts start and finish, that names the hosts still
+// working on the current step.
+type TTYSink struct {
+	TextSink
+	running []string
+	start   time.Time
+}
+
+// Event implements EventSink.
+func (t *TTYSink) Event(e Event) {
+	t.mu.Lock()
+	fmt.Fprint(t.W, "\r\033[K") // clear the status line
+	t.mu.Unlock()
+	switch e.Type {
+	case EventStepStart:
+		t.start, t.running = time.Now(), nil
+	case EventHostStart:
+		t.running = append(t.running, e.Host)
+	case EventHostEnd:
+		for i, h := range t.running {
+			if h == e.Host {
+				t.running = append(t.running[:i], t.running[i+1:]...)
+				break
+			}
+		}
+	}
+	if e.Type != EventHostStart {
+		t.TextSink.Event(e)
+	}
+	if len(t.running) > 0 && e.Type != EventStepEnd && e.Type != EventPlaybookEnd {
+		t.mu.Lock()
+		fmt.Fprintf(t.W, "    ... %s (%s)", strings.Join(first(t.running, 6), ", "), round(time.Since(t.start)))
+		t.mu.Unlock()
+	}
+}
+
+var _ EventSink = (*TTYSink)(nil)

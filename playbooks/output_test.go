@@ -62,3 +62,21 @@ func TestSummaryTableShowsEachHostsResultAndChanges(t *testing.T) {
 		t.Errorf("summary:\n%s", out)
 	}
 }
+
+func TestTTYSinkShowsRunningHostsAndClearsThem(t *testing.T) {
+	var buf bytes.Buffer
+	s := &TTYSink{TextSink: TextSink{W: &buf}}
+	s.Event(Event{Type: EventStepStart, Step: "artifacts"})
+	s.Event(Event{Type: EventHostStart, Step: "artifacts", Host: "a"})
+	s.Event(Event{Type: EventHostStart, Step: "artifacts", Host: "b"})
+	s.Event(Event{Type: EventHostEnd, Step: "artifacts", Host: "a", Result: ResultChanged})
+	out := buf.String()
+	if !strings.Contains(out, "... a, b") || !strings.HasSuffix(out, "    ... b (0s)") {
+		t.Errorf("status line: %q", out)
+	}
+	s.Event(Event{Type: EventHostEnd, Step: "artifacts", Host: "b", Result: ResultOK})
+	s.Event(Event{Type: EventStepEnd, Step: "artifacts", Result: ResultOK})
+	if strings.HasSuffix(buf.String(), ")") {
+		t.Errorf("status line left after the step: %q", buf.String())
+	}
+}

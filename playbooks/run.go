@@ -3,6 +3,7 @@ package playbooks
 import (
 	"context"
 	"fmt"
+	"golang.org/x/term"
 	"io"
 	"log/slog"
 	"os"
@@ -96,6 +97,9 @@ func Run(ctx context.Context, opts *Options, build func(*inventory.Inventory) Pl
 
 	sum := &Summary{}
 	var sink EventSink = &TextSink{W: opts.Stdout, Verbose: opts.Verbose}
+	if f, ok := opts.Stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !opts.Verbose {
+		sink = &TTYSink{TextSink: TextSink{W: opts.Stdout}}
+	}
 	if opts.Output == "json" {
 		sink = &JSONSink{W: opts.Stdout}
 	}
