@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/kubeforge/kubeforge/internal/atomicfile"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,7 +56,7 @@ func main() {
 	line, _ := json.Marshal(res)
 	fmt.Fprintln(os.Stderr, string(line))
 	if *out != "" {
-		if err := writeFileAtomic(*out, append(line, '\n')); err != nil {
+		if err := atomicfile.Write(*out, append(line, '\n'), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "measure:", err)
 			os.Exit(2)
 		}
@@ -239,23 +240,4 @@ func treeMemory(root int) (rss, pss float64) {
 		f.Close()
 	}
 	return rss, pss
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/kubeforge/kubeforge/internal/atomicfile"
 	"image/color"
 	"io"
 	"math"
@@ -255,7 +256,7 @@ func run(results, profile, profileCum, up, notes, doc, png string) error {
 	}
 	var b strings.Builder
 	d.document(&b, table, readOptional(profile), readOptional(profileCum), readOptional(up), readOptional(notes), filepath.Base(png))
-	return writeFileAtomic(doc, []byte(b.String()))
+	return atomicfile.Write(doc, []byte(b.String()), 0o644)
 }
 
 func readOptional(p string) string {
@@ -497,30 +498,7 @@ func writePlot(d *data, path string) error {
 	if _, err := w.WriteTo(&buf); err != nil {
 		return fmt.Errorf("render plot: %w", err)
 	}
-	return writeFileAtomic(path, []byte(buf.String()))
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, []byte(buf.String()), 0o644)
 }
 
 // ticks125 marks 1, 2, 5 times powers of ten, all labelled: log axes of a few decades stay readable.
