@@ -43,7 +43,13 @@ printf 'os\t%s\nosversion\t%s\nosname\t%s\n' "$ID" "$VERSION_ID" "$PRETTY_NAME"
 printf 'arch\t%s\nkernel\t%s\nhostname\t%s\n' "$(uname -m)" "$(uname -r)" "$(hostname)"
 printf 'machineid\t%s\n' "$(cat /etc/machine-id 2>/dev/null)"
 printf 'productuuid\t%s\n' "$(cat /sys/class/dmi/id/product_uuid 2>/dev/null)"
-for f in /sys/class/net/*; do n=${f##*/}; [ "$n" = lo ] && continue; [ -e "$f/device" ] || [ "$(cat $f/type 2>/dev/null)" = 1 ] && printf 'mac\t%s %s\n' "$n" "$(cat $f/address 2>/dev/null)"; done
+# MACs of the physical NICs; on a host with none (a VM with virtio counts as physical; a container does not),
+# the interface of the default route. Bridges, veths and tunnels are left out: they repeat across hosts by design.
+dev=$(ip -o route show default 2>/dev/null | awk '{for (i=1;i<NF;i++) if ($i=="dev") {print $(i+1); exit}}')
+for f in /sys/class/net/*; do n=${f##*/}
+  case "$(readlink -f "$f")" in */virtual/*) [ "$n" = "$dev" ] || continue ;; esac
+  printf 'mac\t%s %s\n' "$n" "$(cat "$f/address" 2>/dev/null)"
+done
 ip -o -4 addr show 2>/dev/null | awk '{print "ip\t" $4}'
 printf 'cgroupfs\t%s\n' "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
 printf 'swaps\t%s\n' "$(tail -n +2 /proc/swaps 2>/dev/null | wc -l)"

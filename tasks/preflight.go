@@ -170,8 +170,10 @@ func PreflightCluster(_ context.Context, env *Env) error {
 			if h.Facts == nil {
 				continue
 			}
+			mine := map[string]bool{}
 			for _, v := range get(h.Facts) {
-				if v != "" {
+				if v != "" && !mine[v] {
+					mine[v] = true
 					seen[v] = append(seen[v], h.Name)
 				}
 			}

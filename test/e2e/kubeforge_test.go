@@ -129,7 +129,7 @@ func waitPodsRunning(ctx context.Context, t testing.TB, kc kubernetes.Interface,
 	if err != nil {
 		var states []string
 		for _, p := range pods {
-			states = append(states, fmt.Sprintf("%s on %s: %s %v", p.Name, p.Spec.NodeName, p.Status.Phase, p.Status.Conditions))
+			states = append(states, fmt.Sprintf("%s on %s: %s %s %s %v", p.Name, p.Spec.NodeName, p.Status.Phase, p.Status.Reason, p.Status.Message, p.Status.Conditions))
 		}
 		t.Fatalf("pods %s in %s not running: %v\n%s", selector, ns, err, strings.Join(states, "\n"))
 	}
