@@ -64,7 +64,15 @@ func WaitNodesReady(ctx context.Context, env *Env) error {
 	return env.waitNodes(ctx, "Ready", nodeReady)
 }
 
+// nodeReady: the Ready condition is true and the node lifecycle controller
+// has lifted its not-ready and unreachable taints, so the kubelet admits pods
+// (it refuses those that do not tolerate a NoExecute taint).
 func nodeReady(n *corev1.Node) bool {
+	for _, t := range n.Spec.Taints {
+		if t.Key == corev1.TaintNodeNotReady || t.Key == corev1.TaintNodeUnreachable {
+			return false
+		}
+	}
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			return c.Status == corev1.ConditionTrue

@@ -214,3 +214,25 @@ func TestReadManifestDecodesEveryDocument(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestNodeReadyWaitsForTheLifecycleTaintsToGo(t *testing.T) {
+	ready := corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue}
+	for _, tc := range []struct {
+		name  string
+		node  corev1.Node
+		ready bool
+	}{
+		{"ready", corev1.Node{Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{ready}}}, true},
+		{"no condition yet", corev1.Node{}, false},
+		{"ready but still tainted unreachable", corev1.Node{
+			Spec:   corev1.NodeSpec{Taints: []corev1.Taint{{Key: corev1.TaintNodeUnreachable, Effect: corev1.TaintEffectNoExecute}}},
+			Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{ready}}}, false},
+		{"control-plane taint is fine", corev1.Node{
+			Spec:   corev1.NodeSpec{Taints: []corev1.Taint{{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule}}},
+			Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{ready}}}, true},
+	} {
+		if got := nodeReady(&tc.node); got != tc.ready {
+			t.Errorf("%s: nodeReady = %v", tc.name, got)
+		}
+	}
+}
