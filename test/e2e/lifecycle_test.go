@@ -388,3 +388,36 @@ func forgeKnownHosts(t testing.TB, known string) string {
 	}
 	return strings.Join(out, "\n") + "\n"
 }
+
+// TestScaleAddsControlPlanes: a single control plane, then scale adds a
+// second and a third: etcd ends with 3 voting members and every API server answers.
+func TestScaleAddsControlPlanes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	c, state := startCluster(ctx, t, "kfcp", "172.31.247.0/24", 3, 3)
+	if code, _ := kubeforge(ctx, t, "up", "-i", subsetInventory(t, c, "node1"), "--state-dir", state); code != 0 {
+		t.Fatalf("up with one control plane exited %d", code)
+	}
+	start := time.Now()
+	if code, _ := kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state); code != 0 {
+		t.Fatalf("scale exited %d", code)
+	}
+	t.Logf("scale +2 control planes: %s", time.Since(start).Round(time.Millisecond))
+	if voters, learners := etcdMembers(ctx, t, state, c.Nodes[0]); voters != 3 || learners != 0 {
+		t.Errorf("etcd has %d voting members and %d learners; want 3 and 0", voters, learners)
+	}
+	kc := clientFor(t, state)
+	for name, ok := range readyNodes(ctx, kc) {
+		if !ok {
+			t.Errorf("%s not Ready", name)
+		}
+	}
+	for _, n := range c.Nodes {
+		cfg := restConfig(t, state)
+		cfg.Host = "https://" + n.Address + ":6443"
+		body, err := kubernetes.NewForConfigOrDie(cfg).Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err != nil || string(body) != "ok" {
+			t.Errorf("API server on %s: %q %v", n.Name, body, err)
+		}
+	}
+}
