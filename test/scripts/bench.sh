@@ -376,6 +376,13 @@ bench_up() {
 	local unit drop n
 	unit=$(sed -n '/^const kubeletUnit = `/,/^`/p' manifests/kubelet.go | sed '1s/.*`//;$d')
 	drop=$(sed -n '/^const kubeletDropIn = `/,/^`/p' manifests/kubelet.go | sed '1s/.*`//;$d')
+	for n in node9 node10; do # kubeforge pushed kubeadm to node8 only (a control plane): the workers need it too
+		if cmp -s "$ART/bin/kubelet" "$ART/bin/kubeadm"; then # one multi-call binary: a link named kubeadm
+			"${SSHH[@]}" "$n" "ln -f /usr/bin/kubelet /usr/bin/kubeadm"
+		else
+			scp -q -F "$H/ssh_config" "$ART/bin/kubeadm" "$n:/usr/bin/kubeadm"
+		fi
+	done
 	for n in node8 node9 node10; do # what the kubelet and kubeadm packages would have installed (not timed)
 		"${SSHH[@]}" "$n" "mkdir -p /usr/lib/systemd/system/kubelet.service.d && cat >/usr/lib/systemd/system/kubelet.service <<'U'
 $unit
