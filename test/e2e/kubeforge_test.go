@@ -17,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubeforge/kubeforge/test/harnesslib"
 )
@@ -64,11 +63,7 @@ func mustUp(ctx context.Context, t testing.TB, c *harnesslib.Cluster, state stri
 // reachable from this machine, so the test talks to the API directly.
 func clientFor(t testing.TB, state string) *kubernetes.Clientset {
 	t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(state, "admin.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := kubernetes.NewForConfig(cfg)
+	kc, err := kubernetes.NewForConfig(restConfig(t, state))
 	if err != nil {
 		t.Fatal(err)
 	}
