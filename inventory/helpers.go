@@ -172,3 +172,27 @@ func splitHostPort(s string) (string, int, error) {
 	}
 	return h, p, nil
 }
+
+// Active returns inv without the hosts marked `remove: true`: the cluster as it
+// should be. The copy shares the hosts and settings with inv.
+func (inv *Inventory) Active() *Inventory {
+	out := *inv
+	out.Hosts = nil
+	for _, h := range inv.Hosts {
+		if !h.Remove {
+			out.Hosts = append(out.Hosts, h)
+		}
+	}
+	return &out
+}
+
+// Leaving returns the hosts marked `remove: true`, in file order.
+func (inv *Inventory) Leaving() []*Host {
+	var out []*Host
+	for _, h := range inv.Hosts {
+		if h.Remove {
+			out = append(out, h)
+		}
+	}
+	return out
+}

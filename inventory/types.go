@@ -32,6 +32,12 @@ type Inventory struct {
 	// Warnings are the problems found by Load or Validate that do not make the
 	// inventory unusable (for example an even number of control planes).
 	Warnings []Problem `yaml:"-"`
+
+	// Seed names the control plane whose address is the cluster's API endpoint
+	// when there is no controlPlaneEndpoint: observed on the hosts (the server
+	// their kubelets use) for a cluster that exists, the host that initialises
+	// a new one. Empty: the first control plane in the file that stays.
+	Seed string `yaml:"-"`
 }
 
 // Cluster holds the cluster-wide settings.
@@ -177,9 +183,24 @@ func (inv *Inventory) ControlPlanes() []*Host { return SelectControlPlanes.Selec
 // Workers returns hosts that are not control planes.
 func (inv *Inventory) Workers() []*Host { return SelectWorkers.Select(inv) }
 
-// FirstControlPlane is the host that initialises the cluster.
+// FirstControlPlane is the control plane the cluster's default API endpoint is
+// on: the Seed when set, else the first control plane in the file that is not
+// marked for removal (else the first one).
 func (inv *Inventory) FirstControlPlane() *Host {
-	if cps := inv.ControlPlanes(); len(cps) > 0 {
+	cps := inv.ControlPlanes()
+	if inv.Seed != "" {
+		for _, h := range cps {
+			if h.Name == inv.Seed {
+				return h
+			}
+		}
+	}
+	for _, h := range cps {
+		if !h.Remove {
+			return h
+		}
+	}
+	if len(cps) > 0 {
 		return cps[0]
 	}
 	return nil

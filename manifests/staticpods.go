@@ -33,10 +33,14 @@ const (
 	APIServerAdvertiseAddressAnnotation = "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"
 )
 
-// Ports and probe settings from kubeadm's constants.
+// The etcd ports, from kubeadm's constants.
 const (
-	etcdClientPort            = 2379
-	etcdPeerPort              = 2380
+	EtcdClientPort = 2379
+	EtcdPeerPort   = 2380
+)
+
+// Probe ports and settings from kubeadm's constants.
+const (
 	etcdMetricsPort           = 2381
 	controllerManagerPort     = 10257
 	schedulerPort             = 10259
@@ -241,7 +245,7 @@ func apiServerPod(inv *inventory.Inventory, h *inventory.Host) *corev1.Pod {
 		{"requestheader-allowed-names", "front-proxy-client"},
 		{"proxy-client-cert-file", pkiPath("front-proxy-client.crt")},
 		{"proxy-client-key-file", pkiPath("front-proxy-client.key")},
-		{"etcd-servers", "https://" + net.JoinHostPort(loopback(ip), strconv.Itoa(etcdClientPort))},
+		{"etcd-servers", "https://" + net.JoinHostPort(loopback(ip), strconv.Itoa(EtcdClientPort))},
 		{"etcd-cafile", pkiPath("etcd/ca.crt")},
 		{"etcd-certfile", pkiPath("apiserver-etcd-client.crt")},
 		{"etcd-keyfile", pkiPath("apiserver-etcd-client.key")},
@@ -341,12 +345,12 @@ func schedulerPod(inv *inventory.Inventory) *corev1.Pod {
 // EtcdPeerURL is the peer URL of the etcd member on h ("https://<node IP>:2380"),
 // the form EtcdParams.InitialCluster lists.
 func EtcdPeerURL(h *inventory.Host) string {
-	return "https://" + net.JoinHostPort(h.NodeIP(), strconv.Itoa(etcdPeerPort))
+	return "https://" + net.JoinHostPort(h.NodeIP(), strconv.Itoa(EtcdPeerPort))
 }
 
 // EtcdClientURL is the client URL of the etcd member on h ("https://<node IP>:2379").
 func EtcdClientURL(h *inventory.Host) string {
-	return "https://" + net.JoinHostPort(h.NodeIP(), strconv.Itoa(etcdClientPort))
+	return "https://" + net.JoinHostPort(h.NodeIP(), strconv.Itoa(EtcdClientPort))
 }
 
 func etcdPod(inv *inventory.Inventory, h *inventory.Host, p EtcdParams) (*corev1.Pod, error) {
@@ -360,7 +364,7 @@ func etcdPod(inv *inventory.Inventory, h *inventory.Host, p EtcdParams) (*corev1
 	self := h.Name + "=" + EtcdPeerURL(h)
 	base := []arg{
 		{"name", h.Name},
-		{"listen-client-urls", "https://" + net.JoinHostPort(lo, strconv.Itoa(etcdClientPort)) + "," + EtcdClientURL(h)},
+		{"listen-client-urls", "https://" + net.JoinHostPort(lo, strconv.Itoa(EtcdClientPort)) + "," + EtcdClientURL(h)},
 		{"advertise-client-urls", EtcdClientURL(h)},
 		{"listen-peer-urls", EtcdPeerURL(h)},
 		{"initial-advertise-peer-urls", EtcdPeerURL(h)},

@@ -1,6 +1,8 @@
 package playbooks
 
 import (
+	"github.com/kubeforge/kubeforge/tasks"
+
 	"encoding/json"
 	"fmt"
 	"io"
@@ -140,7 +142,7 @@ func (s *Summary) StepDurations() []struct {
 }
 
 // Write prints the summary table: host, result, time spent in steps, changes.
-func (s *Summary) Write(w io.Writer, changes map[string][]string) {
+func (s *Summary) Write(w io.Writer, changes map[string][]tasks.Change) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	names := make([]string, 0, len(s.hosts))
@@ -159,7 +161,7 @@ func (s *Summary) Write(w io.Writer, changes map[string][]string) {
 		c := changes[n]
 		desc := "none"
 		if len(c) > 0 {
-			desc = fmt.Sprintf("%d: %s", len(c), strings.Join(first(c, 3), ", "))
+			desc = fmt.Sprintf("%d: %s", len(c), strings.Join(first(changeStrings(c), 3), ", "))
 			if len(c) > 3 {
 				desc += ", ..."
 			}
@@ -186,6 +188,14 @@ func first(s []string, n int) []string {
 		return s[:n]
 	}
 	return s
+}
+
+func changeStrings(cs []tasks.Change) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.String()
+	}
+	return out
 }
 
 func round(d time.Duration) time.Duration {

@@ -47,7 +47,7 @@ func TestSummaryTableShowsEachHostsResultAndChanges(t *testing.T) {
 	pb := Playbook{Name: "p", Steps: []Step{{Name: "s", Hosts: inventory.SelectAll,
 		Run: func(_ context.Context, _ *tasks.Env, h *tasks.Host) error {
 			if h.Name == "h0" {
-				h.Changed("wrote /etc/x")
+				h.Changed(tasks.Change{Kind: tasks.ChangeFile, What: "/etc/x"})
 			}
 			return nil
 		}}}}

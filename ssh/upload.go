@@ -211,6 +211,23 @@ func (c *Client) prepare(files []File) ([]*upload, error) {
 
 // stale returns the uploads whose remote file differs (content, mode or owner), with ONE command.
 func (c *Client) stale(ctx context.Context, ups []*upload) ([]*upload, error) {
+	reasons, err := c.diff(ctx, ups)
+	if err != nil {
+		return nil, err
+	}
+	var todo []*upload
+	for i, u := range ups {
+		if reasons[i] != "" {
+			todo = append(todo, u)
+		} else {
+			c.cfg.Logger.Debug("unchanged", "path", u.Path)
+		}
+	}
+	return todo, nil
+}
+
+// diff returns, for each upload, why the remote file differs ("" when it matches), with ONE command.
+func (c *Client) diff(ctx context.Context, ups []*upload) ([]Reason, error) {
 	if len(ups) == 0 {
 		return nil, nil
 	}
@@ -223,7 +240,10 @@ func (c *Client) stale(ctx context.Context, ups []*upload) ([]*upload, error) {
 	if err != nil {
 		return nil, fmt.Errorf("check files on %s: %w", c.cfg.Host, err)
 	}
-	same := map[int]bool{}
+	reasons := make([]Reason, len(ups))
+	for i := range reasons {
+		reasons[i] = ReasonMissing
+	}
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text()) // index mode uid gid digest -
@@ -236,17 +256,18 @@ func (c *Client) stale(ctx context.Context, ups []*upload) ([]*upload, error) {
 		}
 		mode, err := strconv.ParseUint(fields[1], 8, 32)
 		u := ups[i]
-		same[i] = err == nil && os.FileMode(mode) == u.perm && fields[2] == "0" && fields[3] == "0" && fields[4] == u.digest
-	}
-	var todo []*upload
-	for i, u := range ups {
-		if !same[i] {
-			todo = append(todo, u)
-		} else {
-			c.cfg.Logger.Debug("unchanged", "path", u.Path)
+		switch {
+		case fields[4] != u.digest:
+			reasons[i] = ReasonContent
+		case err != nil || os.FileMode(mode) != u.perm:
+			reasons[i] = ReasonMode
+		case fields[2] != "0" || fields[3] != "0":
+			reasons[i] = ReasonOwner
+		default:
+			reasons[i] = ""
 		}
 	}
-	return todo, nil
+	return reasons, nil
 }
 
 // sftpClient returns the connection's SFTP session, opening it on first use.

@@ -197,6 +197,20 @@ func PushArtifacts(ctx context.Context, env *Env, h *Host) error {
 		h.Log.Info("unchanged", "what", "artifacts (none configured)")
 		return nil
 	}
+	files, imgs, err := artifactFiles(env, h)
+	if err != nil {
+		return err
+	}
+	if err := uploadDedup(ctx, h, files); err != nil {
+		return err
+	}
+	return importImages(ctx, h, imgs)
+}
+
+// artifactFiles lists what the artifacts directory puts on h: binaries, CNI
+// plugins and image tarballs (with their digests, hashed once per run).
+func artifactFiles(env *Env, h *Host) ([]ssh.File, []*localArtifact, error) {
+	dir := env.Inv.Cluster.Artifacts
 	bins := []string{"kubelet"}
 	if h.IsControlPlane() {
 		bins = append(bins, "kubectl", "kubeadm")
@@ -206,13 +220,13 @@ func PushArtifacts(ctx context.Context, env *Env, h *Host) error {
 		p := filepath.Join(dir, "bin", b)
 		if _, err := os.Stat(p); err != nil {
 			if b == "kubelet" || b == "kubectl" {
-				return fmt.Errorf("artifacts directory %s has no bin/%s", dir, b)
+				return nil, nil, fmt.Errorf("artifacts directory %s has no bin/%s", dir, b)
 			}
 			continue
 		}
 		a, err := env.artifact(p, false)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		files = append(files, ssh.File{Path: "/usr/bin/" + b, Mode: 0o755, Source: p, SHA256: a.sha256})
 	}
@@ -220,7 +234,7 @@ func PushArtifacts(ctx context.Context, env *Env, h *Host) error {
 		for _, p := range cni {
 			a, err := env.artifact(p, false)
 			if err != nil {
-				return err
+				return nil, nil, err
 			}
 			files = append(files, ssh.File{Path: "/opt/cni/bin/" + filepath.Base(p), Mode: 0o755, Source: p, SHA256: a.sha256})
 		}
@@ -230,15 +244,37 @@ func PushArtifacts(ctx context.Context, env *Env, h *Host) error {
 	for _, p := range images {
 		a, err := env.artifact(p, true)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		imgs = append(imgs, a)
 		files = append(files, ssh.File{Path: RemoteArtifactsDir + "/images/" + filepath.Base(p), Mode: 0o644, Source: p, SHA256: a.sha256})
 	}
-	if err := uploadDedup(ctx, h, files); err != nil {
-		return err
+	return files, imgs, nil
+}
+
+// missingImages returns the tarballs whose images containerd on h lacks.
+func missingImages(ctx context.Context, h *Host, imgs []*localArtifact) ([]*localArtifact, error) {
+	if len(imgs) == 0 {
+		return nil, nil
 	}
-	return importImages(ctx, h, imgs)
+	out, err := h.Client.Run(ctx, "ctr -n k8s.io images ls -q")
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", err)
+	}
+	have := map[string]bool{}
+	for _, l := range strings.Fields(out) {
+		have[l] = true
+	}
+	var missing []*localArtifact
+	for _, a := range imgs {
+		for _, t := range a.tags {
+			if !have[t] && !have["docker.io/"+t] {
+				missing = append(missing, a)
+				break
+			}
+		}
+	}
+	return missing, nil
 }
 
 // uploadDedup uploads each distinct content once and copies it on the host
@@ -261,7 +297,7 @@ func uploadDedup(ctx context.Context, h *Host, files []ssh.File) error {
 		return fmt.Errorf("push artifacts: %w", err)
 	}
 	for _, p := range changed {
-		h.Changed("wrote " + p)
+		h.Changed(Change{Kind: ChangeFile, What: p})
 	}
 	if len(copies) == 0 {
 		return nil
@@ -276,45 +312,32 @@ func uploadDedup(ctx context.Context, h *Host, files []ssh.File) error {
 		return fmt.Errorf("install artifacts: %w", err)
 	}
 	for _, p := range strings.Fields(out) {
-		h.Changed("wrote " + p)
+		h.Changed(Change{Kind: ChangeFile, What: p})
 	}
 	return nil
 }
 
 // importImages imports the tarballs whose images containerd lacks.
 func importImages(ctx context.Context, h *Host, imgs []*localArtifact) error {
-	if len(imgs) == 0 {
-		return nil
-	}
-	out, err := h.Client.Run(ctx, "ctr -n k8s.io images ls -q")
+	missing, err := missingImages(ctx, h, imgs)
 	if err != nil {
-		return fmt.Errorf("list images: %w", err)
+		return err
 	}
-	have := map[string]bool{}
-	for _, l := range strings.Fields(out) {
-		have[l] = true
+	if len(missing) == 0 {
+		if len(imgs) > 0 {
+			h.Log.Info("unchanged", "what", "images")
+		}
+		return nil
 	}
 	var script strings.Builder
 	var imported []string
-	for _, a := range imgs {
-		missing := false
-		for _, t := range a.tags {
-			if !have[t] && !have["docker.io/"+t] {
-				missing = true
-			}
-		}
-		if missing {
-			fmt.Fprintf(&script, "ctr -n k8s.io images import %s >/dev/null\n", shellQuote(RemoteArtifactsDir+"/images/"+filepath.Base(a.path)))
-			imported = append(imported, a.tags...)
-		}
-	}
-	if len(imported) == 0 {
-		h.Log.Info("unchanged", "what", "images")
-		return nil
+	for _, a := range missing {
+		fmt.Fprintf(&script, "ctr -n k8s.io images import %s >/dev/null\n", shellQuote(RemoteArtifactsDir+"/images/"+filepath.Base(a.path)))
+		imported = append(imported, a.tags...)
 	}
 	if _, err := h.Client.Run(ctx, "set -e\n"+script.String()); err != nil {
 		return fmt.Errorf("import images: %w", err)
 	}
-	h.Changed("imported " + strings.Join(imported, ", "))
+	h.Changed(Change{Kind: ChangeHost, What: "imported " + strings.Join(imported, ", ")})
 	return nil
 }

@@ -112,7 +112,7 @@ func (e *Env) applyAll(ctx context.Context, h *Host, a *applier, objs []runtime.
 			return err
 		}
 		if changed {
-			h.Changed("applied " + name)
+			h.Changed(Change{Kind: ChangeObject, What: name})
 		}
 	}
 	return nil
@@ -149,7 +149,7 @@ func MarkNodes(ctx context.Context, env *Env) error {
 		if _, err := env.Kube.CoreV1().Nodes().Patch(ctx, h.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{FieldManager: "kubeforge"}); err != nil {
 			return fmt.Errorf("label node %s: %w", h.Name, err)
 		}
-		h.Changed("labelled and tainted node")
+		h.Changed(Change{Kind: ChangeNode, What: "labelled and tainted node"})
 	}
 	return nil
 }

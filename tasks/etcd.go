@@ -71,7 +71,7 @@ func addEtcdLearner(ctx context.Context, cli *clientv3.Client, h *Host) (uint64,
 	if err != nil {
 		return 0, fmt.Errorf("add etcd learner %s: %w", peer, err)
 	}
-	h.Changed("added etcd learner member " + peer)
+	h.Changed(Change{Kind: ChangeEtcd, What: "added learner member " + peer})
 	return resp.Member.ID, nil
 }
 
@@ -93,7 +93,7 @@ func promoteEtcdMember(ctx context.Context, cli *clientv3.Client, h *Host, id ui
 			last = err // "can only promote a learner member which is in sync with leader" until it catches up
 			return false, nil
 		}
-		h.Changed("promoted etcd member to voter")
+		h.Changed(Change{Kind: ChangeEtcd, What: "promoted member to voter"})
 		return true, nil
 	})
 	if err != nil {

@@ -3,6 +3,9 @@ package tasks
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"strconv"
 	"strings"
@@ -32,12 +35,24 @@ type Facts struct {
 	KubeletActive         bool
 	KubeletConf           bool // /etc/kubernetes/kubelet.conf exists: the host is a node already
 	StaticPods            bool // /etc/kubernetes/manifests holds kubeforge's control-plane pods
-	ResolvConf            bool // the kubelet's resolvConf (cluster.kubelet.resolvConf) is readable
-	UID                   int
+	EtcdData              bool // /var/lib/etcd/member exists: this host holds an etcd member's data
+	// EtcdInitialCluster and EtcdInitialState are the flags of the etcd manifest
+	// on the host: inert once the member has data, so they are kept as found.
+	EtcdInitialCluster, EtcdInitialState string
+	// KubeletServer is the API server URL in /etc/kubernetes/kubelet.conf.
+	KubeletServer string
+	// KubeletIdentity is the subject CN of the kubelet's client certificate
+	// ("system:node:<name>"); its key is never read.
+	KubeletIdentity string
+	// KubeletInputs fingerprints the kubelet's inputs as they are on the host;
+	// KubeletStarted is the fingerprint recorded when kubeforge last started it.
+	KubeletInputs, KubeletStarted string
+	ResolvConf                    bool // the kubelet's resolvConf (cluster.kubelet.resolvConf) is readable
+	UID                           int
 }
 
 // factsScript prints "key<TAB>value" lines; it only reads.
-const factsScript = `set +e
+var factsScript = `set +e
 . /etc/os-release 2>/dev/null
 printf 'os\t%s\nosversion\t%s\nosname\t%s\n' "$ID" "$VERSION_ID" "$PRETTY_NAME"
 printf 'arch\t%s\nkernel\t%s\nhostname\t%s\n' "$(uname -m)" "$(uname -r)" "$(hostname)"
@@ -65,6 +80,23 @@ printf 'kubeletactive\t%s\n' "$(systemctl is-active kubelet 2>/dev/null)"
 printf 'kubeletconf\t%s\n' "$(test -f /etc/kubernetes/kubelet.conf && echo yes)"
 printf 'staticpods\t%s\n' "$(test -f /etc/kubernetes/manifests/kube-apiserver.yaml && echo yes)"
 printf 'uid\t%s\n' "$(id -u)"
+printf 'etcddata\t%s\n' "$(test -d /var/lib/etcd/member && echo yes)"
+m=/etc/kubernetes/manifests/etcd.yaml
+if [ -f $m ]; then
+  printf 'etcdinitialcluster\t%s\n' "$(sed -n 's/^ *- --initial-cluster=//p' $m | head -1)"
+  printf 'etcdinitialstate\t%s\n' "$(sed -n 's/^ *- --initial-cluster-state=//p' $m | head -1)"
+fi
+k=/etc/kubernetes/kubelet.conf
+if [ -f $k ]; then
+  printf 'kubeletserver\t%s\n' "$(awk '$1=="server:" {print $2; exit}' $k)"
+  # Only the certificate block: the kubelet's key never leaves the host.
+  c=$(awk '$1=="client-certificate-data:" {print $2; exit}' $k)
+  p=$(awk '$1=="client-certificate:" {print $2; exit}' $k)
+  [ -n "$c" ] || [ ! -r "$p" ] || c=$(sed -n '/BEGIN CERTIFICATE/,/END CERTIFICATE/p' "$p" | base64 | tr -d '\n')
+  printf 'kubeletcert\t%s\n' "$c"
+fi
+printf 'kubeletinputs\t%s\n' "$(` + kubeletFingerprint + `)"
+printf 'kubeletstarted\t%s\n' "$(cat ` + kubeletStampPath + ` 2>/dev/null)"
 [ -z "$2" ] || printf 'resolvconf\t%s\n' "$(test -r "$2" && echo yes)"
 printf 'clock\t%s\n' "$(date +%s.%N)"
 `
@@ -153,6 +185,20 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 			f.StaticPods = v == "yes"
 		case "resolvconf":
 			f.ResolvConf = v == "yes"
+		case "etcddata":
+			f.EtcdData = v == "yes"
+		case "etcdinitialcluster":
+			f.EtcdInitialCluster = v
+		case "etcdinitialstate":
+			f.EtcdInitialState = v
+		case "kubeletserver":
+			f.KubeletServer = v
+		case "kubeletcert":
+			f.KubeletIdentity = certCN(v)
+		case "kubeletinputs":
+			f.KubeletInputs = v
+		case "kubeletstarted":
+			f.KubeletStarted = v
 		case "uid":
 			f.UID, _ = strconv.Atoi(v)
 		case "clock":
@@ -167,6 +213,24 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 		return nil, fmt.Errorf("unexpected facts output %q", truncate(out, 200))
 	}
 	return f, nil
+}
+
+// certCN returns the subject CN of the first certificate in a base64-encoded
+// PEM block, or "" when there is none.
+func certCN(b64 string) string {
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return ""
+	}
+	blk, _ := pem.Decode(raw)
+	if blk == nil {
+		return ""
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return ""
+	}
+	return c.Subject.CommonName
 }
 
 func truncate(s string, n int) string {

@@ -4,44 +4,82 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/kubeforge/kubeforge/manifests"
 )
 
-// kubeletInputs are the paths whose change needs a kubelet restart.
+// kubeletInputs are the files the kubelet reads at start: a change to any of
+// them needs a restart.
 var kubeletInputs = []string{
-	"/usr/bin/kubelet", "/var/lib/kubelet/", "/usr/lib/systemd/system/kubelet.service",
+	"/usr/bin/kubelet", manifests.KubeletConfigPath, manifests.KubeletInstancePath, manifests.KubeletFlagsPath,
+	manifests.KubeletUnitPath, manifests.KubeletDropInPath,
 	"/etc/kubernetes/kubelet.conf", "/etc/kubernetes/bootstrap-kubelet.conf", "/etc/kubernetes/pki/ca.crt",
 }
 
-// startKubelet enables kubelet and (re)starts it when one of its inputs
-// changed in this run or it is not running. It does nothing otherwise.
-func startKubelet(ctx context.Context, h *Host) error {
-	var unit, restart bool
-	for _, c := range h.Changes() {
-		p := strings.TrimPrefix(c, "wrote ")
-		if strings.HasPrefix(p, "/usr/lib/systemd/system/kubelet") {
-			unit = true
-		}
-		for _, in := range kubeletInputs {
-			if strings.HasPrefix(p, in) {
-				restart = true
-			}
+// kubeletStampPath holds the fingerprint of the kubelet's inputs taken when
+// kubeforge last (re)started it. It is written after the restart, so a run
+// that dies between writing an input and restarting leaves a stale stamp and
+// the next run restarts the kubelet.
+const kubeletStampPath = "/var/lib/kubeforge/kubelet.started"
+
+// kubeletFingerprint is a shell command printing a digest of the inputs'
+// names, sizes, ctimes and inodes: every atomic write (rename over) changes it.
+var kubeletFingerprint = "stat -c '%n %s %Z %i' " + strings.Join(kubeletInputs, " ") + " 2>/dev/null | sha256sum | cut -c1-64"
+
+// isKubeletInput reports whether a pushed path is one of the kubelet's inputs.
+func isKubeletInput(p string) bool {
+	for _, in := range kubeletInputs {
+		if p == in {
+			return true
 		}
 	}
-	active := h.Facts != nil && h.Facts.KubeletActive
-	if !restart && active {
+	return false
+}
+
+// kubeletRestartReason says why the kubelet on h must (re)start, judged from
+// the host's own state: it is not running, or its inputs are not those it was
+// started with (the fingerprint differs from the stamp). "" means it is fine.
+func kubeletRestartReason(f *Facts) string {
+	switch {
+	case f == nil:
+		return ""
+	case !f.KubeletActive:
+		return "not running"
+	case f.KubeletStarted == "":
+		return "never started by kubeforge"
+	case f.KubeletStarted != f.KubeletInputs:
+		return "inputs changed since it started"
+	}
+	return ""
+}
+
+// startKubelet (re)starts the kubelet when the host says it must: it is not
+// active, or the fingerprint of its inputs differs from the one recorded at
+// its last start. The decision is made on the host in the same command, so
+// it holds after a crash at any point of an earlier run.
+func startKubelet(ctx context.Context, h *Host) error {
+	script := `set -e
+f=$(` + kubeletFingerprint + `)
+if systemctl is-active -q kubelet && [ "$(cat ` + kubeletStampPath + ` 2>/dev/null)" = "$f" ]; then echo unchanged; exit 0; fi
+systemctl daemon-reload
+systemctl enable -q kubelet
+systemctl restart kubelet
+mkdir -p ` + dirOf(kubeletStampPath) + `
+printf '%s\n' "$f" > ` + kubeletStampPath + `.tmp && mv -f ` + kubeletStampPath + `.tmp ` + kubeletStampPath + `
+echo restarted`
+	out, err := h.Client.Run(ctx, script)
+	if err != nil {
+		return fmt.Errorf("start kubelet: %w", err)
+	}
+	if strings.TrimSpace(out) == "unchanged" {
 		h.Log.Info("unchanged", "what", "kubelet")
 		return nil
 	}
-	cmd := "systemctl enable kubelet -q && systemctl restart kubelet"
-	if unit {
-		cmd = "systemctl daemon-reload && " + cmd
-	}
-	if _, err := h.Client.Run(ctx, cmd); err != nil {
-		return fmt.Errorf("start kubelet: %w", err)
-	}
-	h.Changed("started kubelet")
+	h.Changed(Change{Kind: ChangeRestart, What: "kubelet"})
 	if h.Facts != nil {
 		h.Facts.KubeletActive = true
 	}
 	return nil
 }
+
+func dirOf(p string) string { return p[:strings.LastIndex(p, "/")] }

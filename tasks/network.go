@@ -100,7 +100,7 @@ func PodNetwork(ctx context.Context, env *Env, h *Host) error {
 		return fmt.Errorf("set pod routes: %w", err)
 	}
 	if missing {
-		h.Changed("set pod routes")
+		h.Changed(Change{Kind: ChangeHost, What: "set pod routes"})
 	}
 	return nil
 }

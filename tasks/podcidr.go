@@ -75,7 +75,7 @@ func (e *Env) setPodCIDR(ctx context.Context, h *Host, exists bool, cidr string)
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: h.Name}, Spec: corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}}}
 		_, err := nodes.Create(ctx, n, metav1.CreateOptions{FieldManager: "kubeforge"})
 		if err == nil {
-			h.Changed("registered node with pod CIDR " + cidr)
+			h.Changed(Change{Kind: ChangeNode, What: "registered node with pod CIDR " + cidr})
 			return cidr, nil
 		}
 		if !apierrors.IsAlreadyExists(err) {
@@ -84,7 +84,7 @@ func (e *Env) setPodCIDR(ctx context.Context, h *Host, exists bool, cidr string)
 	}
 	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"podCIDR": cidr, "podCIDRs": []string{cidr}}})
 	if _, err := nodes.Patch(ctx, h.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{FieldManager: "kubeforge"}); err == nil {
-		h.Changed("set pod CIDR " + cidr)
+		h.Changed(Change{Kind: ChangeNode, What: "set pod CIDR " + cidr})
 		return cidr, nil
 	}
 	n, err := nodes.Get(ctx, h.Name, metav1.GetOptions{})

@@ -27,7 +27,7 @@ func push(ctx context.Context, h *Host, files []pki.File) ([]string, error) {
 		return nil, fmt.Errorf("push files: %w", err)
 	}
 	for _, p := range changed {
-		h.Changed("wrote " + p)
+		h.Changed(Change{Kind: ChangeFile, What: p})
 	}
 	return changed, nil
 }

@@ -95,7 +95,7 @@ func (e *Env) removeNode(ctx context.Context, h *Host) error {
 		if err := drain.RunCordonOrUncordon(helper, node, true); err != nil {
 			return fmt.Errorf("cordon: %w", err)
 		}
-		h.Changed("cordoned node")
+		h.Changed(Change{Kind: ChangeNode, What: "cordoned node"})
 		if !reachable {
 			helper.DisableEviction, helper.Force = true, true
 		}
@@ -105,7 +105,7 @@ func (e *Env) removeNode(ctx context.Context, h *Host) error {
 			}
 			h.Log.Warn("drain failed; going on because of --force", "err", err)
 		} else {
-			h.Changed("drained node")
+			h.Changed(Change{Kind: ChangeNode, What: "drained node"})
 		}
 	}
 	if h.IsControlPlane() {
@@ -117,7 +117,7 @@ func (e *Env) removeNode(ctx context.Context, h *Host) error {
 		if err := nodes.Delete(ctx, h.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete node: %w", err)
 		}
-		h.Changed("deleted node")
+		h.Changed(Change{Kind: ChangeNode, What: "deleted node"})
 	}
 	if reachable {
 		return ResetHost(ctx, e, h)
@@ -155,7 +155,7 @@ func (e *Env) removeEtcdMember(ctx context.Context, h *Host) error {
 			if _, err := cli.MemberRemove(ctx, m.ID); err != nil {
 				return fmt.Errorf("remove etcd member %s: %w", h.Name, err)
 			}
-			h.Changed("removed etcd member")
+			h.Changed(Change{Kind: ChangeEtcd, What: "removed member"})
 			return nil
 		}
 	}

@@ -82,7 +82,7 @@ func ResetHost(ctx context.Context, env *Env, h *Host) error {
 	}
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		if l != "" {
-			h.Changed(l)
+			h.Changed(Change{Kind: ChangeHost, What: l})
 		}
 	}
 	// Pod routes to other nodes: delete those to the cluster's pod subnet.
@@ -92,7 +92,7 @@ func ResetHost(ctx context.Context, env *Env, h *Host) error {
 		return fmt.Errorf("remove pod routes: %w", err)
 	}
 	if routes = strings.TrimSpace(routes); routes != "" {
-		h.Changed("removed pod routes " + strings.ReplaceAll(routes, "\n", ", "))
+		h.Changed(Change{Kind: ChangeHost, What: "removed pod routes " + strings.ReplaceAll(routes, "\n", ", ")})
 	}
 	left, err := h.Client.Run(ctx, resetCheckScript)
 	if err != nil {

@@ -147,7 +147,7 @@ func run(invPath, srcDir, dest string, conc int, command, cpuProfile string, exp
 			return fmt.Errorf("upload files: %w", err)
 		}
 		for _, p := range paths {
-			h.Changed("wrote " + p)
+			h.Changed(tasks.Change{Kind: tasks.ChangeFile, What: p})
 		}
 		mu.Lock()
 		changed += len(paths)
