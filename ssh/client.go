@@ -21,52 +21,74 @@ import (
 // MaxSessions 10, leaving one for the SFTP session.
 const maxSessionsPerConn = 9
 
-// Client is one connection to a host. It is safe for concurrent use.
+// Client is the connection to one host. It is safe for concurrent use. A connection that is lost
+// (dropped, or silent to keepalives) is redialled by the next operation that needs it; a command
+// that was running when it was lost fails with a *ConnLostError and is not run again.
 type Client struct {
 	pool  *Pool
 	cfg   Config
 	key   string
-	ssh   *xssh.Client
-	slots chan struct{} // per-connection session slots
-	dead  chan struct{} // closed when the connection ends
+	slots chan struct{} // session slots (sshd's MaxSessions counts per connection)
 	close sync.Once
+
+	mu     sync.Mutex
+	cur    *conn      // the connection in use; a redial replaces it
+	redial *redialing // the redial in flight, shared by the callers that lost cur
+	closed bool       // Close was called
 
 	sudoOnce sync.Once
 	sudoErr  error
 
-	sftpMu   sync.Mutex
-	sftp     *sftp.Client
+	sftpMu   sync.Mutex // guards stageDir and the connections' sftp sessions
 	stageDir string
 }
 
+// conn is one SSH connection of a Client.
+type conn struct {
+	ssh  *xssh.Client
+	dead chan struct{} // closed when the connection ends
+	sftp *sftp.Client  // opened on first use; guarded by Client.sftpMu
+}
+
+// redialing is a redial in flight; done is closed when err is set.
+type redialing struct {
+	done      chan struct{}
+	err       error
+	cancelled bool // it failed because the redialling caller's context ended
+}
+
 func newClient(p *Pool, cfg Config, key string, sc *xssh.Client) *Client {
-	c := &Client{pool: p, cfg: cfg, key: key, ssh: sc, slots: make(chan struct{}, maxSessionsPerConn), dead: make(chan struct{})}
+	return &Client{pool: p, cfg: cfg, key: key, cur: newConn(sc, cfg), slots: make(chan struct{}, maxSessionsPerConn)}
+}
+
+func newConn(sc *xssh.Client, cfg Config) *conn {
+	cn := &conn{ssh: sc, dead: make(chan struct{})}
 	go func() {
 		sc.Wait()
-		close(c.dead)
+		close(cn.dead)
 	}()
 	if cfg.KeepAlive > 0 {
-		go c.keepAlive(cfg.KeepAlive)
+		go cn.keepAlive(cfg.KeepAlive, cfg.Logger)
 	}
-	return c
+	return cn
 }
 
 // keepAlive sends keepalive@openssh.com requests; a connection that does not answer within
-// three intervals is closed, so the next Dial reconnects.
-func (c *Client) keepAlive(interval time.Duration) {
+// three intervals is closed, so the next operation redials.
+func (cn *conn) keepAlive(interval time.Duration, log *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
-		case <-c.dead:
+		case <-cn.dead:
 			return
 		case <-t.C:
 		}
 		watchdog := time.AfterFunc(3*interval, func() {
-			c.cfg.Logger.Warn("connection lost: no answer to keepalive", "after", 3*interval)
-			c.ssh.Close()
+			log.Warn("connection lost: no answer to keepalive", "after", 3*interval)
+			cn.ssh.Close()
 		})
-		_, _, err := c.ssh.SendRequest("keepalive@openssh.com", true, nil)
+		_, _, err := cn.ssh.SendRequest("keepalive@openssh.com", true, nil)
 		watchdog.Stop()
 		if err != nil {
 			return
@@ -74,14 +96,148 @@ func (c *Client) keepAlive(interval time.Duration) {
 	}
 }
 
-func (c *Client) alive() bool {
+func (cn *conn) alive() bool {
 	select {
-	case <-c.dead:
+	case <-cn.dead:
 		return false
 	default:
 		return true
 	}
 }
+
+// current returns the connection in use, or an error once the client is closed.
+func (c *Client) current() (*conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, fmt.Errorf("connection to %s closed", c.cfg.Host)
+	}
+	return c.cur, nil
+}
+
+// withConn calls open with the connection in use. When that connection is lost before open could
+// start anything on the host (it had ended, or open failed for a transport error), the client
+// redials once and calls open again. what names the operation for the *ConnLostError it returns
+// when that fails too.
+func (c *Client) withConn(ctx context.Context, what string, open func(*conn) error) error {
+	cn, err := c.current()
+	if err != nil {
+		return err
+	}
+	if cn.alive() {
+		if err = open(cn); err == nil || !lostConn(ctx, err) {
+			return err
+		}
+	}
+	if cn, err = c.reconnect(ctx, cn); err != nil {
+		return &ConnLostError{Host: c.cfg.Host, Cmd: what, Err: fmt.Errorf("redial: %w", err)}
+	}
+	if err = open(cn); err != nil && lostConn(ctx, err) {
+		return &ConnLostError{Host: c.cfg.Host, Cmd: what, Err: err}
+	}
+	return err
+}
+
+// lostConn reports whether err, from opening a channel or a request on it, means the connection is
+// gone (not refused by the host, nor cancelled by the caller).
+func lostConn(ctx context.Context, err error) bool {
+	var oe *net.OpError
+	return ctx.Err() == nil && (errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.As(err, &oe))
+}
+
+// reconnect replaces the lost connection old with a new one, dialled as the first was: through the
+// pool (its dial limit and retries) and the bastion, verifying the host key. The callers that lost
+// the same connection share one redial; a caller that finds old already replaced gets the new one.
+func (c *Client) reconnect(ctx context.Context, old *conn) (*conn, error) {
+	old.ssh.Close() // a transport error may not have ended it yet
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, fmt.Errorf("connection to %s closed", c.cfg.Host)
+		}
+		if c.cur != old {
+			cn := c.cur
+			c.mu.Unlock()
+			return cn, nil
+		}
+		if r := c.redial; r != nil {
+			c.mu.Unlock()
+			select {
+			case <-r.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			if r.err != nil && !r.cancelled {
+				return nil, r.err
+			}
+			continue // redialled, or the caller that tried gave up: look again
+		}
+		r := &redialing{done: make(chan struct{})}
+		c.redial = r
+		c.mu.Unlock()
+
+		start := time.Now()
+		sc, err := c.pool.dial(ctx, c.cfg)
+		c.mu.Lock()
+		c.redial = nil
+		switch {
+		case err != nil:
+			r.err, r.cancelled = err, ctx.Err() != nil
+			c.cfg.Logger.Warn("connection lost; redial failed", "err", err)
+		case c.closed:
+			sc.Close()
+			r.err = fmt.Errorf("connection to %s closed", c.cfg.Host)
+		default:
+			c.cur = newConn(sc, c.cfg)
+			c.cfg.Logger.Warn("connection lost; redialled", "duration", time.Since(start).Round(time.Millisecond))
+		}
+		cn := c.cur
+		close(r.done)
+		c.mu.Unlock()
+		if r.err != nil {
+			return nil, r.err
+		}
+		return cn, nil
+	}
+}
+
+// ConnLostError says the connection to Host was lost. When Started, Cmd was running (or being
+// started) and may have had some or all of its effects; it is not run again. Otherwise nothing
+// ran: the connection was found lost and the redial failed (Err says why). The next operation on
+// the client redials.
+type ConnLostError struct {
+	Host    string
+	Cmd     string // the command; empty for uploads and tunnels
+	Started bool
+	Err     error
+}
+
+// Error names the host and the command, says whether the command may have run, and what to do.
+func (e *ConnLostError) Error() string {
+	msg := "connection to " + e.Host + " lost"
+	switch {
+	case e.Cmd != "" && e.Started:
+		msg += fmt.Sprintf(" while running `%s`", shorten(e.Cmd, 200))
+	case e.Cmd != "":
+		msg += fmt.Sprintf(" before running `%s` (it did not run)", shorten(e.Cmd, 200))
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	var hk *HostKeyError
+	var ae *AuthError
+	switch {
+	case e.Started:
+		msg += "; the command may have run in part or completely: check the host, then re-run (the next command reconnects)"
+	case !errors.As(e.Err, &hk) && !errors.As(e.Err, &ae):
+		msg += "; check that the host is up and its sshd accepts connections, then re-run"
+	}
+	return msg
+}
+
+// Unwrap returns the transport's or the redial's error.
+func (e *ConnLostError) Unwrap() error { return e.Err }
 
 // Host returns the inventory name of the host.
 func (c *Client) Host() string { return c.cfg.Host }
@@ -175,7 +331,16 @@ func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, privilege
 		return "", fmt.Errorf("run %q on %s: %w", shorten(cmd, 200), c.cfg.Host, err)
 	}
 	defer release()
-	sess, err := c.ssh.NewSession()
+	var sess *xssh.Session
+	err = c.withConn(ctx, cmd, func(cn *conn) (err error) {
+		sess, err = cn.ssh.NewSession()
+		return err
+	})
+	var lost *ConnLostError
+	if errors.As(err, &lost) {
+		c.cfg.Logger.Info("command not run: connection lost", "cmd", cmd, "err", lost.Err)
+		return "", err
+	}
 	if err != nil {
 		return "", fmt.Errorf("open session on %s: %w", c.cfg.Host, err)
 	}
@@ -187,6 +352,10 @@ func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, privilege
 	}
 	start := time.Now()
 	if err := sess.Start(full); err != nil {
+		if lostConn(ctx, err) { // the exec request may have reached the host
+			c.cfg.Logger.Info("command failed: connection lost", "cmd", cmd, "err", err)
+			return "", &ConnLostError{Host: c.cfg.Host, Cmd: cmd, Started: true, Err: err}
+		}
 		return "", fmt.Errorf("start %q on %s: %w", shorten(cmd, 200), c.cfg.Host, err)
 	}
 	stop := context.AfterFunc(ctx, func() {
@@ -216,17 +385,19 @@ func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, privilege
 		if exitErr.Signal() != "" {
 			re.Signal = exitErr.Signal()
 		}
-	case errors.As(err, &missing):
-		re.ExitCode = -1
+	case errors.As(err, &missing), lostConn(ctx, err):
+		// The session ended without an exit status: the connection dropped under the command.
+		log.Info("command failed: connection lost", "err", err)
+		return stdout.String(), &ConnLostError{Host: c.cfg.Host, Cmd: cmd, Started: true, Err: err}
 	default:
-		log.Info("command failed: connection", "err", err)
+		log.Info("command failed", "err", err)
 		return stdout.String(), fmt.Errorf("run %q on %s: %w", shorten(cmd, 200), c.cfg.Host, err)
 	}
 	log.Info("command", "exit", re.ExitCode, "signal", re.Signal)
 	return stdout.String(), re
 }
 
-// acquireSession takes a pool-wide and a per-connection session slot.
+// acquireSession takes a pool-wide and a per-client session slot.
 func (c *Client) acquireSession(ctx context.Context) (func(), error) {
 	if err := c.pool.sessions.Acquire(ctx, 1); err != nil {
 		return nil, err
@@ -236,9 +407,6 @@ func (c *Client) acquireSession(ctx context.Context) (func(), error) {
 	case <-ctx.Done():
 		c.pool.sessions.Release(1)
 		return nil, ctx.Err()
-	case <-c.dead:
-		c.pool.sessions.Release(1)
-		return nil, fmt.Errorf("connection to %s closed", c.cfg.Host)
 	}
 	return func() {
 		<-c.slots
@@ -250,7 +418,7 @@ func (c *Client) acquireSession(ctx context.Context) (func(), error) {
 type RunError struct {
 	Host     string
 	Cmd      string
-	ExitCode int    // -1 when the command ended without an exit status (killed by a signal)
+	ExitCode int    // the exit status; 128+n when killed by signal n (a lost connection is a *ConnLostError)
 	Signal   string // signal name, when killed by one
 	Stdout   string
 	Stderr   string
@@ -287,11 +455,25 @@ func (c *Client) ReadFile(ctx context.Context, path string) ([]byte, error) {
 // DialRemote opens a TCP connection from the host to addr through the SSH connection
 // (for example to reach an API server listening on the host's loopback).
 func (c *Client) DialRemote(ctx context.Context, network, addr string) (net.Conn, error) {
-	conn, err := c.ssh.DialContext(ctx, network, addr)
+	var nc net.Conn
+	err := c.withConn(ctx, "", func(cn *conn) (err error) {
+		nc, err = cn.ssh.DialContext(ctx, network, addr)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("dial %s through %s: %w", addr, c.cfg.Host, err)
 	}
-	return conn, nil
+	return nc, nil
+}
+
+// tunnel opens a TCP connection from the host to addr on the connection in use, without redialling
+// (the pool redials a lost bastion before it dials through it).
+func (c *Client) tunnel(ctx context.Context, addr string) (net.Conn, error) {
+	cn, err := c.current()
+	if err != nil {
+		return nil, err
+	}
+	return cn.ssh.DialContext(ctx, "tcp", addr)
 }
 
 // Close closes the connection (and its SFTP session), removing the upload staging directory of a
@@ -300,21 +482,25 @@ func (c *Client) Close() error {
 	var err error
 	c.close.Do(func() {
 		c.sftpMu.Lock()
-		if c.stageDir != "" && c.alive() {
+		if cn, cerr := c.current(); cerr == nil && c.stageDir != "" && cn.alive() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			if _, rerr := c.run(ctx, "rm -rf -- "+Quote(c.stageDir), nil, false); rerr != nil {
 				c.cfg.Logger.Warn("remove upload staging directory", "dir", c.stageDir, "err", rerr)
 			}
 			cancel()
 		}
-		if c.sftp != nil {
-			c.sftp.Close()
+		c.mu.Lock()
+		c.closed = true
+		cn := c.cur
+		c.mu.Unlock()
+		if cn.sftp != nil {
+			cn.sftp.Close()
 		}
 		c.sftpMu.Unlock()
-		if cerr := c.ssh.Close(); cerr != nil && c.alive() {
+		if cerr := cn.ssh.Close(); cerr != nil && cn.alive() {
 			err = fmt.Errorf("close connection to %s: %w", c.cfg.Host, cerr)
 		}
-		<-c.dead
+		<-cn.dead
 		c.cfg.Logger.Info("disconnected")
 	})
 	return err

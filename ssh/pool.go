@@ -70,8 +70,9 @@ func NewPool(l Limits) *Pool {
 }
 
 // Dial returns the connection to the host cfg describes, connecting (through its bastion, if any) when
-// there is none yet. Transient errors (refused, reset, timeouts, dropped handshakes) are retried with
-// backoff; host key and authentication failures are not. They are *HostKeyError and *AuthError.
+// there is none yet, and redialling it when it was lost (the same *Client, so its holders keep
+// working). Transient errors (refused, reset, timeouts, dropped handshakes) are retried with backoff;
+// host key and authentication failures are not. They are *HostKeyError and *AuthError.
 func (p *Pool) Dial(ctx context.Context, cfg Config) (*Client, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -89,9 +90,12 @@ func (p *Pool) Dial(ctx context.Context, cfg Config) (*Client, error) {
 			e = &poolEntry{ready: make(chan struct{})}
 			p.conns[key] = e
 			p.mu.Unlock()
-			e.client, e.err = p.dial(ctx, cfg, key)
-			if e.err != nil {
+			sc, err := p.dial(ctx, cfg)
+			if err != nil {
+				e.err = err
 				p.forget(key, e)
+			} else {
+				e.client = newClient(p, cfg, key, sc)
 			}
 			close(e.ready)
 			return e.client, e.err
@@ -105,10 +109,17 @@ func (p *Pool) Dial(ctx context.Context, cfg Config) (*Client, error) {
 		if e.err != nil {
 			return nil, e.err
 		}
-		if e.client.alive() {
-			return e.client, nil
+		cn, err := e.client.current()
+		if err != nil { // closed by its user: dial a new one
+			p.forget(key, e)
+			continue
 		}
-		p.forget(key, e) // connection lost: dial again
+		if !cn.alive() { // lost: the client redials, for every holder of it
+			if _, err := e.client.reconnect(ctx, cn); err != nil {
+				return nil, err
+			}
+		}
+		return e.client, nil
 	}
 }
 
@@ -140,20 +151,21 @@ func (p *Pool) Close() error {
 	return errors.Join(errs...)
 }
 
-// dial connects with retries of transient errors.
-func (p *Pool) dial(ctx context.Context, cfg Config, key string) (*Client, error) {
-	var via *Client
-	if cfg.Bastion != nil {
-		var err error
-		if via, err = p.Dial(ctx, *cfg.Bastion); err != nil {
-			return nil, fmt.Errorf("connect to %s through bastion: %w", cfg.Host, err)
-		}
-	}
+// dial connects with retries of transient errors. Each attempt gets the bastion's connection from
+// the pool, so a lost bastion is redialled too.
+func (p *Pool) dial(ctx context.Context, cfg Config) (*xssh.Client, error) {
 	delay := p.backoff
 	for attempt := 1; ; attempt++ {
-		c, err := p.dialOnce(ctx, cfg, key, via)
+		var via *Client
+		if cfg.Bastion != nil {
+			var err error
+			if via, err = p.Dial(ctx, *cfg.Bastion); err != nil {
+				return nil, fmt.Errorf("connect to %s through bastion: %w", cfg.Host, err)
+			}
+		}
+		sc, err := p.dialOnce(ctx, cfg, via)
 		if err == nil {
-			return c, nil
+			return sc, nil
 		}
 		if attempt >= p.attempts || !transient(ctx, err) {
 			return nil, err
@@ -187,7 +199,7 @@ func transient(ctx context.Context, err error) bool {
 }
 
 // dialOnce makes one connection attempt: TCP (direct or through via), handshake, auth.
-func (p *Pool) dialOnce(ctx context.Context, cfg Config, key string, via *Client) (*Client, error) {
+func (p *Pool) dialOnce(ctx context.Context, cfg Config, via *Client) (*xssh.Client, error) {
 	if err := p.dials.Acquire(ctx, 1); err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", cfg.Host, err)
 	}
@@ -207,7 +219,7 @@ func (p *Pool) dialOnce(ctx context.Context, cfg Config, key string, via *Client
 	var conn net.Conn
 	var err error
 	if via != nil {
-		conn, err = via.ssh.DialContext(hctx, "tcp", addr)
+		conn, err = via.tunnel(hctx, addr)
 	} else {
 		d := net.Dialer{KeepAlive: 30 * time.Second}
 		conn, err = d.DialContext(hctx, "tcp", addr)
@@ -258,9 +270,8 @@ func (p *Pool) dialOnce(ctx context.Context, cfg Config, key string, via *Client
 		}
 		return nil, fmt.Errorf("connect to %s (%s): %w", cfg.Host, addr, err)
 	}
-	c := newClient(p, cfg, key, xssh.NewClient(sc, chans, reqs))
 	cfg.Logger.Info("connected", "address", addr, "user", cfg.User, "via", bastionName(via), "duration", time.Since(start).Round(time.Millisecond))
-	return c, nil
+	return xssh.NewClient(sc, chans, reqs), nil
 }
 
 func bastionName(via *Client) string {

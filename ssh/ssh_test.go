@@ -961,3 +961,381 @@ func TestUploadDigestCacheNeverHidesAChange(t *testing.T) {
 		t.Fatal("remote file not restored")
 	}
 }
+
+// lost waits until c's client side has seen its connection end.
+func lost(t *testing.T, c *Client) {
+	t.Helper()
+	cn, err := c.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cn.dead:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client did not see its connection dropped")
+	}
+}
+
+func TestLostConnectionIsRedialledByTheNextOperation(t *testing.T) {
+	ops := []struct {
+		name string
+		op   func(ctx context.Context, t *testing.T, h testHost, p *Pool, c *Client) error
+	}{
+		{"Run", func(ctx context.Context, t *testing.T, _ testHost, _ *Pool, c *Client) error {
+			out, err := c.Run(ctx, "echo back")
+			if err == nil && out != "back\n" {
+				t.Errorf("stdout = %q", out)
+			}
+			return err
+		}},
+		{"RunInput", func(ctx context.Context, t *testing.T, _ testHost, _ *Pool, c *Client) error {
+			out, err := c.RunInput(ctx, "cat", strings.NewReader("in"))
+			if err == nil && out != "in" {
+				t.Errorf("stdout = %q", out)
+			}
+			return err
+		}},
+		{"ReadFile", func(ctx context.Context, t *testing.T, _ testHost, _ *Pool, c *Client) error {
+			f := filepath.Join(t.TempDir(), "f")
+			os.WriteFile(f, []byte("data"), 0o600)
+			got, err := c.ReadFile(ctx, f)
+			if err == nil && string(got) != "data" {
+				t.Errorf("content = %q", got)
+			}
+			return err
+		}},
+		{"Upload", func(ctx context.Context, t *testing.T, _ testHost, _ *Pool, c *Client) error {
+			f := filepath.Join(t.TempDir(), "up")
+			changed, err := c.Upload(ctx, []File{{Path: f, Data: []byte("x")}})
+			if got, _ := os.ReadFile(f); err == nil && (len(changed) != 1 || string(got) != "x") {
+				t.Errorf("changed %v, content %q", changed, got)
+			}
+			return err
+		}},
+		{"DialRemote", func(ctx context.Context, t *testing.T, _ testHost, _ *Pool, c *Client) error {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				if conn, err := ln.Accept(); err == nil {
+					conn.Write([]byte("hi"))
+					conn.Close()
+				}
+			}()
+			conn, err := c.DialRemote(ctx, "tcp", ln.Addr().String())
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			if b, err := io.ReadAll(conn); err != nil || string(b) != "hi" {
+				t.Errorf("tunnel read %q, %v", b, err)
+			}
+			return nil
+		}},
+		{"Pool.Dial", func(ctx context.Context, t *testing.T, h testHost, p *Pool, c *Client) error {
+			got, err := p.Dial(ctx, h.config("node1"))
+			if err == nil && got != c {
+				t.Error("Dial replaced the client instead of redialling it: its holders keep the dead one")
+			}
+			return err
+		}},
+	}
+	for _, op := range ops {
+		for _, noticed := range []bool{true, false} {
+			// noticed: the client saw the connection end; otherwise the operation may be the first to find out.
+			t.Run(fmt.Sprintf("%s/noticed=%v", op.name, noticed), func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				h := startHost(t, sshtest.Options{})
+				var logs bytes.Buffer
+				var mu sync.Mutex
+				cfg := h.config("node1")
+				cfg.Logger = newBufLogger(&logs, &mu)
+				p := newTestPool(t, Limits{})
+				c, err := p.Dial(ctx, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Run(ctx, "true"); err != nil {
+					t.Fatal(err)
+				}
+				if n := h.srv.DropConnections(); n != 1 {
+					t.Fatalf("dropped %d connections, want 1", n)
+				}
+				if noticed {
+					lost(t, c)
+				}
+				if err := op.op(ctx, t, h, p, c); err != nil {
+					t.Fatalf("%s after the connection dropped: %v", op.name, err)
+				}
+				// Pool.Dial redials only a connection known lost; then the next operation finds out.
+				if _, err := c.Run(ctx, "true"); err != nil {
+					t.Errorf("Run on the redialled connection: %v", err)
+				}
+				if got := h.srv.Connections(); got != 2 {
+					t.Errorf("server saw %d connections, want 2 (one redial)", got)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if n := strings.Count(logs.String(), "connection lost; redialled"); n != 1 {
+					t.Errorf("%d redial warnings, want 1:\n%s", n, logs.String())
+				}
+			})
+		}
+	}
+}
+
+func TestConnectionLostDuringCommandIsNotRetried(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h := startHost(t, sshtest.Options{})
+	c := dial(t, h)
+	runs := filepath.Join(t.TempDir(), "runs")
+	cmd := "echo run >> " + runs + "; sleep 30"
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Run(ctx, cmd)
+		errc <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(runs); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the command did not start")
+		}
+	}
+	h.srv.DropConnections()
+	err := <-errc
+
+	var cl *ConnLostError
+	if !errors.As(err, &cl) {
+		t.Fatalf("err = %v (%T), want *ConnLostError", err, err)
+	}
+	if cl.Host != "node1" || cl.Cmd != cmd || !cl.Started {
+		t.Errorf("ConnLostError = %+v", cl)
+	}
+	var re *RunError
+	if errors.As(err, &re) {
+		t.Errorf("a lost connection is also a RunError: %+v", re)
+	}
+	msg := err.Error()
+	for _, want := range []string{"connection to node1 lost", "sleep 30", "re-run"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "-1") {
+		t.Errorf("message %q shows an exit code", msg)
+	}
+	if got := h.srv.Connections(); got != 1 {
+		t.Errorf("server saw %d connections when Run returned, want 1 (no retry of a command that ran)", got)
+	}
+	// The next call redials.
+	if out, err := c.Run(ctx, "echo again"); err != nil || out != "again\n" {
+		t.Fatalf("next Run = %q, %v", out, err)
+	}
+	if got, _ := os.ReadFile(runs); string(got) != "run\n" {
+		t.Errorf("the lost command ran %d times", strings.Count(string(got), "run"))
+	}
+}
+
+// frontDoor is one TCP address that forwards each connection to the server it points at (none:
+// connections are reset at once), so a test can change the host behind an address.
+type frontDoor struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	target string
+}
+
+func startFrontDoor(t *testing.T, target string) *frontDoor {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	d := &frontDoor{ln: ln, target: target}
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			d.mu.Lock()
+			target := d.target
+			d.mu.Unlock()
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.(*net.TCPConn).SetLinger(0)
+				in.Close()
+				continue
+			}
+			go func() { io.Copy(out, in); out.Close() }()
+			go func() { io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return d
+}
+
+func (d *frontDoor) point(target string) {
+	d.mu.Lock()
+	d.target = target
+	d.mu.Unlock()
+}
+
+func TestRedialFailure(t *testing.T) {
+	other, _, err := sshtest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		// behind starts what serves the host's address after the drop ("": connections are reset)
+		behind func(t *testing.T, srv *sshtest.Server, signer xssh.Signer) string
+		check  func(t *testing.T, err error)
+	}{
+		{
+			name:   "host is down",
+			behind: func(*testing.T, *sshtest.Server, xssh.Signer) string { return "" },
+			check: func(t *testing.T, err error) {
+				if !errors.Is(err, syscall.ECONNRESET) {
+					t.Errorf("err = %v, want connection reset", err)
+				}
+			},
+		},
+		{
+			name: "host key changed",
+			behind: func(t *testing.T, _ *sshtest.Server, signer xssh.Signer) string {
+				return sshtest.Start(t, sshtest.Options{HostKey: other, AuthorizedKeys: []xssh.PublicKey{signer.PublicKey()}}).Addr
+			},
+			check: func(t *testing.T, err error) {
+				var hk *HostKeyError
+				if !errors.As(err, &hk) || !hk.Changed || hk.Host != "node1" {
+					t.Errorf("err = %v, want a changed-key HostKeyError for node1", err)
+				}
+			},
+		},
+		{
+			name: "login refused",
+			behind: func(t *testing.T, srv *sshtest.Server, _ xssh.Signer) string {
+				return sshtest.Start(t, sshtest.Options{HostKey: srv.HostKey}).Addr
+			},
+			check: func(t *testing.T, err error) {
+				var ae *AuthError
+				if !errors.As(err, &ae) || ae.Host != "node1" {
+					t.Errorf("err = %v, want an AuthError for node1", err)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			signer, keyFile := sshtest.WriteKey(t, "")
+			srv := sshtest.Start(t, sshtest.Options{AuthorizedKeys: []xssh.PublicKey{signer.PublicKey()}})
+			door := startFrontDoor(t, srv.Addr)
+			addr := door.ln.Addr().(*net.TCPAddr)
+			known := filepath.Join(t.TempDir(), "known_hosts")
+			os.WriteFile(known, []byte(knownhosts.Line([]string{knownhosts.Normalize(addr.String())}, srv.HostKey.PublicKey())+"\n"), 0o600)
+			cfg := Config{Host: "node1", Address: "127.0.0.1", Port: addr.Port, IdentityFiles: []string{keyFile},
+				KnownHostsFiles: []string{known}, ConnectTimeout: 5 * time.Second}
+			c, err := newTestPool(t, Limits{}).Dial(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			door.point(tt.behind(t, srv, signer))
+			srv.DropConnections()
+			lost(t, c)
+
+			marker := filepath.Join(t.TempDir(), "ran")
+			_, err = c.Run(ctx, "touch "+marker)
+			var cl *ConnLostError
+			if !errors.As(err, &cl) || cl.Started || cl.Host != "node1" {
+				t.Fatalf("err = %v, want a *ConnLostError before the command started", err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, "node1") || !strings.Contains(msg, "did not run") {
+				t.Errorf("message %q does not name the host or say the command did not run", msg)
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Error("the command ran")
+			}
+			tt.check(t, err)
+
+			// A failed redial is tried again by the next call: the host is back.
+			door.point(srv.Addr)
+			if out, err := c.Run(ctx, "echo back"); err != nil || out != "back\n" {
+				t.Fatalf("Run once the host is back = %q, %v", out, err)
+			}
+			if got := srv.Connections(); got != 2 {
+				t.Errorf("host saw %d connections, want 2", got)
+			}
+		})
+	}
+}
+
+func TestConcurrentCallersShareOneRedial(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// A slow handshake keeps the redial in flight while the other callers arrive.
+	h := startHost(t, sshtest.Options{HandshakeDelay: 100 * time.Millisecond})
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	cfg := h.config("node1")
+	cfg.Logger = newBufLogger(&logs, &mu)
+	c, err := newTestPool(t, Limits{}).Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.srv.DropConnections()
+	lost(t, c)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if out, err := c.Run(ctx, fmt.Sprint("echo ", i)); err != nil || out != fmt.Sprintln(i) {
+				t.Errorf("Run %d = %q, %v", i, out, err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if got := h.srv.Connections(); got != 2 {
+		t.Errorf("server saw %d connections, want 2 (one shared redial)", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "connection lost; redialled"); n != 1 {
+		t.Errorf("%d redials logged, want 1", n)
+	}
+}
+
+func TestLostBastionIsRedialled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	bastion := startHost(t, sshtest.Options{})
+	target := startHost(t, sshtest.Options{NoForwarding: true})
+	b := bastion.config("jump")
+	cfg := target.config("node1")
+	cfg.Bastion = &b
+	c, err := newTestPool(t, Limits{}).Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bastion.srv.DropConnections() // takes the tunnelled connection with it
+	lost(t, c)
+	if out, err := c.Run(ctx, "echo via"); err != nil || out != "via\n" {
+		t.Fatalf("Run after the bastion dropped = %q, %v", out, err)
+	}
+	if got := bastion.srv.Connections(); got != 2 {
+		t.Errorf("bastion saw %d connections, want 2", got)
+	}
+	if got := bastion.srv.Forwards(); got != 2 {
+		t.Errorf("bastion tunnels = %d, want 2 (the redial went through it)", got)
+	}
+}

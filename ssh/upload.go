@@ -138,7 +138,7 @@ func (c *Client) Upload(ctx context.Context, files []File) (changed []string, er
 	if _, err := c.run(ctx, "mkdir -p -- "+quoteAll(dirs), nil, true); err != nil {
 		return nil, fmt.Errorf("create directories on %s: %w", c.cfg.Host, err)
 	}
-	sc, err := c.sftpClient()
+	sc, err := c.sftpClient(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -270,18 +270,27 @@ func (c *Client) diff(ctx context.Context, ups []*upload) ([]Reason, error) {
 	return reasons, nil
 }
 
-// sftpClient returns the connection's SFTP session, opening it on first use.
-func (c *Client) sftpClient() (*sftp.Client, error) {
+// sftpClient returns the connection's SFTP session, opening it on first use (and redialling a
+// lost connection).
+func (c *Client) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	c.sftpMu.Lock()
 	defer c.sftpMu.Unlock()
-	if c.sftp == nil {
-		sc, err := sftp.NewClient(c.ssh, sftp.UseConcurrentWrites(true))
-		if err != nil {
-			return nil, fmt.Errorf("start sftp on %s: %w", c.cfg.Host, err)
+	var sc *sftp.Client
+	err := c.withConn(ctx, "", func(cn *conn) error {
+		if cn.sftp == nil {
+			s, err := sftp.NewClient(cn.ssh, sftp.UseConcurrentWrites(true))
+			if err != nil {
+				return err
+			}
+			cn.sftp = s
 		}
-		c.sftp = sc
+		sc = cn.sftp
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start sftp on %s: %w", c.cfg.Host, err)
 	}
-	return c.sftp, nil
+	return sc, nil
 }
 
 // putDirect writes u as root: temp file, mode, owner, content, fsync, rename.

@@ -153,6 +153,17 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
+// DropConnections closes every client connection at the TCP level, as a network failure or a
+// restarted host would, and returns how many it closed. The server keeps accepting new ones.
+func (s *Server) DropConnections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.Close()
+	}
+	return len(s.conns)
+}
+
 // MaxConcurrentHandshakes is the peak number of connections in handshake (before auth completed) at once.
 func (s *Server) MaxConcurrentHandshakes() int { return s.shake.peak() }
 
