@@ -1,10 +1,12 @@
 package manifests
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"math"
 	"net"
 	"path"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -475,4 +477,53 @@ func etcdProbe(extra map[string]string, lo string) (string, int32, corev1.URISch
 		return host, etcdMetricsPort, scheme
 	}
 	return host, int32(n), scheme
+}
+
+// InputsAnnotation carries, on each static pod, a digest of the files it reads
+// from its host-path volumes (certificates, keys, kubeconfigs). Renewing a
+// certificate changes the digest, so the manifest changes and the kubelet
+// restarts the pod: it never keeps serving a certificate that was replaced.
+const InputsAnnotation = "kubeforge.io/inputs"
+
+// StampInputs sets InputsAnnotation on each static pod in pods from the
+// content of the files in files that lie under one of its host-path volumes.
+func StampInputs(pods, files []pki.File) ([]pki.File, error) {
+	out := make([]pki.File, 0, len(pods))
+	for _, pf := range pods {
+		var pod corev1.Pod
+		if err := yaml.Unmarshal(pf.Data, &pod); err != nil {
+			return nil, fmt.Errorf("read %s: %w", pf.Path, err)
+		}
+		h := sha256.New()
+		n := 0
+		sorted := append([]pki.File(nil), files...)
+		sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
+		for _, f := range sorted {
+			for _, v := range pod.Spec.Volumes {
+				if v.HostPath == nil {
+					continue
+				}
+				if p := v.HostPath.Path; f.Path == p || strings.HasPrefix(f.Path, strings.TrimSuffix(p, "/")+"/") {
+					fmt.Fprintf(h, "%s\x00%x\x00", f.Path, sha256.Sum256(f.Data))
+					n++
+					break
+				}
+			}
+		}
+		if n == 0 {
+			out = append(out, pf)
+			continue
+		}
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[InputsAnnotation] = fmt.Sprintf("sha256:%x", h.Sum(nil))[:23]
+		data, err := yaml.Marshal(&pod)
+		if err != nil {
+			return nil, fmt.Errorf("marshal %s: %w", pf.Path, err)
+		}
+		pf.Data = data
+		out = append(out, pf)
+	}
+	return out, nil
 }

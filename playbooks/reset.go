@@ -13,7 +13,7 @@ func Reset(hosts inventory.Selector) func(*inventory.Inventory) Playbook {
 	return func(*inventory.Inventory) Playbook {
 		connect := stepConnect()
 		connect.Hosts = hosts
-		return Playbook{Name: "reset", BestEffort: true, Steps: []Step{connect,
+		return Playbook{Name: "reset", BestEffort: true, AllHosts: true, Steps: []Step{connect,
 			{Name: "reset", Help: "stop kubelet; remove pods, mounts, files, interfaces, iptables rules (and artifacts); verify",
 				Hosts: hosts, Run: tasks.ResetHost},
 		}}
@@ -27,7 +27,7 @@ func Remove(*inventory.Inventory) Playbook {
 		s.When = tasks.NotRemoved
 		return s
 	}
-	return Playbook{Name: "scale --remove", Steps: []Step{
+	return Playbook{Name: "scale --remove", AllHosts: true, Steps: []Step{
 		staying(stepConnect()), stepCerts(),
 		{Name: "remove", Help: "cordon, drain (PDBs respected), remove the etcd member, delete the Node, reset the host",
 			Local: tasks.RemoveNodes, Timeout: 30 * time.Minute},
@@ -35,18 +35,24 @@ func Remove(*inventory.Inventory) Playbook {
 }
 
 // Scale is the playbook behind `kubeforge scale`: it adds the inventory's
-// hosts that are not nodes yet, running only their steps. Existing nodes are
+// hosts that have not joined (whatever their place in the file), running only
+// their steps, then removes the hosts marked `remove: true`. Existing nodes are
 // read (facts, uniqueness checks) and get routes to the new nodes' pod CIDRs.
 func Scale(*inventory.Inventory) Playbook {
 	newOnly := func(s Step) Step {
-		s.When = tasks.NotNode
+		s.When = tasks.NotJoined
 		return s
 	}
+	plan := stepPlan()
+	plan.When = tasks.NotJoined
 	return Playbook{Name: "scale", Steps: []Step{
-		stepConnect(), stepFacts(), stepCerts(), stepState(),
-		newOnly(stepPreflightHost()), stepPreflightCluster(),
+		stepConnect(), stepFacts(), stepSeed(), stepCerts(), stepProbe(), stepObserve(),
+		{Name: "scale/check", Help: "refuse when there is no cluster to add hosts to", Local: tasks.RequireCluster, Always: true, ReadOnly: true},
+		newOnly(stepPreflightHost()), stepPreflightCluster(), plan,
 		stepRender(), newOnly(stepPrepare()), newOnly(stepArtifacts()),
-		stepCIDRs(), stepNetwork(), newOnly(stepJoinCP()), stepToken(), newOnly(stepJoinWorkers()),
-		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(),
+		stepEtcd(), stepCIDRs(), stepNetwork(), newOnly(stepJoinCP()), stepToken(), newOnly(stepJoinWorkers()),
+		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepTokenCleanup(),
+		{Name: "remove", Help: "hosts marked remove: true: cordon, drain (PDBs respected), remove the etcd member, delete the Node, reset",
+			Local: tasks.RemoveNodes, Timeout: 30 * time.Minute},
 	}}
 }

@@ -2,6 +2,7 @@ package playbooks
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"golang.org/x/term"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubeforge/kubeforge/internal/atomicfile"
 	"github.com/kubeforge/kubeforge/inventory"
 	"github.com/kubeforge/kubeforge/tasks"
 )
@@ -25,6 +27,7 @@ type Options struct {
 	Verbose     bool
 	Output      string // text or json
 	DryRun      bool
+	Offline     bool // with DryRun: contact no host, print the steps x hosts outline
 	Skip, Only  []string
 	Timeout     time.Duration // the whole run
 	Tasks       tasks.Options
@@ -75,10 +78,15 @@ func Run(ctx context.Context, opts *Options, build func(*inventory.Inventory) Pl
 	if err != nil {
 		return nil, err
 	}
-	if opts.DryRun {
+	if opts.DryRun && (opts.Offline || !pb.Observed()) {
 		fmt.Fprint(opts.Stdout, pb.Plan(inv))
 		fmt.Fprintln(opts.Stdout, "Dry run: no host was contacted and nothing was changed.")
 		return nil, nil
+	}
+	if opts.DryRun {
+		// Connect, read and plan; stop before the first step that changes anything.
+		pb = pb.readOnly()
+		opts.Tasks.DryRun = true
 	}
 	if err := askPasswords(inv, opts); err != nil {
 		return nil, err
@@ -94,6 +102,10 @@ func Run(ctx context.Context, opts *Options, build func(*inventory.Inventory) Pl
 	env := tasks.NewEnv(inv, opts.StateDir, logs.main, opts.Tasks)
 	env.Logs = logs.host
 	defer env.Close()
+	if !pb.AllHosts {
+		env.Inv = inv.Active()
+		env.Leaving = env.Hosts(inv.Leaving())
+	}
 
 	sum := &Summary{}
 	var sink EventSink = &TextSink{W: opts.Stdout, Verbose: opts.Verbose}
@@ -110,6 +122,11 @@ func Run(ctx context.Context, opts *Options, build func(*inventory.Inventory) Pl
 		defer cancel()
 	}
 	err = r.Run(ctx, env, pb)
+	if env.Plan != nil && len(env.Plan.Hosts) > 0 {
+		if b, jerr := json.MarshalIndent(env.Plan, "", "  "); jerr == nil {
+			_ = atomicfile.Write(filepath.Join(opts.StateDir, "logs", "plan.json"), b, 0o600)
+		}
+	}
 	return &RunResult{Env: env, Summary: sum}, err
 }
 

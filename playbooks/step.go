@@ -25,6 +25,9 @@ type Step struct {
 	// When, if set, narrows the hosts at run time, from what earlier steps
 	// learned (for example: only hosts that are not nodes yet).
 	When *tasks.Predicate
+	// ReadOnly marks the steps that only look (connect, facts, preflight, the
+	// plan): a dry run runs these and stops before the first other step.
+	ReadOnly bool
 }
 
 // Playbook is an ordered list of steps.
@@ -35,6 +38,34 @@ type Playbook struct {
 	// the failed host is left out of later steps and all failures are
 	// returned at the end. Otherwise the first failing step stops the run.
 	BestEffort bool
+	// AllHosts runs on every host of the file, those marked `remove: true`
+	// too (reset). Otherwise they are left out of every step and only the
+	// removal reaches them.
+	AllHosts bool
+}
+
+// Observed reports whether the playbook computes a plan from the hosts (its
+// dry run connects, reads and prints that plan).
+func (p Playbook) Observed() bool {
+	for _, s := range p.Steps {
+		if s.Name == "plan" {
+			return true
+		}
+	}
+	return false
+}
+
+// readOnly returns the leading read-only steps: what a dry run runs.
+func (p Playbook) readOnly() Playbook {
+	out := p
+	out.Steps = nil
+	for _, s := range p.Steps {
+		if !s.ReadOnly {
+			break
+		}
+		out.Steps = append(out.Steps, s)
+	}
+	return out
 }
 
 // Filter returns the playbook restricted by --skip and --only. Unknown step
@@ -64,7 +95,7 @@ func (p Playbook) Filter(skip, only []string) (Playbook, error) {
 	if len(unknown) > 0 {
 		return p, fmt.Errorf("unknown step %s; %s has: %s", strings.Join(unknown, ", "), p.Name, strings.Join(p.Names(), ", "))
 	}
-	out := Playbook{Name: p.Name}
+	out := Playbook{Name: p.Name, BestEffort: p.BestEffort, AllHosts: p.AllHosts}
 	for _, s := range p.Steps {
 		keep := len(only) == 0 || s.Always
 		for _, n := range only {

@@ -10,7 +10,7 @@ import (
 // The steps of up, in order; scale reuses them.
 func stepCerts() Step {
 	return Step{Name: "certs", Help: "load or generate the cluster PKI in the state dir; write admin.conf",
-		Local: tasks.EnsureCerts}
+		Local: tasks.EnsureCerts, Always: true, ReadOnly: true}
 }
 
 func stepRender() Step {
@@ -29,26 +29,27 @@ func stepArtifacts() Step {
 }
 
 func stepInit() Step {
-	return Step{Name: "control-plane/init", Help: "push PKI, kubeconfigs, static pods and kubelet files; start kubelet; wait for the API server",
-		Hosts: inventory.SelectFirstControlPlane, Run: tasks.InitControlPlane}
+	return Step{Name: "control-plane/init", Help: "only when no control plane holds etcd data: push PKI, kubeconfigs, static pods and kubelet files; start kubelet; wait for the API server",
+		Hosts: inventory.SelectControlPlanes, When: tasks.Initialises, Run: tasks.InitControlPlane}
 }
 
 func stepBootstrap() Step {
-	return Step{Name: "cluster/bootstrap", Help: "kubeadm ConfigMaps, bootstrap RBAC, kube-proxy, CoreDNS",
+	return Step{Name: "cluster/bootstrap", Help: "kubeadm ConfigMaps, cluster-info, bootstrap RBAC, kube-proxy, CoreDNS",
 		Local: tasks.Bootstrap}
 }
 
-func stepState() Step {
-	return Step{Name: "cluster/state", Help: "list the nodes the cluster already has", Local: tasks.ClusterState}
+func stepEtcd() Step {
+	return Step{Name: "etcd/reconcile", Help: "remove the members of control planes that lost their data; promote learners that have data",
+		Local: tasks.ReconcileEtcd}
 }
 
 func stepJoinCP() Step {
-	return Step{Name: "control-plane/join", Help: "one at a time: CA material and leaves, etcd learner then voting member, static pods, kubelet",
-		Hosts: inventory.SelectOtherControlPlanes, Serial: true, Run: tasks.JoinControlPlane}
+	return Step{Name: "control-plane/join", Help: "one at a time: etcd learner (from etcd's member list), CA material and leaves, static pods, kubelet; promote",
+		Hosts: inventory.SelectControlPlanes, When: tasks.NotInitialising, Serial: true, Run: tasks.JoinControlPlane}
 }
 
 func stepToken() Step {
-	return Step{Name: "join/token", Help: "mint a short-lived bootstrap token and sign cluster-info, only if a host must join",
+	return Step{Name: "join/token", Help: "mint a short-lived bootstrap token and sign cluster-info, only if a worker must join",
 		Local: tasks.EnsureJoinToken}
 }
 
@@ -84,14 +85,20 @@ func stepReady() Step {
 	return Step{Name: "nodes/ready", Help: "wait until every node is Ready", Local: tasks.WaitNodesReady}
 }
 
+func stepTokenCleanup() Step {
+	return Step{Name: "join/cleanup", Help: "delete the bootstrap token this run minted", Local: tasks.DeleteJoinToken}
+}
+
 // Up is the playbook behind `kubeforge up`: from hosts with an OS and a
-// container runtime to a converged cluster. Every step is idempotent.
+// container runtime to a converged cluster. It observes the hosts and the
+// cluster, plans, and executes the plan; every step is idempotent.
 func Up(*inventory.Inventory) Playbook {
 	return Playbook{Name: "up", Steps: []Step{
-		stepConnect(), stepFacts(), stepPreflightHost(), stepPreflightCluster(),
-		stepCerts(), stepRender(), stepPrepare(), stepArtifacts(),
-		stepInit(), stepBootstrap(), stepState(), stepCIDRs(), stepNetwork(), stepJoinCP(), stepToken(), stepJoinWorkers(),
-		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(),
+		stepConnect(), stepFacts(), stepSeed(), stepPreflightHost(), stepPreflightCluster(),
+		stepCerts(), stepProbe(), stepObserve(), stepPlan(),
+		stepRender(), stepPrepare(), stepArtifacts(),
+		stepInit(), stepBootstrap(), stepEtcd(), stepCIDRs(), stepNetwork(), stepJoinCP(), stepToken(), stepJoinWorkers(),
+		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepTokenCleanup(),
 	}}
 }
 
@@ -101,13 +108,15 @@ func Certs(*inventory.Inventory) Playbook {
 }
 
 // Render is the playbook behind `kubeforge render`: it reads facts (cgroup
-// version, hostname) from the hosts, then writes every node's tree locally.
+// version, hostname) and the cluster's etcd membership from the hosts, then
+// writes every node's tree locally.
 func Render(*inventory.Inventory) Playbook {
-	return Playbook{Name: "render", Steps: []Step{stepConnect(), stepFacts(), stepCerts(), stepRender()}}
+	return Playbook{Name: "render", Steps: []Step{stepConnect(), stepFacts(), stepSeed(), stepCerts(), stepProbe(), stepObserve(), stepRender()}}
 }
 
 // RenderOffline is `kubeforge render --offline`: no host is contacted; hosts
-// are assumed on cgroup v2 (on a v1 host `up` adds failCgroupV1: false).
+// are assumed on cgroup v2 (on a v1 host `up` adds failCgroupV1: false) and
+// the etcd flags follow the file's order, as for a new cluster.
 func RenderOffline(*inventory.Inventory) Playbook {
 	return Playbook{Name: "render", Steps: []Step{stepCerts(), stepRender()}}
 }

@@ -62,12 +62,47 @@ func ConnectAPI(_ context.Context, env *Env) error {
 	return nil
 }
 
-// apiHost is the control plane the workstation talks to the API through.
+// apiHost is the control plane the workstation talks to the API through:
+// one whose API server was seen answering, else the one this run
+// initialised, else any connected control plane that stays.
 func (e *Env) apiHost() (*Host, error) {
-	for _, h := range e.Hosts(e.Inv.ControlPlanes()) {
+	var up []string
+	if e.Cluster != nil {
+		up = e.Cluster.APIUp
+	}
+	if e.Plan != nil && e.Plan.Init != "" {
+		up = append(up, e.Plan.Init)
+	}
+	cps := e.Hosts(e.Inv.ControlPlanes())
+	for _, name := range up {
+		for _, h := range cps {
+			if h.Name == name && h.Client != nil && !e.Removing(h) {
+				return h, nil
+			}
+		}
+	}
+	for _, h := range cps {
 		if h.Client != nil && !e.Removing(h) {
 			return h, nil
 		}
 	}
 	return nil, fmt.Errorf("no connected control-plane host to reach the API server through")
+}
+
+// etcdHost is a control plane whose etcd member is live: the one that
+// answered when the cluster was observed, else the one this run initialised.
+func (e *Env) etcdHost() (*Host, error) {
+	name := ""
+	switch {
+	case e.Cluster != nil && e.Cluster.Etcd != nil:
+		name = e.Cluster.Etcd.Via
+	case e.Plan != nil && e.Plan.Init != "":
+		name = e.Plan.Init
+	}
+	if ih := e.Inv.Host(name); ih != nil {
+		if h := e.Host(ih); h.Client != nil {
+			return h, nil
+		}
+	}
+	return nil, fmt.Errorf("no live etcd member to join through (observed none, and no control plane was initialised in this run)")
 }

@@ -28,7 +28,7 @@ import (
 // and kubelet ConfigMaps, the bootstrap RBAC, kube-proxy and CoreDNS. Objects
 // already as wanted are left alone.
 func Bootstrap(ctx context.Context, env *Env) error {
-	h, err := env.FirstControlPlane()
+	h, err := env.apiHost()
 	if err != nil {
 		return err
 	}
@@ -61,6 +61,11 @@ func Bootstrap(ctx context.Context, env *Env) error {
 		return err
 	}
 	if err := env.applyAll(ctx, h, aa, objs[1:]); err != nil {
+		return err
+	}
+	// kubeadm publishes cluster-info at init: `kubeadm join` works on a
+	// cluster of control planes only too. Tokens add their signatures later.
+	if err := publishClusterInfo(ctx, env, h, env.Kube, nil); err != nil {
 		return err
 	}
 	if env.Inv.Cluster.CNI.Plugin != "manifest" {
@@ -129,19 +134,7 @@ func MarkNodes(ctx context.Context, env *Env) error {
 		if err != nil {
 			return fmt.Errorf("get node %s: %w", h.Name, err)
 		}
-		labels := map[string]string{}
-		var taints []corev1.Taint
-		if h.IsControlPlane() {
-			labels["node-role.kubernetes.io/control-plane"] = ""
-			labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
-			taints = append(taints, corev1.Taint{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule})
-		}
-		for k, v := range h.Labels {
-			labels[k] = v
-		}
-		for _, t := range h.Taints {
-			taints = append(taints, corev1.Taint{Key: t.Key, Value: t.Value, Effect: corev1.TaintEffect(t.Effect)})
-		}
+		labels, taints := nodeMarks(h)
 		patch, changed := nodePatch(node, labels, taints)
 		if !changed {
 			continue
@@ -152,6 +145,25 @@ func MarkNodes(ctx context.Context, env *Env) error {
 		h.Changed(Change{Kind: ChangeNode, What: "labelled and tainted node"})
 	}
 	return nil
+}
+
+// nodeMarks returns the labels and taints h's Node carries: kubeadm's
+// control-plane label and taint, then the inventory's.
+func nodeMarks(h *Host) (map[string]string, []corev1.Taint) {
+	labels := map[string]string{}
+	var taints []corev1.Taint
+	if h.IsControlPlane() {
+		labels["node-role.kubernetes.io/control-plane"] = ""
+		labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
+		taints = append(taints, corev1.Taint{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule})
+	}
+	for k, v := range h.Labels {
+		labels[k] = v
+	}
+	for _, t := range h.Taints {
+		taints = append(taints, corev1.Taint{Key: t.Key, Value: t.Value, Effect: corev1.TaintEffect(t.Effect)})
+	}
+	return labels, taints
 }
 
 // nodePatch returns the patch that adds labels and taints node lacks.
@@ -191,17 +203,15 @@ func nodePatch(node *corev1.Node, labels map[string]string, taints []corev1.Tain
 }
 
 // EnsureJoinToken mints a short-lived bootstrap token and publishes the signed
-// cluster-info, but only when some host still has to join.
+// cluster-info, but only when the plan has a worker whose kubelet joins.
 func EnsureJoinToken(ctx context.Context, env *Env) error {
-	need := false
-	for _, h := range env.Hosts(env.Inv.Workers()) {
-		if !env.isNode(h) {
-			need = true
-		}
-	}
-	if !need {
+	if env.Plan == nil || len(env.Plan.JoinNodes) == 0 {
 		env.Log.Info("unchanged", "what", "bootstrap token (no host to join)")
 		return nil
+	}
+	h, err := env.apiHost()
+	if err != nil {
+		return err
 	}
 	tok, err := pki.NewBootstrapToken()
 	if err != nil {
@@ -211,31 +221,58 @@ func EnsureJoinToken(ctx context.Context, env *Env) error {
 	if _, err := env.Kube.CoreV1().Secrets(sec.Namespace).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create bootstrap token: %w", err)
 	}
-	if err := publishClusterInfo(ctx, env, env.Kube, tok); err != nil {
+	if err := publishClusterInfo(ctx, env, h, env.Kube, &tok); err != nil {
 		return err
 	}
 	env.Token = &tok
 	return nil
 }
 
+// DeleteJoinToken deletes the bootstrap token this run minted, and its
+// cluster-info signature, once every host has joined (as kubeadm's short
+// TTL intends; a user's own `kubeadm token create` is left alone).
+func DeleteJoinToken(ctx context.Context, env *Env) error {
+	if env.Token == nil {
+		return nil
+	}
+	name := "bootstrap-token-" + env.Token.ID
+	if err := env.Kube.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete bootstrap token: %w", err)
+	}
+	patch := []byte(`{"data":{"jws-kubeconfig-` + env.Token.ID + `":null}}`)
+	if _, err := env.Kube.CoreV1().ConfigMaps(metav1.NamespacePublic).Patch(ctx, "cluster-info", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove the token's cluster-info signature: %w", err)
+	}
+	env.Log.Info("deleted bootstrap token", "id", env.Token.ID)
+	env.Token = nil
+	return nil
+}
+
 // publishClusterInfo writes kube-public/cluster-info with the CA and server
-// and the token's JWS signature, so `kubeadm join --discovery-token` works.
-func publishClusterInfo(ctx context.Context, env *Env, kc kubernetes.Interface, tok pki.BootstrapToken) error {
+// and, given a token, its JWS signature, so `kubeadm join --discovery-token`
+// works. Nothing is written when it is already as wanted.
+func publishClusterInfo(ctx context.Context, env *Env, h *Host, kc kubernetes.Interface, tok *pki.BootstrapToken) error {
 	ci, err := pki.ClusterInfoKubeconfig(env.PKI.CACertPEM(), env.Inv.ServerURL())
 	if err != nil {
 		return fmt.Errorf("make cluster-info: %w", err)
 	}
-	sig, err := pki.SignClusterInfo(ci, tok)
-	if err != nil {
-		return fmt.Errorf("sign cluster-info: %w", err)
+	want := map[string]string{"kubeconfig": string(ci)}
+	if tok != nil {
+		sig, err := pki.SignClusterInfo(ci, *tok)
+		if err != nil {
+			return fmt.Errorf("sign cluster-info: %w", err)
+		}
+		want["jws-kubeconfig-"+tok.ID] = sig
 	}
 	cms := kc.CoreV1().ConfigMaps(metav1.NamespacePublic)
 	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		cm, err := cms.Get(ctx, "cluster-info", metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cluster-info", Namespace: metav1.NamespacePublic}}
-			cm.Data = map[string]string{"kubeconfig": string(ci), "jws-kubeconfig-" + tok.ID: sig}
+			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cluster-info", Namespace: metav1.NamespacePublic}, Data: want}
 			_, err = cms.Create(ctx, cm, metav1.CreateOptions{})
+			if err == nil {
+				h.Changed(Change{Kind: ChangeObject, What: "ConfigMap/kube-public/cluster-info"})
+			}
 			return err == nil, ignoreConflict(err)
 		}
 		if err != nil {
@@ -244,9 +281,20 @@ func publishClusterInfo(ctx context.Context, env *Env, kc kubernetes.Interface, 
 		if cm.Data == nil {
 			cm.Data = map[string]string{}
 		}
-		cm.Data["kubeconfig"] = string(ci)
-		cm.Data["jws-kubeconfig-"+tok.ID] = sig
+		same := true
+		for k, v := range want {
+			if cm.Data[k] != v {
+				cm.Data[k] = v
+				same = false
+			}
+		}
+		if same {
+			return true, nil
+		}
 		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+		if err == nil && tok == nil {
+			h.Changed(Change{Kind: ChangeObject, What: "ConfigMap/kube-public/cluster-info"})
+		}
 		return err == nil, ignoreConflict(err)
 	})
 }

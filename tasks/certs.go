@@ -31,6 +31,13 @@ func EnsureCerts(_ context.Context, env *Env) error {
 			env.Log.Info("certificate", "name", c.Name, "host", c.Host, "action", c.Action, "reason", c.Reason)
 		}
 	}
+	env.mu.Lock()
+	env.certChanges = changes
+	env.mu.Unlock()
+	if env.Opts.DryRun {
+		env.PKI = b // in memory only: a dry run writes nothing, here either
+		return nil
+	}
 	if err := b.Save(env.PKIDir()); err != nil {
 		return fmt.Errorf("save PKI: %w", err)
 	}

@@ -68,8 +68,6 @@ type Env struct {
 	// Kube is a client for the API server, reached through an SSH tunnel.
 	Kube       kubernetes.Interface
 	KubeConfig *rest.Config
-	// Existing reports which hosts are already nodes of the cluster (filled by the cluster-state step).
-	Existing map[string]bool
 
 	// Cluster is the cluster as observed before any change (cluster/observe).
 	Cluster *ClusterFacts
@@ -89,7 +87,6 @@ func NewEnv(inv *inventory.Inventory, stateDir string, log *slog.Logger, opts Op
 		Opts:     opts,
 		Pool:     ssh.NewPool(opts.Limits),
 		hosts:    map[string]*Host{},
-		Existing: map[string]bool{},
 	}
 }
 

@@ -4,15 +4,20 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/kubeforge/kubeforge/manifests"
 )
 
 // etcdClient connects to the etcd member of control plane via, through its SSH
@@ -53,26 +58,99 @@ func etcdClient(ctx context.Context, env *Env, via *Host) (*clientv3.Client, err
 }
 
 // addEtcdLearner registers h as a learner member, unless a member with its
-// peer URL exists already (a previous run got that far). It returns the member ID.
-func addEtcdLearner(ctx context.Context, cli *clientv3.Client, h *Host) (uint64, error) {
-	peer := "https://" + net.JoinHostPort(h.NodeIP(), strconv.Itoa(2380))
+// peer URL exists already (an interrupted run got that far). Another learner
+// that never started (etcd allows one) is removed first; one that runs is
+// promoted first. It returns h's member ID and the etcd flags for h, built
+// from the member list etcd returned, as kubeadm does.
+func addEtcdLearner(ctx context.Context, cli *clientv3.Client, h *Host) (uint64, manifests.EtcdParams, error) {
+	peer := manifests.EtcdPeerURL(h.Host)
 	list, err := cli.MemberList(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("list etcd members: %w", err)
+		return 0, manifests.EtcdParams{}, fmt.Errorf("list etcd members: %w", err)
 	}
-	for _, m := range list.Members {
-		for _, u := range m.PeerURLs {
-			if u == peer {
-				return m.ID, nil
+	members := toMembers(list.Members)
+	for _, m := range members {
+		if m.PeerURL == peer {
+			h.Log.Info("etcd member exists; reusing it", "id", hexID(m.ID), "learner", m.Learner)
+			return m.ID, manifests.EtcdParams{InitialCluster: initialCluster(members, m.ID, h), InitialClusterState: "existing"}, nil
+		}
+	}
+	for _, m := range members {
+		if !m.Learner {
+			continue
+		}
+		if m.Name == "" {
+			if _, err := cli.MemberRemove(ctx, m.ID); err != nil {
+				return 0, manifests.EtcdParams{}, fmt.Errorf("remove unstarted etcd learner %s (%s): %w", hexID(m.ID), m.PeerURL, err)
 			}
+			h.Changed(Change{Kind: ChangeEtcd, What: "removed unstarted learner " + m.PeerURL})
+			continue
+		}
+		if err := promoteEtcdMember(ctx, cli, h, m.ID, 2*time.Minute); err != nil {
+			return 0, manifests.EtcdParams{}, fmt.Errorf("etcd has a learner (%s) that must be promoted before %s joins: %w", m.Name, h.Name, err)
 		}
 	}
 	resp, err := cli.MemberAddAsLearner(ctx, []string{peer})
 	if err != nil {
-		return 0, fmt.Errorf("add etcd learner %s: %w", peer, err)
+		return 0, manifests.EtcdParams{}, fmt.Errorf("add etcd learner %s: %w", peer, err)
 	}
 	h.Changed(Change{Kind: ChangeEtcd, What: "added learner member " + peer})
-	return resp.Member.ID, nil
+	return resp.Member.ID, manifests.EtcdParams{InitialCluster: initialCluster(toMembers(resp.Members), resp.Member.ID, h), InitialClusterState: "existing"}, nil
+}
+
+// toMembers converts etcd's member list.
+func toMembers(ms []*etcdserverpb.Member) []EtcdMember {
+	out := make([]EtcdMember, 0, len(ms))
+	for _, m := range ms {
+		em := EtcdMember{ID: m.ID, Name: m.Name, Learner: m.IsLearner}
+		if len(m.PeerURLs) > 0 {
+			em.PeerURL = m.PeerURLs[0]
+		}
+		out = append(out, em)
+	}
+	return out
+}
+
+// ReconcileEtcd applies the plan's membership changes that are not joins:
+// it removes the members of control planes that lost their data (they
+// rejoin as learners) and unstarted learners of no host, and promotes
+// learners that have data. Removal keeps quorum: a member is removed only
+// while the others that answer are a majority without it.
+func ReconcileEtcd(ctx context.Context, env *Env) error {
+	if env.Plan == nil || len(env.Plan.Etcd) == 0 {
+		return nil
+	}
+	via, err := env.etcdHost()
+	if err != nil {
+		return err
+	}
+	cli, err := etcdClient(ctx, env, via)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	for _, a := range env.Plan.Etcd {
+		id, err := strconv.ParseUint(a.Member, 16, 64)
+		if err != nil {
+			return fmt.Errorf("etcd member ID %q: %w", a.Member, err)
+		}
+		h := via
+		if ih := env.Inv.Host(a.Host); ih != nil {
+			h = env.Host(ih)
+		}
+		switch a.Action {
+		case "remove":
+			if _, err := cli.MemberRemove(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
+				return fmt.Errorf("remove etcd member %s (%s): %w", a.Member, a.Reason, err)
+			}
+			h.Changed(Change{Kind: ChangeEtcd, What: "removed member " + a.Member})
+		case "promote":
+			if err := promoteEtcdMember(ctx, cli, h, id, env.waitTimeout()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // promoteEtcdMember makes the learner a voting member once it has caught up.

@@ -52,7 +52,7 @@ type Facts struct {
 }
 
 // factsScript prints "key<TAB>value" lines; it only reads.
-var factsScript = `set +e
+const factsScript = `set +e
 . /etc/os-release 2>/dev/null
 printf 'os\t%s\nosversion\t%s\nosname\t%s\n' "$ID" "$VERSION_ID" "$PRETTY_NAME"
 printf 'arch\t%s\nkernel\t%s\nhostname\t%s\n' "$(uname -m)" "$(uname -r)" "$(hostname)"
@@ -95,7 +95,7 @@ if [ -f $k ]; then
   [ -n "$c" ] || [ ! -r "$p" ] || c=$(sed -n '/BEGIN CERTIFICATE/,/END CERTIFICATE/p' "$p" | base64 | tr -d '\n')
   printf 'kubeletcert\t%s\n' "$c"
 fi
-printf 'kubeletinputs\t%s\n' "$(` + kubeletFingerprint + `)"
+printf 'kubeletinputs\t%s\n' "$(eval "$3")"
 printf 'kubeletstarted\t%s\n' "$(cat ` + kubeletStampPath + ` 2>/dev/null)"
 [ -z "$2" ] || printf 'resolvconf\t%s\n' "$(test -r "$2" && echo yes)"
 printf 'clock\t%s\n' "$(date +%s.%N)"
@@ -106,7 +106,7 @@ func GatherFacts(ctx context.Context, env *Env, h *Host) error {
 	sock := strings.TrimPrefix(env.Inv.Cluster.ContainerRuntimeEndpoint, "unix://")
 	before := time.Now()
 	resolv := env.Inv.Cluster.Kubelet.ResolvConf
-	out, err := h.Client.Run(ctx, "sh -s -- "+shellQuote(sock)+" "+shellQuote(resolv)+" <<'KUBEFORGE_FACTS'\n"+factsScript+"KUBEFORGE_FACTS")
+	out, err := h.Client.Run(ctx, "sh -s -- "+shellQuote(sock)+" "+shellQuote(resolv)+" "+shellQuote(kubeletFingerprint(h))+" <<'KUBEFORGE_FACTS'\n"+factsScript+"KUBEFORGE_FACTS")
 	after := time.Now()
 	if err != nil {
 		return fmt.Errorf("gather facts: %w", err)

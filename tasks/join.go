@@ -12,36 +12,18 @@ import (
 	"github.com/kubeforge/kubeforge/pki"
 )
 
-// ClusterState records which hosts are already nodes of the cluster.
-func ClusterState(ctx context.Context, env *Env) error {
-	if err := ConnectAPI(ctx, env); err != nil {
-		return err
-	}
-	nodes, err := env.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return fmt.Errorf("list nodes: %w", err)
-	}
-	env.mu.Lock()
-	defer env.mu.Unlock()
-	for _, n := range nodes.Items {
-		env.Existing[n.Name] = true
-	}
-	return nil
-}
-
-func (e *Env) isNode(h *Host) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.Existing[h.Name]
+// joining reports whether h's kubelet joins in this run (the plan found no
+// kubelet of h with its own credential and a fresh Lease).
+func (e *Env) joining(h *Host) bool {
+	return e.Plan == nil || contains(e.Plan.JoinNodes, h.Name)
 }
 
 // JoinWorker pushes a worker's files (CA certificate, kubelet config and unit)
-// and, when it is not a node yet, a bootstrap kubeconfig with the fresh token;
-// then starts kubelet, which gets its client certificate through the CSR API.
+// and, when its kubelet has not joined, a bootstrap kubeconfig with the fresh
+// token; then starts kubelet, which gets its client certificate through the CSR API.
 func JoinWorker(ctx context.Context, env *Env, h *Host) error {
 	var extra []pki.File
-	joined := env.isNode(h) && h.Facts != nil && h.Facts.KubeletConf
-	if !joined {
+	if env.joining(h) {
 		if env.Token == nil {
 			return fmt.Errorf("no bootstrap token minted for %s (the join-token step was skipped?)", h.Name)
 		}
@@ -107,10 +89,5 @@ func (e *Env) waitNodes(ctx context.Context, what string, ok func(*corev1.Node) 
 	if err != nil {
 		return fmt.Errorf("nodes not %s after %s: %v; next: `journalctl -u kubelet` on them, then run again", what, timeout, missing)
 	}
-	e.mu.Lock()
-	for _, h := range e.Inv.Hosts {
-		e.Existing[h.Name] = true
-	}
-	e.mu.Unlock()
 	return nil
 }

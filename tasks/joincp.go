@@ -4,19 +4,25 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/kubeforge/kubeforge/manifests"
 )
 
-// JoinControlPlane adds an extra control plane, as `kubeadm join
-// --control-plane` does: its etcd member is added as a learner before its etcd
-// starts, then its CA material, own leaves, static pods and kubelet files are
-// pushed and kubelet started; the learner is promoted once in sync, and the
-// step waits for the new API server. A host that is already a member only
-// has its files converged.
+// JoinControlPlane adds or converges a control plane that does not
+// initialise, as `kubeadm join --control-plane` does. For a host the plan has
+// join, its etcd member is added as a learner through a live member (or the
+// learner an interrupted run added is reused), its etcd manifest is rendered
+// from the member list etcd returned, its files are pushed and kubelet
+// started; the learner is promoted once in sync, and the step waits for the
+// new API server. A member with data only has its files converged.
 func JoinControlPlane(ctx context.Context, env *Env, h *Host) error {
-	if h.Facts != nil && h.Facts.StaticPods {
-		return InitControlPlane(ctx, env, h)
+	if env.Plan != nil && !env.Plan.joinsCP(h.Name) {
+		if err := installNode(ctx, env, h); err != nil {
+			return err
+		}
+		return waitAPIServer(ctx, env, h)
 	}
-	via, err := env.apiHost()
+	via, err := env.etcdHost()
 	if err != nil {
 		return err
 	}
@@ -25,19 +31,29 @@ func JoinControlPlane(ctx context.Context, env *Env, h *Host) error {
 		return err
 	}
 	defer cli.Close()
-	id, err := addEtcdLearner(ctx, cli, h)
+	id, params, err := addEtcdLearner(ctx, cli, h)
 	if err != nil {
 		return err
 	}
+	env.mu.Lock()
+	if env.etcdParams == nil {
+		env.etcdParams = map[string]manifests.EtcdParams{}
+	}
+	env.etcdParams[h.Name] = params
+	env.mu.Unlock()
 	if err := installNode(ctx, env, h); err != nil {
 		return err
 	}
-	timeout := env.Opts.WaitTimeout
-	if timeout == 0 {
-		timeout = 5 * time.Minute
-	}
-	if err := promoteEtcdMember(ctx, cli, h, id, timeout); err != nil {
+	if err := promoteEtcdMember(ctx, cli, h, id, env.waitTimeout()); err != nil {
 		return fmt.Errorf("%w\n%s", err, diagnoseControlPlane(ctx, h))
 	}
 	return waitAPIServer(ctx, env, h)
+}
+
+// waitTimeout is how long to wait for control planes and nodes.
+func (e *Env) waitTimeout() time.Duration {
+	if e.Opts.WaitTimeout > 0 {
+		return e.Opts.WaitTimeout
+	}
+	return 5 * time.Minute
 }

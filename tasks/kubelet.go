@@ -8,12 +8,20 @@ import (
 	"github.com/kubeforge/kubeforge/manifests"
 )
 
-// kubeletInputs are the files the kubelet reads at start: a change to any of
-// them needs a restart.
-var kubeletInputs = []string{
-	"/usr/bin/kubelet", manifests.KubeletConfigPath, manifests.KubeletInstancePath, manifests.KubeletFlagsPath,
-	manifests.KubeletUnitPath, manifests.KubeletDropInPath,
-	"/etc/kubernetes/kubelet.conf", "/etc/kubernetes/bootstrap-kubelet.conf", "/etc/kubernetes/pki/ca.crt",
+// kubeletInputs are the files kubeforge writes that the kubelet reads at
+// start: a change to any of them needs a restart. On a worker the kubelet
+// writes kubelet.conf itself (TLS bootstrap), so it is an input only where
+// kubeforge writes it: on control planes.
+func kubeletInputs(h *Host) []string {
+	in := []string{
+		"/usr/bin/kubelet", manifests.KubeletConfigPath, manifests.KubeletInstancePath, manifests.KubeletFlagsPath,
+		manifests.KubeletUnitPath, manifests.KubeletDropInPath,
+		"/etc/kubernetes/bootstrap-kubelet.conf", "/etc/kubernetes/pki/ca.crt",
+	}
+	if h.IsControlPlane() {
+		in = append(in, "/etc/kubernetes/kubelet.conf")
+	}
+	return in
 }
 
 // kubeletStampPath holds the fingerprint of the kubelet's inputs taken when
@@ -22,18 +30,16 @@ var kubeletInputs = []string{
 // the next run restarts the kubelet.
 const kubeletStampPath = "/var/lib/kubeforge/kubelet.started"
 
-// kubeletFingerprint is a shell command printing a digest of the inputs'
-// names, sizes, ctimes and inodes: every atomic write (rename over) changes it.
-var kubeletFingerprint = "stat -c '%n %s %Z %i' " + strings.Join(kubeletInputs, " ") + " 2>/dev/null | sha256sum | cut -c1-64"
+// kubeletFingerprint is a shell command printing a digest of h's kubelet
+// inputs' names, sizes, ctimes and inodes: every atomic write (rename over)
+// changes it.
+func kubeletFingerprint(h *Host) string {
+	return "stat -c '%n %s %Z %i' " + strings.Join(kubeletInputs(h), " ") + " 2>/dev/null | sha256sum | cut -c1-64"
+}
 
-// isKubeletInput reports whether a pushed path is one of the kubelet's inputs.
-func isKubeletInput(p string) bool {
-	for _, in := range kubeletInputs {
-		if p == in {
-			return true
-		}
-	}
-	return false
+// isKubeletInput reports whether a pushed path is one of h's kubelet inputs.
+func isKubeletInput(h *Host, p string) bool {
+	return contains(kubeletInputs(h), p)
 }
 
 // kubeletRestartReason says why the kubelet on h must (re)start, judged from
@@ -59,7 +65,7 @@ func kubeletRestartReason(f *Facts) string {
 // it holds after a crash at any point of an earlier run.
 func startKubelet(ctx context.Context, h *Host) error {
 	script := `set -e
-f=$(` + kubeletFingerprint + `)
+f=$(` + kubeletFingerprint(h) + `)
 if systemctl is-active -q kubelet && [ "$(cat ` + kubeletStampPath + ` 2>/dev/null)" = "$f" ]; then echo unchanged; exit 0; fi
 systemctl daemon-reload
 systemctl enable -q kubelet

@@ -308,7 +308,7 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 	kubelet := kubeletRestartReason(h.Facts)
 	for _, d := range diffs {
 		hp.Files = append(hp.Files, FilePlan{Path: d.Path, Reason: string(d.Reason)})
-		if isKubeletInput(d.Path) && kubelet == "" {
+		if isKubeletInput(h, d.Path) && kubelet == "" {
 			kubelet = d.Path + " " + string(d.Reason)
 		}
 		if dir, base := path.Split(d.Path); dir == manifests.ManifestsDir+"/" && h.Facts != nil && h.Facts.KubeletActive {
@@ -398,9 +398,20 @@ func (p *Plan) WritePlan(w io.Writer) {
 	}
 }
 
-// WriteJSON prints the plan as one JSON document.
+// WriteJSON prints the plan as one JSON line, {"type":"plan","plan":{...}},
+// so it reads as one more event of the --output json stream.
 func (p *Plan) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(p)
+	return json.NewEncoder(w).Encode(struct {
+		Type string `json:"type"`
+		Plan *Plan  `json:"plan"`
+	}{"plan", p})
+}
+
+// RequireCluster refuses to go on when the plan would make a new cluster
+// (scale adds hosts to one that exists).
+func RequireCluster(_ context.Context, env *Env) error {
+	if env.Plan != nil && env.Plan.Init != "" {
+		return &ErrRefused{Reason: "no etcd member answers and no control plane holds etcd data: there is no cluster to add hosts to; run `kubeforge up` to create it"}
+	}
+	return nil
 }

@@ -72,7 +72,12 @@ func PlanPodCIDRs(ctx context.Context, env *Env) error {
 func (e *Env) setPodCIDR(ctx context.Context, h *Host, exists bool, cidr string) (string, error) {
 	nodes := e.Kube.CoreV1().Nodes()
 	if !exists {
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: h.Name}, Spec: corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}}}
+		// The kubelet adopts a Node that exists and ignores --register-with-taints
+		// then: the Node is made with its taints and labels, so no pod lands
+		// on it before nodes/mark.
+		labels, taints := nodeMarks(h)
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: h.Name, Labels: labels},
+			Spec: corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}, Taints: taints}}
 		_, err := nodes.Create(ctx, n, metav1.CreateOptions{FieldManager: "kubeforge"})
 		if err == nil {
 			h.Changed(Change{Kind: ChangeNode, What: "registered node with pod CIDR " + cidr})

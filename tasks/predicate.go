@@ -6,5 +6,19 @@ type Predicate struct {
 	Match func(env *Env, h *Host) bool
 }
 
-// NotNode matches hosts that are not nodes of the cluster yet.
-var NotNode = &Predicate{Name: "not nodes yet", Match: func(env *Env, h *Host) bool { return !env.isNode(h) }}
+// NotJoined matches hosts the plan has join: workers whose kubelet has not
+// joined, control planes whose etcd member joins or that initialise.
+var NotJoined = &Predicate{Name: "not joined yet", Match: func(env *Env, h *Host) bool {
+	p := env.Plan
+	return p == nil || p.Init == h.Name || p.joinsCP(h.Name) || contains(p.JoinNodes, h.Name)
+}}
+
+// Initialises matches the host the plan has initialise a new cluster.
+var Initialises = &Predicate{Name: "initialising a new cluster", Match: func(env *Env, h *Host) bool {
+	return env.Plan != nil && env.Plan.Init == h.Name
+}}
+
+// NotInitialising matches the hosts that do not initialise the cluster.
+var NotInitialising = &Predicate{Name: "not initialising", Match: func(env *Env, h *Host) bool {
+	return env.Plan == nil || env.Plan.Init != h.Name
+}}

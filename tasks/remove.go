@@ -38,7 +38,7 @@ var NotRemoved = &Predicate{Name: "staying", Match: func(env *Env, h *Host) bool
 // the host. A failed drain stops unless --force. A host that cannot be reached
 // is removed through the API only, with --force.
 func RemoveNodes(ctx context.Context, env *Env) error {
-	var targets []*Host
+	targets := append([]*Host(nil), env.Leaving...)
 	staying := 0
 	for _, h := range env.Hosts(env.Inv.Hosts) {
 		if env.Removing(h) {

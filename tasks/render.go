@@ -33,8 +33,11 @@ func (e *Env) NodeFiles(h *Host) ([]pki.File, error) {
 	}
 	files = append(files, kf...)
 	if h.IsControlPlane() {
-		pods, err := manifests.StaticPods(e.Inv, h.Host, EtcdParamsFor(e.Inv, h.Host))
+		pods, err := manifests.StaticPods(e.Inv, h.Host, e.etcdParamsFor(h))
 		if err != nil {
+			return nil, fmt.Errorf("render %s static pods: %w", h.Name, err)
+		}
+		if pods, err = manifests.StampInputs(pods, files); err != nil {
 			return nil, fmt.Errorf("render %s static pods: %w", h.Name, err)
 		}
 		files = append(files, pods...)

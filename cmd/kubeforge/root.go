@@ -94,7 +94,8 @@ generates the cluster PKI locally, pushes files over SFTP and joins the nodes, i
 // changing adds the flags of commands that change hosts.
 func changing(cmd *cobra.Command, g *globals) {
 	f := cmd.Flags()
-	f.BoolVar(&g.opts.DryRun, "dry-run", false, "print the plan (steps x hosts) and touch no host")
+	f.BoolVar(&g.opts.DryRun, "dry-run", false, "read the hosts and the cluster, print the plan (files, restarts, etcd members, joins) and change nothing")
+	f.BoolVar(&g.opts.Offline, "offline", false, "with --dry-run: contact no host; print the steps x hosts outline")
 	f.StringSliceVar(&g.opts.Skip, "skip", nil, "steps to skip (a group name skips the whole group)")
 	f.StringSliceVar(&g.opts.Only, "only", nil, "run only these steps (connect and facts always run)")
 	f.StringSliceVar(&g.ignorePreflight, "ignore-preflight-errors", nil, "preflight check IDs to ignore, or all")

@@ -26,7 +26,7 @@ func newUpCmd(g *globals, stdout io.Writer) *cobra.Command {
 				return err
 			}
 			finish(stdout, g, res)
-			if err != nil {
+			if err != nil || g.opts.DryRun {
 				return err
 			}
 			admin := res.Env.AdminKubeconfigPath()
@@ -39,8 +39,20 @@ func newUpCmd(g *globals, stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
-// finish prints the summary table and what changed.
+// finish prints the summary table and what changed; after a dry run, the plan.
 func finish(w io.Writer, g *globals, res *playbooks.RunResult) {
+	if g.opts.DryRun {
+		if p := res.Env.Plan; p != nil {
+			if g.opts.Output == "json" {
+				_ = p.WriteJSON(w)
+				return
+			}
+			fmt.Fprintln(w)
+			p.WritePlan(w)
+			fmt.Fprintln(w, "Dry run: the hosts were read; nothing was changed.")
+		}
+		return
+	}
 	changes := res.Env.Changes()
 	fmt.Fprintln(w)
 	res.Summary.Write(w, changes)
