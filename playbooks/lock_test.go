@@ -89,6 +89,13 @@ func TestCommandsThatWriteTheStateDirFailWhileAnotherRunHoldsIt(t *testing.T) {
 			_, err := LoadPKI(opts)
 			return err
 		}},
+		{name: "reset --purge", wantBusy: true, run: func(opts *Options) error {
+			inv, err := Load(opts)
+			if err != nil {
+				return err
+			}
+			return PurgeStateDir(opts, inv)
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
