@@ -14,7 +14,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/kubeforge/kubeforge/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -88,7 +87,10 @@ func leafDir(dir, host string) string {
 }
 
 // Load reads the PKI in dir (the state directory's pki/). A missing dir gives an
-// empty bundle. Files that exist but do not parse are errors.
+// empty bundle. Files that exist but do not parse are errors, and so is a key
+// that does not match its certificate (a *MismatchError). Before reading a
+// pair, Load finishes or undoes a Save that a crash interrupted, so it writes
+// to dir: call it holding the state dir's lock.
 func Load(dir string) (*Bundle, error) {
 	b := newBundle(filepath.Clean(dir))
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
@@ -147,9 +149,14 @@ func readOptional(path string) ([]byte, error) {
 	return data, nil
 }
 
-// loadPair reads <base>.crt and <base>.key under dir; nil when neither exists.
+// loadPair reads <base>.crt and <base>.key under dir, after finishing or
+// undoing a save that a crash interrupted; nil when neither exists. A key that
+// does not match its certificate is a *MismatchError.
 func loadPair(dir, base string) (*keyPair, error) {
 	certPath, keyPath := filepath.Join(dir, base+".crt"), filepath.Join(dir, base+".key")
+	if err := recoverPair(pairPaths{cert: certPath, key: keyPath}); err != nil {
+		return nil, err
+	}
 	certPEM, err := readOptional(certPath)
 	if err != nil {
 		return nil, err
@@ -175,6 +182,9 @@ func loadPair(dir, base string) (*keyPair, error) {
 			return nil, fmt.Errorf("parse private key %s: %w", keyPath, err)
 		}
 	}
+	if kp.Cert != nil && kp.Key != nil && !keysMatch(kp.Cert, kp.Key) {
+		return nil, &MismatchError{Cert: certPath, Key: keyPath}
+	}
 	return kp, nil
 }
 
@@ -195,6 +205,9 @@ func parseKey(keyPEM []byte) (crypto.Signer, error) {
 
 func loadSA(dir string) (*saPair, error) {
 	keyPath, pubPath := filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
+	if err := recoverPair(pairPaths{cert: pubPath, key: keyPath}); err != nil {
+		return nil, err
+	}
 	keyPEM, err := readOptional(keyPath)
 	if err != nil {
 		return nil, err
@@ -220,36 +233,33 @@ func loadSA(dir string) (*saPair, error) {
 	return sa, nil
 }
 
-// Save writes the bundle to dir atomically, file by file (temporary name, then
-// rename): keys 0600, certificates 0644, directories 0700. It writes only what
-// Ensure or Renew changed when dir is where the bundle came from, and nothing
-// when nothing changed; saving to another directory writes everything.
+// Save writes the bundle to dir: keys 0600, certificates 0644, directories
+// 0700. Each certificate and its key (and sa.key with sa.pub) is written as one
+// unit (see savePair), so a crash leaves the old pair or the new one, never a
+// key beside a certificate it does not belong to. It writes only what Ensure or
+// Renew changed when dir is where the bundle came from, and nothing when
+// nothing changed; saving to another directory writes everything.
 func (b *Bundle) Save(dir string) error {
 	dir = filepath.Clean(dir)
 	all := dir != b.dir
 	type out struct {
-		path string
-		mode os.FileMode
-		data []byte
+		paths    pairPaths
+		certPEM  []byte
+		certMode os.FileMode
+		keyPEM   []byte
 	}
-	var files []out
+	var pairs []out
 	pair := func(base string, kp *keyPair) {
 		if kp == nil || (!kp.dirty && !all) {
 			return
 		}
-		if kp.CertPEM != nil {
-			files = append(files, out{base + ".crt", 0o644, kp.CertPEM})
-		}
-		if kp.KeyPEM != nil {
-			files = append(files, out{base + ".key", 0o600, kp.KeyPEM})
-		}
+		pairs = append(pairs, out{pairPaths{cert: base + ".crt", key: base + ".key"}, kp.CertPEM, 0o644, kp.KeyPEM})
 	}
 	for _, ca := range caSpecs {
 		pair(filepath.Join(dir, ca.BaseName), b.cas[ca.Name])
 	}
 	if b.sa != nil && (b.sa.dirty || all) {
-		files = append(files, out{filepath.Join(dir, "sa.key"), 0o600, b.sa.KeyPEM},
-			out{filepath.Join(dir, "sa.pub"), 0o600, b.sa.PubPEM})
+		pairs = append(pairs, out{pairPaths{cert: filepath.Join(dir, "sa.pub"), key: filepath.Join(dir, "sa.key")}, b.sa.PubPEM, 0o600, b.sa.KeyPEM})
 	}
 	ids := make([]leafID, 0, len(b.leaves))
 	for id := range b.leaves {
@@ -268,11 +278,8 @@ func (b *Bundle) Save(dir string) error {
 		}
 		pair(filepath.Join(leafDir(dir, id.Host), spec.BaseName), b.leaves[id])
 	}
-	for _, f := range files {
-		if f.data == nil {
-			continue
-		}
-		if err := writeFile(f.path, f.data, f.mode); err != nil {
+	for _, p := range pairs {
+		if err := savePair(p.paths, p.certPEM, p.certMode, p.keyPEM, nil); err != nil {
 			return err
 		}
 	}
@@ -331,11 +338,3 @@ func publicKeyPEM(key crypto.Signer) ([]byte, error) {
 }
 
 func equalPEM(a, b []byte) bool { return bytes.Equal(bytes.TrimSpace(a), bytes.TrimSpace(b)) }
-
-// writeFile creates path's directory (0700) and writes path atomically.
-func writeFile(path string, data []byte, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("create directory %s: %w", filepath.Dir(path), err)
-	}
-	return atomicfile.Write(path, data, mode)
-}

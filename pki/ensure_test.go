@@ -295,25 +295,6 @@ func TestEnsureRejectsBadInputs(t *testing.T) {
 			want:    "CA ca: " + "%DIR%/ca.crt expired on 2021-01-01T00:00:00Z",
 		},
 		{
-			name:  "CA key that does not match the CA certificate",
-			fresh: true,
-			prepare: func(t *testing.T, dir string) {
-				opensslCA(t, dir, "ca", "a")
-				opensslCA(t, dir, "other", "b")
-				must(t, os.Rename(filepath.Join(dir, "other.key"), filepath.Join(dir, "ca.key")))
-			},
-			want: "CA ca: %DIR%/ca.key does not match %DIR%/ca.crt",
-		},
-		{
-			name: "leaf key that does not match its certificate",
-			prepare: func(t *testing.T, dir string) {
-				must(t, os.Rename(filepath.Join(dir, "nodes/cp2/etcd/server.key"), filepath.Join(dir, "nodes/cp2/etcd/server.key.bak")))
-				data, _ := os.ReadFile(filepath.Join(dir, "nodes/cp2/etcd/peer.key"))
-				must(t, os.WriteFile(filepath.Join(dir, "nodes/cp2/etcd/server.key"), data, 0o600))
-			},
-			want: "check %DIR%/nodes/cp2/etcd/server.crt: the private key does not match the certificate",
-		},
-		{
 			name: "leaves-only external CA missing a leaf",
 			prepare: func(t *testing.T, dir string) {
 				must(t, os.Remove(filepath.Join(dir, "ca.key")))

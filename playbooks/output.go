@@ -26,6 +26,11 @@ type TextSink struct {
 func (t *TextSink) Event(e Event) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.write(e)
+}
+
+// write prints e's line; the caller holds t.mu.
+func (t *TextSink) write(e Event) {
 	switch e.Type {
 	case EventPlaybookStart:
 		fmt.Fprintf(t.W, "kubeforge %s\n", e.Playbook)
@@ -218,7 +223,9 @@ var (
 
 // TTYSink is TextSink for a terminal: the same lines, plus a status line
 // under them, redrawn as hosts start and finish, that names the hosts still
-// working on the current step.
+// working on the current step. The runner calls Event from one goroutine per
+// host: the embedded TextSink's mutex guards the status too, and each event's
+// output (clear the status line, print, redraw it) is written as one piece.
 type TTYSink struct {
 	TextSink
 	running []string
@@ -228,8 +235,8 @@ type TTYSink struct {
 // Event implements EventSink.
 func (t *TTYSink) Event(e Event) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	fmt.Fprint(t.W, "\r\033[K") // clear the status line
-	t.mu.Unlock()
 	switch e.Type {
 	case EventStepStart:
 		t.start, t.running = time.Now(), nil
@@ -244,12 +251,10 @@ func (t *TTYSink) Event(e Event) {
 		}
 	}
 	if e.Type != EventHostStart {
-		t.TextSink.Event(e)
+		t.TextSink.write(e)
 	}
 	if len(t.running) > 0 && e.Type != EventStepEnd && e.Type != EventPlaybookEnd {
-		t.mu.Lock()
 		fmt.Fprintf(t.W, "    ... %s (%s)", strings.Join(first(t.running, 6), ", "), round(time.Since(t.start)))
-		t.mu.Unlock()
 	}
 }
 

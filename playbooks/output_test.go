@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/kubeforge/kubeforge/inventory"
@@ -78,5 +80,42 @@ func TestTTYSinkShowsRunningHostsAndClearsThem(t *testing.T) {
 	s.Event(Event{Type: EventStepEnd, Step: "artifacts", Result: ResultOK})
 	if strings.HasSuffix(buf.String(), ")") {
 		t.Errorf("status line left after the step: %q", buf.String())
+	}
+}
+
+// TestTTYSinkIsSafeForConcurrentUse sends events as the runner does, from one
+// goroutine per host: -race must find nothing, every host line must come out
+// whole right after the status line is cleared (no status redraw in between),
+// and no host may be left in the status line.
+func TestTTYSinkIsSafeForConcurrentUse(t *testing.T) {
+	var buf bytes.Buffer
+	s := &TTYSink{TextSink: TextSink{W: &buf}}
+	s.Event(Event{Type: EventStepStart, Step: "artifacts"})
+	const n = 50
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			h := fmt.Sprintf("h%02d", i)
+			s.Event(Event{Type: EventHostStart, Step: "artifacts", Host: h})
+			s.Event(Event{Type: EventHostEnd, Step: "artifacts", Host: h, Result: ResultOK})
+		})
+	}
+	close(start)
+	wg.Wait()
+	s.Event(Event{Type: EventStepEnd, Step: "artifacts", Result: ResultOK})
+	out := buf.String()
+	for i := range n {
+		line := fmt.Sprintf("\r\033[K    %-20s %-8s ", fmt.Sprintf("h%02d", i), ResultOK)
+		if c := strings.Count(out, line); c != 1 {
+			t.Errorf("host h%02d: %d whole lines after a cleared status line; want 1", i, c)
+		}
+	}
+	s.mu.Lock()
+	left := s.running
+	s.mu.Unlock()
+	if len(left) != 0 {
+		t.Errorf("hosts left in the status line after they all finished: %v", left)
 	}
 }

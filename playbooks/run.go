@@ -97,6 +97,11 @@ func Run(ctx context.Context, opts *Options, build func(*inventory.Inventory) Pl
 	if err := os.Chmod(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("secure state dir: %w", err)
 	}
+	lock, err := lockStateDir(opts.StateDir, inv)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release()
 	logs := newHostLogs(filepath.Join(opts.StateDir, "logs"), opts.Verbose, opts.Stderr)
 	defer logs.Close()
 	env := tasks.NewEnv(inv, opts.StateDir, logs.main, opts.Tasks)

@@ -3,11 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/kubeforge/kubeforge/pki"
 	"github.com/kubeforge/kubeforge/playbooks"
 	"github.com/kubeforge/kubeforge/tasks"
 )
@@ -40,10 +38,7 @@ func newCertsCmd(g *globals, stdout io.Writer) *cobra.Command {
 				}
 				return err
 			}
-			if _, err := playbooks.Load(&g.opts); err != nil {
-				return err
-			}
-			b, err := pki.Load(g.opts.StateDir + "/pki")
+			b, err := playbooks.LoadPKI(&g.opts)
 			if err != nil {
 				return err
 			}
@@ -58,21 +53,8 @@ func newCertsCmd(g *globals, stdout io.Writer) *cobra.Command {
 		Short: "Re-issue leaf certificates in the state dir; `kubeforge up` then pushes them",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			inv, err := playbooks.Load(&g.opts)
+			changes, dir, err := playbooks.RenewCerts(&g.opts, args)
 			if err != nil {
-				return err
-			}
-			dir := g.opts.StateDir + "/pki"
-			b, err := pki.Load(dir)
-			if err != nil {
-				return err
-			}
-			opt := pki.Options{Validity: inv.Cluster.CertificateValidity.Duration, KeyType: inv.Cluster.KeyType, Now: time.Now}
-			changes, err := b.Renew(inv, args, opt)
-			if err != nil {
-				return err
-			}
-			if err := b.Save(dir); err != nil {
 				return err
 			}
 			for _, c := range changes {

@@ -155,3 +155,85 @@ func TestCertsAndRenderGiveEveryNodeItsTree(t *testing.T) {
 		}
 	}
 }
+
+// TestResetPurgeRefusalsChangeNothing: a purge kubeforge refuses fails before
+// the reset (exit 2, no host contacted) and leaves the state dir as it was.
+func TestResetPurgeRefusalsChangeNothing(t *testing.T) {
+	dir := t.TempDir()
+	inv := filepath.Join(dir, "cluster.yaml")
+	doc := `apiVersion: kubeforge.io/v1alpha1
+kind: Cluster
+cluster:
+  name: c
+hosts:
+  - name: cp1
+    address: 192.0.2.1
+    roles: [control-plane]
+  - name: w1
+    address: 192.0.2.2
+    roles: [worker]
+`
+	if err := os.WriteFile(inv, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		args     []string
+		atInvDir bool // the state dir is the inventory's directory
+		prepare  func(t *testing.T, state string)
+		want     string
+	}{
+		{name: "with --hosts", args: []string{"--hosts", "cp1"}, want: "but --hosts resets only cp1",
+			prepare: func(t *testing.T, state string) {
+				// A live cluster's CA.
+				if code, _, errOut := run(t, "certs", "generate", "-i", inv, "--state-dir", state); code != 0 {
+					t.Fatalf("certs generate: exit %d: %s", code, errOut)
+				}
+			}},
+		{name: "a directory that is not a state dir", want: "it does not look like a kubeforge state dir",
+			prepare: func(t *testing.T, state string) {
+				if err := os.MkdirAll(state, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(state, "thesis.tex"), []byte("x"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}},
+		{name: "the inventory's directory", atInvDir: true, want: "it is the inventory's directory",
+			prepare: func(*testing.T, string) {}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			state := filepath.Join(t.TempDir(), "state")
+			if tt.atInvDir {
+				state = dir
+			}
+			tt.prepare(t, state)
+			before := tree(t, state)
+			args := append([]string{"reset", "--purge", "--yes", "--timeout", "10s", "-i", inv, "--state-dir", state}, tt.args...)
+			code, out, errOut := run(t, args...)
+			if code != 2 || !strings.Contains(errOut, tt.want) || !strings.Contains(errOut, "Nothing was reset and nothing was removed.") {
+				t.Errorf("exit %d; want 2 and %q\nstdout %s\nstderr %s", code, tt.want, out, errOut)
+			}
+			if strings.Contains(out, "connect") {
+				t.Errorf("the reset ran:\n%s", out)
+			}
+			if after := tree(t, state); after != before {
+				t.Errorf("the state dir changed:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+}
+
+// tree lists the files under dir with their sizes ("" when dir is missing).
+func tree(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil {
+			fmt.Fprintf(&b, "%s:%d ", p, info.Size())
+		}
+		return nil
+	})
+	return b.String()
+}

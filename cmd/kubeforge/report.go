@@ -81,6 +81,10 @@ func collectHostErrors(err error, out *[]*playbooks.HostError) {
 }
 
 func hintFor(err error) string {
+	var purge *playbooks.PurgeError
+	if errors.As(err, &purge) {
+		return "Nothing was reset and nothing was removed."
+	}
 	var hk *ssh.HostKeyError
 	if errors.As(err, &hk) {
 		if hk.Changed {
@@ -96,6 +100,10 @@ func hintFor(err error) string {
 }
 
 func exitFor(err error) int {
+	var purge *playbooks.PurgeError
+	if errors.As(err, &purge) {
+		return 2
+	}
 	if strings.HasPrefix(err.Error(), "unknown step") || strings.Contains(err.Error(), "no inventory") {
 		return 2
 	}

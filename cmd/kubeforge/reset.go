@@ -30,8 +30,17 @@ func newResetCmd(g *globals, stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if purge {
+				if err := playbooks.CheckPurge(&g.opts, inv, hosts); err != nil {
+					return err
+				}
+			}
 			if !yes && !g.opts.DryRun {
-				if err := confirm(stdout, fmt.Sprintf("Reset %s on %s? This deletes the cluster's data there.", inv.Cluster.Name, strings.Join(names, ", "))); err != nil {
+				q := fmt.Sprintf("Reset %s on %s? This deletes the cluster's data there.", inv.Cluster.Name, strings.Join(names, ", "))
+				if purge {
+					q += fmt.Sprintf(" --purge also removes %s (the cluster's PKI).", g.opts.StateDir)
+				}
+				if err := confirm(stdout, q); err != nil {
 					return err
 				}
 			}
@@ -44,8 +53,8 @@ func newResetCmd(g *globals, stdout io.Writer) *cobra.Command {
 				return err
 			}
 			if purge {
-				if err := os.RemoveAll(g.opts.StateDir); err != nil {
-					return fmt.Errorf("purge state dir: %w", err)
+				if err := playbooks.PurgeStateDir(&g.opts, inv); err != nil {
+					return err
 				}
 				fmt.Fprintf(stdout, "Removed the state dir %s (PKI included).\n", g.opts.StateDir)
 			} else {

@@ -36,3 +36,19 @@ func Write(path string, data []byte, mode os.FileMode) error {
 	}
 	return nil
 }
+
+// SyncDir flushes dir's entries (creations, renames, removals) to disk.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
