@@ -1,0 +1,307 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/manifests"
+	"github.com/kubeforge/kubeforge/pki"
+)
+
+// observedEnv is an Env for an inventory of control planes cps and workers ws
+// (in that file order), every host connected with default facts.
+func observedEnv(t *testing.T, order []string, cps map[string]bool) *Env {
+	t.Helper()
+	inv := &inventory.Inventory{Cluster: inventory.Cluster{Name: "c"}}
+	for i, n := range order {
+		h := &inventory.Host{Name: n, Address: "10.0.0." + string(rune('1'+i))}
+		if cps[n] {
+			h.Roles = []inventory.Role{inventory.RoleControlPlane}
+		} else {
+			h.Roles = []inventory.Role{inventory.RoleWorker}
+		}
+		inv.Hosts = append(inv.Hosts, h)
+	}
+	env := NewEnv(inv, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	for _, h := range env.Hosts(inv.Hosts) {
+		h.Facts = &Facts{Listening: map[int]bool{}}
+	}
+	return env
+}
+
+func (e *Env) hostNamed(n string) *Host { return e.Host(e.Inv.Host(n)) }
+
+func member(env *Env, host string, id uint64, learner, started bool) EtcdMember {
+	h := env.Inv.Host(host)
+	m := EtcdMember{ID: id, PeerURL: manifests.EtcdPeerURL(h), Learner: learner, Host: host}
+	if started {
+		m.Name = host
+	}
+	return m
+}
+
+func TestDecideRolesFromObservedState(t *testing.T) {
+	cps := map[string]bool{"cp1": true, "cp2": true, "cp3": true}
+	for _, tc := range []struct {
+		name    string
+		order   []string
+		data    []string // control planes holding etcd data
+		members func(env *Env) []EtcdMember
+		wantErr string
+		init    string
+		joins   string
+		etcd    string // action:host,...
+	}{
+		{name: "new cluster: the first control plane of the file initialises",
+			order: []string{"cp1", "cp2", "cp3", "w1"}, init: "cp1", joins: "cp2,cp3"},
+		{name: "a new control plane listed first joins the cluster that exists (case 1)",
+			order: []string{"cp3", "cp1", "cp2", "w1"}, data: []string{"cp1", "cp2"},
+			members: func(env *Env) []EtcdMember {
+				return []EtcdMember{member(env, "cp1", 1, false, true), member(env, "cp2", 2, false, true)}
+			}, joins: "cp3"},
+		{name: "reordering a converged cluster changes no role",
+			order: []string{"cp2", "w1", "cp3", "cp1"}, data: []string{"cp1", "cp2", "cp3"},
+			members: func(env *Env) []EtcdMember {
+				return []EtcdMember{member(env, "cp1", 1, false, true), member(env, "cp2", 2, false, true), member(env, "cp3", 3, false, true)}
+			}},
+		{name: "data but no etcd answering: refused, never a second cluster",
+			order: []string{"cp1", "cp2", "cp3"}, data: []string{"cp2"}, wantErr: "cp2 hold(s) etcd data"},
+		{name: "an interrupted join left a learner with data: promoted (case 3)",
+			order: []string{"cp1", "cp2", "cp3"}, data: []string{"cp1", "cp2"},
+			members: func(env *Env) []EtcdMember {
+				return []EtcdMember{member(env, "cp1", 1, false, true), member(env, "cp2", 2, true, true)}
+			}, joins: "cp3", etcd: "promote:cp2"},
+		{name: "an interrupted join left a learner without data: the join reuses it",
+			order: []string{"cp1", "cp2", "cp3"}, data: []string{"cp1"},
+			members: func(env *Env) []EtcdMember {
+				return []EtcdMember{member(env, "cp1", 1, false, true), member(env, "cp2", 2, true, false)}
+			}, joins: "cp2,cp3"},
+		{name: "a reset control plane's voting member is removed and it rejoins (case 5)",
+			order: []string{"cp1", "cp2", "cp3"}, data: []string{"cp2", "cp3"},
+			members: func(env *Env) []EtcdMember {
+				return []EtcdMember{member(env, "cp1", 1, false, true), member(env, "cp2", 2, false, true), member(env, "cp3", 3, false, true)}
+			}, joins: "cp1", etcd: "remove:cp1"},
+		{name: "data on a host that is no member: refused",
+			order: []string{"cp1", "cp2", "cp3"}, data: []string{"cp1", "cp2"},
+			members: func(env *Env) []EtcdMember { return []EtcdMember{member(env, "cp1", 1, false, true)} },
+			wantErr: "cp2 holds etcd data but is no member"},
+		{name: "an unstarted learner of no inventory host is removed before joins",
+			order: []string{"cp1", "cp2"}, data: []string{"cp1"},
+			members: func(env *Env) []EtcdMember {
+				return []EtcdMember{member(env, "cp1", 1, false, true), {ID: 9, PeerURL: "https://10.9.9.9:2380", Learner: true}}
+			}, joins: "cp2", etcd: "remove:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := observedEnv(t, tc.order, cps)
+			for _, n := range tc.data {
+				env.hostNamed(n).Facts.EtcdData = true
+			}
+			env.Cluster = &ClusterFacts{Joined: map[string]bool{}, Nodes: map[string]bool{}}
+			if tc.members != nil {
+				env.Cluster.Etcd = &EtcdFacts{ClusterID: 0xabc, Via: tc.data[0], Members: tc.members(env)}
+			}
+			err := DecideRoles(context.Background(), env)
+			if tc.wantErr != "" {
+				var ref *ErrRefused
+				if err == nil || !errors.As(err, &ref) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v; want a refusal containing %q", err, tc.wantErr)
+				}
+				if env.Plan != nil {
+					t.Fatal("a refused decision left a plan")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := env.Plan
+			if p.Init != tc.init {
+				t.Errorf("init = %q; want %q", p.Init, tc.init)
+			}
+			if got := strings.Join(p.JoinCP, ","); got != tc.joins {
+				t.Errorf("joins = %q; want %q", got, tc.joins)
+			}
+			var acts []string
+			for _, a := range p.Etcd {
+				acts = append(acts, a.Action+":"+a.Host)
+			}
+			if got := strings.Join(acts, ","); got != tc.etcd {
+				t.Errorf("etcd actions = %q; want %q", got, tc.etcd)
+			}
+			// Never a new etcd cluster beside members that hold data.
+			for _, cp := range env.Hosts(env.Inv.ControlPlanes()) {
+				if prm := env.etcdParamsFor(cp); prm.InitialClusterState == "new" && cp.Name != p.Init && cp.Facts.EtcdData == false {
+					t.Errorf("%s would start a new etcd cluster", cp.Name)
+				}
+			}
+		})
+	}
+}
+
+func TestInitialSeedFollowsTheKubeletsNotTheFile(t *testing.T) {
+	env := observedEnv(t, []string{"cp2", "cp1", "w1"}, map[string]bool{"cp1": true, "cp2": true})
+	url := pki.LocalServerURL(env.Inv.Host("cp1"))
+	for _, n := range []string{"cp1", "cp2", "w1"} {
+		env.hostNamed(n).Facts.KubeletServer = url
+	}
+	if err := ChooseSeed(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.Inv.FirstControlPlane().Name; got != "cp1" {
+		t.Fatalf("endpoint control plane = %s; want cp1 (where the kubelets point), not the file's first", got)
+	}
+	if got := env.Inv.ServerURL(); got != url {
+		t.Fatalf("server = %s; want %s", got, url)
+	}
+}
+
+func TestJoinedNeedsOwnCredentialAndFreshLease(t *testing.T) {
+	now := time.Now()
+	name := "w1"
+	lease := func(age time.Duration, holder string) *coordinationv1.Lease {
+		d := int32(40)
+		return &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &d,
+			RenewTime: &metav1.MicroTime{Time: now.Add(-age)}}}
+	}
+	for _, tc := range []struct {
+		name     string
+		identity string
+		lease    *coordinationv1.Lease
+		want     bool
+	}{
+		{"joined", "system:node:w1", lease(5*time.Second, name), true},
+		{"a Node object kubeforge made, no kubelet (case 2)", "", nil, false},
+		{"a credential but no lease", "system:node:w1", nil, false},
+		{"a stale lease", "system:node:w1", lease(10*time.Minute, name), false},
+		{"another node's credential", "system:node:w2", lease(time.Second, name), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &Host{Host: &inventory.Host{Name: name}, Facts: &Facts{KubeletIdentity: tc.identity}}
+			if got := kubeletJoined(h, tc.lease, now); got != tc.want {
+				t.Fatalf("joined = %v; want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestInitialClusterComesFromTheMemberList(t *testing.T) {
+	env := observedEnv(t, []string{"cp3", "cp1", "cp2"}, map[string]bool{"cp1": true, "cp2": true, "cp3": true})
+	self := env.hostNamed("cp3")
+	members := []EtcdMember{member(env, "cp1", 1, false, true), member(env, "cp2", 2, false, true), {ID: 7, PeerURL: manifests.EtcdPeerURL(self.Host), Learner: true}}
+	got := initialCluster(members, 7, self)
+	want := "cp1=" + manifests.EtcdPeerURL(env.Inv.Host("cp1")) + ",cp2=" + manifests.EtcdPeerURL(env.Inv.Host("cp2")) + ",cp3=" + manifests.EtcdPeerURL(self.Host)
+	if got != want {
+		t.Fatalf("initial cluster = %s\nwant %s (the file lists cp3 first: order must not matter)", got, want)
+	}
+}
+
+func TestKubeletRestartIsJudgedFromTheHost(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		f    Facts
+		want bool
+	}{
+		{"running on the inputs it started with", Facts{KubeletActive: true, KubeletInputs: "a", KubeletStarted: "a"}, false},
+		{"an earlier run wrote inputs and died before the restart (case 8)", Facts{KubeletActive: true, KubeletInputs: "b", KubeletStarted: "a"}, true},
+		{"not running", Facts{KubeletInputs: "a", KubeletStarted: "a"}, true},
+		{"never started by kubeforge", Facts{KubeletActive: true, KubeletInputs: "a"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := kubeletRestartReason(&tc.f) != ""; got != tc.want {
+				t.Fatalf("restart = %v; want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestStaticPodsRestartWhenTheirCertificatesChange(t *testing.T) {
+	inv := &inventory.Inventory{Cluster: inventory.Cluster{Name: "c", KubernetesVersion: "v1.37.2"},
+		Hosts: []*inventory.Host{{Name: "cp1", Address: "10.0.0.1", Roles: []inventory.Role{inventory.RoleControlPlane}}}}
+	inv.SetDefaults()
+	pods, err := manifests.StaticPods(inv, inv.Hosts[0], EtcdParamsFor(inv, inv.Hosts[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	annot := func(files []pki.File) map[string]string {
+		stamped, err := manifests.StampInputs(pods, files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, f := range stamped {
+			for _, l := range strings.Split(string(f.Data), "\n") {
+				if strings.Contains(l, manifests.InputsAnnotation) {
+					out[f.Path] = l
+				}
+			}
+		}
+		return out
+	}
+	base := []pki.File{{Path: "/etc/kubernetes/pki/apiserver.crt", Data: []byte("a")}, {Path: "/etc/kubernetes/pki/etcd/server.crt", Data: []byte("e")},
+		{Path: "/etc/kubernetes/scheduler.conf", Data: []byte("s")}, {Path: "/var/lib/kubelet/config.yaml", Data: []byte("k")}}
+	before := annot(base)
+	renewed := append([]pki.File{{Path: "/etc/kubernetes/pki/apiserver.crt", Data: []byte("a2")}}, base[1:]...)
+	after := annot(renewed)
+	api := "/etc/kubernetes/manifests/kube-apiserver.yaml"
+	sched := "/etc/kubernetes/manifests/kube-scheduler.yaml"
+	if before[api] == "" || before[api] == after[api] {
+		t.Errorf("kube-apiserver's inputs annotation did not change with its certificate: %q -> %q", before[api], after[api])
+	}
+	if before[sched] != after[sched] {
+		t.Errorf("kube-scheduler restarts for a certificate it does not read")
+	}
+	kubelet := append(append([]pki.File(nil), base[:3]...), pki.File{Path: "/var/lib/kubelet/config.yaml", Data: []byte("k2")})
+	if got := annot(kubelet); got[api] != before[api] {
+		t.Errorf("a kubelet file changed the API server's inputs")
+	}
+}
+
+func TestRemoveMarkedHostsAreNotPartOfTheCluster(t *testing.T) {
+	inv := &inventory.Inventory{Hosts: []*inventory.Host{
+		{Name: "cp1", Roles: []inventory.Role{inventory.RoleControlPlane}, Remove: true},
+		{Name: "cp2", Roles: []inventory.Role{inventory.RoleControlPlane}},
+		{Name: "w1", Roles: []inventory.Role{inventory.RoleWorker}},
+	}}
+	if got := inv.FirstControlPlane().Name; got != "cp2" {
+		t.Errorf("the cluster would be initialised on %s, marked remove: true (case 9)", got)
+	}
+	a := inv.Active()
+	if len(a.Hosts) != 2 || a.Host("cp1") != nil {
+		t.Errorf("active inventory has %d hosts, cp1: %v", len(a.Hosts), a.Host("cp1") != nil)
+	}
+	if l := inv.Leaving(); len(l) != 1 || l[0].Name != "cp1" {
+		t.Errorf("leaving = %v", l)
+	}
+}
+
+func TestTwoEtcdClustersAreSplitBrain(t *testing.T) {
+	env := observedEnv(t, []string{"cp1", "cp2"}, map[string]bool{"cp1": true, "cp2": true})
+	env.probes = map[string]*etcdProbe{
+		"cp1": {etcd: &EtcdFacts{ClusterID: 1, Via: "cp1"}},
+		"cp2": {etcd: &EtcdFacts{ClusterID: 2, Via: "cp2"}},
+	}
+	err := ObserveCluster(context.Background(), env)
+	if err == nil || !strings.Contains(err.Error(), "split brain") {
+		t.Fatalf("err = %v; want split brain", err)
+	}
+}
+
+func TestScaleRefusesWithoutACluster(t *testing.T) {
+	env := observedEnv(t, []string{"cp1", "w1"}, map[string]bool{"cp1": true})
+	if err := DecideRoles(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	var ref *ErrRefused
+	if err := RequireCluster(context.Background(), env); !errors.As(err, &ref) {
+		t.Fatalf("err = %v; want a refusal", err)
+	}
+}
