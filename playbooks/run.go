@@ -41,6 +41,7 @@ type Options struct {
 type RunResult struct {
 	Env     *tasks.Env
 	Summary *Summary
+	Err     error // what Run returned
 }
 
 // Load reads and validates the inventory named in opts and resolves the state dir.
@@ -127,12 +128,18 @@ func Run(ctx context.Context, opts *Options, build func(*inventory.Inventory) Pl
 		defer cancel()
 	}
 	err = r.Run(ctx, env, pb)
+	// What was planned and what was done, for people and for the plan-accuracy tests.
 	if env.Plan != nil && len(env.Plan.Hosts) > 0 {
 		if b, jerr := json.MarshalIndent(env.Plan, "", "  "); jerr == nil {
 			_ = atomicfile.Write(filepath.Join(opts.StateDir, "logs", "plan.json"), b, 0o600)
 		}
 	}
-	return &RunResult{Env: env, Summary: sum}, err
+	if !opts.DryRun {
+		if b, jerr := json.MarshalIndent(env.Changes(), "", "  "); jerr == nil {
+			_ = atomicfile.Write(filepath.Join(opts.StateDir, "logs", "changes.json"), b, 0o600)
+		}
+	}
+	return &RunResult{Env: env, Summary: sum, Err: err}, err
 }
 
 // logSink writes runner events into the run log.

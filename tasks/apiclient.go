@@ -36,6 +36,21 @@ func apiConfig(kubeconfig []byte, h *Host) (*rest.Config, error) {
 	return cfg, nil
 }
 
+// hostClient is a client of h's own API server (through its SSH connection)
+// whose requests time out after timeout.
+func hostClient(kubeconfig []byte, h *Host, timeout time.Duration) (kubernetes.Interface, error) {
+	cfg, err := apiConfig(kubeconfig, h)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Timeout = timeout
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("make API client: %w", err)
+	}
+	return kc, nil
+}
+
 // ConnectAPI makes env.Kube, a cluster-admin client tunnelled through the
 // first reachable control plane.
 func ConnectAPI(_ context.Context, env *Env) error {

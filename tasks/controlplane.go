@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 )
 
 // InitControlPlane pushes the first control plane's whole tree (PKI,
@@ -42,14 +41,9 @@ func waitAPIServer(ctx context.Context, env *Env, h *Host) error {
 	if err != nil {
 		return fmt.Errorf("make super-admin kubeconfig: %w", err)
 	}
-	cfg, err := apiConfig(super, h)
+	kc, err := hostClient(super, h, 5*time.Second)
 	if err != nil {
 		return err
-	}
-	cfg.Timeout = 5 * time.Second
-	kc, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("make API client: %w", err)
 	}
 	timeout := env.Opts.WaitTimeout
 	if timeout == 0 {

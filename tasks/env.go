@@ -117,8 +117,8 @@ const (
 // Change is one thing a task changed, as typed data: the summary prints it and
 // the plan-accuracy tests compare it with the plan.
 type Change struct {
-	Kind ChangeKind
-	What string
+	Kind ChangeKind `json:"kind"`
+	What string     `json:"what"`
 }
 
 func (c Change) String() string {

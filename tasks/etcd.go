@@ -57,6 +57,19 @@ func etcdClient(ctx context.Context, env *Env, via *Host) (*clientv3.Client, err
 	return cli, nil
 }
 
+// liveEtcd connects to a live etcd member (see etcdHost).
+func (e *Env) liveEtcd(ctx context.Context) (*clientv3.Client, *Host, error) {
+	via, err := e.etcdHost()
+	if err != nil {
+		return nil, nil, err
+	}
+	cli, err := etcdClient(ctx, e, via)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cli, via, nil
+}
+
 // addEtcdLearner registers h as a learner member, unless a member with its
 // peer URL exists already (an interrupted run got that far). Another learner
 // that never started (etcd allows one) is removed first; one that runs is
@@ -120,11 +133,7 @@ func ReconcileEtcd(ctx context.Context, env *Env) error {
 	if env.Plan == nil || len(env.Plan.Etcd) == 0 {
 		return nil
 	}
-	via, err := env.etcdHost()
-	if err != nil {
-		return err
-	}
-	cli, err := etcdClient(ctx, env, via)
+	cli, via, err := env.liveEtcd(ctx)
 	if err != nil {
 		return err
 	}

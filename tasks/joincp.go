@@ -22,11 +22,7 @@ func JoinControlPlane(ctx context.Context, env *Env, h *Host) error {
 		}
 		return waitAPIServer(ctx, env, h)
 	}
-	via, err := env.etcdHost()
-	if err != nil {
-		return err
-	}
-	cli, err := etcdClient(ctx, env, via)
+	cli, _, err := env.liveEtcd(ctx)
 	if err != nil {
 		return err
 	}

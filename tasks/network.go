@@ -30,6 +30,25 @@ ExecStart=/bin/sh ` + routesPath + `
 WantedBy=multi-user.target
 `
 
+// podNetworkFiles are h's bridge CNI config for its own pod CIDR and the
+// routes script to every other node's pod CIDR, with its boot unit.
+func podNetworkFiles(env *Env, h *Host, cidrs map[string]string) []pki.File {
+	var routes []string
+	for _, o := range env.Inv.Hosts {
+		if o.Name == h.Name || cidrs[o.Name] == "" {
+			continue
+		}
+		routes = append(routes, fmt.Sprintf("ip route replace %s via %s", cidrs[o.Name], o.NodeIP()))
+	}
+	sort.Strings(routes)
+	script := "#!/bin/sh\n# Written by kubeforge: routes to the other nodes' pod CIDRs.\nset -e\n" + strings.Join(routes, "\n") + "\n"
+	return []pki.File{
+		manifests.BridgeCNI(cidrs[h.Name]),
+		{Path: routesPath, Mode: 0o755, Data: []byte(script)},
+		{Path: "/etc/systemd/system/kubeforge-routes.service", Mode: 0o644, Data: []byte(routesUnit)},
+	}
+}
+
 // PodNetwork sets up the built-in pod network on a host: the bridge CNI config
 // for its own pod CIDR and a route to every other node's pod CIDR through that
 // node's address, kept in a boot-time unit. With cni.plugin "manifest" it does nothing.
@@ -57,21 +76,7 @@ func PodNetwork(ctx context.Context, env *Env, h *Host) error {
 		h.Log.Info("pod network deferred", "reason", "no pod CIDR yet")
 		return nil
 	}
-	var routes []string
-	for _, o := range env.Inv.Hosts {
-		if o.Name == h.Name || cidrs[o.Name] == "" {
-			continue
-		}
-		routes = append(routes, fmt.Sprintf("ip route replace %s via %s", cidrs[o.Name], o.NodeIP()))
-	}
-	sort.Strings(routes)
-	script := "#!/bin/sh\n# Written by kubeforge: routes to the other nodes' pod CIDRs.\nset -e\n" + strings.Join(routes, "\n") + "\n"
-	files := []pki.File{
-		manifests.BridgeCNI(own),
-		{Path: routesPath, Mode: 0o755, Data: []byte(script)},
-		{Path: "/etc/systemd/system/kubeforge-routes.service", Mode: 0o644, Data: []byte(routesUnit)},
-	}
-	changed, err := push(ctx, h, files)
+	changed, err := push(ctx, h, podNetworkFiles(env, h, cidrs))
 	if err != nil {
 		return err
 	}

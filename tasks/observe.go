@@ -8,6 +8,7 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -25,6 +26,8 @@ type ClusterFacts struct {
 	APIUp []string
 	// Nodes are the Node objects that exist (which says nothing about a kubelet).
 	Nodes map[string]bool
+	// PodCIDRs are the Nodes' pod CIDRs.
+	PodCIDRs map[string]string
 	// Joined are the hosts whose kubelet joined: /etc/kubernetes/kubelet.conf
 	// holds a credential for its own node and the node's Lease is fresh.
 	Joined map[string]bool
@@ -184,12 +187,7 @@ func apiAnswers(ctx context.Context, env *Env, h *Host) bool {
 	if err != nil {
 		return false
 	}
-	cfg, err := apiConfig(admin, h)
-	if err != nil {
-		return false
-	}
-	cfg.Timeout = 3 * time.Second
-	kc, err := kubernetes.NewForConfig(cfg)
+	kc, err := hostClient(admin, h, 3*time.Second)
 	if err != nil {
 		return false
 	}
@@ -201,7 +199,7 @@ func apiAnswers(ctx context.Context, env *Env, h *Host) bool {
 // refusing when two members report different clusters, and reads the
 // cluster's Nodes and Leases through an API server that answers.
 func ObserveCluster(ctx context.Context, env *Env) error {
-	cf := &ClusterFacts{Nodes: map[string]bool{}, Joined: map[string]bool{}}
+	cf := &ClusterFacts{Nodes: map[string]bool{}, Joined: map[string]bool{}, PodCIDRs: map[string]string{}}
 	env.mu.Lock()
 	probes := env.probes
 	env.mu.Unlock()
@@ -231,14 +229,25 @@ func ObserveCluster(ctx context.Context, env *Env) error {
 	if err := ConnectAPI(ctx, env); err != nil {
 		return err
 	}
-	nodes, err := env.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	kc := env.Kube
+	nodes, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if apierrors.IsForbidden(err) {
+		// A run stopped between the first API server and cluster/bootstrap:
+		// admin.conf's group has no binding yet. Read as super-admin.
+		if kc, err = superAdminClient(env); err == nil {
+			nodes, err = kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
 	for _, n := range nodes.Items {
 		cf.Nodes[n.Name] = true
+		if n.Spec.PodCIDR != "" {
+			cf.PodCIDRs[n.Name] = n.Spec.PodCIDR
+		}
 	}
-	leases, err := env.Kube.CoordinationV1().Leases("kube-node-lease").List(ctx, metav1.ListOptions{})
+	leases, err := kc.CoordinationV1().Leases("kube-node-lease").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return fmt.Errorf("list node leases: %w", err)
 	}
@@ -250,6 +259,20 @@ func ObserveCluster(ctx context.Context, env *Env) error {
 		cf.Joined[h.Name] = kubeletJoined(h, byName[h.Name], time.Now())
 	}
 	return nil
+}
+
+// superAdminClient is a super-admin (system:masters) client through the
+// control plane the workstation talks to.
+func superAdminClient(env *Env) (kubernetes.Interface, error) {
+	h, err := env.apiHost()
+	if err != nil {
+		return nil, err
+	}
+	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.ServerURL())
+	if err != nil {
+		return nil, fmt.Errorf("make super-admin kubeconfig: %w", err)
+	}
+	return hostClient(super, h, 30*time.Second)
 }
 
 // kubeletJoined: the host's kubelet.conf holds a credential for its own node

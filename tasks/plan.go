@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/kubeforge/kubeforge/manifests"
+	"github.com/kubeforge/kubeforge/pki"
 	"github.com/kubeforge/kubeforge/ssh"
 )
 
@@ -44,7 +45,7 @@ type HostPlan struct {
 	Files    []FilePlan    `json:"files,omitempty"`
 	Restarts []RestartPlan `json:"restarts,omitempty"`
 	Images   []string      `json:"images,omitempty"` // image tarballs to import
-	Later    []string      `json:"later,omitempty"`  // what is decided only during the run, and why
+	Later    []FilePlan    `json:"later,omitempty"`  // files whose content is known only during the run, and why
 }
 
 // FilePlan is a file that will be written, and why.
@@ -115,17 +116,26 @@ func DecideRoles(_ context.Context, env *Env) error {
 		return fmt.Errorf("the inventory has no control plane that stays")
 	}
 	if cf.Etcd == nil {
-		var withData []string
+		var withData, why []string
+		env.mu.Lock()
 		for _, cp := range cps {
 			if cp.Facts != nil && cp.Facts.EtcdData {
 				withData = append(withData, cp.Name)
+				if p := env.probes[cp.Name]; p != nil && p.err != nil {
+					why = append(why, p.err.Error())
+				}
 			}
 		}
+		env.mu.Unlock()
 		if len(withData) > 0 {
-			return &ErrRefused{Reason: fmt.Sprintf("%s hold(s) etcd data (/var/lib/etcd/member) but no etcd member answers, "+
+			seen := ""
+			if len(why) > 0 {
+				seen = " (" + strings.Join(why, "; ") + "; a certificate error means the data belongs to a cluster of another CA than this state dir's)"
+			}
+			return &ErrRefused{Reason: fmt.Sprintf("%s hold(s) etcd data (/var/lib/etcd/member) but no etcd member answers%s, "+
 				"so a new cluster would split from it. Start etcd there (`systemctl start kubelet`; "+
 				"look at `crictl ps -a`), restore it from a backup, or, if that data is to be discarded, "+
-				"`kubeforge reset --hosts %s`; then run again", strings.Join(withData, ", "), strings.Join(withData, ","))}
+				"`kubeforge reset --hosts %s`; then run again", strings.Join(withData, ", "), seen, strings.Join(withData, ","))}
 		}
 		init := env.Host(env.Inv.FirstControlPlane())
 		p.Init = init.Name
@@ -288,6 +298,12 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 	if err != nil {
 		return err
 	}
+	files = append(append([]pki.File(nil), kernelSettings...), files...)
+	network := env.Inv.Cluster.CNI.Plugin != "manifest"
+	if network && env.Cluster != nil && allHaveCIDRs(env, env.Cluster.PodCIDRs) {
+		files = append(files, podNetworkFiles(env, h, env.Cluster.PodCIDRs)...)
+		network = false
+	}
 	sf := make([]ssh.File, 0, len(files))
 	for _, f := range files {
 		sf = append(sf, ssh.File{Path: f.Path, Mode: f.Mode, Data: f.Data})
@@ -333,14 +349,26 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 			hp.Images = append(hp.Images, path.Base(a.path))
 		}
 	}
-	if env.Inv.Cluster.CNI.Plugin != "manifest" && env.Cluster != nil && !env.Cluster.Nodes[h.Name] {
-		hp.Later = append(hp.Later, "pod network config and routes, once its pod CIDR is assigned")
+	if network {
+		for _, f := range podNetworkFiles(env, h, nil) {
+			hp.Later = append(hp.Later, FilePlan{Path: f.Path, Reason: "written once every node's pod CIDR is assigned"})
+		}
 	}
 	env.mu.Lock()
 	p.Hosts = append(p.Hosts, hp)
 	sort.Slice(p.Hosts, func(i, j int) bool { return p.Hosts[i].Host < p.Hosts[j].Host })
 	env.mu.Unlock()
 	return nil
+}
+
+// allHaveCIDRs reports whether every host of the inventory has a pod CIDR.
+func allHaveCIDRs(env *Env, cidrs map[string]string) bool {
+	for _, h := range env.Inv.Hosts {
+		if cidrs[h.Name] == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // WritePlan prints the plan for people.
@@ -387,7 +415,7 @@ func (p *Plan) WritePlan(w io.Writer) {
 			fmt.Fprintf(w, "  restart %-58s %s\n", r.What, r.Reason)
 		}
 		for _, l := range h.Later {
-			fmt.Fprintf(w, "  later   %s\n", l)
+			fmt.Fprintf(w, "  later   %-58s %s\n", l.Path, l.Reason)
 		}
 	}
 	for _, wn := range p.Warnings {

@@ -60,7 +60,7 @@ func finish(w io.Writer, g *globals, res *playbooks.RunResult) {
 	for _, c := range changes {
 		n += len(c)
 	}
-	if n == 0 {
+	if n == 0 && res.Err == nil {
 		fmt.Fprintln(w, "No changes: every host already matched the inventory.")
 	}
 	if g.opts.Verbose {

@@ -1,0 +1,237 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kubeforge/kubeforge/tasks"
+	"github.com/kubeforge/kubeforge/test/harnesslib"
+)
+
+// dryRunPlan runs `up --dry-run --output json` and returns the plan it printed.
+func dryRunPlan(ctx context.Context, t *testing.T, inv, state string) *tasks.Plan {
+	t.Helper()
+	code, out := kubeforge(ctx, t, "up", "-i", inv, "--state-dir", state, "--dry-run", "--output", "json")
+	if code != 0 {
+		t.Fatalf("up --dry-run exited %d", code)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		var e struct {
+			Type string
+			Plan *tasks.Plan
+		}
+		if json.Unmarshal([]byte(l), &e) == nil && e.Type == "plan" && e.Plan != nil {
+			return e.Plan
+		}
+	}
+	t.Fatal("up --dry-run printed no plan")
+	return nil
+}
+
+// lastChanges reads what the last run changed (<state>/logs/changes.json).
+func lastChanges(t *testing.T, state string) map[string][]tasks.Change {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(state, "logs", "changes.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string][]tasks.Change
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// planMatchesChanges asserts that the files the run wrote are exactly those
+// the plan listed, host by host, and that every kubelet restart was planned.
+func planMatchesChanges(t *testing.T, p *tasks.Plan, changes map[string][]tasks.Change) {
+	t.Helper()
+	planned, done := map[string]bool{}, map[string]bool{}
+	for _, h := range p.Hosts {
+		for _, f := range append(append([]tasks.FilePlan(nil), h.Files...), h.Later...) {
+			planned[h.Host+":"+f.Path] = true
+		}
+		for _, r := range h.Restarts {
+			if r.What == "kubelet" {
+				planned[h.Host+":restart kubelet"] = true
+			}
+		}
+	}
+	for host, cs := range changes {
+		for _, c := range cs {
+			switch {
+			case c.Kind == tasks.ChangeFile:
+				done[host+":"+c.What] = true
+			case c.Kind == tasks.ChangeRestart && c.What == "kubelet":
+				done[host+":restart kubelet"] = true
+			}
+		}
+	}
+	var missing, extra []string
+	for k := range done {
+		if !planned[k] {
+			extra = append(extra, k)
+		}
+	}
+	for k := range planned {
+		if !done[k] {
+			missing = append(missing, k)
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	if len(missing)+len(extra) > 0 {
+		t.Errorf("plan and run differ:\n  planned, not done: %v\n  done, not planned: %v", missing, extra)
+	}
+}
+
+// TestPlanAccuracy: on fresh hosts, on a converged cluster and after drift
+// (a file edited on a host, a certificate re-issued), what `up` writes is
+// what `up --dry-run` planned just before, file by file.
+func TestPlanAccuracy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	c, state := startCluster(ctx, t, "kfplan", "172.31.245.0/24", 2, 1)
+	step := func(name string) *tasks.Plan {
+		t.Helper()
+		p := dryRunPlan(ctx, t, c.Inventory, state)
+		mustUp(ctx, t, c, state)
+		planMatchesChanges(t, p, lastChanges(t, state))
+		t.Logf("%s: plan and run agree", name)
+		return p
+	}
+	step("fresh hosts")
+	if p := step("converged"); !p.Empty() {
+		t.Errorf("the plan of a converged cluster is not empty: %+v", p.Hosts)
+	}
+	// Drift: a file edited on the worker.
+	MustSSH(ctx, t, c, c.Nodes[1], "root", "echo '# edited by hand' >> /var/lib/kubelet/config.yaml")
+	p := step("a file edited on a host")
+	if h := planHost(p, "node2"); h == nil || len(h.Files) != 1 || h.Files[0].Reason != "content differs" {
+		t.Errorf("plan for node2 after an edit: %+v", h)
+	}
+	// Drift: a certificate re-issued (then the API server must serve it).
+	if code, _ := kubeforge(ctx, t, "certs", "renew", "apiserver", "-i", c.Inventory, "--state-dir", state); code != 0 {
+		t.Fatal("certs renew failed")
+	}
+	p = step("a certificate re-issued")
+	var restarts []string
+	for _, r := range planHost(p, "node1").Restarts {
+		restarts = append(restarts, r.What)
+	}
+	if !strings.Contains(strings.Join(restarts, ","), "static pod kube-apiserver") {
+		t.Errorf("renewing the API server certificate plans no API server restart: %v", restarts)
+	}
+	want := readSerial(t, filepath.Join(state, "nodes", "node1", "etc", "kubernetes", "pki", "apiserver.crt"))
+	served := MustSSH(ctx, t, c, c.Nodes[0], "root", "for i in $(seq 60); do s=$(echo | openssl s_client -connect "+c.Nodes[0].Address+":6443 2>/dev/null | openssl x509 -noout -serial) && [ \"$s\" = 'serial="+want+"' ] && break; sleep 1; done; echo $s")
+	if !strings.Contains(served, want) {
+		t.Errorf("the API server serves %q; want the renewed certificate %s", strings.TrimSpace(served), want)
+	}
+}
+
+func planHost(p *tasks.Plan, name string) *tasks.HostPlan {
+	for _, h := range p.Hosts {
+		if h.Host == name {
+			return h
+		}
+	}
+	return nil
+}
+
+var serialRE = regexp.MustCompile(`serial=([0-9A-F]+)`)
+
+// readSerial returns the serial number (hex, as openssl prints it) of the first readable certificate file.
+func readSerial(t *testing.T, paths ...string) string {
+	t.Helper()
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		out, err := execOutput("openssl", "x509", "-noout", "-serial", "-in", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := serialRE.FindStringSubmatch(out); m != nil {
+			return m[1]
+		}
+	}
+	t.Fatalf("no certificate in %v", paths)
+	return ""
+}
+
+// convergeThreeControlPlanes runs the observed-state checks on a converged
+// 3+1 cluster: reordering the file changes nothing; a control plane reset
+// (the endpoint's one) rejoins with `up` and etcd has 3 voters again.
+func convergeThreeControlPlanes(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state string) {
+	t.Helper()
+	reordered := filepath.Join(c.Dir, "reordered.yaml")
+	if err := os.WriteFile(reordered, []byte(reorderHosts(t, c.Inventory, []int{2, 3, 1, 0})), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p := dryRunPlan(ctx, t, reordered, state); !p.Empty() || p.Init != "" {
+		t.Errorf("reordering the hosts of a converged cluster plans changes: init=%q joins=%v hosts=%+v", p.Init, p.JoinCP, p.Hosts)
+	}
+	before := nodeState(ctx, t, c, c.Nodes[0])
+	out := mustUp(ctx, t, c, state, "-i", reordered)
+	if !strings.Contains(out, "No changes") {
+		t.Errorf("up of the reordered inventory changed something")
+	}
+	if after := nodeState(ctx, t, c, c.Nodes[0]); after != before {
+		t.Errorf("node1 changed after the reordered up")
+	}
+	// Reset the control plane the endpoint is on; up rejoins it.
+	if code, _ := kubeforge(ctx, t, "reset", "-i", c.Inventory, "--state-dir", state, "--hosts", "node1", "--yes"); code != 0 {
+		t.Fatal("reset --hosts node1 failed")
+	}
+	p := dryRunPlan(ctx, t, c.Inventory, state)
+	if p.Init != "" || strings.Join(p.JoinCP, ",") != "node1" || len(p.Etcd) != 1 || p.Etcd[0].Action != "remove" {
+		t.Errorf("after reset --hosts node1 the plan is init=%q joins=%v etcd=%+v; want node1 to rejoin after its stale member is removed", p.Init, p.JoinCP, p.Etcd)
+	}
+	mustUp(ctx, t, c, state)
+	checkWhole(ctx, t, c, state, 3)
+}
+
+// reorderHosts returns the inventory with its hosts in the given order.
+func reorderHosts(t *testing.T, path string, order []int) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, hosts, ok := strings.Cut(string(b), "hosts:\n")
+	if !ok {
+		t.Fatal("no hosts: in the inventory")
+	}
+	var items []string
+	for _, part := range regexp.MustCompile(`(?m)^  - name:`).Split(hosts, -1)[1:] {
+		items = append(items, "  - name:"+part)
+	}
+	if len(items) != len(order) {
+		t.Fatalf("%d hosts, %d in the order", len(items), len(order))
+	}
+	out := head + "hosts:\n"
+	for _, i := range order {
+		out += items[i]
+	}
+	return out
+}
+
+// interruptedJoin is where TestThreeControlPlanes stops its first up: in the
+// middle of node2's control-plane join (its etcd learner added).
+var interruptedJoin = interruption{Step: "control-plane/join", Event: "host-start", Host: "node2", Delay: 3 * time.Second, Signal: syscall.SIGKILL}
+
+func execOutput(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return string(out), err
+}
