@@ -14,6 +14,8 @@ func Reset(hosts inventory.Selector) func(*inventory.Inventory) Playbook {
 		connect := stepConnect()
 		connect.Hosts = hosts
 		return Playbook{Name: "reset", BestEffort: true, AllHosts: true, Steps: []Step{connect,
+			{Name: "etcd/leave", Help: "remove the etcd members of the control planes being reset while others stay",
+				Local: tasks.LeaveEtcd(hosts)},
 			{Name: "reset", Help: "stop kubelet; remove pods, mounts, files, interfaces, iptables rules (and artifacts); verify",
 				Hosts: hosts, Run: tasks.ResetHost},
 		}}

@@ -216,7 +216,7 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 }
 
 // certCN returns the subject CN of the first certificate in a base64-encoded
-// PEM block, or "" when there is none.
+// PEM block, or "" when there is none or it has expired.
 func certCN(b64 string) string {
 	raw, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
@@ -227,7 +227,7 @@ func certCN(b64 string) string {
 		return ""
 	}
 	c, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
+	if err != nil || time.Now().After(c.NotAfter) {
 		return ""
 	}
 	return c.Subject.CommonName

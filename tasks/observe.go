@@ -29,8 +29,11 @@ type ClusterFacts struct {
 	// PodCIDRs are the Nodes' pod CIDRs.
 	PodCIDRs map[string]string
 	// Joined are the hosts whose kubelet joined: /etc/kubernetes/kubelet.conf
-	// holds a credential for its own node and the node's Lease is fresh.
+	// holds a valid credential for its own node and the node's Lease is fresh.
 	Joined map[string]bool
+	// Credential are the hosts whose kubelet holds a valid credential for its
+	// own node: they need no bootstrap token, fresh Lease or not.
+	Credential map[string]bool
 }
 
 // EtcdFacts is etcd's membership, as a live member reports it.
@@ -199,7 +202,10 @@ func apiAnswers(ctx context.Context, env *Env, h *Host) bool {
 // refusing when two members report different clusters, and reads the
 // cluster's Nodes and Leases through an API server that answers.
 func ObserveCluster(ctx context.Context, env *Env) error {
-	cf := &ClusterFacts{Nodes: map[string]bool{}, Joined: map[string]bool{}, PodCIDRs: map[string]string{}}
+	cf := &ClusterFacts{Nodes: map[string]bool{}, Joined: map[string]bool{}, Credential: map[string]bool{}, PodCIDRs: map[string]string{}}
+	for _, h := range env.Hosts(env.Inv.Hosts) {
+		cf.Credential[h.Name] = h.Facts != nil && h.Facts.KubeletIdentity == "system:node:"+h.Name
+	}
 	env.mu.Lock()
 	probes := env.probes
 	env.mu.Unlock()
@@ -257,6 +263,9 @@ func ObserveCluster(ctx context.Context, env *Env) error {
 	}
 	for _, h := range env.Hosts(env.Inv.Hosts) {
 		cf.Joined[h.Name] = kubeletJoined(h, byName[h.Name], time.Now())
+		if cf.Credential[h.Name] && !cf.Joined[h.Name] {
+			env.warn(fmt.Sprintf("%s: its kubelet holds its credential but the node's Lease is not fresh: the kubelet may be down or cut off", h.Name))
+		}
 	}
 	return nil
 }

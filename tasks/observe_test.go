@@ -11,6 +11,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/kubeforge/kubeforge/inventory"
 	"github.com/kubeforge/kubeforge/manifests"
@@ -105,7 +106,7 @@ func TestDecideRolesFromObservedState(t *testing.T) {
 			for _, n := range tc.data {
 				env.hostNamed(n).Facts.EtcdData = true
 			}
-			env.Cluster = &ClusterFacts{Joined: map[string]bool{}, Nodes: map[string]bool{}}
+			env.Cluster = &ClusterFacts{Joined: map[string]bool{}, Credential: map[string]bool{}, Nodes: map[string]bool{}}
 			if tc.members != nil {
 				env.Cluster.Etcd = &EtcdFacts{ClusterID: 0xabc, Via: tc.data[0], Members: tc.members(env)}
 			}
@@ -303,5 +304,54 @@ func TestScaleRefusesWithoutACluster(t *testing.T) {
 	var ref *ErrRefused
 	if err := RequireCluster(context.Background(), env); !errors.As(err, &ref) {
 		t.Fatalf("err = %v; want a refusal", err)
+	}
+}
+
+func TestClusterInfoIsPublishedWithoutAToken(t *testing.T) {
+	env := observedEnv(t, []string{"cp1"}, map[string]bool{"cp1": true})
+	env.Inv.SetDefaults()
+	b, err := pki.Load(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pki.Ensure(env.Inv, b, pki.Options{KeyType: "ecdsa", Now: time.Now}); err != nil {
+		t.Fatal(err)
+	}
+	env.PKI = b
+	kc := fake.NewClientset()
+	h := env.hostNamed("cp1")
+	// Case 12: a cluster of control planes only gets cluster-info at bootstrap, so `kubeadm join` works on it.
+	if err := publishClusterInfo(context.Background(), env, h, kc, nil); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := kc.CoreV1().ConfigMaps(metav1.NamespacePublic).Get(context.Background(), "cluster-info", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("no cluster-info without a token: %v", err)
+	}
+	if !strings.Contains(cm.Data["kubeconfig"], "certificate-authority-data") {
+		t.Errorf("cluster-info kubeconfig lacks the CA: %q", cm.Data["kubeconfig"])
+	}
+	// A token adds its signature; deleting the token removes it and the Secret.
+	tok, err := pki.NewBootstrapToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := pki.BootstrapTokenSecret(tok, time.Hour, time.Now(), "test")
+	if _, err := kc.CoreV1().Secrets(sec.Namespace).Create(context.Background(), sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := publishClusterInfo(context.Background(), env, h, kc, &tok); err != nil {
+		t.Fatal(err)
+	}
+	cm, _ = kc.CoreV1().ConfigMaps(metav1.NamespacePublic).Get(context.Background(), "cluster-info", metav1.GetOptions{})
+	if cm.Data["jws-kubeconfig-"+tok.ID] == "" {
+		t.Fatal("no JWS signature for the token")
+	}
+	env.Kube, env.Token = kc, &tok
+	if err := DeleteJoinToken(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kc.CoreV1().Secrets(sec.Namespace).Get(context.Background(), sec.Name, metav1.GetOptions{}); err == nil {
+		t.Error("the bootstrap token Secret is still there after join/cleanup")
 	}
 }

@@ -106,7 +106,7 @@ func (e *ErrRefused) Error() string { return "refusing to change the cluster: " 
 func DecideRoles(_ context.Context, env *Env) error {
 	cf := env.Cluster
 	if cf == nil {
-		cf = &ClusterFacts{Joined: map[string]bool{}, Nodes: map[string]bool{}}
+		cf = &ClusterFacts{Joined: map[string]bool{}, Credential: map[string]bool{}, Nodes: map[string]bool{}}
 		env.Cluster = cf
 	}
 	p := &Plan{}
@@ -195,8 +195,10 @@ func DecideRoles(_ context.Context, env *Env) error {
 		h := env.Host(env.Inv.Host(cp))
 		params[cp] = joinParams(h, cf.Etcd)
 	}
+	// A bootstrap token for the workers whose kubelet has no valid credential
+	// of its own node (a Node object alone is no sign of a kubelet).
 	for _, h := range env.Hosts(env.Inv.Workers()) {
-		if !cf.Joined[h.Name] {
+		if !cf.Joined[h.Name] && !cf.Credential[h.Name] {
 			p.JoinNodes = append(p.JoinNodes, h.Name)
 		}
 	}

@@ -94,8 +94,9 @@ func PreflightHost(ctx context.Context, env *Env, h *Host) error {
 		add("Hostname", SeverityWarning, false, "hostname "+f.Hostname+" is not a valid node name",
 			"kubeforge names the node "+h.Name+" (--hostname-override)")
 	}
-	// A host that is already a node of this cluster uses these ports itself.
-	if !f.KubeletConf {
+	// A host that is already a node, or where an earlier run of kubeforge
+	// started the kubelet (an interrupted join), uses these ports itself.
+	if !f.KubeletConf && f.KubeletStarted == "" {
 		ports := workerPorts
 		if h.IsControlPlane() {
 			ports = controlPlanePorts

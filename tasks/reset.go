@@ -4,6 +4,11 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/manifests"
+	"github.com/kubeforge/kubeforge/pki"
 )
 
 // resetScript tears down what kubeforge and Kubernetes left on a host. It
@@ -31,7 +36,7 @@ for ns in /var/run/netns/cni-*; do [ -e "$ns" ] || continue; ip netns del "${ns#
 mnts=$(awk '$2 ~ "^/var/lib/kubelet" {print $2}' /proc/mounts | sort -r)
 for m in $mnts; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
 [ -n "$mnts" ] && did "unmounted $(echo $mnts | wc -w) kubelet mounts"
-for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/kubeforge/pod-routes.sh /etc/cni/net.d/10-kubeforge.conflist \
+for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/kubeforge/kubelet.started /etc/kubeforge/pod-routes.sh /etc/cni/net.d/10-kubeforge.conflist \
          /usr/lib/systemd/system/kubelet.service /usr/lib/systemd/system/kubelet.service.d \
          /etc/systemd/system/kubeforge-routes.service /etc/sysctl.d/99-kubeforge.conf /etc/modules-load.d/kubeforge.conf \
          /var/lib/cni /var/log/pods /var/log/containers; do
@@ -102,4 +107,64 @@ func ResetHost(ctx context.Context, env *Env, h *Host) error {
 		return fmt.Errorf("reset incomplete: %s", strings.ReplaceAll(left, "\n", "; "))
 	}
 	return nil
+}
+
+// LeaveEtcd returns the step that removes, before their data is wiped, the
+// etcd members of the control planes chosen for reset while others stay (as
+// `kubeadm reset` does): resetting control planes one after another then
+// never costs etcd its quorum. When no staying member answers it only warns;
+// the next `up` removes the stale members it finds.
+func LeaveEtcd(chosen inventory.Selector) LocalFunc {
+	return func(ctx context.Context, env *Env) error {
+		var leaving, staying []*Host
+		for _, h := range env.Hosts(env.Inv.ControlPlanes()) {
+			if chosen.Match == nil || chosen.Match(env.Inv, h.Host) {
+				leaving = append(leaving, h)
+			} else {
+				staying = append(staying, h)
+			}
+		}
+		if len(leaving) == 0 || len(staying) == 0 {
+			return nil
+		}
+		if env.PKI == nil {
+			b, err := pki.Load(env.PKIDir())
+			if err != nil || b.CACert() == nil {
+				env.Log.Warn("no PKI in the state dir: etcd members of the reset control planes are left for `up` to remove", "err", err)
+				return nil
+			}
+			env.PKI = b
+		}
+		for _, via := range staying {
+			if err := Connect(ctx, env, via); err != nil {
+				continue
+			}
+			cli, err := etcdClient(ctx, env, via)
+			if err != nil {
+				continue
+			}
+			defer cli.Close()
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			list, err := cli.MemberList(cctx)
+			cancel()
+			if err != nil {
+				continue
+			}
+			for _, h := range leaving {
+				peer := manifests.EtcdPeerURL(h.Host)
+				for _, m := range list.Members {
+					if len(m.PeerURLs) == 0 || m.PeerURLs[0] != peer {
+						continue
+					}
+					if _, err := cli.MemberRemove(ctx, m.ID); err != nil {
+						return fmt.Errorf("remove the etcd member of %s before its reset: %w", h.Name, err)
+					}
+					h.Changed(Change{Kind: ChangeEtcd, What: "removed member " + hexID(m.ID)})
+				}
+			}
+			return nil
+		}
+		env.Log.Warn("no staying etcd member answered: the reset control planes' members are left for `up` to remove")
+		return nil
+	}
 }

@@ -190,13 +190,26 @@ func convergeThreeControlPlanes(ctx context.Context, t *testing.T, c *harnesslib
 	if after := nodeState(ctx, t, c, c.Nodes[0]); after != before {
 		t.Errorf("node1 changed after the reordered up")
 	}
-	// Reset the control plane the endpoint is on; up rejoins it.
+	// Reset the control plane the endpoint is on: reset takes its etcd member
+	// out first (2 voters stay, quorum kept); up rejoins it.
 	if code, _ := kubeforge(ctx, t, "reset", "-i", c.Inventory, "--state-dir", state, "--hosts", "node1", "--yes"); code != 0 {
 		t.Fatal("reset --hosts node1 failed")
 	}
+	if voters, learners := etcdMembers(ctx, t, state, c.Nodes[1]); voters != 2 || learners != 0 {
+		t.Errorf("after reset --hosts node1 etcd has %d voters, %d learners; want 2 and 0 (the member removed before the wipe)", voters, learners)
+	}
 	p := dryRunPlan(ctx, t, c.Inventory, state)
-	if p.Init != "" || strings.Join(p.JoinCP, ",") != "node1" || len(p.Etcd) != 1 || p.Etcd[0].Action != "remove" {
-		t.Errorf("after reset --hosts node1 the plan is init=%q joins=%v etcd=%+v; want node1 to rejoin after its stale member is removed", p.Init, p.JoinCP, p.Etcd)
+	if p.Init != "" || strings.Join(p.JoinCP, ",") != "node1" {
+		t.Errorf("after reset --hosts node1 the plan is init=%q joins=%v etcd=%+v; want node1 to rejoin", p.Init, p.JoinCP, p.Etcd)
+	}
+	mustUp(ctx, t, c, state)
+	checkWhole(ctx, t, c, state, 3)
+	// A control plane reset while its member stays (as an older kubeforge or a
+	// reinstall leaves it): up removes the stale voter and the host rejoins.
+	MustSSH(ctx, t, c, c.Nodes[2], "root", "systemctl stop kubelet; crictl rm -fa >/dev/null 2>&1; ctr -n k8s.io tasks ls -q | xargs -r -n1 ctr -n k8s.io tasks kill -s SIGKILL; sleep 2; rm -rf /var/lib/etcd")
+	p = dryRunPlan(ctx, t, c.Inventory, state)
+	if strings.Join(p.JoinCP, ",") != "node3" || len(p.Etcd) != 1 || p.Etcd[0].Action != "remove" || p.Etcd[0].Host != "node3" {
+		t.Errorf("with node3's etcd data gone the plan is joins=%v etcd=%+v; want its stale member removed and node3 to rejoin", p.JoinCP, p.Etcd)
 	}
 	mustUp(ctx, t, c, state)
 	checkWhole(ctx, t, c, state, 3)
