@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -15,7 +16,7 @@ import (
 // joining reports whether h's kubelet joins in this run (the plan found no
 // kubelet of h with its own credential and a fresh Lease).
 func (e *Env) joining(h *Host) bool {
-	return e.Plan == nil || contains(e.Plan.JoinNodes, h.Name)
+	return e.Plan == nil || slices.Contains(e.Plan.JoinNodes, h.Name)
 }
 
 // JoinWorker pushes a worker's files (CA certificate, kubelet config and unit)

@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/kubeforge/kubeforge/manifests"
@@ -39,7 +40,7 @@ func kubeletFingerprint(h *Host) string {
 
 // isKubeletInput reports whether a pushed path is one of h's kubelet inputs.
 func isKubeletInput(h *Host, p string) bool {
-	return contains(kubeletInputs(h), p)
+	return slices.Contains(kubeletInputs(h), p)
 }
 
 // kubeletRestartReason says why the kubelet on h must (re)start, judged from

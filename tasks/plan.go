@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -73,25 +74,7 @@ func (p *Plan) Empty() bool {
 	return true
 }
 
-func (p *Plan) host(name string) *HostPlan {
-	for _, h := range p.Hosts {
-		if h.Host == name {
-			return h
-		}
-	}
-	return nil
-}
-
-func (p *Plan) joinsCP(name string) bool { return contains(p.JoinCP, name) }
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
+func (p *Plan) joinsCP(name string) bool { return slices.Contains(p.JoinCP, name) }
 
 // ErrRefused is returned when the observed state forbids the run: acting
 // would lose data or split the cluster. The message says what to do.
@@ -293,7 +276,7 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 		hp.Role = "initialise the cluster"
 	case p.joinsCP(h.Name):
 		hp.Role = "join control plane"
-	case contains(p.JoinNodes, h.Name):
+	case slices.Contains(p.JoinNodes, h.Name):
 		hp.Role = "join"
 	}
 	files, err := env.NodeFiles(h)

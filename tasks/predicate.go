@@ -1,5 +1,7 @@
 package tasks
 
+import "slices"
+
 // Predicate narrows a step's hosts at run time from what earlier steps learned.
 type Predicate struct {
 	Name  string // shown in plans: "not nodes yet"
@@ -10,7 +12,7 @@ type Predicate struct {
 // joined, control planes whose etcd member joins or that initialise.
 var NotJoined = &Predicate{Name: "not joined yet", Match: func(env *Env, h *Host) bool {
 	p := env.Plan
-	return p == nil || p.Init == h.Name || p.joinsCP(h.Name) || contains(p.JoinNodes, h.Name)
+	return p == nil || p.Init == h.Name || p.joinsCP(h.Name) || slices.Contains(p.JoinNodes, h.Name)
 }}
 
 // Initialises matches the host the plan has initialise a new cluster.
