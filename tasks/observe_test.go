@@ -355,3 +355,31 @@ func TestClusterInfoIsPublishedWithoutAToken(t *testing.T) {
 		t.Error("the bootstrap token Secret is still there after join/cleanup")
 	}
 }
+
+func TestEarlyNodeCarriesItsTaintsAndLabels(t *testing.T) {
+	env := observedEnv(t, []string{"cp1", "w1"}, map[string]bool{"cp1": true})
+	w := env.hostNamed("w1")
+	w.Taints = []inventory.Taint{{Key: "dedicated", Value: "db", Effect: "NoSchedule"}}
+	w.Labels = map[string]string{"tier": "db"}
+	env.Kube = fake.NewClientset()
+	// The kubelet adopts a Node that exists and then ignores --register-with-taints (case 2): the Node
+	// kubeforge makes for the pod CIDR must carry the taints itself.
+	if _, err := env.setPodCIDR(context.Background(), w, false, "10.244.1.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	n, err := env.Kube.CoreV1().Nodes().Get(context.Background(), "w1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != "dedicated" || n.Labels["tier"] != "db" {
+		t.Fatalf("early Node: taints %v, labels %v", n.Spec.Taints, n.Labels)
+	}
+	// And a Node object is no sign of a joined kubelet: w1 still joins.
+	env.Cluster = &ClusterFacts{Nodes: map[string]bool{"w1": true}, Joined: map[string]bool{}, Credential: map[string]bool{}}
+	if err := DecideRoles(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(env.Plan.JoinNodes, ",") != "w1" {
+		t.Fatalf("join nodes = %v; want w1 (its Node exists, its kubelet never joined)", env.Plan.JoinNodes)
+	}
+}
