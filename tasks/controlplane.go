@@ -31,7 +31,7 @@ func installNode(ctx context.Context, env *Env, h *Host, extra ...pki.File) erro
 	if _, err := push(ctx, h, append(files, extra...)); err != nil {
 		return err
 	}
-	return startKubelet(ctx, h)
+	return startKubelet(ctx, env, h)
 }
 
 // waitAPIServer polls /readyz on h's API server through the SSH tunnel. On

@@ -99,6 +99,9 @@ type Host struct {
 
 	mu      sync.Mutex
 	changes []Change
+	// verified are the files the plan found on the host as wanted (path ->
+	// digest and mode): this run's steps do not check them again.
+	verified map[string]string
 }
 
 // ChangeKind is the kind of a change a task made.

@@ -64,7 +64,11 @@ func kubeletRestartReason(f *Facts) string {
 // active, or the fingerprint of its inputs differs from the one recorded at
 // its last start. The decision is made on the host in the same command, so
 // it holds after a crash at any point of an earlier run.
-func startKubelet(ctx context.Context, h *Host) error {
+func startKubelet(ctx context.Context, env *Env, h *Host) error {
+	if !kubeletMayRestart(env, h) {
+		h.Log.Info("unchanged", "what", "kubelet (as planned)")
+		return nil
+	}
 	script := `set -e
 f=$(` + kubeletFingerprint(h) + `)
 if systemctl is-active -q kubelet && [ "$(cat ` + kubeletStampPath + ` 2>/dev/null)" = "$f" ]; then echo unchanged; exit 0; fi
@@ -87,6 +91,27 @@ echo restarted`
 		h.Facts.KubeletActive = true
 	}
 	return nil
+}
+
+// kubeletMayRestart: false only when the plan of this run found the kubelet
+// running on the inputs it started with and this run wrote none of them;
+// otherwise the host decides (startKubelet's script).
+func kubeletMayRestart(env *Env, h *Host) bool {
+	hp := env.Plan.hostPlan(h.Name)
+	if hp == nil {
+		return true
+	}
+	for _, r := range hp.Restarts {
+		if r.What == "kubelet" {
+			return true
+		}
+	}
+	for _, c := range h.Changes() {
+		if c.Kind == ChangeFile && isKubeletInput(h, c.What) {
+			return true
+		}
+	}
+	return false
 }
 
 func dirOf(p string) string { return p[:strings.LastIndex(p, "/")] }

@@ -74,6 +74,19 @@ func (p *Plan) Empty() bool {
 	return true
 }
 
+// hostPlan returns the plan of host name; nil without a plan or that host.
+func (p *Plan) hostPlan(name string) *HostPlan {
+	if p == nil {
+		return nil
+	}
+	for _, h := range p.Hosts {
+		if h.Host == name {
+			return h
+		}
+	}
+	return nil
+}
+
 func (p *Plan) joinsCP(name string) bool { return slices.Contains(p.JoinCP, name) }
 
 // ErrRefused is returned when the observed state forbids the run: acting
@@ -306,6 +319,17 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 	if err != nil {
 		return fmt.Errorf("plan %s: %w", h.Name, err)
 	}
+	differ := map[string]bool{}
+	for _, d := range diffs {
+		differ[d.Path] = true
+	}
+	var same []ssh.File
+	for _, f := range sf {
+		if !differ[f.Path] {
+			same = append(same, f)
+		}
+	}
+	h.verify(same)
 	kubelet := kubeletRestartReason(h.Facts)
 	for _, d := range diffs {
 		hp.Files = append(hp.Files, FilePlan{Path: d.Path, Reason: string(d.Reason)})

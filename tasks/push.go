@@ -2,25 +2,31 @@ package tasks
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"github.com/kubeforge/kubeforge/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/kubeforge/kubeforge/pki"
 	"github.com/kubeforge/kubeforge/ssh"
 )
 
 // push uploads rendered files to h (atomic, skipped when the checksum
-// matches) and records what changed. It returns the changed paths.
+// matches) and records what changed. It returns the changed paths. Files the
+// plan of this run found as wanted on the host (same content, mode and owner)
+// are not checked again.
 func push(ctx context.Context, h *Host, files []pki.File) ([]string, error) {
-	if len(files) == 0 {
-		return nil, nil
+	sf := make([]ssh.File, 0, len(files))
+	for _, f := range files {
+		sf = append(sf, ssh.File{Path: f.Path, Mode: f.Mode, Data: f.Data})
 	}
-	sf := make([]ssh.File, len(files))
-	for i, f := range files {
-		sf[i] = ssh.File{Path: f.Path, Mode: f.Mode, Data: f.Data}
+	sf = h.unverified(sf)
+	if len(sf) == 0 {
+		return nil, nil
 	}
 	changed, err := h.Client.Upload(ctx, sf)
 	if err != nil {
@@ -49,4 +55,40 @@ func writeLocalTree(root string, files []pki.File) error {
 		}
 	}
 	return nil
+}
+
+// fileDigest is the sha256 (hex) of f's content, with its mode.
+func fileDigest(f ssh.File) string {
+	if f.SHA256 != "" {
+		return fmt.Sprintf("%s %o", strings.ToLower(f.SHA256), f.Mode.Perm())
+	}
+	sum := sha256.Sum256(f.Data)
+	return fmt.Sprintf("%s %o", hex.EncodeToString(sum[:]), f.Mode.Perm())
+}
+
+// verify records that the plan found these files on h as wanted.
+func (h *Host) verify(files []ssh.File) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.verified == nil {
+		h.verified = map[string]string{}
+	}
+	for _, f := range files {
+		h.verified[f.Path] = fileDigest(f)
+	}
+}
+
+// unverified returns the files the plan did not find on h as wanted.
+func (h *Host) unverified(files []ssh.File) []ssh.File {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := files[:0:0]
+	for _, f := range files {
+		// A streamed file counts only with its digest given (it is not read here).
+		if d, ok := h.verified[f.Path]; ok && (f.Source == "" || f.SHA256 != "") && d == fileDigest(f) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
 }

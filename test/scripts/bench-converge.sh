@@ -17,7 +17,7 @@ go run ./test/harness up 4 --control-planes 3 --name-prefix kfbconv --subnet 172
 "$KF" up -i "$DIR/inventory.yaml" >/dev/null
 # measure ARGS...: prints "total_s connect+facts_s" of one run from its JSON events.
 measure() {
-	"$KF" up -i "$DIR/inventory.yaml" --output json "$@" | jq -rs '
+	"$KF" up -i "$DIR/inventory.yaml" --output json "$@" | grep "^{" | jq -rs '
 		(map(select(.type=="playbook-end"))[0].durationMs) as $t
 		| (map(select(.type=="step-end" and (.step=="connect" or .step=="facts")) | .durationMs) | add) as $f
 		| "\($t/1000) \($f/1000)"'
