@@ -153,9 +153,9 @@ func nodeMarks(h *Host) (map[string]string, []corev1.Taint) {
 	labels := map[string]string{}
 	var taints []corev1.Taint
 	if h.IsControlPlane() {
-		labels["node-role.kubernetes.io/control-plane"] = ""
-		labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
-		taints = append(taints, corev1.Taint{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule})
+		labels[manifests.LabelNodeRoleControlPlane] = ""
+		labels[manifests.LabelExcludeFromExternalLB] = ""
+		taints = append(taints, manifests.ControlPlaneTaint())
 	}
 	for k, v := range h.Labels {
 		labels[k] = v
@@ -239,7 +239,7 @@ func DeleteJoinToken(ctx context.Context, env *Env) error {
 	if err := env.Kube.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete bootstrap token: %w", err)
 	}
-	patch := []byte(`{"data":{"jws-kubeconfig-` + env.Token.ID + `":null}}`)
+	patch := []byte(`{"data":{"` + pki.ClusterInfoSignatureKey(*env.Token) + `":null}}`)
 	if _, err := env.Kube.CoreV1().ConfigMaps(metav1.NamespacePublic).Patch(ctx, "cluster-info", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove the token's cluster-info signature: %w", err)
 	}
@@ -262,7 +262,7 @@ func publishClusterInfo(ctx context.Context, env *Env, h *Host, kc kubernetes.In
 		if err != nil {
 			return fmt.Errorf("sign cluster-info: %w", err)
 		}
-		want["jws-kubeconfig-"+tok.ID] = sig
+		want[pki.ClusterInfoSignatureKey(*tok)] = sig
 	}
 	cms := kc.CoreV1().ConfigMaps(metav1.NamespacePublic)
 	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {

@@ -4,7 +4,6 @@ package tasks
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
@@ -196,13 +195,4 @@ func (e *Env) Close() error {
 		return nil
 	}
 	return e.Pool.Close()
-}
-
-// FirstControlPlane returns the run-time host that initialises the cluster.
-func (e *Env) FirstControlPlane() (*Host, error) {
-	ih := e.Inv.FirstControlPlane()
-	if ih == nil {
-		return nil, fmt.Errorf("inventory has no control-plane host")
-	}
-	return e.Host(ih), nil
 }
