@@ -134,8 +134,8 @@ func TestInterruptedUpConverges(t *testing.T) {
 		nodes, cps    int
 		joinCP, joinW string
 	}{
-		{"1+2", "kfint", "172.31.247.0/24", 3, 1, "", "node2"},
-		{"3+1", "kfint3", "172.31.246.0/24", 4, 3, "node2", "node4"},
+		{"1+2", "kfint", "172.31.238.0/24", 3, 1, "", "node2"},
+		{"3+1", "kfint3", "172.31.237.0/24", 4, 3, "node2", "node4"},
 	}
 	for _, sh := range shapes {
 		if only := os.Getenv("KUBEFORGE_INTERRUPT_SHAPE"); only != "" && only != sh.name {
