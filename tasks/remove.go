@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -13,6 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/kubectl/pkg/drain"
+
+	"github.com/kubeforge/kubeforge/manifests"
 )
 
 // Removing reports whether h is being removed in this run (scale --remove,
@@ -146,7 +146,7 @@ func (e *Env) removeEtcdMember(ctx context.Context, h *Host) error {
 	if err != nil {
 		return fmt.Errorf("list etcd members: %w", err)
 	}
-	peer := "https://" + net.JoinHostPort(h.NodeIP(), strconv.Itoa(2380))
+	peer := manifests.EtcdPeerURL(h.Host)
 	for _, m := range list.Members {
 		if m.Name == h.Name || strings.Join(m.PeerURLs, ",") == peer {
 			if len(list.Members) == 1 {
