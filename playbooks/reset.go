@@ -14,8 +14,12 @@ func Reset(hosts inventory.Selector) func(*inventory.Inventory) Playbook {
 		connect := stepConnect()
 		connect.Hosts = hosts
 		return Playbook{Name: "reset", BestEffort: true, AllHosts: true, Steps: []Step{connect,
-			{Name: "etcd/leave", Help: "remove the etcd members of the control planes being reset while others stay",
-				Local: tasks.LeaveEtcd(hosts)},
+			{Name: "reset/plan", Help: "read what the reset removes on each host (services, containers, mounts, files, rules)",
+				Hosts: hosts, Run: tasks.PlanReset, ReadOnly: true},
+			{Name: "etcd/plan", Help: "read, through a control plane that stays, the etcd members of the control planes being reset",
+				Local: tasks.PlanLeaveEtcd(hosts), ReadOnly: true},
+			{Name: "etcd/leave", Help: "remove those etcd members, before their data is wiped",
+				Local: tasks.LeaveEtcd},
 			{Name: "reset", Help: "stop kubelet; remove pods, mounts, files, interfaces, iptables rules (and artifacts); verify",
 				Hosts: hosts, Run: tasks.ResetHost},
 		}}
@@ -30,7 +34,7 @@ func Remove(*inventory.Inventory) Playbook {
 		return s
 	}
 	return Playbook{Name: "scale --remove", AllHosts: true, Steps: []Step{
-		staying(stepConnect()), stepCerts(),
+		staying(stepConnect()), stepCerts(), stepRemovalPlan(),
 		{Name: "remove", Help: "cordon, drain (PDBs respected), remove the etcd member, delete the Node, reset the host",
 			Local: tasks.RemoveNodes, Timeout: 30 * time.Minute},
 	}}
@@ -50,11 +54,18 @@ func Scale(*inventory.Inventory) Playbook {
 	return Playbook{Name: "scale", Steps: []Step{
 		stepConnect(), stepFacts(), stepSeed(), stepCerts(), stepProbe(), stepObserve(),
 		{Name: "scale/check", Help: "refuse when there is no cluster to add hosts to", Local: tasks.RequireCluster, Always: true, ReadOnly: true},
-		newOnly(stepPreflightHost()), stepPreflightCluster(), plan,
+		newOnly(stepPreflightHost()), stepPreflightCluster(), plan, stepRemovalPlan(),
 		stepRender(), newOnly(stepPrepare()), newOnly(stepArtifacts()),
 		stepEtcd(), stepCIDRs(), stepNetwork(), newOnly(stepJoinCP()), stepToken(), newOnly(stepJoinWorkers()),
 		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepTokenCleanup(),
 		{Name: "remove", Help: "hosts marked remove: true: cordon, drain (PDBs respected), remove the etcd member, delete the Node, reset",
 			Local: tasks.RemoveNodes, Timeout: 30 * time.Minute},
 	}}
+}
+
+// stepRemovalPlan reads what removing the leaving hosts does: their pods to
+// evict, Nodes, etcd members, what their reset removes.
+func stepRemovalPlan() Step {
+	return Step{Name: "remove/plan", Help: "read what removing the leaving hosts does: pods to evict, Node, etcd member, reset",
+		Local: tasks.PlanRemoval, ReadOnly: true}
 }

@@ -129,7 +129,7 @@ func Run(ctx context.Context, opts *Options, build func(*inventory.Inventory) Pl
 	}
 	err = r.Run(ctx, env, pb)
 	// What was planned and what was done, for people and for the plan-accuracy tests.
-	if env.Plan != nil && len(env.Plan.Hosts) > 0 {
+	if env.Plan != nil {
 		if b, jerr := json.MarshalIndent(env.Plan, "", "  "); jerr == nil {
 			_ = atomicfile.Write(filepath.Join(opts.StateDir, "logs", "plan.json"), b, 0o600)
 		}

@@ -48,7 +48,7 @@ type Playbook struct {
 // dry run connects, reads and prints that plan).
 func (p Playbook) Observed() bool {
 	for _, s := range p.Steps {
-		if s.Name == "plan" {
+		if s.Name == "plan" || strings.HasSuffix(s.Name, "/plan") {
 			return true
 		}
 	}

@@ -49,6 +49,23 @@ func EnsureCerts(_ context.Context, env *Env) error {
 	return writeLocalTree(filepath.Dir(env.AdminKubeconfigPath()), []pki.File{{Path: "/" + filepath.Base(env.AdminKubeconfigPath()), Mode: 0o600, Data: admin}})
 }
 
+// loadPKI loads the state dir's PKI for the steps that only read it (reset,
+// removal); it is an error when there is no CA.
+func (e *Env) loadPKI() error {
+	if e.PKI != nil {
+		return nil
+	}
+	b, err := pki.Load(e.PKIDir())
+	if err != nil {
+		return err
+	}
+	if b.CACert() == nil {
+		return fmt.Errorf("no cluster CA in %s", e.PKIDir())
+	}
+	e.PKI = b
+	return nil
+}
+
 func (e *Env) pkiOptions() pki.Options {
 	return pki.Options{Validity: e.Inv.Cluster.CertificateValidity.Duration, KeyType: e.Inv.Cluster.KeyType, Now: time.Now}
 }

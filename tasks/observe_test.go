@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -381,5 +383,50 @@ func TestEarlyNodeCarriesItsTaintsAndLabels(t *testing.T) {
 	}
 	if strings.Join(env.Plan.JoinNodes, ",") != "w1" {
 		t.Fatalf("join nodes = %v; want w1 (its Node exists, its kubelet never joined)", env.Plan.JoinNodes)
+	}
+}
+
+// The removal plan lists the pods the drain evicts (not DaemonSet or mirror
+// pods), and a plan with a teardown is not empty.
+func TestRemovalPlanListsThePodsTheDrainEvicts(t *testing.T) {
+	env := observedEnv(t, []string{"cp1", "w1"}, map[string]bool{"cp1": true})
+	yes := true
+	owned := func(kind string) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: kind, Name: "x", Controller: &yes}}
+	}
+	pod := func(name string, owners []metav1.OwnerReference, annotations map[string]string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, OwnerReferences: owners, Annotations: annotations},
+			Spec: corev1.PodSpec{NodeName: "w1"}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	}
+	env.Kube = fake.NewClientset(
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "w1"}},
+		&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "x"}},
+		pod("web", owned("ReplicaSet"), nil),
+		pod("agent", owned("DaemonSet"), nil),
+		pod("static", nil, map[string]string{corev1.MirrorPodAnnotationKey: "x"}),
+	) // (the fake ignores field selectors: pods of other nodes are the e2e test's to check)
+	td := env.teardown("w1")
+	if !env.Plan.Empty() {
+		t.Fatalf("a teardown entry with nothing in it makes the plan non-empty")
+	}
+	if err := env.planNode(context.Background(), env.hostNamed("w1"), td); err != nil {
+		t.Fatal(err)
+	}
+	if td.Node == "" || strings.Join(td.Evict, ",") != "default/web" {
+		t.Errorf("removal plan of w1: node %q, evict %v; want the Node deleted and only default/web evicted", td.Node, td.Evict)
+	}
+	if env.Plan.Empty() {
+		t.Error("a plan that deletes a Node is empty")
+	}
+	var b strings.Builder
+	env.Plan.WritePlan(&b)
+	if !strings.Contains(b.String(), "evict   default/web") {
+		t.Errorf("the printed plan does not name the evicted pod:\n%s", b.String())
+	}
+	// A host without a Node: nothing to drain.
+	td = env.teardown("cp1")
+	env.Kube = fake.NewClientset()
+	if err := env.planNode(context.Background(), env.hostNamed("cp1"), td); err != nil || td.Node != "" {
+		t.Errorf("removal plan of a host without a Node: node %q, err %v", td.Node, err)
 	}
 }

@@ -19,16 +19,17 @@ import (
 // Plan is what a run does, decided from the inventory and the observed
 // cluster before anything changes. --dry-run prints it; a run executes it.
 type Plan struct {
-	Seed      string       `json:"seed,omitempty"`      // the control plane of the default API endpoint
-	Init      string       `json:"init,omitempty"`      // the host that initialises a new cluster; "" when one exists
-	ClusterID string       `json:"clusterID,omitempty"` // etcd's cluster ID, hex; "" for a new cluster
-	JoinCP    []string     `json:"joinControlPlanes,omitempty"`
-	JoinNodes []string     `json:"joinNodes,omitempty"` // workers whose kubelet joins with a bootstrap token
-	Etcd      []EtcdAction `json:"etcd,omitempty"`
-	Certs     []string     `json:"certificates,omitempty"` // re-issued or made, with why
-	Leaving   []string     `json:"leaving,omitempty"`      // hosts marked remove: true
-	Hosts     []*HostPlan  `json:"hosts"`
-	Warnings  []string     `json:"warnings,omitempty"`
+	Seed      string          `json:"seed,omitempty"`      // the control plane of the default API endpoint
+	Init      string          `json:"init,omitempty"`      // the host that initialises a new cluster; "" when one exists
+	ClusterID string          `json:"clusterID,omitempty"` // etcd's cluster ID, hex; "" for a new cluster
+	JoinCP    []string        `json:"joinControlPlanes,omitempty"`
+	JoinNodes []string        `json:"joinNodes,omitempty"` // workers whose kubelet joins with a bootstrap token
+	Etcd      []EtcdAction    `json:"etcd,omitempty"`
+	Certs     []string        `json:"certificates,omitempty"` // re-issued or made, with why
+	Leaving   []string        `json:"leaving,omitempty"`      // hosts marked remove: true
+	Hosts     []*HostPlan     `json:"hosts"`
+	Teardown  []*TeardownPlan `json:"teardown,omitempty"` // reset, scale --remove
+	Warnings  []string        `json:"warnings,omitempty"`
 }
 
 // EtcdAction is one change to etcd's membership.
@@ -68,6 +69,11 @@ func (p *Plan) Empty() bool {
 	}
 	for _, h := range p.Hosts {
 		if len(h.Files)+len(h.Restarts)+len(h.Images)+len(h.Later) > 0 {
+			return false
+		}
+	}
+	for _, t := range p.Teardown {
+		if !t.empty() {
 			return false
 		}
 	}
@@ -385,8 +391,10 @@ func (p *Plan) WritePlan(w io.Writer) {
 	switch {
 	case p.Init != "":
 		fmt.Fprintf(w, "Cluster: none found on the hosts: %s initialises a new one.\n", p.Init)
-	default:
+	case p.Seed != "":
 		fmt.Fprintf(w, "Cluster: etcd cluster %s; API endpoint on %s.\n", p.ClusterID, p.Seed)
+	case p.ClusterID != "":
+		fmt.Fprintf(w, "Cluster: etcd cluster %s.\n", p.ClusterID)
 	}
 	if len(p.JoinCP) > 0 {
 		fmt.Fprintf(w, "Control planes joining (one at a time, etcd learner then voter): %s\n", strings.Join(p.JoinCP, ", "))
@@ -427,10 +435,17 @@ func (p *Plan) WritePlan(w io.Writer) {
 			fmt.Fprintf(w, "  later   %-58s %s\n", l.Path, l.Reason)
 		}
 	}
+	for _, t := range p.Teardown {
+		t.write(w)
+	}
 	for _, wn := range p.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", wn)
 	}
-	if p.Empty() {
+	switch {
+	case !p.Empty():
+	case len(p.Teardown) > 0:
+		fmt.Fprintln(w, "The plan is empty: there is nothing to tear down.")
+	default:
 		fmt.Fprintln(w, "The plan is empty: the cluster already matches the inventory.")
 	}
 }

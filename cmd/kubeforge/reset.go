@@ -49,7 +49,7 @@ func newResetCmd(g *globals, stdout io.Writer) *cobra.Command {
 				return err
 			}
 			finish(stdout, g, res)
-			if err != nil {
+			if err != nil || g.opts.DryRun {
 				return err
 			}
 			if purge {

@@ -22,9 +22,16 @@ import (
 // dryRunPlan runs `up --dry-run --output json` and returns the plan it printed.
 func dryRunPlan(ctx context.Context, t *testing.T, inv, state string) *tasks.Plan {
 	t.Helper()
-	code, out := kubeforge(ctx, t, "up", "-i", inv, "--state-dir", state, "--dry-run", "--output", "json")
+	return dryRun(ctx, t, "up", "-i", inv, "--state-dir", state)
+}
+
+// dryRun runs a kubeforge command with --dry-run --output json and returns
+// the plan it printed.
+func dryRun(ctx context.Context, t *testing.T, args ...string) *tasks.Plan {
+	t.Helper()
+	code, out := kubeforge(ctx, t, append(args, "--dry-run", "--output", "json")...)
 	if code != 0 {
-		t.Fatalf("up --dry-run exited %d", code)
+		t.Fatalf("%s --dry-run exited %d", args[0], code)
 	}
 	for _, l := range strings.Split(out, "\n") {
 		var e struct {
@@ -35,8 +42,74 @@ func dryRunPlan(ctx context.Context, t *testing.T, inv, state string) *tasks.Pla
 			return e.Plan
 		}
 	}
-	t.Fatal("up --dry-run printed no plan")
+	t.Fatalf("%s --dry-run printed no plan", args[0])
 	return nil
+}
+
+// teardownMatchesChanges asserts that what a reset or removal did is what
+// its dry run planned, host by host: the Node deleted, the etcd member
+// removed, and every line of the host's reset.
+func teardownMatchesChanges(t *testing.T, p *tasks.Plan, changes map[string][]tasks.Change) {
+	t.Helper()
+	// A plan line says "remove /etc/kubernetes", the change "removed /etc/kubernetes": compare what is acted on.
+	verbs := map[string]bool{"stop": true, "stopped": true, "and": true, "disable": true, "disabled": true, "remove": true, "removed": true,
+		"unmount": true, "unmounted": true, "delete": true, "deleted": true}
+	object := func(line string) string {
+		var out []string
+		for _, w := range strings.Fields(line) {
+			switch {
+			case verbs[w]:
+			case strings.Trim(w, "0123456789") == "":
+				out = append(out, "N") // a count of containers can move between the plan and the run
+			default:
+				out = append(out, w)
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	planned, done := map[string]bool{}, map[string]bool{}
+	for _, td := range p.Teardown {
+		for _, l := range td.Reset {
+			planned[td.Host+": "+object(l)] = true
+		}
+		if td.Node != "" {
+			planned[td.Host+": node"] = true
+		}
+		if td.EtcdMember != "" {
+			planned[td.Host+": member "+td.EtcdMember] = true
+		}
+	}
+	for host, cs := range changes {
+		for _, c := range cs {
+			switch {
+			case c.Kind == tasks.ChangeHost:
+				done[host+": "+object(c.What)] = true
+			case c.Kind == tasks.ChangeNode && c.What == "deleted node":
+				done[host+": node"] = true
+			case c.Kind == tasks.ChangeEtcd:
+				done[host+": "+object(c.What)] = true
+			}
+		}
+	}
+	var missing, extra []string
+	for k := range done {
+		if !planned[k] {
+			extra = append(extra, k)
+		}
+	}
+	for k := range planned {
+		if !done[k] {
+			missing = append(missing, k)
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	if len(missing)+len(extra) > 0 {
+		t.Errorf("teardown plan and run differ:\n  planned, not done: %v\n  done, not planned: %v", missing, extra)
+	}
+	if len(planned) == 0 {
+		t.Errorf("the teardown plan is empty")
+	}
 }
 
 // lastChanges reads what the last run changed (<state>/logs/changes.json).
@@ -192,9 +265,14 @@ func convergeThreeControlPlanes(ctx context.Context, t *testing.T, c *harnesslib
 	}
 	// Reset the control plane the endpoint is on: reset takes its etcd member
 	// out first (2 voters stay, quorum kept); up rejoins it.
+	rp := dryRun(ctx, t, "reset", "-i", c.Inventory, "--state-dir", state, "--hosts", "node1")
+	if len(rp.Teardown) != 1 || rp.Teardown[0].Host != "node1" || rp.Teardown[0].EtcdMember == "" {
+		t.Errorf("reset --dry-run --hosts node1 plans %+v; want node1 torn down and its etcd member removed", rp.Teardown)
+	}
 	if code, _ := kubeforge(ctx, t, "reset", "-i", c.Inventory, "--state-dir", state, "--hosts", "node1", "--yes"); code != 0 {
 		t.Fatal("reset --hosts node1 failed")
 	}
+	teardownMatchesChanges(t, rp, lastChanges(t, state))
 	if voters, learners := etcdMembers(ctx, t, state, c.Nodes[1]); voters != 2 || learners != 0 {
 		t.Errorf("after reset --hosts node1 etcd has %d voters, %d learners; want 2 and 0 (the member removed before the wipe)", voters, learners)
 	}

@@ -21,10 +21,14 @@ import (
 	"github.com/kubeforge/kubeforge/test/harnesslib"
 )
 
-// kubeforgeBin is the binary under test, built by `make build`.
+// kubeforgeBin is the binary under test, built by `make build`
+// (KUBEFORGE_BIN names another, so a long matrix can run beside rebuilds).
 func kubeforgeBin(t testing.TB) string {
 	t.Helper()
-	p := filepath.Join(RepoRoot(t), "bin", "kubeforge")
+	p := os.Getenv("KUBEFORGE_BIN")
+	if p == "" {
+		p = filepath.Join(RepoRoot(t), "bin", "kubeforge")
+	}
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("%s not built (run `make build`): %v", p, err)
 	}

@@ -262,10 +262,15 @@ func TestScaleRemoveReset(t *testing.T) {
 	}
 	victims := waitPodsRunning(ctx, t, kc, "default", "app=victim", 1)
 	waitPodsRunning(ctx, t, kc, "default", "app=guarded", 1)
+	rp := dryRun(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state, "--remove", "node4")
+	if len(rp.Teardown) != 1 || rp.Teardown[0].Node == "" || strings.Join(rp.Teardown[0].Evict, ",") != "default/"+victims[0].Name {
+		t.Errorf("scale --remove node4 --dry-run plans %+v; want node4 drained (evicting default/%s) and deleted", rp.Teardown, victims[0].Name)
+	}
 	code, _ = kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state, "--remove", "node4")
 	if code != 0 {
 		t.Fatalf("scale --remove node4 exited %d", code)
 	}
+	teardownMatchesChanges(t, rp, lastChanges(t, state))
 	if _, err := kc.CoreV1().Nodes().Get(ctx, "node4", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("node4 still exists: %v", err)
 	}
@@ -297,15 +302,20 @@ func TestScaleRemoveReset(t *testing.T) {
 
 	// Reset everything: nothing listens, nothing mounted, directories gone; a second reset has nothing to do.
 	three := subsetInventory(t, c, "node1", "node2", "node3")
+	rp = dryRun(ctx, t, "reset", "-i", three, "--state-dir", state)
 	code, _ = kubeforge(ctx, t, "reset", "-i", three, "--state-dir", state, "--yes")
 	if code != 0 {
 		t.Fatalf("reset exited %d", code)
 	}
+	teardownMatchesChanges(t, rp, lastChanges(t, state))
 	for _, n := range c.Nodes[:3] {
 		left := MustSSH(ctx, t, c, n, "root", `for p in 6443 2379 10250; do cat /proc/net/tcp /proc/net/tcp6 | awk -v p=$(printf '%04X' $p) 'NR>1 && $4=="0A" {split($2,a,":"); if (a[2]==p) print "port " p}'; done; grep -c /var/lib/kubelet /proc/mounts; ls -d /etc/kubernetes /var/lib/kubelet /var/lib/etcd 2>/dev/null; true`)
 		if strings.TrimSpace(left) != "0" {
 			t.Errorf("%s after reset:\n%s", n.Name, left)
 		}
+	}
+	if rp = dryRun(ctx, t, "reset", "-i", three, "--state-dir", state); !rp.Empty() {
+		t.Errorf("reset --dry-run after a reset plans %+v; want nothing", rp.Teardown)
 	}
 	code, out = kubeforge(ctx, t, "reset", "-i", three, "--state-dir", state, "--yes")
 	if code != 0 || !strings.Contains(out, "No changes") {
