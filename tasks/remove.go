@@ -8,7 +8,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/kubectl/pkg/drain"
-
 )
 
 // Removing reports whether h is being removed in this run (scale --remove,
@@ -82,8 +81,8 @@ func (e *Env) removeNode(ctx context.Context, t *TeardownPlan) error {
 	}
 	if t.Node != "" {
 		if err := nodes.Delete(ctx, h.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("delete node: %w", err)
-			}
+			return fmt.Errorf("delete node: %w", err)
+		}
 		h.Changed(Change{Kind: ChangeNode, What: "deleted node"})
 	}
 	if t.Unreachable == "" {

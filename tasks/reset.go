@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-
 )
 
 // resetScript tears down what kubeforge and Kubernetes left on a host. It
