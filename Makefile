@@ -5,7 +5,7 @@ BIN := bin/kubeforge
 ARTIFACTS ?= $(CURDIR)/.cache/artifacts
 HARNESS_DIR ?= $(CURDIR)/.harness
 
-.PHONY: all build test unit integration e2e e2e-interrupt-matrix demo prereqs artifacts node-image harness-up harness-down harness-status bench clean
+.PHONY: all build test unit integration parity e2e e2e-interrupt-matrix demo prereqs artifacts node-image harness-up harness-down harness-status bench clean
 
 all: build
 
@@ -13,13 +13,18 @@ build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o $(BIN) ./cmd/kubeforge
 
 # Everything a fresh Debian machine needs, then every test: unit, integration (real OpenSSH), e2e (real clusters).
-test: prereqs build artifacts node-image unit integration e2e
+test: prereqs build artifacts node-image unit integration parity e2e
 
 unit:
 	$(GO) test -race -count=1 ./...
 
 integration: prereqs
 	$(GO) test -race -count=1 -tags integration ./ssh/... ./cmd/... ./playbooks/... ./tasks/...
+
+# kubeadm as an oracle: kubeadm v1.37's own code (the artifacts' kubeadm, `init --dry-run` in a harness
+# container) and kubeforge render the same clusters; every field must agree or be in the test's allow-list.
+parity: prereqs artifacts node-image
+	$(GO) test -count=1 -tags parity -v ./test/parity/...
 
 e2e: prereqs build artifacts node-image
 	$(GO) test -count=1 -tags e2e -timeout 60m -v ./test/e2e/...

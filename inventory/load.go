@@ -242,22 +242,29 @@ func unknownFieldHint(name, typ string) string {
 	if !ok {
 		return ""
 	}
-	var fields []string
-	best, bestDist := "", 3
-	for i := range t.NumField() {
-		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
-		if tag == "" || tag == "-" {
-			continue
-		}
-		fields = append(fields, tag)
-		if dist := editDistance(lower, strings.ToLower(tag)); dist < bestDist {
-			best, bestDist = tag, dist
-		}
-	}
+	best, fields := nearestField(t, "yaml", lower)
 	if best != "" {
 		return fmt.Sprintf("did you mean %q?", best)
 	}
 	return "valid fields here: " + strings.Join(fields, ", ")
+}
+
+// nearestField returns the field of struct type t (by its tagKey tag) within
+// two edits of name, case aside ("" when none), and every field's name.
+func nearestField(t reflect.Type, tagKey, name string) (string, []string) {
+	var fields []string
+	best, bestDist := "", 3
+	for i := range t.NumField() {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get(tagKey), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fields = append(fields, tag)
+		if dist := editDistance(strings.ToLower(name), strings.ToLower(tag)); dist < bestDist {
+			best, bestDist = tag, dist
+		}
+	}
+	return best, fields
 }
 
 // editDistance is the Levenshtein distance between a and b.

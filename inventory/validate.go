@@ -1,11 +1,15 @@
 package inventory
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/apimachinery/pkg/util/validation"
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 )
 
 // Limits taken from kubeadm's validation (cmd/kubeadm/app/constants).
@@ -228,6 +233,64 @@ func (c *checker) cluster() {
 	default:
 		c.errorf(at.with("kubelet", "cgroupDriver"), "use systemd (the default) or cgroupfs, the same as the container runtime", "unsupported kubelet.cgroupDriver %q", cl.Kubelet.CgroupDriver)
 	}
+	for _, comp := range []struct {
+		field string
+		args  map[string]string
+	}{{"kubelet", cl.Kubelet.ExtraArgs}, {"apiServer", cl.APIServer.ExtraArgs}, {"controllerManager", cl.ControllerManager.ExtraArgs},
+		{"scheduler", cl.Scheduler.ExtraArgs}, {"etcd", cl.Etcd.ExtraArgs}} {
+		c.extraArgs(at.with(comp.field, "extraArgs"), comp.args)
+	}
+	c.kubeletConfig(at.with("kubelet", "config"), cl.Kubelet.Config)
+}
+
+// flagNameRe is a command-line flag name as Kubernetes components spell them.
+var flagNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)
+
+// extraArgs checks flag names: written without "--", lower case, no spaces.
+func (c *checker) extraArgs(at path, args map[string]string) {
+	for name := range args {
+		switch {
+		case strings.HasPrefix(name, "-") && flagNameRe.MatchString(strings.TrimLeft(name, "-")):
+			c.errorf(at.with(name), fmt.Sprintf("write the flag name without dashes: %s", strings.TrimLeft(name, "-")), "invalid extraArgs name %q", name)
+		case !flagNameRe.MatchString(name):
+			c.errorf(at.with(name), "a flag name has lower-case letters, digits, '-' and '.', without the leading \"--\", such as audit-log-maxage",
+				"invalid extraArgs name %q", name)
+		}
+	}
+}
+
+// kubeletConfig checks that kubelet.config merges into a
+// KubeletConfiguration: known fields, values of the right type.
+func (c *checker) kubeletConfig(at path, cfg map[string]any) {
+	if len(cfg) == 0 {
+		return
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		c.errorf(at, "kubelet.config holds KubeletConfiguration fields, such as {maxPods: 200}", "invalid kubelet.config: %v", err)
+		return
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var kc kubeletv1beta1.KubeletConfiguration
+	if err := dec.Decode(&kc); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "json: ")
+		hint := "the fields are those of KubeletConfiguration (kubelet.config.k8s.io/v1beta1), such as maxPods, evictionHard, systemReserved"
+		if field, ok := strings.CutPrefix(msg, "unknown field "); ok {
+			field = strings.Trim(field, `"`)
+			if near, _ := nearestField(reflect.TypeOf(kubeletv1beta1.KubeletConfiguration{}), "json", field); near != "" {
+				hint = fmt.Sprintf("did you mean %s?", near)
+			}
+			c.errorf(at.with(field), hint, "kubelet.config: unknown KubeletConfiguration field %q", field)
+			return
+		}
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			c.errorf(at.with(typeErr.Field), hint, "kubelet.config.%s: a %s value where KubeletConfiguration wants %s", typeErr.Field, typeErr.Value, typeErr.Type)
+			return
+		}
+		c.errorf(at, hint, "kubelet.config: %s", msg)
+	}
 }
 
 // subnets parses a subnet field: one CIDR, or two of different families
@@ -437,6 +500,9 @@ func (c *checker) hosts() {
 			if a, err := netip.ParseAddr(h.InternalAddress); err != nil || a.Zone() != "" {
 				c.errorf(at.with("internalAddress"), "internalAddress is the node IP: an IP address such as 10.0.0.11", "host %s: invalid internalAddress %q", label, h.InternalAddress)
 			}
+		} else if _, err := netip.ParseAddr(h.Address); err != nil && validAddress(h.Address) && !h.Remove {
+			c.errorf(at.with("address"), "set internalAddress to the host's IP in the cluster network, such as internalAddress: 10.0.0.11",
+				"host %s: address %q is a DNS name, and the node IP (the kubelet's --node-ip, etcd's and the API server's addresses) must be an IP address", label, h.Address)
 		}
 		if ip := h.NodeIP(); ip != "" && !dupEndpoint {
 			if j, dup := nodeIPs[ip]; dup {

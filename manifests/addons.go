@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"strings"
 
@@ -36,7 +37,7 @@ func KubeProxyConfiguration(inv *inventory.Inventory) *kubeproxyv1alpha1.KubePro
 			bind = "::"
 		}
 	}
-	return &kubeproxyv1alpha1.KubeProxyConfiguration{
+	cfg := &kubeproxyv1alpha1.KubeProxyConfiguration{
 		TypeMeta:         metav1.TypeMeta{APIVersion: kubeproxyv1alpha1.SchemeGroupVersion.String(), Kind: "KubeProxyConfiguration"},
 		BindAddress:      bind,
 		ClusterCIDR:      d.podSubnet,
@@ -44,6 +45,10 @@ func KubeProxyConfiguration(inv *inventory.Inventory) *kubeproxyv1alpha1.KubePro
 		Mode:             "iptables",
 		Conntrack:        kubeproxyv1alpha1.KubeProxyConntrackConfiguration{MaxPerCore: ptrTo(int32(0))},
 	}
+	if len(inv.Cluster.FeatureGates) > 0 {
+		cfg.FeatureGates = maps.Clone(inv.Cluster.FeatureGates)
+	}
+	return cfg
 }
 
 // kubeProxyKubeconfig is the ConfigMap's kubeconfig.conf: the API server endpoint,
@@ -135,7 +140,7 @@ func kubeProxyObjects(inv *inventory.Inventory) ([]runtime.Object, error) {
 		configMap(metav1.NamespaceSystem, KubeProxyConfigMap, map[string]string{"app": name}, map[string]string{
 			"kubeconfig.conf":     trimNewline(string(kubeconfig)),
 			KubeProxyConfigMapKey: trimNewline(string(config)),
-		}, true),
+		}, len(inv.Cluster.FeatureGates) == 0), // a user-supplied config carries no hash (kubeadm)
 		ds,
 	}, nil
 }

@@ -2,6 +2,10 @@ package manifests
 
 import (
 	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/kubeforge/kubeforge/inventory"
 )
 
 // arg is one --name=value flag.
@@ -45,4 +49,32 @@ func setArg(args []arg, name, value string) []arg {
 		}
 	}
 	return append(args, arg{name, value})
+}
+
+// withFeatureGates is a control-plane component's extraArgs with the
+// inventory's featureGates as --feature-gates (as kubeadm users pass them, in
+// each component's extraArgs); a feature-gates the user set there wins.
+func withFeatureGates(inv *inventory.Inventory, extra map[string]string) map[string]string {
+	gates := inv.Cluster.FeatureGates
+	if len(gates) == 0 {
+		return extra
+	}
+	if _, set := extra["feature-gates"]; set {
+		return extra
+	}
+	out := make(map[string]string, len(extra)+1)
+	for k, v := range extra {
+		out[k] = v
+	}
+	names := make([]string, 0, len(gates))
+	for n := range gates {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, 0, len(names))
+	for _, n := range names {
+		parts = append(parts, n+"="+strconv.FormatBool(gates[n]))
+	}
+	out["feature-gates"] = strings.Join(parts, ",")
+	return out
 }

@@ -81,8 +81,9 @@ func kubeadmArgs(m map[string]string) []kubeadmArg {
 // ClusterConfiguration is kubeadm's ClusterConfiguration (kubeadm.k8s.io/v1beta4)
 // for inv as YAML: what `kubeadm init` stores in kube-system/kubeadm-config under
 // the key ClusterConfiguration. extraArgs are lists of {name, value} as v1beta4
-// has them. Feature gates are not copied: inventory featureGates are Kubernetes
-// component gates, and kubeadm's featureGates field only accepts kubeadm's own.
+// has them. Inventory featureGates are Kubernetes component gates: they appear
+// as each component's --feature-gates extraArg (kubeadm's own featureGates
+// field only accepts kubeadm's gates).
 func ClusterConfiguration(inv *inventory.Inventory) ([]byte, error) {
 	d := defaults(inv)
 	enc := "RSA-2048"
@@ -97,10 +98,7 @@ func ClusterConfiguration(inv *inventory.Inventory) ([]byte, error) {
 	if validity == 0 {
 		validity = inventory.DefaultCertificateValidity
 	}
-	dataDir := EtcdDataDir
-	if v := inv.Cluster.Etcd.ExtraArgs["data-dir"]; v != "" {
-		dataDir = v
-	}
+	dataDir := EtcdDataDirOf(inv)
 	cc := clusterConfiguration{
 		TypeMeta: metav1.TypeMeta{APIVersion: "kubeadm.k8s.io/v1beta4", Kind: "ClusterConfiguration"},
 		Etcd:     etcdConfig{Local: &localEtcd{DataDir: dataDir, ExtraArgs: kubeadmArgs(inv.Cluster.Etcd.ExtraArgs)}},
@@ -112,11 +110,11 @@ func ClusterConfiguration(inv *inventory.Inventory) ([]byte, error) {
 		KubernetesVersion:    d.version,
 		ControlPlaneEndpoint: inv.Cluster.ControlPlaneEndpoint,
 		APIServer: apiServerConfig{
-			componentConfig: componentConfig{ExtraArgs: kubeadmArgs(inv.Cluster.APIServer.ExtraArgs)},
+			componentConfig: componentConfig{ExtraArgs: kubeadmArgs(withFeatureGates(inv, inv.Cluster.APIServer.ExtraArgs))},
 			CertSANs:        append([]string(nil), inv.Cluster.CertSANs...),
 		},
-		ControllerManager:           componentConfig{ExtraArgs: kubeadmArgs(inv.Cluster.ControllerManager.ExtraArgs)},
-		Scheduler:                   componentConfig{ExtraArgs: kubeadmArgs(inv.Cluster.Scheduler.ExtraArgs)},
+		ControllerManager:           componentConfig{ExtraArgs: kubeadmArgs(withFeatureGates(inv, inv.Cluster.ControllerManager.ExtraArgs))},
+		Scheduler:                   componentConfig{ExtraArgs: kubeadmArgs(withFeatureGates(inv, inv.Cluster.Scheduler.ExtraArgs))},
 		CertificatesDir:             CertificatesDir,
 		ImageRepository:             d.imageRepository,
 		ClusterName:                 d.clusterName,

@@ -74,7 +74,6 @@ func kubeletBase(inv *inventory.Inventory) (*kubeletv1beta1.KubeletConfiguration
 		HealthzPort:        ptrTo(int32(10248)),
 		RotateCertificates: true,
 		CgroupDriver:       d.cgroupDriver,
-		FailSwapOn:         ptrTo(true),
 	}
 	if inv.Cluster.Kubelet.ResolvConf != "" {
 		cfg.ResolverConfig = ptrTo(inv.Cluster.Kubelet.ResolvConf)

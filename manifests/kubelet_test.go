@@ -34,7 +34,7 @@ func TestKubeletConfigurationAsKubeadmWritesIt(t *testing.T) {
 		{"staticPodPath", cfg.StaticPodPath == "/etc/kubernetes/manifests"},
 		{"runtime endpoint", cfg.ContainerRuntimeEndpoint == "unix:///run/containerd/containerd.sock"},
 		{"resolvConf", cfg.ResolverConfig != nil && *cfg.ResolverConfig == "/etc/kubeforge/resolv.conf"},
-		{"failSwapOn", cfg.FailSwapOn != nil && *cfg.FailSwapOn},
+		{"failSwapOn left to the kubelet's default (true), as kubeadm", cfg.FailSwapOn == nil},
 		{"failCgroupV1 unset on cgroup v2", cfg.FailCgroupV1 == nil},
 		{"healthz", cfg.HealthzBindAddress == "127.0.0.1" && cfg.HealthzPort != nil && *cfg.HealthzPort == 10248},
 	}

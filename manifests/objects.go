@@ -106,7 +106,7 @@ func ClusterObjects(inv *inventory.Inventory) ([]runtime.Object, error) {
 		return nil, fmt.Errorf("marshal kubelet-config: %w", err)
 	}
 	objs = append(objs,
-		configMap(metav1.NamespaceSystem, KubeletConfigConfigMap, nil, map[string]string{KubeletConfigConfigMapKey: string(kcYAML)}, true),
+		configMap(metav1.NamespaceSystem, KubeletConfigConfigMap, nil, map[string]string{KubeletConfigConfigMapKey: string(kcYAML)}, !userKubeletConfig(inv)),
 		getConfigMapRole(kubeletConfigRole, KubeletConfigConfigMap),
 		roleBinding(metav1.NamespaceSystem, kubeletConfigRole, groupSubject(NodesGroup), groupSubject(BootstrapTokenGroup)),
 	)
@@ -180,6 +180,15 @@ func getConfigMapRole(name, cm string) *rbacv1.Role {
 			Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{cm},
 		}},
 	}
+}
+
+// userKubeletConfig reports whether the inventory sets anything of the
+// KubeletConfiguration, as a kubeadm user would by supplying one (kubeadm
+// then leaves out the component-config hash).
+func userKubeletConfig(inv *inventory.Inventory) bool {
+	k := inv.Cluster.Kubelet
+	return len(k.Config) > 0 || len(inv.Cluster.FeatureGates) > 0 || k.ResolvConf != "" ||
+		(k.CgroupDriver != "" && k.CgroupDriver != inventory.DefaultCgroupDriver)
 }
 
 // configMap builds a ConfigMap; signed ones carry kubeadm's component-config hash

@@ -202,8 +202,13 @@ func TestClusterObjectsContent(t *testing.T) {
 	if kcfg.ContainerRuntimeEndpoint != "" || kcfg.FailCgroupV1 != nil || kcfg.ClusterDNS[0] != "10.96.0.10" {
 		t.Errorf("kubelet-config has per-host fields or wrong DNS: %q %v %v", kcfg.ContainerRuntimeEndpoint, kcfg.FailCgroupV1, kcfg.ClusterDNS)
 	}
-	if got, want := kc.Annotations[ComponentConfigHashAnnotation], fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(kc.Data["kubelet"]))); got != want {
-		t.Errorf("kubelet-config hash %q, want %q", got, want)
+	// As kubeadm: a generated config carries its hash, one the user set parts of does not.
+	wantHash := fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(kc.Data["kubelet"])))
+	if userKubeletConfig(inv) {
+		wantHash = ""
+	}
+	if got := kc.Annotations[ComponentConfigHashAnnotation]; got != wantHash {
+		t.Errorf("kubelet-config hash %q, want %q", got, wantHash)
 	}
 
 	kp := find[*corev1.ConfigMap](t, objs, "kube-proxy")

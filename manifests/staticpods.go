@@ -223,7 +223,7 @@ func controlPlaneVolumes() ([]corev1.Volume, []corev1.VolumeMount) {
 func apiServerPod(inv *inventory.Inventory, h *inventory.Host) *corev1.Pod {
 	d := defaults(inv)
 	ip := h.NodeIP()
-	extra := inv.Cluster.APIServer.ExtraArgs
+	extra := withFeatureGates(inv, inv.Cluster.APIServer.ExtraArgs)
 	base := []arg{
 		{"advertise-address", ip},
 		{"enable-admission-plugins", "NodeRestriction"},
@@ -277,7 +277,7 @@ func apiServerPod(inv *inventory.Inventory, h *inventory.Host) *corev1.Pod {
 
 func controllerManagerPod(inv *inventory.Inventory) *corev1.Pod {
 	d := defaults(inv)
-	extra := inv.Cluster.ControllerManager.ExtraArgs
+	extra := withFeatureGates(inv, inv.Cluster.ControllerManager.ExtraArgs)
 	kubeconfig := path.Join(KubernetesDir, "controller-manager.conf")
 	base := []arg{
 		{"bind-address", "127.0.0.1"},
@@ -319,7 +319,7 @@ func controllerManagerPod(inv *inventory.Inventory) *corev1.Pod {
 }
 
 func schedulerPod(inv *inventory.Inventory) *corev1.Pod {
-	extra := inv.Cluster.Scheduler.ExtraArgs
+	extra := withFeatureGates(inv, inv.Cluster.Scheduler.ExtraArgs)
 	kubeconfig := path.Join(KubernetesDir, "scheduler.conf")
 	base := []arg{
 		{"bind-address", "127.0.0.1"},
@@ -344,6 +344,15 @@ func schedulerPod(inv *inventory.Inventory) *corev1.Pod {
 	return componentPod(c, []corev1.Volume{hostPathVolume("kubeconfig", kubeconfig, corev1.HostPathFileOrCreate)}, nil)
 }
 
+// EtcdDataDirOf is where etcd keeps its data: /var/lib/etcd, or the
+// data-dir of the inventory's etcd extraArgs.
+func EtcdDataDirOf(inv *inventory.Inventory) string {
+	if v := inv.Cluster.Etcd.ExtraArgs["data-dir"]; v != "" {
+		return v
+	}
+	return EtcdDataDir
+}
+
 // EtcdPeerURL is the peer URL of the etcd member on h ("https://<node IP>:2380"),
 // the form EtcdParams.InitialCluster lists.
 func EtcdPeerURL(h *inventory.Host) string {
@@ -359,10 +368,7 @@ func etcdPod(inv *inventory.Inventory, h *inventory.Host, p EtcdParams) (*corev1
 	ip := h.NodeIP()
 	lo := loopback(ip)
 	extra := inv.Cluster.Etcd.ExtraArgs
-	dataDir := EtcdDataDir
-	if v, ok := extra["data-dir"]; ok && v != "" {
-		dataDir = v
-	}
+	dataDir := EtcdDataDirOf(inv)
 	self := h.Name + "=" + EtcdPeerURL(h)
 	base := []arg{
 		{"name", h.Name},

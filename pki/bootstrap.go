@@ -119,7 +119,7 @@ func CAPin(cert *x509.Certificate) string {
 // BootstrapKubeconfig is bootstrap-kubelet.conf: cluster "kubernetes" at server,
 // user tls-bootstrap-token-user authenticating with token t (as kubeadm join).
 func BootstrapKubeconfig(caPEM []byte, server string, t BootstrapToken) ([]byte, error) {
-	cfg := basicKubeconfig(server, TokenUser, caPEM)
+	cfg := basicKubeconfig(BootstrapClusterName, server, TokenUser, caPEM)
 	cfg.AuthInfos[TokenUser] = &clientcmdapi.AuthInfo{Token: t.String()}
 	data, err := clientcmd.Write(*cfg)
 	if err != nil {

@@ -10,11 +10,12 @@ import (
 	"github.com/kubeforge/kubeforge/inventory"
 )
 
-// kubeconfigWithCert builds a kubeconfig as kubeadm's CreateWithCerts: cluster
-// "kubernetes", user = the certificate's CN, context "<user>@kubernetes".
-func kubeconfigWithCert(server string, caPEM []byte, kp *keyPair) ([]byte, error) {
+// kubeconfigWithCert builds a kubeconfig as kubeadm's CreateWithCerts: the
+// cluster entry named after the cluster, user = the certificate's CN,
+// context "<user>@<cluster>".
+func kubeconfigWithCert(cluster, server string, caPEM []byte, kp *keyPair) ([]byte, error) {
 	user := kp.Cert.Subject.CommonName
-	cfg := basicKubeconfig(server, user, caPEM)
+	cfg := basicKubeconfig(cluster, server, user, caPEM)
 	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: kp.CertPEM, ClientKeyData: kp.KeyPEM}
 	data, err := clientcmd.Write(*cfg)
 	if err != nil {
@@ -23,17 +24,17 @@ func kubeconfigWithCert(server string, caPEM []byte, kp *keyPair) ([]byte, error
 	return data, nil
 }
 
-func basicKubeconfig(server, user string, caPEM []byte) *clientcmdapi.Config {
-	ctx := user + "@" + ClusterName
+func basicKubeconfig(cluster, server, user string, caPEM []byte) *clientcmdapi.Config {
+	ctx := user + "@" + cluster
 	return &clientcmdapi.Config{
-		Clusters:       map[string]*clientcmdapi.Cluster{ClusterName: {Server: server, CertificateAuthorityData: caPEM}},
-		Contexts:       map[string]*clientcmdapi.Context{ctx: {Cluster: ClusterName, AuthInfo: user}},
+		Clusters:       map[string]*clientcmdapi.Cluster{cluster: {Server: server, CertificateAuthorityData: caPEM}},
+		Contexts:       map[string]*clientcmdapi.Context{ctx: {Cluster: cluster, AuthInfo: user}},
 		AuthInfos:      map[string]*clientcmdapi.AuthInfo{},
 		CurrentContext: ctx,
 	}
 }
 
-func (b *Bundle) kubeconfig(host, name, server string) ([]byte, error) {
+func (b *Bundle) kubeconfig(host, name, cluster, server string) ([]byte, error) {
 	kp := b.leaves[leafID{Host: host, Name: name}]
 	if kp == nil || kp.Cert == nil || kp.Key == nil {
 		who := host
@@ -42,20 +43,20 @@ func (b *Bundle) kubeconfig(host, name, server string) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("render %s for %s: its client certificate is missing (run Ensure first)", name, who)
 	}
-	return kubeconfigWithCert(server, b.CACertPEM(), kp)
+	return kubeconfigWithCert(cluster, server, b.CACertPEM(), kp)
 }
 
 // AdminKubeconfig is the workstation's admin.conf (user kubernetes-admin, group
-// kubeadm:cluster-admins) pointing at server.
-func (b *Bundle) AdminKubeconfig(server string) ([]byte, error) {
-	return b.kubeconfig("", "admin.conf", server)
+// kubeadm:cluster-admins) for cluster, pointing at server.
+func (b *Bundle) AdminKubeconfig(cluster, server string) ([]byte, error) {
+	return b.kubeconfig("", "admin.conf", cluster, server)
 }
 
 // SuperAdminKubeconfig is the workstation's super-admin.conf (group
 // system:masters) pointing at server; it is what creates the
 // kubeadm:cluster-admins binding that admin.conf needs.
-func (b *Bundle) SuperAdminKubeconfig(server string) ([]byte, error) {
-	return b.kubeconfig("", "super-admin.conf", server)
+func (b *Bundle) SuperAdminKubeconfig(cluster, server string) ([]byte, error) {
+	return b.kubeconfig("", "super-admin.conf", cluster, server)
 }
 
 // NodeFiles returns the PKI files and kubeconfigs host h receives, at kubeadm's
@@ -119,7 +120,7 @@ func (b *Bundle) NodeFiles(inv *inventory.Inventory, h *inventory.Host) ([]File,
 		if spec.Kubeconfig != "admin.conf" && spec.Kubeconfig != "super-admin.conf" {
 			server = LocalServerURL(h)
 		}
-		data, err := b.kubeconfig(h.Name, spec.Name, server)
+		data, err := b.kubeconfig(h.Name, spec.Name, inv.Cluster.Name, server)
 		if err != nil {
 			return nil, err
 		}

@@ -98,12 +98,12 @@ func TestNodeKubeconfigs(t *testing.T) {
 			if i < 0 {
 				t.Fatalf("no %s", tt.file)
 			}
-			checkKubeconfig(t, files[i].Data, tt.server, tt.user, tt.org, b.CACert())
+			checkKubeconfig(t, files[i].Data, inv.Cluster.Name, tt.server, tt.user, tt.org, b.CACert())
 		})
 	}
 	for _, tt := range []struct {
 		name string
-		fn   func(string) ([]byte, error)
+		fn   func(string, string) ([]byte, error)
 		user string
 		org  []string
 	}{
@@ -111,16 +111,16 @@ func TestNodeKubeconfigs(t *testing.T) {
 		{"workstation super-admin", b.SuperAdminKubeconfig, "kubernetes-super-admin", []string{"system:masters"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			data, err := tt.fn("https://127.0.0.1:16443")
+			data, err := tt.fn("prod-eu", "https://127.0.0.1:16443")
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkKubeconfig(t, data, "https://127.0.0.1:16443", tt.user, tt.org, b.CACert())
+			checkKubeconfig(t, data, "prod-eu", "https://127.0.0.1:16443", tt.user, tt.org, b.CACert())
 		})
 	}
 }
 
-func checkKubeconfig(t *testing.T, data []byte, server, user string, org []string, ca *x509.Certificate) {
+func checkKubeconfig(t *testing.T, data []byte, cluster, server, user string, org []string, ca *x509.Certificate) {
 	t.Helper()
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
@@ -128,19 +128,20 @@ func checkKubeconfig(t *testing.T, data []byte, server, user string, org []strin
 	if err != nil {
 		t.Fatalf("clientcmd.Load: %v", err)
 	}
-	ctxName := user + "@kubernetes"
+	// As kubeadm: the cluster entry is named after the cluster, the context <user>@<cluster>.
+	ctxName := user + "@" + cluster
 	ctx := cfg.Contexts[cfg.CurrentContext]
-	if cfg.CurrentContext != ctxName || ctx == nil || ctx.Cluster != "kubernetes" || ctx.AuthInfo != user {
-		t.Fatalf("context %q %+v, want %s -> cluster kubernetes, user %s", cfg.CurrentContext, ctx, ctxName, user)
+	if cfg.CurrentContext != ctxName || ctx == nil || ctx.Cluster != cluster || ctx.AuthInfo != user {
+		t.Fatalf("context %q %+v, want %s -> cluster %s, user %s", cfg.CurrentContext, ctx, ctxName, cluster, user)
 	}
-	if got := cfg.Clusters["kubernetes"].Server; got != server {
+	if got := cfg.Clusters[cluster].Server; got != server {
 		t.Errorf("server %q, want %q", got, server)
 	}
 	// The client config builds (clientcmd validates key/cert data).
 	if _, err := clientcmd.NewDefaultClientConfig(*cfg, nil).ClientConfig(); err != nil {
 		t.Errorf("client config: %v", err)
 	}
-	cas, err := certutil.ParseCertsPEM(cfg.Clusters["kubernetes"].CertificateAuthorityData)
+	cas, err := certutil.ParseCertsPEM(cfg.Clusters[cluster].CertificateAuthorityData)
 	if err != nil || !cas[0].Equal(ca) {
 		t.Errorf("CA data is not the cluster CA: %v", err)
 	}

@@ -26,8 +26,10 @@ const (
 	// KubernetesDir is where a node keeps its kubeconfigs; PKIDir its certificates.
 	KubernetesDir = "/etc/kubernetes"
 	PKIDir        = "/etc/kubernetes/pki"
-	// ClusterName is the cluster, context suffix and kubeconfig cluster entry kubeadm writes by default.
-	ClusterName = "kubernetes"
+	// BootstrapClusterName is the cluster entry of bootstrap-kubelet.conf, as
+	// kubeadm's token discovery names it (the other kubeconfigs use the
+	// inventory's cluster name, as kubeadm uses clusterName).
+	BootstrapClusterName = "kubernetes"
 	// APIServerPort is the port the API server listens on.
 	APIServerPort = 6443
 	// DefaultServiceSubnet and DefaultDNSDomain apply when the inventory leaves them empty.

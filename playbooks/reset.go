@@ -57,7 +57,7 @@ func Scale(*inventory.Inventory) Playbook {
 		newOnly(stepPreflightHost()), stepPreflightCluster(), plan, stepRemovalPlan(),
 		stepRender(), newOnly(stepPrepare()), newOnly(stepArtifacts()),
 		stepEtcd(), stepCIDRs(), stepNetwork(), newOnly(stepJoinCP()), stepToken(), newOnly(stepJoinWorkers()),
-		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepTokenCleanup(),
+		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepForgetBootstrap(), stepTokenCleanup(),
 		{Name: "remove", Help: "hosts marked remove: true: cordon, drain (PDBs respected), remove the etcd member, delete the Node, reset",
 			Local: tasks.RemoveNodes, Timeout: 30 * time.Minute},
 	}}

@@ -89,6 +89,11 @@ func stepTokenCleanup() Step {
 	return Step{Name: "join/cleanup", Help: "delete the bootstrap token this run minted", Local: tasks.DeleteJoinToken}
 }
 
+func stepForgetBootstrap() Step {
+	return Step{Name: "join/forget", Help: "delete bootstrap-kubelet.conf from the workers that joined, as kubeadm does",
+		Hosts: inventory.SelectWorkers, When: tasks.JoinsNode, Run: tasks.ForgetBootstrapKubeconfig}
+}
+
 // Up is the playbook behind `kubeforge up`: from hosts with an OS and a
 // container runtime to a converged cluster. It observes the hosts and the
 // cluster, plans, and executes the plan; every step is idempotent.
@@ -98,7 +103,7 @@ func Up(*inventory.Inventory) Playbook {
 		stepCerts(), stepProbe(), stepObserve(), stepPlan(),
 		stepRender(), stepPrepare(), stepArtifacts(),
 		stepInit(), stepBootstrap(), stepEtcd(), stepCIDRs(), stepNetwork(), stepJoinCP(), stepToken(), stepJoinWorkers(),
-		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepTokenCleanup(),
+		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepForgetBootstrap(), stepTokenCleanup(),
 	}}
 }
 

@@ -57,7 +57,7 @@ func ConnectAPI(_ context.Context, env *Env) error {
 	if env.Kube != nil {
 		return nil
 	}
-	admin, err := env.PKI.AdminKubeconfig(env.Inv.ServerURL())
+	admin, err := env.PKI.AdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
 	if err != nil {
 		return fmt.Errorf("make admin kubeconfig: %w", err)
 	}

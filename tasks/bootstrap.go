@@ -38,7 +38,7 @@ func Bootstrap(ctx context.Context, env *Env) error {
 	}
 	// The first object is the kubeadm:cluster-admins binding that admin.conf
 	// needs; only super-admin (system:masters) can make it.
-	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.ServerURL())
+	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
 	if err != nil {
 		return fmt.Errorf("make super-admin kubeconfig: %w", err)
 	}

@@ -42,7 +42,7 @@ func EnsureCerts(_ context.Context, env *Env) error {
 		return fmt.Errorf("save PKI: %w", err)
 	}
 	env.PKI = b
-	admin, err := b.AdminKubeconfig(env.Inv.ServerURL())
+	admin, err := b.AdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
 	if err != nil {
 		return fmt.Errorf("make admin.conf: %w", err)
 	}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kubeforge/kubeforge/pki"
 	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/kubeforge/kubeforge/manifests"
+	"github.com/kubeforge/kubeforge/pki"
 )
 
 // InitControlPlane pushes the first control plane's whole tree (PKI,
@@ -28,6 +30,14 @@ func installNode(ctx context.Context, env *Env, h *Host, extra ...pki.File) erro
 	if err != nil {
 		return err
 	}
+	if h.IsControlPlane() && (h.Facts == nil || !h.Facts.EtcdData) {
+		// As kubeadm: etcd's data directory is private (0700), made before etcd
+		// starts (the kubelet would make it 0755).
+		dir := manifests.EtcdDataDirOf(env.Inv)
+		if _, err := h.Client.Run(ctx, "[ -d "+shellQuote(dir)+" ] || install -d -m 0700 "+shellQuote(dir)); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
 	if _, err := push(ctx, h, append(files, extra...)); err != nil {
 		return err
 	}
@@ -37,7 +47,7 @@ func installNode(ctx context.Context, env *Env, h *Host, extra ...pki.File) erro
 // waitAPIServer polls /readyz on h's API server through the SSH tunnel. On
 // timeout it reports which static pods did not come up and their last logs.
 func waitAPIServer(ctx context.Context, env *Env, h *Host) error {
-	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.ServerURL())
+	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
 	if err != nil {
 		return fmt.Errorf("make super-admin kubeconfig: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -32,10 +33,26 @@ func JoinWorker(ctx context.Context, env *Env, h *Host) error {
 		if err != nil {
 			return fmt.Errorf("make bootstrap kubeconfig: %w", err)
 		}
-		extra = append(extra, pki.File{Path: "/etc/kubernetes/bootstrap-kubelet.conf", Mode: 0o600, Data: boot})
+		extra = append(extra, pki.File{Path: bootstrapKubeconfigPath, Mode: 0o600, Data: boot})
 	}
 	return installNode(ctx, env, h, extra...)
 }
+
+// ForgetBootstrapKubeconfig deletes bootstrap-kubelet.conf from a worker
+// whose kubelet now holds its own credential (kubelet.conf), as kubeadm join
+// does: the token in it is of no more use, and deleted at the end of the run.
+func ForgetBootstrapKubeconfig(ctx context.Context, _ *Env, h *Host) error {
+	out, err := h.Client.Run(ctx, "if [ -s /etc/kubernetes/kubelet.conf ] && [ -e "+bootstrapKubeconfigPath+" ]; then rm -f "+bootstrapKubeconfigPath+" && echo removed; fi")
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", bootstrapKubeconfigPath, err)
+	}
+	if strings.TrimSpace(out) == "removed" {
+		h.Changed(Change{Kind: ChangeHost, What: "removed " + bootstrapKubeconfigPath})
+	}
+	return nil
+}
+
+const bootstrapKubeconfigPath = "/etc/kubernetes/bootstrap-kubelet.conf"
 
 // WaitNodesRegistered waits until every host is a Node with a pod CIDR.
 func WaitNodesRegistered(ctx context.Context, env *Env) error {

@@ -12,12 +12,13 @@ import (
 // kubeletInputs are the files kubeforge writes that the kubelet reads at
 // start: a change to any of them needs a restart. On a worker the kubelet
 // writes kubelet.conf itself (TLS bootstrap), so it is an input only where
-// kubeforge writes it: on control planes.
+// kubeforge writes it: on control planes. bootstrap-kubelet.conf is none: a
+// join restarts the kubelet anyway, and it is deleted once the kubelet joined.
 func kubeletInputs(h *Host) []string {
 	in := []string{
 		"/usr/bin/kubelet", manifests.KubeletConfigPath, manifests.KubeletInstancePath, manifests.KubeletFlagsPath,
 		manifests.KubeletUnitPath, manifests.KubeletDropInPath,
-		"/etc/kubernetes/bootstrap-kubelet.conf", "/etc/kubernetes/pki/ca.crt",
+		"/etc/kubernetes/pki/ca.crt",
 	}
 	if h.IsControlPlane() {
 		in = append(in, "/etc/kubernetes/kubelet.conf")

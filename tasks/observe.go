@@ -186,7 +186,7 @@ func etcdMembers(ctx context.Context, env *Env, h *Host, patience time.Duration)
 
 // apiAnswers reports whether h's API server answers /readyz within a few seconds.
 func apiAnswers(ctx context.Context, env *Env, h *Host) bool {
-	admin, err := env.PKI.AdminKubeconfig(env.Inv.ServerURL())
+	admin, err := env.PKI.AdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
 	if err != nil {
 		return false
 	}
@@ -277,7 +277,7 @@ func superAdminClient(env *Env) (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, err
 	}
-	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.ServerURL())
+	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
 	if err != nil {
 		return nil, fmt.Errorf("make super-admin kubeconfig: %w", err)
 	}

@@ -347,7 +347,7 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 		}
 	}
 	if hp.Role == "join" {
-		hp.Files = append(hp.Files, FilePlan{Path: "/etc/kubernetes/bootstrap-kubelet.conf", Reason: "the kubelet joins: a fresh bootstrap token"})
+		hp.Files = append(hp.Files, FilePlan{Path: bootstrapKubeconfigPath, Reason: "the kubelet joins: a fresh bootstrap token (deleted once it has joined)"})
 		if kubelet == "" {
 			kubelet = "joins the cluster"
 		}

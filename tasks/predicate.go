@@ -24,3 +24,8 @@ var Initialises = &Predicate{Name: "initialising a new cluster", Match: func(env
 var NotInitialising = &Predicate{Name: "not initialising", Match: func(env *Env, h *Host) bool {
 	return env.Plan == nil || env.Plan.Init != h.Name
 }}
+
+// JoinsNode matches the workers whose kubelet the plan has join.
+var JoinsNode = &Predicate{Name: "joining", Match: func(env *Env, h *Host) bool {
+	return env.Plan != nil && slices.Contains(env.Plan.JoinNodes, h.Name)
+}}

@@ -46,9 +46,10 @@ func (e *Env) NodeFiles(h *Host) ([]pki.File, error) {
 }
 
 func (e *Env) kubeletParams(h *Host) manifests.KubeletParams {
-	p := manifests.KubeletParams{NodeIP: h.NodeIP(), Hostname: h.Name}
+	p := manifests.KubeletParams{NodeIP: h.NodeIP()}
 	if h.Facts != nil {
 		p.CgroupV1 = !h.Facts.CgroupV2
+		p.Hostname = h.Facts.Hostname
 	}
 	return p
 }
