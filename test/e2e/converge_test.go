@@ -91,22 +91,7 @@ func teardownMatchesChanges(t *testing.T, p *tasks.Plan, changes map[string][]ta
 			}
 		}
 	}
-	var missing, extra []string
-	for k := range done {
-		if !planned[k] {
-			extra = append(extra, k)
-		}
-	}
-	for k := range planned {
-		if !done[k] {
-			missing = append(missing, k)
-		}
-	}
-	sort.Strings(missing)
-	sort.Strings(extra)
-	if len(missing)+len(extra) > 0 {
-		t.Errorf("teardown plan and run differ:\n  planned, not done: %v\n  done, not planned: %v", missing, extra)
-	}
+	sameSets(t, "teardown plan and run", planned, done)
 	if len(planned) == 0 {
 		t.Errorf("the teardown plan is empty")
 	}
@@ -151,6 +136,12 @@ func planMatchesChanges(t *testing.T, p *tasks.Plan, changes map[string][]tasks.
 			}
 		}
 	}
+	sameSets(t, "plan and run", planned, done)
+}
+
+// sameSets fails t when planned and done differ, listing both sides.
+func sameSets(t *testing.T, what string, planned, done map[string]bool) {
+	t.Helper()
 	var missing, extra []string
 	for k := range done {
 		if !planned[k] {
@@ -165,7 +156,7 @@ func planMatchesChanges(t *testing.T, p *tasks.Plan, changes map[string][]tasks.
 	sort.Strings(missing)
 	sort.Strings(extra)
 	if len(missing)+len(extra) > 0 {
-		t.Errorf("plan and run differ:\n  planned, not done: %v\n  done, not planned: %v", missing, extra)
+		t.Errorf("%s differ:\n  planned, not done: %v\n  done, not planned: %v", what, missing, extra)
 	}
 }
 

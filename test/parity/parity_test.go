@@ -29,21 +29,8 @@ type parityCase struct {
 	name, inventory, kubeadm string
 }
 
-var cases = []parityCase{{
-	name: "defaults",
-	inventory: `apiVersion: kubeforge.io/v1alpha1
-kind: Cluster
-cluster:
-  name: kubeforge
-  kubernetesVersion: v1.37.2
-ssh:
-  user: root
-hosts:
-  - name: cp1
-    address: 10.0.0.11
-    roles: [control-plane]
-`,
-	kubeadm: `apiVersion: kubeadm.k8s.io/v1beta4
+// initConfiguration is kubeadm's side of oneControlPlane: the node cp1 at 10.0.0.11.
+const initConfiguration = `apiVersion: kubeadm.k8s.io/v1beta4
 kind: InitConfiguration
 localAPIEndpoint:
   advertiseAddress: 10.0.0.11
@@ -52,7 +39,25 @@ nodeRegistration:
   name: cp1
   criSocket: unix:///run/containerd/containerd.sock
 ---
-apiVersion: kubeadm.k8s.io/v1beta4
+`
+
+const oneControlPlane = `ssh:
+  user: root
+hosts:
+  - name: cp1
+    address: 10.0.0.11
+    roles: [control-plane]
+`
+
+var cases = []parityCase{{
+	name: "defaults",
+	inventory: `apiVersion: kubeforge.io/v1alpha1
+kind: Cluster
+cluster:
+  name: kubeforge
+  kubernetesVersion: v1.37.2
+` + oneControlPlane,
+	kubeadm: initConfiguration + `apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
 kubernetesVersion: v1.37.2
 clusterName: kubeforge
@@ -84,23 +89,8 @@ cluster:
   controllerManager:
     extraArgs: {node-cidr-mask-size-ipv4: "25"}
   featureGates: {ImageVolume: true}
-ssh:
-  user: root
-hosts:
-  - name: cp1
-    address: 10.0.0.11
-    roles: [control-plane]
-`,
-	kubeadm: `apiVersion: kubeadm.k8s.io/v1beta4
-kind: InitConfiguration
-localAPIEndpoint:
-  advertiseAddress: 10.0.0.11
-  bindPort: 6443
-nodeRegistration:
-  name: cp1
-  criSocket: unix:///run/containerd/containerd.sock
----
-apiVersion: kubeadm.k8s.io/v1beta4
+` + oneControlPlane,
+	kubeadm: initConfiguration + `apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
 kubernetesVersion: v1.37.2
 clusterName: prod-eu
