@@ -2,12 +2,13 @@ package inventory
 
 import (
 	"fmt"
-	"math/big"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	netutils "k8s.io/utils/net"
 )
 
 // EffectiveSSH returns the SSH settings used to reach h: the inventory-wide
@@ -117,28 +118,18 @@ func (inv *Inventory) ServiceIP(n int) (net.IP, error) {
 		subnet = DefaultServiceSubnet
 	}
 	first := strings.TrimSpace(strings.Split(subnet, ",")[0])
-	pfx, err := netip.ParsePrefix(first)
+	_, ipnet, err := netutils.ParseCIDRSloppy(first)
 	if err != nil {
 		return nil, fmt.Errorf("parse service subnet: %w", err)
 	}
-	pfx = pfx.Masked()
 	if n < 0 {
 		return nil, fmt.Errorf("service IP index %d is negative", n)
 	}
-	base := new(big.Int).SetBytes(pfx.Addr().AsSlice())
-	ip := new(big.Int).Add(base, big.NewInt(int64(n)))
-	buf := ip.Bytes()
-	size := pfx.Addr().BitLen() / 8
-	if len(buf) > size {
-		return nil, fmt.Errorf("service IP index %d overflows the service subnet %s", n, pfx)
+	ip, err := netutils.GetIndexedIP(ipnet, n)
+	if err != nil {
+		return nil, fmt.Errorf("service IP index %d is outside the service subnet %s", n, ipnet)
 	}
-	raw := make([]byte, size)
-	copy(raw[size-len(buf):], buf)
-	addr, _ := netip.AddrFromSlice(raw)
-	if !pfx.Contains(addr) {
-		return nil, fmt.Errorf("service IP index %d is outside the service subnet %s", n, pfx)
-	}
-	return net.IP(addr.AsSlice()), nil
+	return ip, nil
 }
 
 // StateDir is the default state directory: "<inventory dir>/<cluster name>.kubeforge".

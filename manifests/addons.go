@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/pki"
 )
 
 const kubeProxyKubeconfigPath = "/var/lib/kube-proxy/kubeconfig.conf"
@@ -73,7 +74,7 @@ func kubeProxyKubeconfig(server string) ([]byte, error) {
 }
 
 func kubeProxyObjects(inv *inventory.Inventory) ([]runtime.Object, error) {
-	server, err := endpointURL(inv)
+	server, err := pki.ServerURL(inv)
 	if err != nil {
 		return nil, fmt.Errorf("build kube-proxy config: %w", err)
 	}

@@ -1,7 +1,6 @@
 package manifests
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/kubeforge/kubeforge/inventory"
@@ -78,13 +77,4 @@ func serviceIP(inv *inventory.Inventory, n int) (string, error) {
 		return "", err
 	}
 	return ip.String(), nil
-}
-
-// endpointURL is the API server URL clients use ("https://host:port"):
-// controlPlaneEndpoint, else the first control plane.
-func endpointURL(inv *inventory.Inventory) (string, error) {
-	if h, _ := inv.Endpoint(); h == "" {
-		return "", fmt.Errorf("find API server endpoint: the inventory has no control-plane host and no controlPlaneEndpoint")
-	}
-	return inv.ServerURL(), nil
 }

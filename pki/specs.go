@@ -189,11 +189,8 @@ func apiserverConfig(inv *inventory.Inventory, h *inventory.Host) (leafConfig, e
 		DNSNames: []string{h.Name, "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + domain},
 		IPs:      []net.IP{vip, adv},
 	}
-	if ep := inv.Cluster.ControlPlaneEndpoint; ep != "" {
-		host, _, err := splitEndpoint(ep)
-		if err != nil {
-			return leafConfig{}, err
-		}
+	if inv.Cluster.ControlPlaneEndpoint != "" {
+		host, _ := inv.Endpoint()
 		if ip := netutils.ParseIPSloppy(host); ip != nil {
 			alt.IPs = append(alt.IPs, ip)
 		} else {
@@ -248,42 +245,13 @@ func apiServerVirtualIP(subnet string) (net.IP, error) {
 	return ip, nil
 }
 
-// splitEndpoint splits "host[:port]" (IPv6 hosts in brackets) and defaults the port to 6443.
-func splitEndpoint(ep string) (string, int, error) {
-	host, port := ep, APIServerPort
-	if h, p, err := net.SplitHostPort(ep); err == nil {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 || n > 65535 {
-			return "", 0, fmt.Errorf("parse controlPlaneEndpoint %q: invalid port %q", ep, p)
-		}
-		host, port = h, n
-	} else if netutils.ParseIPSloppy(strings.Trim(ep, "[]")) != nil {
-		host = ep // a bare IP address, IPv6 included
-	} else if strings.Contains(ep, ":") {
-		return "", 0, fmt.Errorf("parse controlPlaneEndpoint %q: %w", ep, err)
-	}
-	host = strings.Trim(host, "[]")
-	if host == "" {
-		return "", 0, fmt.Errorf("parse controlPlaneEndpoint %q: empty host", ep)
-	}
-	return host, port, nil
-}
-
-// ServerURL is the cluster's API endpoint: https://controlPlaneEndpoint (port
-// 6443 unless given), else the first control plane's node IP on 6443.
+// ServerURL is the cluster's API endpoint (inventory.ServerURL), or an error
+// when the inventory has neither a controlPlaneEndpoint nor a control plane.
 func ServerURL(inv *inventory.Inventory) (string, error) {
-	if ep := inv.Cluster.ControlPlaneEndpoint; ep != "" {
-		host, port, err := splitEndpoint(ep)
-		if err != nil {
-			return "", err
-		}
-		return "https://" + net.JoinHostPort(host, strconv.Itoa(port)), nil
-	}
-	cp := inv.FirstControlPlane()
-	if cp == nil {
+	if h, _ := inv.Endpoint(); h == "" {
 		return "", fmt.Errorf("get API server endpoint: the inventory has no control-plane host and no controlPlaneEndpoint")
 	}
-	return LocalServerURL(cp), nil
+	return inv.ServerURL(), nil
 }
 
 // LocalServerURL is the API server of control plane h: https://<node IP>:6443.

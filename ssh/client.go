@@ -36,9 +36,6 @@ type Client struct {
 	redial *redialing // the redial in flight, shared by the callers that lost cur
 	closed bool       // Close was called
 
-	sudoOnce sync.Once
-	sudoErr  error
-
 	sftpMu   sync.Mutex // guards stageDir and the connections' sftp sessions
 	stageDir string
 }
@@ -218,9 +215,9 @@ func (e *ConnLostError) Error() string {
 	msg := "connection to " + e.Host + " lost"
 	switch {
 	case e.Cmd != "" && e.Started:
-		msg += fmt.Sprintf(" while running `%s`", shorten(e.Cmd, 200))
+		msg += fmt.Sprintf(" while running `%s`", Shorten(e.Cmd, 200))
 	case e.Cmd != "":
-		msg += fmt.Sprintf(" before running `%s` (it did not run)", shorten(e.Cmd, 200))
+		msg += fmt.Sprintf(" before running `%s` (it did not run)", Shorten(e.Cmd, 200))
 	}
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
@@ -249,17 +246,6 @@ func (c *Client) User() string { return c.cfg.User }
 func (c *Client) Logger() *slog.Logger { return c.cfg.Logger }
 
 func (c *Client) root() bool { return c.cfg.User == "root" }
-
-// Privileged reports whether the client can run privileged commands: true for root or when
-// passwordless sudo works. It is checked once, on first use.
-func (c *Client) Privileged() bool {
-	c.sudoOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ConnectTimeout+20*time.Second)
-		defer cancel()
-		c.sudoErr = c.CheckSudo(ctx)
-	})
-	return c.sudoErr == nil
-}
 
 // SudoError says that a non-root user cannot run privileged commands, and how to fix it.
 type SudoError struct {
@@ -328,7 +314,7 @@ func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, privilege
 	}
 	release, err := c.acquireSession(ctx)
 	if err != nil {
-		return "", fmt.Errorf("run %q on %s: %w", shorten(cmd, 200), c.cfg.Host, err)
+		return "", fmt.Errorf("run %q on %s: %w", Shorten(cmd, 200), c.cfg.Host, err)
 	}
 	defer release()
 	var sess *xssh.Session
@@ -356,7 +342,7 @@ func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, privilege
 			c.cfg.Logger.Info("command failed: connection lost", "cmd", cmd, "err", err)
 			return "", &ConnLostError{Host: c.cfg.Host, Cmd: cmd, Started: true, Err: err}
 		}
-		return "", fmt.Errorf("start %q on %s: %w", shorten(cmd, 200), c.cfg.Host, err)
+		return "", fmt.Errorf("start %q on %s: %w", Shorten(cmd, 200), c.cfg.Host, err)
 	}
 	stop := context.AfterFunc(ctx, func() {
 		_ = sess.Signal(xssh.SIGKILL)
@@ -367,11 +353,11 @@ func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, privilege
 	dur := time.Since(start).Round(time.Millisecond)
 	log := c.cfg.Logger.With("cmd", cmd, "duration", dur, "stdout_bytes", stdout.Len())
 	if stderr.Len() > 0 {
-		log = log.With("stderr", shorten(stderr.String(), maxLoggedStderr))
+		log = log.With("stderr", Shorten(stderr.String(), maxLoggedStderr))
 	}
 	if cancelled || (err != nil && ctx.Err() != nil) {
 		log.Info("command cancelled", "err", ctx.Err())
-		return stdout.String(), fmt.Errorf("run %q on %s: %w", shorten(cmd, 200), c.cfg.Host, ctx.Err())
+		return stdout.String(), fmt.Errorf("run %q on %s: %w", Shorten(cmd, 200), c.cfg.Host, ctx.Err())
 	}
 	re := &RunError{Host: c.cfg.Host, Cmd: cmd, Stdout: stdout.String(), Stderr: stderr.String()}
 	var exitErr *xssh.ExitError
@@ -391,7 +377,7 @@ func (c *Client) run(ctx context.Context, cmd string, stdin io.Reader, privilege
 		return stdout.String(), &ConnLostError{Host: c.cfg.Host, Cmd: cmd, Started: true, Err: err}
 	default:
 		log.Info("command failed", "err", err)
-		return stdout.String(), fmt.Errorf("run %q on %s: %w", shorten(cmd, 200), c.cfg.Host, err)
+		return stdout.String(), fmt.Errorf("run %q on %s: %w", Shorten(cmd, 200), c.cfg.Host, err)
 	}
 	log.Info("command", "exit", re.ExitCode, "signal", re.Signal)
 	return stdout.String(), re
@@ -430,7 +416,7 @@ func (e *RunError) Error() string {
 	if e.Signal != "" {
 		status = "killed by signal " + e.Signal
 	}
-	msg := fmt.Sprintf("run %q on %s: %s", shorten(e.Cmd, 200), e.Host, status)
+	msg := fmt.Sprintf("run %q on %s: %s", Shorten(e.Cmd, 200), e.Host, status)
 	if s := strings.TrimSpace(e.Stderr); s != "" {
 		msg += ": " + lastLines(s, 5, 1000)
 	}
@@ -511,7 +497,8 @@ func Quote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-func shorten(s string, n int) string {
+// Shorten cuts s to n bytes, saying how many more there were.
+func Shorten(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

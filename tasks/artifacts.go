@@ -308,7 +308,7 @@ func uploadDedup(ctx context.Context, h *Host, files []ssh.File) error {
 	var script strings.Builder
 	for _, c := range copies {
 		fmt.Fprintf(&script, "if ! cmp -s %[1]s %[2]s; then install -m 0755 %[1]s %[2]s.kubeforge-tmp && mv -f %[2]s.kubeforge-tmp %[2]s && echo %[2]s; fi\n",
-			shellQuote(c[0]), shellQuote(c[1]))
+			ssh.Quote(c[0]), ssh.Quote(c[1]))
 	}
 	out, err := h.Client.Run(ctx, script.String())
 	if err != nil {
@@ -335,7 +335,7 @@ func importImages(ctx context.Context, h *Host, imgs []*localArtifact) error {
 	var script strings.Builder
 	var imported []string
 	for _, a := range missing {
-		fmt.Fprintf(&script, "ctr -n k8s.io images import %s >/dev/null\n", shellQuote(RemoteArtifactsDir+"/images/"+filepath.Base(a.path)))
+		fmt.Fprintf(&script, "ctr -n k8s.io images import %s >/dev/null\n", ssh.Quote(RemoteArtifactsDir+"/images/"+filepath.Base(a.path)))
 		imported = append(imported, a.tags...)
 	}
 	if _, err := h.Client.Run(ctx, "set -e\n"+script.String()); err != nil {

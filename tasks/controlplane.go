@@ -11,6 +11,7 @@ import (
 
 	"github.com/kubeforge/kubeforge/manifests"
 	"github.com/kubeforge/kubeforge/pki"
+	"github.com/kubeforge/kubeforge/ssh"
 )
 
 // InitControlPlane pushes the first control plane's whole tree (PKI,
@@ -34,7 +35,7 @@ func installNode(ctx context.Context, env *Env, h *Host, extra ...pki.File) erro
 		// As kubeadm: etcd's data directory is private (0700), made before etcd
 		// starts (the kubelet would make it 0755).
 		dir := manifests.EtcdDataDirOf(env.Inv)
-		if _, err := h.Client.Run(ctx, "[ -d "+shellQuote(dir)+" ] || install -d -m 0700 "+shellQuote(dir)); err != nil {
+		if _, err := h.Client.Run(ctx, "[ -d "+ssh.Quote(dir)+" ] || install -d -m 0700 "+ssh.Quote(dir)); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
 	}

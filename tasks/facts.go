@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"github.com/kubeforge/kubeforge/ssh"
 	"strconv"
 	"strings"
 	"time"
@@ -106,7 +107,7 @@ func GatherFacts(ctx context.Context, env *Env, h *Host) error {
 	sock := strings.TrimPrefix(env.Inv.Cluster.ContainerRuntimeEndpoint, "unix://")
 	before := time.Now()
 	resolv := env.Inv.Cluster.Kubelet.ResolvConf
-	out, err := h.Client.Run(ctx, "sh -s -- "+shellQuote(sock)+" "+shellQuote(resolv)+" "+shellQuote(kubeletFingerprint(h))+" <<'KUBEFORGE_FACTS'\n"+factsScript+"KUBEFORGE_FACTS")
+	out, err := h.Client.Run(ctx, "sh -s -- "+ssh.Quote(sock)+" "+ssh.Quote(resolv)+" "+ssh.Quote(kubeletFingerprint(h))+" <<'KUBEFORGE_FACTS'\n"+factsScript+"KUBEFORGE_FACTS")
 	after := time.Now()
 	if err != nil {
 		return fmt.Errorf("gather facts: %w", err)
@@ -210,7 +211,7 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 		}
 	}
 	if f.Arch == "" || f.Kernel == "" {
-		return nil, fmt.Errorf("unexpected facts output %q", truncate(out, 200))
+		return nil, fmt.Errorf("unexpected facts output %q", ssh.Shorten(out, 200))
 	}
 	return f, nil
 }
@@ -231,16 +232,4 @@ func certCN(b64 string) string {
 		return ""
 	}
 	return c.Subject.CommonName
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
-}
-
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kubeforge/kubeforge/inventory"
 	"github.com/kubeforge/kubeforge/manifests"
+	"github.com/kubeforge/kubeforge/ssh"
 )
 
 // TeardownPlan is what `reset` or a removal does to one host, observed
@@ -87,7 +88,7 @@ func runReset(ctx context.Context, env *Env, h *Host, plan bool) ([]string, erro
 	if plan {
 		mode = "plan"
 	}
-	out, err := h.Client.Run(ctx, "sh -s -- "+shellQuote(artifacts)+" "+shellQuote(mode)+" "+shellQuote(env.Inv.Cluster.PodSubnet)+
+	out, err := h.Client.Run(ctx, "sh -s -- "+ssh.Quote(artifacts)+" "+ssh.Quote(mode)+" "+ssh.Quote(env.Inv.Cluster.PodSubnet)+
 		" <<'KUBEFORGE_RESET'\n"+resetScript+"KUBEFORGE_RESET")
 	if err != nil {
 		return nil, err
