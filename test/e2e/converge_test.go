@@ -166,11 +166,12 @@ func sameSets(t *testing.T, what string, planned, done map[string]bool) {
 func TestPlanAccuracy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	c, state := startCluster(ctx, t, "kfplan", "172.31.245.0/24", 2, 1)
+	c, state := startCluster(ctx, t, "kfplan", "172.31.245.0/24", 3, 1)
+	inv := subsetInventory(t, c, "node1", "node2") // node3 is the host added at the end
 	step := func(name string) *tasks.Plan {
 		t.Helper()
-		p := dryRunPlan(ctx, t, c.Inventory, state)
-		mustUp(ctx, t, c, state)
+		p := dryRunPlan(ctx, t, inv, state)
+		mustUp(ctx, t, c, state, "-i", inv)
 		planMatchesChanges(t, p, lastChanges(t, state))
 		t.Logf("%s: plan and run agree", name)
 		return p
@@ -201,6 +202,17 @@ func TestPlanAccuracy(t *testing.T) {
 	served := MustSSH(ctx, t, c, c.Nodes[0], "root", "for i in $(seq 60); do s=$(echo | openssl s_client -connect "+c.Nodes[0].Address+":6443 2>/dev/null | openssl x509 -noout -serial) && [ \"$s\" = 'serial="+want+"' ] && break; sleep 1; done; echo $s")
 	if !strings.Contains(served, want) {
 		t.Errorf("the API server serves %q; want the renewed certificate %s", strings.TrimSpace(served), want)
+	}
+	// Drift: a host added.
+	inv = c.Inventory
+	p = step("a host added")
+	if h := planHost(p, "node3"); h == nil || h.Role != "join" || strings.Join(p.JoinNodes, ",") != "node3" {
+		t.Errorf("plan after adding node3: joins %v, node3 %+v", p.JoinNodes, h)
+	}
+	// As kubeadm: the joined kubelet's bootstrap kubeconfig is gone, etcd's data dir is private.
+	MustSSH(ctx, t, c, c.Nodes[2], "root", "test -s /etc/kubernetes/kubelet.conf && test ! -e /etc/kubernetes/bootstrap-kubelet.conf")
+	if mode := strings.TrimSpace(MustSSH(ctx, t, c, c.Nodes[0], "root", "stat -c %a /var/lib/etcd")); mode != "700" {
+		t.Errorf("/var/lib/etcd has mode %s; want 700", mode)
 	}
 }
 
