@@ -46,7 +46,7 @@ func (t *TeardownPlan) write(w io.Writer) {
 		fmt.Fprintf(w, "  unreachable: %s; with --force it is removed through the API only\n", t.Unreachable)
 	}
 	if t.Node != "" {
-		fmt.Fprintf(w, "  node    %s (%d pods evicted)\n", t.Node, len(t.Evict))
+		fmt.Fprintf(w, "  node    %s (the drain evicts %d pod(s))\n", t.Node, len(t.Evict))
 		for _, p := range t.Evict {
 			fmt.Fprintf(w, "  evict   %s\n", p)
 		}
