@@ -27,10 +27,28 @@ func Load(path string) (*Inventory, error) {
 	}
 	data, err := os.ReadFile(abs)
 	if err != nil {
-		return nil, fmt.Errorf("read inventory: %w", err)
+		return nil, &ReadError{Path: abs, Err: err}
 	}
 	return Parse(data, abs)
 }
+
+// ReadError is an inventory file that cannot be read (missing, a directory,
+// no permission): bad input, like an invalid one.
+type ReadError struct {
+	Path string
+	Err  error
+}
+
+func (e *ReadError) Error() string {
+	msg := e.Err.Error()
+	var pe *os.PathError
+	if errors.As(e.Err, &pe) {
+		msg = pe.Err.Error()
+	}
+	return fmt.Sprintf("cannot read the inventory %s: %s", e.Path, msg)
+}
+
+func (e *ReadError) Unwrap() error { return e.Err }
 
 // Parse decodes, defaults and validates one inventory document held in data.
 // path names the file in messages and anchors relative paths (identity files,
@@ -50,11 +68,22 @@ func Parse(data []byte, path string) (*Inventory, error) {
 	inv.Path = path
 	inv.SetDefaults()
 	c := newChecker(inv, d.root)
+	c.decodeFailed = d.failed
 	c.problems = append(c.problems, d.problems...)
 	if err := c.finish(inv); err != nil {
 		return nil, err
 	}
 	return inv, nil
+}
+
+// within reports whether field is failed or holds it ("hosts[0]" holds
+// "hosts[0].roles").
+func within(failed, field string) bool {
+	if field == "" || !strings.HasPrefix(failed, field) {
+		return false
+	}
+	rest := failed[len(field):]
+	return rest == "" || rest[0] == '.' || rest[0] == '['
 }
 
 // decoded carries what decoding learnt: the document's root node (for lines)
@@ -63,6 +92,7 @@ type decoded struct {
 	file     string
 	root     *yaml.Node // the document's top-level mapping
 	problems []Problem
+	failed   []string // fields whose value could not be decoded
 }
 
 func (d *decoded) add(line int, field, msg, hint string) {
@@ -73,6 +103,8 @@ var (
 	syntaxLineRe = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 	typeLineRe   = regexp.MustCompile(`^line (\d+): (.*)$`)
 	unknownRe    = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
+	unmarshalRe  = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
+	quotedRe     = regexp.MustCompile(`"((?:[^"\\]|\\.)*)"`)
 )
 
 // decode parses data into a node tree (syntax, one document, not empty) and
@@ -212,7 +244,82 @@ func (d *decoded) addTypeError(msg string) {
 		})
 		return
 	}
-	d.add(line, "", msg, "")
+	if m := unmarshalRe.FindStringSubmatch(msg); m != nil {
+		tag, shown, typ := m[1], m[2], m[3]
+		at, n := locator{root: d.root}.findValue(line, strings.TrimSuffix(shown, "..."))
+		value := shown
+		if n != nil && n.Kind == yaml.ScalarNode {
+			value = n.Value
+		}
+		field := fieldString(at)
+		d.failed = append(d.failed, field)
+		d.problems = append(d.problems, Problem{File: d.file, Line: line, Field: field,
+			Message: fmt.Sprintf("%s is not %s", describeValue(value, tag), typeDescription(typ, tag, value)), Hint: typeHint(typ)})
+		return
+	}
+	field := ""
+	if q := quotedRe.FindStringSubmatch(msg); q != nil {
+		at, _ := locator{root: d.root}.findValue(line, q[1])
+		field = fieldString(at)
+		d.failed = append(d.failed, field)
+	}
+	d.add(line, field, msg, "")
+}
+
+// describeValue shows a value as written, shortened, with look-alike and
+// control characters escaped.
+func describeValue(v, tag string) string {
+	if len(v) > 40 {
+		v = v[:40] + "..."
+	}
+	q := strconv.QuoteToASCII(v)
+	if tag == "str" || q != `"`+v+`"` {
+		return q
+	}
+	return v
+}
+
+// typeDescription says in words what a Go type of the inventory wants.
+func typeDescription(typ, tag, value string) string {
+	switch typ {
+	case "int", "int32", "int64", "uint16":
+		if tag == "float" && !strings.ContainsAny(value, ".eE") {
+			return "a whole number in range (this one is too large)"
+		}
+		return "a whole number"
+	case "bool":
+		return "true or false"
+	case "string":
+		return "a string"
+	case "[]inventory.Role":
+		return "a list of roles"
+	case "[]string":
+		return "a list"
+	case "[]inventory.Taint":
+		return "a list of taints"
+	case "map[string]string", "map[string]bool", "map[string]interface {}":
+		return "a mapping"
+	}
+	if strings.HasPrefix(typ, "[]") {
+		return "a list"
+	}
+	if strings.HasPrefix(typ, "inventory.") || strings.HasPrefix(typ, "map[") {
+		return "a mapping"
+	}
+	return "a " + typ
+}
+
+// typeHint shows what a value of typ looks like.
+func typeHint(typ string) string {
+	switch typ {
+	case "[]inventory.Role":
+		return "write roles: [control-plane] or roles: [worker]"
+	case "[]string":
+		return "write a YAML list, such as [a, b]"
+	case "bool":
+		return "write true or false, without quotes"
+	}
+	return ""
 }
 
 // knownTypes maps the Go type names yaml.v3 reports to the types, so that a
@@ -345,6 +452,35 @@ func (l locator) walk(path []any) (*yaml.Node, int, bool) {
 		}
 	}
 	return n, line, true
+}
+
+// findValue returns the path and node of the value on line that starts
+// with prefix (a mapping value or a list item); the path is nil when none.
+func (l locator) findValue(line int, prefix string) ([]any, *yaml.Node) {
+	var found []any
+	var node *yaml.Node
+	var visit func(n *yaml.Node, path []any)
+	visit = func(n *yaml.Node, path []any) {
+		if n.Line == line && path != nil && strings.HasPrefix(n.Value, prefix) && (n.Kind != yaml.ScalarNode || found == nil || len(path) > len(found)) {
+			if n.Kind == yaml.ScalarNode || node == nil {
+				found, node = path, n
+			}
+		}
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				visit(n.Content[i+1], append(append([]any{}, path...), n.Content[i].Value))
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				visit(c, append(append([]any{}, path...), i))
+			}
+		}
+	}
+	if l.root != nil {
+		visit(l.root, nil)
+	}
+	return found, node
 }
 
 // findKey returns the path of the mapping key named name on line, or nil.

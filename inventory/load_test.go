@@ -73,7 +73,7 @@ func TestLoadReportsEachProblemWithItsLine(t *testing.T) {
 		{"password in clear is rejected", head + "ssh:\n  password: hunter2 " + marker + "\n" + oneCP, `unknown field "password"`, "passwordEnv"},
 		{"password in clear on a host", head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    ssh:\n      password: x " + marker + "\n", `unknown field "password"`, "passwordEnv"},
 		{"duplicate yaml key", head + "cluster:\n  name: a\n  name: b " + marker + "\n" + oneCP, `mapping key "name" already defined at line 4`, ""},
-		{"value of the wrong type", head + "ssh:\n  port: twenty-two " + marker + "\n" + oneCP, "cannot unmarshal", ""},
+		{"value of the wrong type", head + "ssh:\n  port: twenty-two " + marker + "\n" + oneCP, `"twenty-two" is not a whole number`, ""},
 		{"malformed duration", head + "ssh:\n  connectTimeout: 10 parsecs " + marker + "\n" + oneCP, `invalid duration "10 parsecs"`, ""},
 		{"duplicate host names", head + "hosts:\n  - {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n  - {name: cp1, address: 10.0.0.2, roles: [worker]} " + marker + "\n", `duplicate host name "cp1" (also used by the host at line 4)`, "unique"},
 		{"duplicate addresses", head + "hosts:\n  - {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n  - {name: w1, address: 10.0.0.1, roles: [worker]} " + marker + "\n", `duplicate address 10.0.0.1:22 (also used by host "cp1" at line 4)`, ""},
@@ -102,6 +102,9 @@ func TestLoadReportsEachProblemWithItsLine(t *testing.T) {
 		{"kubelet config value of the wrong type", head + "cluster:\n  kubelet:\n    config:\n      maxPods: many " + marker + "\n" + oneCP, "kubelet.config.maxPods: a string value where KubeletConfiguration wants int32", ""},
 		{"extraArgs name with dashes", head + "cluster:\n  apiServer:\n    extraArgs:\n      --audit-log-maxage: \"30\" " + marker + "\n" + oneCP, `invalid extraArgs name "--audit-log-maxage"`, "without dashes: audit-log-maxage"},
 		{"extraArgs name with a space", head + "cluster:\n  etcd:\n    extraArgs:\n      \"quota backend\": x " + marker + "\n" + oneCP, `invalid extraArgs name "quota backend"`, ""},
+		{"a number too large for a port", head + "ssh:\n  port: 99999999999999999999 " + marker + "\n" + oneCP, "99999999999999999999 is not a whole number in range", ""},
+		{"port 0 written out", head + "ssh:\n  port: 0 " + marker + "\n" + oneCP, "invalid port 0", "between 1 and 65535"},
+		{"roles not a list, and no second message", head + "hosts:\n  - {name: cp1, address: 10.0.0.1, roles: control-plane} " + marker + "\n", `"control-plane" is not a list of roles`, "roles: [control-plane]"},
 		{"bad taint effect", head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    taints:\n      - key: a\n        effect: NoWay " + marker + "\n", `invalid taint effect "NoWay"`, "NoSchedule"},
 		{"bad taint key", head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    taints:\n      - key: -bad- " + marker + "\n        effect: NoSchedule\n", `invalid taint key "-bad-"`, ""},
 		{"bad label key", head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    labels:\n      ok: yes-fine\n      a/b/c: x " + marker + "\n", `invalid label key "a/b/c"`, ""},
@@ -292,5 +295,19 @@ func TestAnInheritedBadValueIsReportedOnce(t *testing.T) {
 	}
 	if len(ve.Problems) != 1 || ve.Problems[0].Line != markedLine(t, doc) || ve.Problems[0].Field != "hosts[0].ssh.user" {
 		t.Errorf("problems = %v, want one at hosts[0].ssh.user line %d", ve.Problems, markedLine(t, doc))
+	}
+}
+
+// A value that cannot be decoded gets one message, naming its field: none
+// about what it left empty ("no roles", "no control plane").
+func TestADecodeErrorHasNoFollowOnMessages(t *testing.T) {
+	doc := head + "hosts:\n  - {name: cp1, address: 10.0.0.1, roles: control-plane}\n"
+	_, err := Parse([]byte(doc), "inventory.yaml")
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("Parse = %v, want a ValidationError", err)
+	}
+	if len(ve.Problems) != 1 || ve.Problems[0].Field != "hosts[0].roles" {
+		t.Errorf("problems %v; want one, on hosts[0].roles", ve.Problems)
 	}
 }

@@ -54,6 +54,8 @@ type checker struct {
 	inv      *Inventory
 	loc      locator
 	problems []Problem
+	// decodeFailed are the fields whose value could not be decoded.
+	decodeFailed []string
 }
 
 func newChecker(inv *Inventory, root *yaml.Node) *checker {
@@ -63,7 +65,23 @@ func newChecker(inv *Inventory, root *yaml.Node) *checker {
 // finish validates inv and returns the outcome: nil (warnings, if any, in
 // inv.Warnings) or a *ValidationError.
 func (c *checker) finish(inv *Inventory) error {
+	decoding := len(c.problems)
 	c.validate()
+	// A value that could not be decoded was left empty: what validation says
+	// of it, or of what holds it, would be a false second message.
+	kept := c.problems[:decoding]
+	for _, p := range c.problems[decoding:] {
+		drop := false
+		for _, f := range c.decodeFailed {
+			if within(f, p.Field) {
+				drop = true
+			}
+		}
+		if !drop {
+			kept = append(kept, p)
+		}
+	}
+	c.problems = kept
 	sortProblems(c.problems)
 	inv.Warnings = nil
 	failed := false
@@ -424,6 +442,9 @@ func (c *checker) bastion(at path, b *Bastion) {
 }
 
 func (c *checker) port(at path, p int) {
+	if n := c.loc.node(at...); n != nil && n.Kind == yaml.ScalarNode && n.Value == "0" {
+		p = 0 // written as 0: not "unset" (which defaults to 22)
+	}
 	if p < 1 || p > 65535 {
 		c.errorf(at, "a TCP port between 1 and 65535", "invalid port %d", p)
 	}

@@ -237,3 +237,13 @@ func tree(t *testing.T, dir string) string {
 	})
 	return b.String()
 }
+
+// An inventory that cannot be read is bad input like an invalid one: exit 2.
+func TestUnreadableInventoryExitsTwo(t *testing.T) {
+	for _, p := range []string{filepath.Join(t.TempDir(), "missing.yaml"), t.TempDir()} {
+		code, _, errOut := run(t, "inventory", "validate", "-i", p)
+		if code != 2 || !strings.Contains(errOut, "cannot read the inventory") {
+			t.Errorf("validate -i %s: exit %d, %q; want 2 and \"cannot read the inventory\"", p, code, errOut)
+		}
+	}
+}

@@ -101,7 +101,8 @@ func hintFor(err error) string {
 
 func exitFor(err error) int {
 	var purge *playbooks.PurgeError
-	if errors.As(err, &purge) {
+	var read *inventory.ReadError
+	if errors.As(err, &purge) || errors.As(err, &read) {
 		return 2
 	}
 	if strings.HasPrefix(err.Error(), "unknown step") || strings.Contains(err.Error(), "no inventory") {
