@@ -198,33 +198,40 @@ func (d *decoded) addSyntax(err error, data []byte) {
 
 const syntaxHint = "check the indentation (spaces, not tabs), the \"- \" of list items and the quoting on this line"
 
-// maxSyntaxSearchLines bounds the prefix search of firstFailingLine.
-const maxSyntaxSearchLines = 5000
-
 // firstFailingLine returns the smallest n such that the first n lines of data
-// fail to parse with the message problem, or 0.
+// fail to parse with the message problem, or 0. Once a prefix fails so, every
+// longer one does: a binary search needs log2(lines) parses.
 func firstFailingLine(data []byte, problem string) int {
 	lines := bytes.SplitAfter(data, []byte("\n"))
-	if len(lines) > maxSyntaxSearchLines {
-		return 0
-	}
-	var prefix []byte
+	offsets := make([]int, len(lines)+1)
 	for i, l := range lines {
-		prefix = append(prefix, l...)
-		dec := yaml.NewDecoder(bytes.NewReader(prefix))
+		offsets[i+1] = offsets[i] + len(l)
+	}
+	fails := func(n int) bool {
+		dec := yaml.NewDecoder(bytes.NewReader(data[:offsets[n]]))
 		for {
-			var n yaml.Node
-			err := dec.Decode(&n)
+			var node yaml.Node
+			err := dec.Decode(&node)
 			if err == nil {
 				continue
 			}
-			if m := syntaxLineRe.FindStringSubmatch(err.Error()); m != nil && m[2] == problem {
-				return i + 1
-			}
-			break
+			m := syntaxLineRe.FindStringSubmatch(err.Error())
+			return m != nil && m[2] == problem
 		}
 	}
-	return 0
+	if !fails(len(lines)) {
+		return 0
+	}
+	lo, hi := 1, len(lines) // fails(hi)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if fails(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
 }
 
 // addTypeError turns one entry of a *yaml.TypeError into a problem.

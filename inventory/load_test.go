@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -309,5 +310,43 @@ func TestADecodeErrorHasNoFollowOnMessages(t *testing.T) {
 	}
 	if len(ve.Problems) != 1 || ve.Problems[0].Field != "hosts[0].roles" {
 		t.Errorf("problems %v; want one, on hosts[0].roles", ve.Problems)
+	}
+}
+
+// bigInventory is an inventory of n workers (4 lines each) plus one control
+// plane; with bad > 0 the host line bad is indented wrongly.
+func bigInventory(n, bad int) []byte {
+	var b strings.Builder
+	b.WriteString(head + "hosts:\n  - {name: cp, address: 10.0.0.1, roles: [control-plane]}\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "  - name: w%d\n    address: 10.1.%d.%d\n    roles: [worker]\n\n", i, i/250, i%250+1)
+	}
+	lines := strings.SplitAfter(b.String(), "\n")
+	if bad > 0 {
+		lines[bad-1] = "   roles: [worker]\n"
+	}
+	return []byte(strings.Join(lines, ""))
+}
+
+// A syntax error deep in a large file is reported at its own line.
+func TestSyntaxErrorLineInALargeFile(t *testing.T) {
+	data := bigInventory(1500, 5503)
+	_, err := Parse(data, "big.yaml")
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) != 1 || ve.Problems[0].Line != 5503 {
+		t.Fatalf("Parse = %v; want one syntax error at line 5503", err)
+	}
+}
+
+// BenchmarkLoadLarge: validating a 6,000-line inventory, valid and with a
+// syntax error near its end (go test -bench LoadLarge ./inventory).
+func BenchmarkLoadLarge(b *testing.B) {
+	for _, bad := range []int{0, 5503} {
+		data := bigInventory(1500, bad)
+		b.Run(fmt.Sprintf("bad-line-%d", bad), func(b *testing.B) {
+			for b.Loop() {
+				_, _ = Parse(data, "big.yaml")
+			}
+		})
 	}
 }
