@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -219,23 +218,6 @@ func kubeletFlags(inv *inventory.Inventory, h *inventory.Host, p KubeletParams) 
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "KUBELET_KUBEADM_ARGS=%q\n", strings.Join(argsToCommand(base, inv.Cluster.Kubelet.ExtraArgs), " "))
 	return b.Bytes(), nil
-}
-
-// KubeletFlagNames lists the flag names of a kubeadm-flags.env file, sorted (for
-// tests and diagnostics).
-func KubeletFlagNames(env []byte) []string {
-	s := strings.TrimSpace(string(env))
-	s = strings.TrimPrefix(s, "KUBELET_KUBEADM_ARGS=")
-	if u, err := strconv.Unquote(s); err == nil {
-		s = u
-	}
-	var names []string
-	for _, f := range strings.Fields(s) {
-		n, _, _ := strings.Cut(strings.TrimPrefix(f, "--"), "=")
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 // kubeletUnit is the kubelet.service the kubelet .deb/.rpm packages install.

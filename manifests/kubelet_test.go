@@ -2,6 +2,8 @@ package manifests
 
 import (
 	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -199,7 +201,7 @@ func TestKubeletFlagsWithoutExtraArgs(t *testing.T) {
 	}
 	for _, f := range files {
 		if f.Path == KubeletFlagsPath {
-			if got := KubeletFlagNames(f.Data); !slices.Equal(got, []string{"node-ip"}) {
+			if got := flagNames(f.Data); !slices.Equal(got, []string{"node-ip"}) {
 				t.Errorf("flags %v, want [node-ip]", got)
 			}
 		}
@@ -221,4 +223,20 @@ func TestKubeletFilesGolden(t *testing.T) {
 		t.Fatal("two renders differ")
 	}
 	golden(t, "kubelet-w2", joinFiles(files))
+}
+
+// flagNames lists the flag names of a kubeadm-flags.env file, sorted.
+func flagNames(env []byte) []string {
+	s := strings.TrimSpace(string(env))
+	s = strings.TrimPrefix(s, "KUBELET_KUBEADM_ARGS=")
+	if u, err := strconv.Unquote(s); err == nil {
+		s = u
+	}
+	var names []string
+	for _, f := range strings.Fields(s) {
+		n, _, _ := strings.Cut(strings.TrimPrefix(f, "--"), "=")
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }

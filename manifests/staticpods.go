@@ -70,7 +70,8 @@ type EtcdParams struct {
 // StaticPods returns /etc/kubernetes/manifests/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler}.yaml
 // for control-plane host h, as kubeadm 1.37 writes them. The advertise address is
 // h.NodeIP(); inv's component extraArgs override the defaults. Files are 0600.
-func StaticPods(inv *inventory.Inventory, h *inventory.Host, etcd EtcdParams) ([]pki.File, error) {
+func StaticPods(inv *inventory.Inventory, h *inventory.Host, p ControlPlaneParams) ([]pki.File, error) {
+	etcd := p.Etcd
 	if h == nil || !h.IsControlPlane() {
 		name := "<nil>"
 		if h != nil {
@@ -86,7 +87,7 @@ func StaticPods(inv *inventory.Inventory, h *inventory.Host, etcd EtcdParams) ([
 	if err != nil {
 		return nil, fmt.Errorf("render static pods for %s: %w", h.Name, err)
 	}
-	pods := []*corev1.Pod{etcdPod, apiServerPod(inv, h), controllerManagerPod(inv), schedulerPod(inv)}
+	pods := []*corev1.Pod{etcdPod, apiServerPod(inv, h), controllerManagerPod(inv, p.ExternalCA), schedulerPod(inv)}
 	files := make([]pki.File, 0, len(pods))
 	for _, p := range pods {
 		data, err := yaml.Marshal(p)
@@ -275,7 +276,7 @@ func apiServerPod(inv *inventory.Inventory, h *inventory.Host) *corev1.Pod {
 	return componentPod(c, vols, map[string]string{APIServerAdvertiseAddressAnnotation: endpoint})
 }
 
-func controllerManagerPod(inv *inventory.Inventory) *corev1.Pod {
+func controllerManagerPod(inv *inventory.Inventory, externalCA bool) *corev1.Pod {
 	d := defaults(inv)
 	extra := withFeatureGates(inv, inv.Cluster.ControllerManager.ExtraArgs)
 	kubeconfig := path.Join(KubernetesDir, "controller-manager.conf")
@@ -289,8 +290,8 @@ func controllerManagerPod(inv *inventory.Inventory) *corev1.Pod {
 		{"requestheader-client-ca-file", pkiPath("front-proxy-ca.crt")},
 		{"root-ca-file", pkiPath("ca.crt")},
 		{"service-account-private-key-file", pkiPath("sa.key")},
-		{"cluster-signing-cert-file", pkiPath("ca.crt")},
-		{"cluster-signing-key-file", pkiPath("ca.key")},
+		{"cluster-signing-cert-file", signing(externalCA, pkiPath("ca.crt"))},
+		{"cluster-signing-key-file", signing(externalCA, pkiPath("ca.key"))},
 		{"use-service-account-credentials", "true"},
 		{"controllers", "*,bootstrapsigner,tokencleaner"},
 		// kubeadm adds these when a pod subnet is set; kubeforge always has one.
@@ -342,6 +343,26 @@ func schedulerPod(inv *inventory.Inventory) *corev1.Pod {
 		Ports:           probePort(schedulerPort),
 	}
 	return componentPod(c, []corev1.Volume{hostPathVolume("kubeconfig", kubeconfig, corev1.HostPathFileOrCreate)}, nil)
+}
+
+// signing is a signing flag's value: empty with an external CA, as kubeadm
+// sets it (the CSR signer then does not start, instead of failing on a key
+// that is not there).
+func signing(externalCA bool, p string) string {
+	if externalCA {
+		return ""
+	}
+	return p
+}
+
+// ControlPlaneParams are what a control plane's static pods depend on beyond
+// the inventory: its etcd member's flags, and whether the cluster CA's key
+// stays with the user (an external CA).
+type ControlPlaneParams struct {
+	Etcd EtcdParams
+	// ExternalCA: the controller manager gets no signing flags (kubeadm leaves
+	// them out too); kubelet client certificates are then signed outside.
+	ExternalCA bool
 }
 
 // EtcdDataDirOf is where etcd keeps its data: /var/lib/etcd, or the

@@ -57,7 +57,7 @@ func flagValue(cmd []string, name string) (string, bool) {
 func TestStaticPodsAreValidKubeadmPods(t *testing.T) {
 	inv := exampleInventory()
 	for _, h := range inv.ControlPlanes() {
-		files, err := StaticPods(inv, h, EtcdParams{})
+		files, err := StaticPods(inv, h, ControlPlaneParams{Etcd: EtcdParams{}})
 		if err != nil {
 			t.Fatalf("%s: %v", h.Name, err)
 		}
@@ -170,7 +170,7 @@ func TestStaticPodsEtcdMembership(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			files, err := StaticPods(inv, tt.host, tt.params)
+			files, err := StaticPods(inv, tt.host, ControlPlaneParams{Etcd: tt.params})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -207,7 +207,7 @@ func TestStaticPodsRejectBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := StaticPods(inv, tt.host, tt.params)
+			_, err := StaticPods(inv, tt.host, ControlPlaneParams{Etcd: tt.params})
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
 			}
@@ -220,7 +220,7 @@ func TestStaticPodsExtraArgsOverrideDefaults(t *testing.T) {
 	inv.Cluster.APIServer.ExtraArgs = map[string]string{"secure-port": "7443", "audit-log-maxage": "7", "authorization-config": "/etc/kubernetes/authz.yaml"}
 	inv.Cluster.Scheduler.ExtraArgs = map[string]string{"bind-address": "0.0.0.0"}
 	inv.Cluster.Etcd.ExtraArgs = map[string]string{"listen-metrics-urls": "http://127.0.0.1:2382", "data-dir": "/data/etcd"}
-	files, err := StaticPods(inv, inv.Host("cp1"), EtcdParams{})
+	files, err := StaticPods(inv, inv.Host("cp1"), ControlPlaneParams{Etcd: EtcdParams{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,11 +260,11 @@ func TestStaticPodsGolden(t *testing.T) {
 		if h == inv.FirstControlPlane() {
 			params = EtcdParams{}
 		}
-		first, err := StaticPods(inv, h, params)
+		first, err := StaticPods(inv, h, ControlPlaneParams{Etcd: params})
 		if err != nil {
 			t.Fatal(err)
 		}
-		again, err := StaticPods(inv, h, params)
+		again, err := StaticPods(inv, h, ControlPlaneParams{Etcd: params})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -273,5 +273,27 @@ func TestStaticPodsGolden(t *testing.T) {
 			t.Fatalf("%s: two renders differ", h.Name)
 		}
 		golden(t, "staticpods-"+h.Name, a)
+	}
+}
+
+// With an external CA (its key stays with the user) the controller manager's
+// signing flags are empty, as kubeadm sets them, instead of naming a key that
+// is never pushed.
+func TestStaticPodsExternalCA(t *testing.T) {
+	inv := exampleInventory()
+	for _, external := range []bool{false, true} {
+		files, err := StaticPods(inv, inv.Host("cp1"), ControlPlaneParams{ExternalCA: external})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := decodePods(t, files)[KubeControllerManager].Spec.Containers[0].Command
+		key, ok := flagValue(cmd, "cluster-signing-key-file")
+		want := "/etc/kubernetes/pki/ca.key"
+		if external {
+			want = ""
+		}
+		if !ok || key != want {
+			t.Errorf("external CA %v: --cluster-signing-key-file=%q (set %v), want %q", external, key, ok, want)
+		}
 	}
 }

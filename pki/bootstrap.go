@@ -1,9 +1,6 @@
 package pki
 
 import (
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -107,13 +104,6 @@ func SignClusterInfo(kubeconfig []byte, t BootstrapToken) (string, error) {
 // ClusterInfoSignatureKey is the cluster-info data key that holds t's signature.
 func ClusterInfoSignatureKey(t BootstrapToken) string {
 	return bootstrapapi.JWSSignatureKeyPrefix + t.ID
-}
-
-// CAPin is "sha256:<hex>" of cert's SubjectPublicKeyInfo, the value of kubeadm
-// join's --discovery-token-ca-cert-hash.
-func CAPin(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // BootstrapKubeconfig is bootstrap-kubelet.conf: cluster "kubernetes" at server,

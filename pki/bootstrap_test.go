@@ -3,8 +3,6 @@ package pki
 import (
 	"bytes"
 	"log/slog"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -132,20 +130,6 @@ func TestClusterInfoSignatureVerifies(t *testing.T) {
 	}
 	if ClusterInfoSignatureKey(tok) != "jws-kubeconfig-"+tok.ID {
 		t.Error(ClusterInfoSignatureKey(tok))
-	}
-}
-
-func TestCAPinMatchesOpenSSL(t *testing.T) {
-	for _, keyType := range []string{KeyTypeECDSA} {
-		b, dir := generated(t, testInventory(), Options{KeyType: keyType, Now: fixedNow()})
-		script := `openssl x509 -pubkey -noout -in "$1" | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1`
-		out, err := exec.Command("sh", "-c", script, "sh", filepath.Join(dir, "ca.crt")).CombinedOutput()
-		if err != nil {
-			t.Fatalf("openssl: %v: %s", err, out)
-		}
-		if got, want := CAPin(b.CACert()), "sha256:"+strings.TrimSpace(string(out)); got != want {
-			t.Errorf("CAPin %s, openssl %s", got, want)
-		}
 	}
 }
 

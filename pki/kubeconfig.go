@@ -140,5 +140,8 @@ func (b *Bundle) BootstrapKubeletFile(inv *inventory.Inventory, t BootstrapToken
 	if err != nil {
 		return File{}, err
 	}
-	return File{Path: path.Join(KubernetesDir, "bootstrap-kubelet.conf"), Mode: 0o600, Data: data}, nil
+	return File{Path: BootstrapKubeletPath, Mode: 0o600, Data: data}, nil
 }
+
+// BootstrapKubeletPath is where a joining kubelet finds its bootstrap kubeconfig.
+const BootstrapKubeletPath = KubernetesDir + "/bootstrap-kubelet.conf"

@@ -29,11 +29,11 @@ func JoinWorker(ctx context.Context, env *Env, h *Host) error {
 		if env.Token == nil {
 			return fmt.Errorf("no bootstrap token minted for %s (the join-token step was skipped?)", h.Name)
 		}
-		boot, err := pki.BootstrapKubeconfig(env.PKI.CACertPEM(), env.Inv.ServerURL(), *env.Token)
+		boot, err := env.PKI.BootstrapKubeletFile(env.Inv, *env.Token)
 		if err != nil {
 			return fmt.Errorf("make bootstrap kubeconfig: %w", err)
 		}
-		extra = append(extra, pki.File{Path: bootstrapKubeconfigPath, Mode: 0o600, Data: boot})
+		extra = append(extra, boot)
 	}
 	return installNode(ctx, env, h, extra...)
 }
@@ -52,7 +52,7 @@ func ForgetBootstrapKubeconfig(ctx context.Context, _ *Env, h *Host) error {
 	return nil
 }
 
-const bootstrapKubeconfigPath = "/etc/kubernetes/bootstrap-kubelet.conf"
+const bootstrapKubeconfigPath = pki.BootstrapKubeletPath
 
 // WaitNodesRegistered waits until every host is a Node with a pod CIDR.
 func WaitNodesRegistered(ctx context.Context, env *Env) error {

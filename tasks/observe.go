@@ -3,7 +3,6 @@ package tasks
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -309,14 +308,3 @@ func (e *Env) warn(msg string) {
 	e.Log.Warn(msg)
 }
 
-// sortedNames returns the keys of m that are true, sorted.
-func sortedNames(m map[string]bool) []string {
-	var out []string
-	for k, v := range m {
-		if v {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
-	return out
-}

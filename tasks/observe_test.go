@@ -230,7 +230,7 @@ func TestStaticPodsRestartWhenTheirCertificatesChange(t *testing.T) {
 	inv := &inventory.Inventory{Cluster: inventory.Cluster{Name: "c", KubernetesVersion: "v1.37.2"},
 		Hosts: []*inventory.Host{{Name: "cp1", Address: "10.0.0.1", Roles: []inventory.Role{inventory.RoleControlPlane}}}}
 	inv.SetDefaults()
-	pods, err := manifests.StaticPods(inv, inv.Hosts[0], EtcdParamsFor(inv, inv.Hosts[0]))
+	pods, err := manifests.StaticPods(inv, inv.Hosts[0], manifests.ControlPlaneParams{Etcd: EtcdParamsFor(inv, inv.Hosts[0])})
 	if err != nil {
 		t.Fatal(err)
 	}

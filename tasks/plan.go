@@ -304,9 +304,23 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 	}
 	files = append(append([]pki.File(nil), kernelSettings...), files...)
 	network := env.Inv.Cluster.CNI.Plugin != "manifest"
-	if network && env.Cluster != nil && allHaveCIDRs(env, env.Cluster.PodCIDRs) {
+	var later []pki.File // pod network files known only once every node has a pod CIDR
+	switch {
+	case !network:
+	case env.Cluster != nil && allHaveCIDRs(env, env.Cluster.PodCIDRs):
 		files = append(files, podNetworkFiles(env, h, env.Cluster.PodCIDRs)...)
-		network = false
+	case env.Cluster != nil && env.Cluster.PodCIDRs[h.Name] != "":
+		// A node with its CIDR while others join: its CNI config and the unit are
+		// known now; only the routes to the others wait.
+		for _, f := range podNetworkFiles(env, h, env.Cluster.PodCIDRs) {
+			if f.Path == routesPath {
+				later = append(later, f)
+			} else {
+				files = append(files, f)
+			}
+		}
+	default:
+		later = podNetworkFiles(env, h, nil)
 	}
 	sf := make([]ssh.File, 0, len(files))
 	for _, f := range files {
@@ -364,10 +378,8 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 			hp.Images = append(hp.Images, path.Base(a.path))
 		}
 	}
-	if network {
-		for _, f := range podNetworkFiles(env, h, nil) {
-			hp.Later = append(hp.Later, FilePlan{Path: f.Path, Reason: "written once every node's pod CIDR is assigned"})
-		}
+	for _, f := range later {
+		hp.Later = append(hp.Later, FilePlan{Path: f.Path, Reason: "written once every node's pod CIDR is assigned"})
 	}
 	env.mu.Lock()
 	p.Hosts = append(p.Hosts, hp)

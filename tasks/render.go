@@ -33,7 +33,7 @@ func (e *Env) NodeFiles(h *Host) ([]pki.File, error) {
 	}
 	files = append(files, kf...)
 	if h.IsControlPlane() {
-		pods, err := manifests.StaticPods(e.Inv, h.Host, e.etcdParamsFor(h))
+		pods, err := manifests.StaticPods(e.Inv, h.Host, manifests.ControlPlaneParams{Etcd: e.etcdParamsFor(h), ExternalCA: !e.PKI.HasCAKey(pki.CAName)})
 		if err != nil {
 			return nil, fmt.Errorf("render %s static pods: %w", h.Name, err)
 		}
