@@ -307,4 +307,3 @@ func (e *Env) warn(msg string) {
 	e.mu.Unlock()
 	e.Log.Warn(msg)
 }
-
