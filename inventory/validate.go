@@ -11,12 +11,14 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/version"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 )
 
@@ -36,7 +38,21 @@ const (
 // SupportedKubernetesVersions describes the Kubernetes versions kubeforge installs.
 const SupportedKubernetesVersions = "v1.37.x"
 
-var supportedVersionRe = regexp.MustCompile(`^v1\.37\.(0|[1-9][0-9]*)$`)
+// supportedMinors are the Kubernetes minors kubeforge renders files for.
+var supportedMinors = []uint{37}
+
+// supportedVersion reports whether v is a release (vMAJOR.MINOR.PATCH, no
+// pre-release) of a supported minor.
+func supportedVersion(v string) bool {
+	if !strings.HasPrefix(v, "v") {
+		return false
+	}
+	ver, err := version.ParseSemantic(v)
+	if err != nil || ver.PreRelease() != "" || ver.BuildMetadata() != "" || ver.Major() != 1 {
+		return false
+	}
+	return slices.Contains(supportedMinors, ver.Minor())
+}
 
 // imageRepositoryRe is a registry host (with optional port) and path, as in image references.
 var imageRepositoryRe = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$`)
@@ -165,7 +181,7 @@ func (c *checker) cluster() {
 	if errs := validation.IsDNS1123Subdomain(cl.Name); len(errs) > 0 {
 		c.errorf(at.with("name"), "use lower-case letters, digits, '-' and '.', such as \"prod-eu1\"", "invalid cluster name %q: %s", cl.Name, strings.Join(errs, "; "))
 	}
-	if !supportedVersionRe.MatchString(cl.KubernetesVersion) {
+	if !supportedVersion(cl.KubernetesVersion) {
 		c.errorf(at.with("kubernetesVersion"), "kubeforge supports "+SupportedKubernetesVersions+"; for example "+DefaultKubernetesVersion,
 			"unsupported Kubernetes version %q", cl.KubernetesVersion)
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	corev1 "k8s.io/api/core/v1"
 	"strconv"
 	"strings"
 
@@ -86,33 +88,29 @@ func kubeletBase(inv *inventory.Inventory) (*kubeletv1beta1.KubeletConfiguration
 	return cfg, nil
 }
 
-// mergeKubeletConfig overlays overrides (field names as in the kubelet's JSON/YAML)
-// on cfg and decodes the result strictly.
+// mergeKubeletConfig applies overrides (field names as in the kubelet's
+// JSON/YAML) to cfg as an RFC 7386 JSON merge patch, so a null unsets a
+// default, and decodes the result strictly.
 func mergeKubeletConfig(cfg *kubeletv1beta1.KubeletConfiguration, overrides map[string]any) (*kubeletv1beta1.KubeletConfiguration, error) {
 	if len(overrides) == 0 {
 		return cfg, nil
+	}
+	for _, k := range []string{"apiVersion", "kind"} {
+		if _, ok := overrides[k]; ok {
+			return nil, fmt.Errorf("merge kubelet config overrides: %q cannot be overridden", k)
+		}
 	}
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("marshal kubelet configuration: %w", err)
 	}
-	var doc map[string]any
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return nil, fmt.Errorf("unmarshal kubelet configuration: %w", err)
-	}
-	over, err := normalize(overrides)
+	patch, err := json.Marshal(overrides)
 	if err != nil {
 		return nil, fmt.Errorf("merge kubelet config overrides: %w", err)
 	}
-	for _, k := range []string{"apiVersion", "kind"} {
-		if _, ok := over[k]; ok {
-			return nil, fmt.Errorf("merge kubelet config overrides: %q cannot be overridden", k)
-		}
-	}
-	deepMerge(doc, over)
-	merged, err := json.Marshal(doc)
+	merged, err := jsonpatch.MergePatch(raw, patch)
 	if err != nil {
-		return nil, fmt.Errorf("marshal merged kubelet configuration: %w", err)
+		return nil, fmt.Errorf("merge kubelet config overrides: %w", err)
 	}
 	out := &kubeletv1beta1.KubeletConfiguration{}
 	strict, err := sigsjson.UnmarshalStrict(merged, out)
@@ -123,33 +121,6 @@ func mergeKubeletConfig(cfg *kubeletv1beta1.KubeletConfiguration, overrides map[
 		return nil, fmt.Errorf("decode kubelet config overrides: %w", errors.Join(strict...))
 	}
 	return out, nil
-}
-
-// normalize turns a YAML-decoded map (which may hold map[string]any or
-// map[any]any) into JSON-shaped values by a JSON round trip.
-func normalize(m map[string]any) (map[string]any, error) {
-	raw, err := json.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	var out map[string]any
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// deepMerge copies src into dst: objects merge key by key, anything else replaces.
-func deepMerge(dst, src map[string]any) {
-	for k, v := range src {
-		if sm, ok := v.(map[string]any); ok {
-			if dm, ok := dst[k].(map[string]any); ok {
-				deepMerge(dm, sm)
-				continue
-			}
-		}
-		dst[k] = v
-	}
 }
 
 // KubeletFiles returns the kubelet's files for host h, as kubeadm 1.37 and its
@@ -202,11 +173,7 @@ func kubeletFlags(inv *inventory.Inventory, h *inventory.Host, p KubeletParams) 
 			if t.Key == "" || t.Effect == "" {
 				return nil, fmt.Errorf("taint %q: key and effect are required", t.Key+"="+t.Value+":"+t.Effect)
 			}
-			s := t.Key
-			if t.Value != "" {
-				s += "=" + t.Value
-			}
-			taints = append(taints, s+":"+t.Effect)
+			taints = append(taints, (&corev1.Taint{Key: t.Key, Value: t.Value, Effect: corev1.TaintEffect(t.Effect)}).ToString())
 		}
 		base = append(base, arg{"register-with-taints", strings.Join(taints, ",")})
 	}

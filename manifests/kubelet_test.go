@@ -240,3 +240,16 @@ func flagNames(env []byte) []string {
 	sort.Strings(names)
 	return names
 }
+
+// kubelet.config is an RFC 7386 merge patch: maps merge, a null unsets a default.
+func TestKubeletConfigMergePatchUnsets(t *testing.T) {
+	inv := exampleInventory()
+	inv.Cluster.Kubelet.Config = map[string]any{"healthzBindAddress": nil, "evictionHard": map[string]any{"memory.available": "200Mi"}}
+	cfg, err := KubeletConfiguration(inv, KubeletParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HealthzBindAddress != "" || cfg.EvictionHard["memory.available"] != "200Mi" {
+		t.Errorf("healthzBindAddress %q (want unset), evictionHard %v", cfg.HealthzBindAddress, cfg.EvictionHard)
+	}
+}
