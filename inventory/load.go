@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -100,11 +102,12 @@ func (d *decoded) add(line int, field, msg, hint string) {
 }
 
 var (
-	syntaxLineRe = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-	typeLineRe   = regexp.MustCompile(`^line (\d+): (.*)$`)
-	unknownRe    = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
-	unmarshalRe  = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
-	quotedRe     = regexp.MustCompile(`"((?:[^"\\]|\\.)*)"`)
+	syntaxLineRe       = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+	typeLineRe         = regexp.MustCompile(`^line (\d+): (.*)$`)
+	unknownRe          = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
+	unmarshalNoValueRe = regexp.MustCompile("^cannot unmarshal !!(\\w+) into (\\S+)$")
+	unmarshalRe        = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
+	quotedRe           = regexp.MustCompile(`"((?:[^"\\]|\\.)*)"`)
 )
 
 // decode parses data into a node tree (syntax, one document, not empty) and
@@ -112,6 +115,10 @@ var (
 func (d *decoded) decode(data []byte) *Inventory {
 	if len(bytes.TrimSpace(data)) == 0 {
 		d.add(0, "", "the inventory file is empty", "start from examples/cluster.yaml")
+		return nil
+	}
+	if line, col, what := badCharacter(data); line > 0 {
+		d.add(line, "", fmt.Sprintf("%s at column %d", what, col), "an inventory is UTF-8 text; retype the value or remove the character")
 		return nil
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -176,6 +183,29 @@ func (d *decoded) decode(data []byte) *Inventory {
 	return &inv
 }
 
+// badCharacter finds the first byte sequence that is not UTF-8, or a control
+// character YAML refuses, and says where (line and column from 1).
+func badCharacter(data []byte) (line, col int, what string) {
+	line, col = 1, 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			return line, col, fmt.Sprintf("invalid UTF-8 (byte 0x%02x)", data[i])
+		case r == '\n':
+			line, col = line+1, 0
+		case r == '\t' || r == '\r':
+		case unicode.IsControl(r) || r == 0xFEFF && i > 0:
+			return line, col, fmt.Sprintf("control character %+q", r)
+		}
+		i += size
+		col++
+	}
+	return 0, 0, ""
+}
+
+var unknownAnchorRe = regexp.MustCompile(`^unknown anchor '(.*)' referenced$`)
+
 // addSyntax records a YAML syntax error with its line. yaml.v3 reports the
 // line where the enclosing block starts, which can be far above the mistake;
 // the line of the mistake is the first line at which a prefix of the file
@@ -184,7 +214,20 @@ func (d *decoded) addSyntax(err error, data []byte) {
 	msg := err.Error()
 	m := syntaxLineRe.FindStringSubmatch(msg)
 	if m == nil {
-		d.add(0, "", "YAML syntax error: "+strings.TrimPrefix(msg, "yaml: "), "")
+		problem := strings.TrimPrefix(msg, "yaml: ")
+		line := 0
+		if a := unknownAnchorRe.FindStringSubmatch(problem); a != nil {
+			// The alias's line: the first "*name" not inside a comment.
+			for i, l := range strings.Split(string(data), "\n") {
+				if c := strings.Index(l, "*"+a[1]); c >= 0 && !strings.Contains(l[:c], "#") {
+					line = i + 1
+					break
+				}
+			}
+			d.add(line, "", "YAML: alias *"+a[1]+" refers to no anchor", "define &"+a[1]+" before it is used, or write the value itself")
+			return
+		}
+		d.add(line, "", "YAML syntax error: "+problem, "")
 		return
 	}
 	line, _ := strconv.Atoi(m[1])
@@ -249,6 +292,26 @@ func (d *decoded) addTypeError(msg string) {
 			Message: fmt.Sprintf("unknown field %q", name),
 			Hint:    unknownFieldHint(name, typ),
 		})
+		return
+	}
+	if m := unmarshalNoValueRe.FindStringSubmatch(msg); m != nil {
+		// A mapping or list where a value belongs: when an alias brought it,
+		// yaml.v3 names the anchor's line; the mistake is at the alias.
+		at, n := locator{root: d.root}.findAlias(line)
+		if n == nil {
+			at, n = locator{root: d.root}.findValue(line, "")
+		}
+		if n != nil {
+			line = n.Line
+		}
+		field := fieldString(at)
+		d.failed = append(d.failed, field)
+		what := map[string]string{"map": "a mapping", "seq": "a list"}[m[1]]
+		if what == "" {
+			what = "a " + m[1]
+		}
+		d.problems = append(d.problems, Problem{File: d.file, Line: line, Field: field,
+			Message: fmt.Sprintf("%s is not %s", what, typeDescription(m[2], m[1], "")), Hint: typeHint(m[2])})
 		return
 	}
 	if m := unmarshalRe.FindStringSubmatch(msg); m != nil {
@@ -472,6 +535,36 @@ func (l locator) findValue(line int, prefix string) ([]any, *yaml.Node) {
 			if n.Kind == yaml.ScalarNode || node == nil {
 				found, node = path, n
 			}
+		}
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				visit(n.Content[i+1], append(append([]any{}, path...), n.Content[i].Value))
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				visit(c, append(append([]any{}, path...), i))
+			}
+		}
+	}
+	if l.root != nil {
+		visit(l.root, nil)
+	}
+	return found, node
+}
+
+// findAlias returns the path and node of an alias whose anchor is on line.
+func (l locator) findAlias(line int) ([]any, *yaml.Node) {
+	var found []any
+	var node *yaml.Node
+	var visit func(n *yaml.Node, path []any)
+	visit = func(n *yaml.Node, path []any) {
+		if node != nil {
+			return
+		}
+		if n.Kind == yaml.AliasNode && n.Alias != nil && n.Alias.Line == line {
+			found, node = path, n
+			return
 		}
 		switch n.Kind {
 		case yaml.MappingNode:
