@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"net"
 
-	"github.com/kubeforge/kubeforge/pki"
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 )
 
 // BridgeCNI is the built-in pod network config for a node with pod range podCIDR:
@@ -13,7 +13,7 @@ import (
 // with portmap. cniVersion 1.0.0 (Debian bookworm's containernetworking-plugins
 // 1.1.1 supports it). Routes between nodes' pod ranges are set up separately.
 // podCIDR comes from the Node object; it is written as given when it does not parse.
-func BridgeCNI(podCIDR string) pki.File {
+func BridgeCNI(podCIDR string) nodefile.File {
 	subnet, dst := podCIDR, "0.0.0.0/0"
 	if ip, n, err := net.ParseCIDR(podCIDR); err == nil {
 		subnet = n.String()
@@ -50,5 +50,5 @@ func BridgeCNI(podCIDR string) pki.File {
 		},
 	}
 	data, _ := json.MarshalIndent(conf, "", "  ") // plain maps and strings: cannot fail
-	return pki.File{Path: CNIConfigPath, Mode: 0o644, Data: append(data, '\n')}
+	return nodefile.File{Path: CNIConfigPath, Mode: 0o644, Data: append(data, '\n')}
 }

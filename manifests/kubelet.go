@@ -15,8 +15,8 @@ import (
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/inventory"
-	"github.com/kubeforge/kubeforge/pki"
 )
 
 // KubeletParams are facts about the host that change kubelet files.
@@ -128,7 +128,7 @@ func mergeKubeletConfig(cfg *kubeletv1beta1.KubeletConfiguration, overrides map[
 // (the per-node containerRuntimeEndpoint that `kubeadm upgrade node` re-applies),
 // /var/lib/kubelet/kubeadm-flags.env, and the systemd unit and kubeadm drop-in
 // under /usr/lib/systemd/system (kubelet binary at /usr/bin/kubelet).
-func KubeletFiles(inv *inventory.Inventory, h *inventory.Host, p KubeletParams) ([]pki.File, error) {
+func KubeletFiles(inv *inventory.Inventory, h *inventory.Host, p KubeletParams) ([]nodefile.File, error) {
 	if h == nil {
 		return nil, fmt.Errorf("render kubelet files: no host")
 	}
@@ -145,7 +145,7 @@ func KubeletFiles(inv *inventory.Inventory, h *inventory.Host, p KubeletParams) 
 	if err != nil {
 		return nil, fmt.Errorf("render kubelet files for %s: %w", h.Name, err)
 	}
-	return []pki.File{
+	return []nodefile.File{
 		{Path: KubeletConfigPath, Mode: 0o644, Data: config},
 		{Path: KubeletInstancePath, Mode: 0o644, Data: []byte(instance)},
 		{Path: KubeletFlagsPath, Mode: 0o644, Data: flags},

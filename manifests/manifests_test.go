@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/inventory"
-	"github.com/kubeforge/kubeforge/pki"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
@@ -84,7 +84,7 @@ func firstDiff(want, got string) string {
 }
 
 // joinFiles concatenates files with a header naming each path and mode.
-func joinFiles(files []pki.File) []byte {
+func joinFiles(files []nodefile.File) []byte {
 	var b bytes.Buffer
 	for _, f := range files {
 		b.WriteString("# " + f.Path + " " + f.Mode.String() + "\n")

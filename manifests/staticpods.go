@@ -17,8 +17,8 @@ import (
 	netutils "k8s.io/utils/net"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/inventory"
-	"github.com/kubeforge/kubeforge/pki"
 )
 
 // Component names, as kubeadm names the static pods and their manifest files.
@@ -70,7 +70,7 @@ type EtcdParams struct {
 // StaticPods returns /etc/kubernetes/manifests/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler}.yaml
 // for control-plane host h, as kubeadm 1.37 writes them. The advertise address is
 // h.NodeIP(); inv's component extraArgs override the defaults. Files are 0600.
-func StaticPods(inv *inventory.Inventory, h *inventory.Host, p ControlPlaneParams) ([]pki.File, error) {
+func StaticPods(inv *inventory.Inventory, h *inventory.Host, p ControlPlaneParams) ([]nodefile.File, error) {
 	etcd := p.Etcd
 	if h == nil || !h.IsControlPlane() {
 		name := "<nil>"
@@ -88,13 +88,13 @@ func StaticPods(inv *inventory.Inventory, h *inventory.Host, p ControlPlaneParam
 		return nil, fmt.Errorf("render static pods for %s: %w", h.Name, err)
 	}
 	pods := []*corev1.Pod{etcdPod, apiServerPod(inv, h), controllerManagerPod(inv, p.ExternalCA), schedulerPod(inv)}
-	files := make([]pki.File, 0, len(pods))
+	files := make([]nodefile.File, 0, len(pods))
 	for _, p := range pods {
 		data, err := yaml.Marshal(p)
 		if err != nil {
 			return nil, fmt.Errorf("marshal %s manifest: %w", p.Name, err)
 		}
-		files = append(files, pki.File{Path: path.Join(ManifestsDir, p.Name+".yaml"), Mode: 0o600, Data: data})
+		files = append(files, nodefile.File{Path: path.Join(ManifestsDir, p.Name+".yaml"), Mode: 0o600, Data: data})
 	}
 	return files, nil
 }
@@ -514,8 +514,8 @@ const InputsAnnotation = "kubeforge.io/inputs"
 
 // StampInputs sets InputsAnnotation on each static pod in pods from the
 // content of the files in files that lie under one of its host-path volumes.
-func StampInputs(pods, files []pki.File) ([]pki.File, error) {
-	out := make([]pki.File, 0, len(pods))
+func StampInputs(pods, files []nodefile.File) ([]nodefile.File, error) {
+	out := make([]nodefile.File, 0, len(pods))
 	for _, pf := range pods {
 		var pod corev1.Pod
 		if err := yaml.Unmarshal(pf.Data, &pod); err != nil {
@@ -523,7 +523,7 @@ func StampInputs(pods, files []pki.File) ([]pki.File, error) {
 		}
 		h := sha256.New()
 		n := 0
-		sorted := append([]pki.File(nil), files...)
+		sorted := append([]nodefile.File(nil), files...)
 		sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
 		for _, f := range sorted {
 			for _, v := range pod.Spec.Volumes {

@@ -11,12 +11,12 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/inventory"
-	"github.com/kubeforge/kubeforge/pki"
 )
 
 // decodePods decodes each manifest strictly and through client-go's scheme.
-func decodePods(t *testing.T, files []pki.File) map[string]*corev1.Pod {
+func decodePods(t *testing.T, files []nodefile.File) map[string]*corev1.Pod {
 	t.Helper()
 	pods := map[string]*corev1.Pod{}
 	for _, f := range files {

@@ -22,14 +22,12 @@ import (
 
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/keyutil"
+
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 )
 
-// File is one file a node receives (also used by package manifests).
-type File struct {
-	Path string      // absolute path on the node, e.g. /etc/kubernetes/pki/apiserver.crt
-	Mode os.FileMode // 0600 for private keys and kubeconfigs with credentials, 0644 for certs
-	Data []byte
-}
+// File is a file a host receives (the neutral type of package nodefile).
+type File = nodefile.File
 
 // keyPair is a certificate and its private key. Key is nil for a user-provided
 // CA without its key; Cert is nil for a key whose certificate is missing.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/pki"
 )
 
@@ -46,7 +47,7 @@ func EnsureCerts(_ context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("make admin.conf: %w", err)
 	}
-	return writeLocalTree(filepath.Dir(env.AdminKubeconfigPath()), []pki.File{{Path: "/" + filepath.Base(env.AdminKubeconfigPath()), Mode: 0o600, Data: admin}})
+	return writeLocalTree(filepath.Dir(env.AdminKubeconfigPath()), []nodefile.File{{Path: "/" + filepath.Base(env.AdminKubeconfigPath()), Mode: 0o600, Data: admin}})
 }
 
 // loadPKI loads the state dir's PKI for the steps that only read it (reset,

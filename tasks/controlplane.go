@@ -9,8 +9,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/manifests"
-	"github.com/kubeforge/kubeforge/pki"
 	"github.com/kubeforge/kubeforge/ssh"
 )
 
@@ -26,7 +26,7 @@ func InitControlPlane(ctx context.Context, env *Env, h *Host) error {
 
 // installNode pushes h's rendered files plus extra, and (re)starts kubelet
 // when one of its inputs changed.
-func installNode(ctx context.Context, env *Env, h *Host, extra ...pki.File) error {
+func installNode(ctx context.Context, env *Env, h *Host, extra ...nodefile.File) error {
 	files, err := env.NodeFiles(h)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/pki"
 )
 
@@ -24,7 +25,7 @@ func (e *Env) joining(h *Host) bool {
 // and, when its kubelet has not joined, a bootstrap kubeconfig with the fresh
 // token; then starts kubelet, which gets its client certificate through the CSR API.
 func JoinWorker(ctx context.Context, env *Env, h *Host) error {
-	var extra []pki.File
+	var extra []nodefile.File
 	if env.joining(h) {
 		if env.Token == nil {
 			return fmt.Errorf("no bootstrap token minted for %s (the join-token step was skipped?)", h.Name)

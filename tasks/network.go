@@ -8,8 +8,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/manifests"
-	"github.com/kubeforge/kubeforge/pki"
 )
 
 // routesPath is the script that restores pod routes at boot.
@@ -32,7 +32,7 @@ WantedBy=multi-user.target
 
 // podNetworkFiles are h's bridge CNI config for its own pod CIDR and the
 // routes script to every other node's pod CIDR, with its boot unit.
-func podNetworkFiles(env *Env, h *Host, cidrs map[string]string) []pki.File {
+func podNetworkFiles(env *Env, h *Host, cidrs map[string]string) []nodefile.File {
 	var routes []string
 	for _, o := range env.Inv.Hosts {
 		if o.Name == h.Name || cidrs[o.Name] == "" {
@@ -42,7 +42,7 @@ func podNetworkFiles(env *Env, h *Host, cidrs map[string]string) []pki.File {
 	}
 	sort.Strings(routes)
 	script := "#!/bin/sh\n# Written by kubeforge: routes to the other nodes' pod CIDRs.\nset -e\n" + strings.Join(routes, "\n") + "\n"
-	return []pki.File{
+	return []nodefile.File{
 		manifests.BridgeCNI(cidrs[h.Name]),
 		{Path: routesPath, Mode: 0o755, Data: []byte(script)},
 		{Path: "/etc/systemd/system/kubeforge-routes.service", Mode: 0o644, Data: []byte(routesUnit)},

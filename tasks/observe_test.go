@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/inventory"
 	"github.com/kubeforge/kubeforge/manifests"
 	"github.com/kubeforge/kubeforge/pki"
@@ -234,7 +235,7 @@ func TestStaticPodsRestartWhenTheirCertificatesChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	annot := func(files []pki.File) map[string]string {
+	annot := func(files []nodefile.File) map[string]string {
 		stamped, err := manifests.StampInputs(pods, files)
 		if err != nil {
 			t.Fatal(err)
@@ -249,10 +250,10 @@ func TestStaticPodsRestartWhenTheirCertificatesChange(t *testing.T) {
 		}
 		return out
 	}
-	base := []pki.File{{Path: "/etc/kubernetes/pki/apiserver.crt", Data: []byte("a")}, {Path: "/etc/kubernetes/pki/etcd/server.crt", Data: []byte("e")},
+	base := []nodefile.File{{Path: "/etc/kubernetes/pki/apiserver.crt", Data: []byte("a")}, {Path: "/etc/kubernetes/pki/etcd/server.crt", Data: []byte("e")},
 		{Path: "/etc/kubernetes/scheduler.conf", Data: []byte("s")}, {Path: "/var/lib/kubelet/config.yaml", Data: []byte("k")}}
 	before := annot(base)
-	renewed := append([]pki.File{{Path: "/etc/kubernetes/pki/apiserver.crt", Data: []byte("a2")}}, base[1:]...)
+	renewed := append([]nodefile.File{{Path: "/etc/kubernetes/pki/apiserver.crt", Data: []byte("a2")}}, base[1:]...)
 	after := annot(renewed)
 	api := "/etc/kubernetes/manifests/kube-apiserver.yaml"
 	sched := "/etc/kubernetes/manifests/kube-scheduler.yaml"
@@ -262,7 +263,7 @@ func TestStaticPodsRestartWhenTheirCertificatesChange(t *testing.T) {
 	if before[sched] != after[sched] {
 		t.Errorf("kube-scheduler restarts for a certificate it does not read")
 	}
-	kubelet := append(append([]pki.File(nil), base[:3]...), pki.File{Path: "/var/lib/kubelet/config.yaml", Data: []byte("k2")})
+	kubelet := append(append([]nodefile.File(nil), base[:3]...), nodefile.File{Path: "/var/lib/kubelet/config.yaml", Data: []byte("k2")})
 	if got := annot(kubelet); got[api] != before[api] {
 		t.Errorf("a kubelet file changed the API server's inputs")
 	}

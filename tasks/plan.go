@@ -11,8 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/manifests"
-	"github.com/kubeforge/kubeforge/pki"
 	"github.com/kubeforge/kubeforge/ssh"
 )
 
@@ -302,9 +302,9 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 	if err != nil {
 		return err
 	}
-	files = append(append([]pki.File(nil), kernelSettings...), files...)
+	files = append(append([]nodefile.File(nil), kernelSettings...), files...)
 	network := env.Inv.Cluster.CNI.Plugin != "manifest"
-	var later []pki.File // pod network files known only once every node has a pod CIDR
+	var later []nodefile.File // pod network files known only once every node has a pod CIDR
 	switch {
 	case !network:
 	case env.Cluster != nil && allHaveCIDRs(env, env.Cluster.PodCIDRs):

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/kubeforge/kubeforge/pki"
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 )
 
 // kernelSettings are the sysctls and modules every node needs.
-var kernelSettings = []pki.File{
+var kernelSettings = []nodefile.File{
 	{Path: "/etc/sysctl.d/99-kubeforge.conf", Mode: 0o644, Data: []byte(
 		"# Written by kubeforge: settings Kubernetes networking needs.\n" +
 			"net.ipv4.ip_forward = 1\n" +

@@ -11,7 +11,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/kubeforge/kubeforge/pki"
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/ssh"
 )
 
@@ -19,7 +19,7 @@ import (
 // matches) and records what changed. It returns the changed paths. Files the
 // plan of this run found as wanted on the host (same content, mode and owner)
 // are not checked again.
-func push(ctx context.Context, h *Host, files []pki.File) ([]string, error) {
+func push(ctx context.Context, h *Host, files []nodefile.File) ([]string, error) {
 	sf := make([]ssh.File, 0, len(files))
 	for _, f := range files {
 		sf = append(sf, ssh.File{Path: f.Path, Mode: f.Mode, Data: f.Data})
@@ -40,7 +40,7 @@ func push(ctx context.Context, h *Host, files []pki.File) ([]string, error) {
 
 // writeLocalTree writes files under root (the state dir's nodes/<host>),
 // atomically, keeping modes, and removes nothing else.
-func writeLocalTree(root string, files []pki.File) error {
+func writeLocalTree(root string, files []nodefile.File) error {
 	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 	for _, f := range files {
 		dst := filepath.Join(root, filepath.FromSlash(f.Path))

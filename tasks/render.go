@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/inventory"
 	"github.com/kubeforge/kubeforge/manifests"
 	"github.com/kubeforge/kubeforge/pki"
@@ -19,7 +20,7 @@ func (e *Env) NodeDir(host string) string { return filepath.Join(e.StateDir, "no
 // NodeFiles returns every file h receives from kubeforge (certificates,
 // kubeconfigs, static pods, kubelet config and unit), except the join token
 // material that is made just in time.
-func (e *Env) NodeFiles(h *Host) ([]pki.File, error) {
+func (e *Env) NodeFiles(h *Host) ([]nodefile.File, error) {
 	if e.PKI == nil {
 		return nil, fmt.Errorf("render %s: PKI not loaded", h.Name)
 	}

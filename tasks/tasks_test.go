@@ -13,11 +13,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/inventory"
-	"github.com/kubeforge/kubeforge/pki"
 )
 
-type pkiFile = pki.File
+type pkiFile = nodefile.File
 
 func TestParseFactsReadsEveryField(t *testing.T) {
 	mid := time.Unix(1000, 0)
