@@ -1,5 +1,6 @@
-// Package playbooks holds kubeforge's playbooks (up, scale, reset, preflight) as
-// ordered lists of named steps, and the one runner that executes them.
+// Package playbooks holds kubeforge's playbooks (up, scale, scale --remove,
+// reset, certs, preflight) as ordered lists of named steps, and the one runner
+// that executes them.
 package playbooks
 
 import (
