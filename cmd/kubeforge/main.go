@@ -1,4 +1,6 @@
-// Command kubeforge installs Kubernetes clusters over SSH from one workstation.
+// Command kubeforge installs and converges Kubernetes clusters over SSH from one
+// workstation. This package is the command line only: flags, prompts, printing
+// and exit codes; the work is in packages playbooks and tasks.
 package main
 
 import (
