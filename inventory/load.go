@@ -524,86 +524,24 @@ func (l locator) walk(path []any) (*yaml.Node, int, bool) {
 	return n, line, true
 }
 
-// findValue returns the path and node of the value on line that starts
-// with prefix (a mapping value or a list item); the path is nil when none.
-func (l locator) findValue(line int, prefix string) ([]any, *yaml.Node) {
-	var found []any
-	var node *yaml.Node
-	var visit func(n *yaml.Node, path []any)
-	visit = func(n *yaml.Node, path []any) {
-		if n.Line == line && path != nil && strings.HasPrefix(n.Value, prefix) && (n.Kind != yaml.ScalarNode || found == nil || len(path) > len(found)) {
-			if n.Kind == yaml.ScalarNode || node == nil {
-				found, node = path, n
-			}
+// each visits every node below the root with its path and the key that
+// names it (nil for a list item), depth first; it stops when visit says so.
+func (l locator) each(visit func(key, n *yaml.Node, path []any) bool) {
+	var walk func(key, n *yaml.Node, path []any) bool
+	walk = func(key, n *yaml.Node, path []any) bool {
+		if path != nil && visit(key, n, path) {
+			return true
 		}
 		switch n.Kind {
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content); i += 2 {
-				visit(n.Content[i+1], append(append([]any{}, path...), n.Content[i].Value))
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				visit(c, append(append([]any{}, path...), i))
-			}
-		}
-	}
-	if l.root != nil {
-		visit(l.root, nil)
-	}
-	return found, node
-}
-
-// findAlias returns the path and node of an alias whose anchor is on line.
-func (l locator) findAlias(line int) ([]any, *yaml.Node) {
-	var found []any
-	var node *yaml.Node
-	var visit func(n *yaml.Node, path []any)
-	visit = func(n *yaml.Node, path []any) {
-		if node != nil {
-			return
-		}
-		if n.Kind == yaml.AliasNode && n.Alias != nil && n.Alias.Line == line {
-			found, node = path, n
-			return
-		}
-		switch n.Kind {
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				visit(n.Content[i+1], append(append([]any{}, path...), n.Content[i].Value))
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				visit(c, append(append([]any{}, path...), i))
-			}
-		}
-	}
-	if l.root != nil {
-		visit(l.root, nil)
-	}
-	return found, node
-}
-
-// findKey returns the path of the mapping key named name on line, or nil.
-func (l locator) findKey(line int, name string) []any {
-	var found []any
-	var visit func(n *yaml.Node, path []any) bool
-	visit = func(n *yaml.Node, path []any) bool {
-		switch n.Kind {
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k := n.Content[i]
-				p := append(append([]any{}, path...), k.Value)
-				if k.Line == line && k.Value == name {
-					found = p
-					return true
-				}
-				if visit(n.Content[i+1], p) {
+				if walk(n.Content[i], n.Content[i+1], append(append([]any{}, path...), n.Content[i].Value)) {
 					return true
 				}
 			}
 		case yaml.SequenceNode:
 			for i, c := range n.Content {
-				if visit(c, append(append([]any{}, path...), i)) {
+				if walk(nil, c, append(append([]any{}, path...), i)) {
 					return true
 				}
 			}
@@ -611,9 +549,50 @@ func (l locator) findKey(line int, name string) []any {
 		return false
 	}
 	if l.root != nil {
-		visit(l.root, nil)
+		walk(nil, l.root, nil)
 	}
+}
+
+// findKey returns the path of the mapping key named name on line, or nil.
+func (l locator) findKey(line int, name string) []any {
+	var found []any
+	l.each(func(key, _ *yaml.Node, path []any) bool {
+		if key != nil && key.Line == line && key.Value == name {
+			found = path
+			return true
+		}
+		return false
+	})
 	return found
+}
+
+// findValue returns the path and node of the value on line that starts
+// with prefix (a mapping value or a list item), the innermost scalar first;
+// the path is nil when none.
+func (l locator) findValue(line int, prefix string) ([]any, *yaml.Node) {
+	var found []any
+	var node *yaml.Node
+	l.each(func(_, n *yaml.Node, path []any) bool {
+		if n.Line == line && strings.HasPrefix(n.Value, prefix) && (node == nil || n.Kind == yaml.ScalarNode && len(path) > len(found)) {
+			found, node = path, n
+		}
+		return false
+	})
+	return found, node
+}
+
+// findAlias returns the path and node of an alias whose anchor is on line.
+func (l locator) findAlias(line int) ([]any, *yaml.Node) {
+	var found []any
+	var node *yaml.Node
+	l.each(func(_, n *yaml.Node, path []any) bool {
+		if n.Kind == yaml.AliasNode && n.Alias != nil && n.Alias.Line == line {
+			found, node = path, n
+			return true
+		}
+		return false
+	})
+	return found, node
 }
 
 var plainKeyRe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
