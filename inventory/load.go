@@ -423,7 +423,51 @@ func unknownFieldHint(name, typ string) string {
 	if best != "" {
 		return fmt.Sprintf("did you mean %q?", best)
 	}
+	// A field of another block, put at the wrong level.
+	for _, o := range fieldHomes {
+		if o.typ == t {
+			continue
+		}
+		for _, f := range fieldNames(o.typ, "yaml") {
+			if f == name {
+				return fmt.Sprintf("%s belongs under %s", name, o.where)
+			}
+		}
+	}
+	// A part of a longer field's name ("version" for kubernetesVersion).
+	var containing []string
+	for _, f := range fields {
+		if len(lower) >= 4 && strings.Contains(strings.ToLower(f), lower) {
+			containing = append(containing, f)
+		}
+	}
+	switch len(containing) {
+	case 0:
+	case 1:
+		return fmt.Sprintf("did you mean %q?", containing[0])
+	default:
+		return "did you mean one of " + strings.Join(containing, ", ") + "?"
+	}
 	return "valid fields here: " + strings.Join(fields, ", ")
+}
+
+// fieldHomes says where each block's fields go, for a field put at the wrong level.
+var fieldHomes = []struct {
+	typ   reflect.Type
+	where string
+}{
+	{reflect.TypeFor[Inventory](), "the top level"},
+	{reflect.TypeFor[Cluster](), "cluster:"},
+	{reflect.TypeFor[SSH](), "ssh: (or a host's ssh:)"},
+	{reflect.TypeFor[Host](), "each item of hosts:"},
+	{reflect.TypeFor[Kubelet](), "cluster.kubelet:"},
+	{reflect.TypeFor[CNI](), "cluster.cni:"},
+}
+
+// fieldNames lists the fields of struct type t by their tagKey tag.
+func fieldNames(t reflect.Type, tagKey string) []string {
+	_, names := nearestField(t, tagKey, "")
+	return names
 }
 
 // nearestField returns the field of struct type t (by its tagKey tag) within
