@@ -299,7 +299,7 @@ func (d *decoded) addTypeError(msg string) {
 		// yaml.v3 names the anchor's line; the mistake is at the alias.
 		at, n := locator{root: d.root}.findAlias(line)
 		if n == nil {
-			at, n = locator{root: d.root}.findValue(line, "")
+			at, n = locator{root: d.root}.findKind(line, map[string]yaml.Kind{"map": yaml.MappingNode, "seq": yaml.SequenceNode}[m[1]])
 		}
 		if n != nil {
 			line = n.Line
@@ -388,6 +388,8 @@ func typeHint(typ string) string {
 		return "write a YAML list, such as [a, b]"
 	case "bool":
 		return "write true or false, without quotes"
+	case "[]*inventory.Host":
+		return "hosts is a list: start each host with \"- name: ...\""
 	}
 	return ""
 }
@@ -619,6 +621,20 @@ func (l locator) findValue(line int, prefix string) ([]any, *yaml.Node) {
 	l.each(func(_, n *yaml.Node, path []any) bool {
 		if n.Line == line && strings.HasPrefix(n.Value, prefix) && (node == nil || n.Kind == yaml.ScalarNode && len(path) > len(found)) {
 			found, node = path, n
+		}
+		return false
+	})
+	return found, node
+}
+
+// findKind returns the path and node of the outermost node of kind on line.
+func (l locator) findKind(line int, kind yaml.Kind) ([]any, *yaml.Node) {
+	var found []any
+	var node *yaml.Node
+	l.each(func(_, n *yaml.Node, path []any) bool {
+		if n.Line == line && n.Kind == kind {
+			found, node = path, n
+			return true
 		}
 		return false
 	})

@@ -495,7 +495,7 @@ func (c *checker) hosts() {
 	names := map[string]int{}     // name -> index
 	endpoints := map[string]int{} // address:port -> index
 	nodeIPs := map[string]int{}   // node IP -> index
-	controlPlanes := 0
+	controlPlanes, removedCP := 0, -1
 	for i, h := range inv.Hosts {
 		at := path{"hosts", i}
 		label := h.Name
@@ -570,6 +570,9 @@ func (c *checker) hosts() {
 		if h.IsControlPlane() && !h.Remove {
 			controlPlanes++
 		}
+		if h.IsControlPlane() && h.Remove && removedCP < 0 {
+			removedCP = i
+		}
 		for k, v := range h.Labels {
 			if errs := content.IsLabelKey(k); len(errs) > 0 {
 				c.errorf(at.with("labels", k), "a label key is [prefix/]name: a DNS subdomain prefix and a name of up to 63 letters, digits, '-', '_' or '.'",
@@ -602,6 +605,9 @@ func (c *checker) hosts() {
 	}
 	if len(inv.Hosts) > 0 {
 		switch {
+		case controlPlanes == 0 && removedCP >= 0:
+			c.errorf(path{"hosts", removedCP, "remove"}, "keep at least one control plane: add the new one before removing the last",
+				"every control plane is marked remove: true, and the cluster needs at least one")
 		case controlPlanes == 0:
 			c.errorf(path{"hosts"}, "give at least one host roles: [control-plane]", "no control plane: the cluster needs at least one host with the control-plane role")
 		case controlPlanes%2 == 0:
