@@ -160,14 +160,14 @@ func (c *checker) validate() {
 	case "":
 		c.errorf(path{"apiVersion"}, "add apiVersion: "+APIVersion, "apiVersion is missing")
 	default:
-		c.errorf(path{"apiVersion"}, "use apiVersion: "+APIVersion, "unsupported apiVersion %+q", inv.APIVersion)
+		c.errorf(path{"apiVersion"}, "use apiVersion: "+APIVersion, "unsupported apiVersion %+.80q", inv.APIVersion)
 	}
 	switch inv.Kind {
 	case Kind:
 	case "":
 		c.errorf(path{"kind"}, "add kind: "+Kind, "kind is missing")
 	default:
-		c.errorf(path{"kind"}, "use kind: "+Kind, "unsupported kind %+q", inv.Kind)
+		c.errorf(path{"kind"}, "use kind: "+Kind, "unsupported kind %+.80q", inv.Kind)
 	}
 	c.cluster()
 	c.ssh(path{"ssh"}, &inv.SSH, true)
@@ -179,16 +179,16 @@ func (c *checker) cluster() {
 	at := path{"cluster"}
 
 	if errs := validation.IsDNS1123Subdomain(cl.Name); len(errs) > 0 {
-		c.errorf(at.with("name"), "use lower-case letters, digits, '-' and '.', such as \"prod-eu1\"", "invalid cluster name %+q: %s", cl.Name, strings.Join(errs, "; "))
+		c.errorf(at.with("name"), "use lower-case letters, digits, '-' and '.', such as \"prod-eu1\"", "invalid cluster name %+.80q: %s", cl.Name, strings.Join(errs, "; "))
 	}
 	if !supportedVersion(cl.KubernetesVersion) {
 		c.errorf(at.with("kubernetesVersion"), "kubeforge supports "+SupportedKubernetesVersions+"; for example "+DefaultKubernetesVersion,
-			"unsupported Kubernetes version %+q", cl.KubernetesVersion)
+			"unsupported Kubernetes version %+.80q", cl.KubernetesVersion)
 	}
 	if ep := cl.ControlPlaneEndpoint; ep != "" {
 		if msg := checkHostPort(ep); msg != "" {
 			c.errorf(at.with("controlPlaneEndpoint"), "write host[:port], such as \"10.0.0.10:6443\", \"api.example.com\" or \"[fd00::10]:6443\"",
-				"invalid controlPlaneEndpoint %+q: %s", ep, msg)
+				"invalid controlPlaneEndpoint %+.80q: %s", ep, msg)
 		}
 	}
 
@@ -215,7 +215,7 @@ func (c *checker) cluster() {
 	}
 
 	if errs := validation.IsDNS1123Subdomain(cl.DNSDomain); len(errs) > 0 {
-		c.errorf(at.with("dnsDomain"), "such as "+DefaultDNSDomain, "invalid dnsDomain %+q: %s", cl.DNSDomain, strings.Join(errs, "; "))
+		c.errorf(at.with("dnsDomain"), "such as "+DefaultDNSDomain, "invalid dnsDomain %+.80q: %s", cl.DNSDomain, strings.Join(errs, "; "))
 	}
 	for i, san := range cl.CertSANs {
 		if _, err := netip.ParseAddr(san); err == nil {
@@ -226,19 +226,19 @@ func (c *checker) cluster() {
 		}
 		if errs := validation.IsDNS1123Subdomain(strings.ToLower(san)); len(errs) > 0 {
 			c.errorf(at.with("certSANs", i), "a SAN is an IP address or a DNS name such as api.example.com or *.example.com",
-				"invalid certificate SAN %+q", san)
+				"invalid certificate SAN %+.80q", san)
 		}
 	}
 	if !imageRepositoryRe.MatchString(cl.ImageRepository) {
 		c.errorf(at.with("imageRepository"), "a registry and path without scheme, such as registry.k8s.io or registry.local:5000/k8s",
-			"invalid imageRepository %+q", cl.ImageRepository)
+			"invalid imageRepository %+.80q", cl.ImageRepository)
 	}
 	if cl.Artifacts != "" {
 		c.artifacts(at.with("artifacts"), cl.Artifacts)
 	}
 	if ep := cl.ContainerRuntimeEndpoint; !strings.HasPrefix(ep, "unix:///") {
 		c.errorf(at.with("containerRuntimeEndpoint"), "use unix:// and an absolute socket path, such as "+DefaultContainerRuntimeEndpoint,
-			"invalid containerRuntimeEndpoint %+q", ep)
+			"invalid containerRuntimeEndpoint %+.80q", ep)
 	}
 	if cl.CertificateValidity.Duration < 0 {
 		c.errorf(at.with("certificateValidity"), "such as 8760h (one year)", "certificateValidity %s must be positive", cl.CertificateValidity.Duration)
@@ -246,7 +246,7 @@ func (c *checker) cluster() {
 	switch cl.KeyType {
 	case KeyTypeRSA, KeyTypeECDSA:
 	default:
-		c.errorf(at.with("keyType"), "use rsa or ecdsa", "unsupported keyType %+q", cl.KeyType)
+		c.errorf(at.with("keyType"), "use rsa or ecdsa", "unsupported keyType %+.80q", cl.KeyType)
 	}
 	switch cl.CNI.Plugin {
 	case CNIBridge:
@@ -260,12 +260,12 @@ func (c *checker) cluster() {
 			c.errorf(at.with("cni", "manifest"), "paths are relative to the inventory file's directory", "cannot read cni.manifest: %s", msg)
 		}
 	default:
-		c.errorf(at.with("cni", "plugin"), "use bridge (built in) or manifest", "unsupported cni.plugin %+q", cl.CNI.Plugin)
+		c.errorf(at.with("cni", "plugin"), "use bridge (built in) or manifest", "unsupported cni.plugin %+.80q", cl.CNI.Plugin)
 	}
 	switch cl.Kubelet.CgroupDriver {
 	case CgroupDriverSystemd, CgroupDriverCgroupfs:
 	default:
-		c.errorf(at.with("kubelet", "cgroupDriver"), "use systemd (the default) or cgroupfs, the same as the container runtime", "unsupported kubelet.cgroupDriver %+q", cl.Kubelet.CgroupDriver)
+		c.errorf(at.with("kubelet", "cgroupDriver"), "use systemd (the default) or cgroupfs, the same as the container runtime", "unsupported kubelet.cgroupDriver %+.80q", cl.Kubelet.CgroupDriver)
 	}
 	for _, comp := range []struct {
 		field string
@@ -285,10 +285,10 @@ func (c *checker) extraArgs(at path, args map[string]string) {
 	for name := range args {
 		switch {
 		case strings.HasPrefix(name, "-") && flagNameRe.MatchString(strings.TrimLeft(name, "-")):
-			c.errorf(at.with(name), fmt.Sprintf("write the flag name without dashes: %s", strings.TrimLeft(name, "-")), "invalid extraArgs name %+q", name)
+			c.errorf(at.with(name), fmt.Sprintf("write the flag name without dashes: %s", strings.TrimLeft(name, "-")), "invalid extraArgs name %+.80q", name)
 		case !flagNameRe.MatchString(name):
 			c.errorf(at.with(name), "a flag name has lower-case letters, digits, '-' and '.', without the leading \"--\", such as audit-log-maxage",
-				"invalid extraArgs name %+q", name)
+				"invalid extraArgs name %+.80q", name)
 		}
 	}
 }
@@ -315,7 +315,7 @@ func (c *checker) kubeletConfig(at path, cfg map[string]any) {
 			if near, _ := nearestField(reflect.TypeOf(kubeletv1beta1.KubeletConfiguration{}), "json", field); near != "" {
 				hint = fmt.Sprintf("did you mean %s?", near)
 			}
-			c.errorf(at.with(field), hint, "kubelet.config: unknown KubeletConfiguration field %+q", field)
+			c.errorf(at.with(field), hint, "kubelet.config: unknown KubeletConfiguration field %+.80q", field)
 			return
 		}
 		var typeErr *json.UnmarshalTypeError
@@ -337,7 +337,7 @@ func (c *checker) subnets(at path, value, kind string, minAddrs int) []netip.Pre
 		p, err := netip.ParsePrefix(strings.TrimSpace(s))
 		if err != nil {
 			c.errorf(at, "write a CIDR such as "+map[string]string{"pod": DefaultPodSubnet, "service": DefaultServiceSubnet}[kind],
-				"malformed %s subnet %+q", kind, strings.TrimSpace(s))
+				"malformed %s subnet %+.80q", kind, strings.TrimSpace(s))
 			ok = false
 			continue
 		}
@@ -348,7 +348,7 @@ func (c *checker) subnets(at path, value, kind string, minAddrs int) []netip.Pre
 	}
 	if len(out) > 2 || (len(out) == 2 && out[0].Addr().Is4() == out[1].Addr().Is4()) {
 		c.errorf(at, "give one CIDR, or one IPv4 and one IPv6 CIDR separated by a comma for dual stack",
-			"%s subnet %+q must be one CIDR or two of different IP families", kind, value)
+			"%s subnet %+.80q must be one CIDR or two of different IP families", kind, value)
 		return nil
 	}
 	for _, p := range out {
@@ -370,7 +370,7 @@ func (c *checker) podNodeMask(at path, p netip.Prefix) {
 	if v, ok := c.inv.Cluster.ControllerManager.ExtraArgs[flag]; ok {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			c.errorf(path{"cluster", "controllerManager", "extraArgs", flag}, "an integer such as 24", "invalid %s %+q", flag, v)
+			c.errorf(path{"cluster", "controllerManager", "extraArgs", flag}, "an integer such as 24", "invalid %s %+.80q", flag, v)
 			return
 		}
 		nodeMask = n
@@ -444,7 +444,7 @@ func (c *checker) bastion(at path, b *Bastion) {
 	if b.Address == "" {
 		c.errorf(at, "set bastion.address to the jump host's IP address or DNS name", "bastion has no address")
 	} else if !validAddress(b.Address) {
-		c.errorf(at.with("address"), "an IP address or a DNS name such as bastion.example.com", "invalid bastion address %+q", b.Address)
+		c.errorf(at.with("address"), "an IP address or a DNS name such as bastion.example.com", "invalid bastion address %+.80q", b.Address)
 	}
 	c.port(at.with("port"), b.Port)
 	c.user(at.with("user"), b.User)
@@ -470,7 +470,7 @@ var userRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$`)
 
 func (c *checker) user(at path, u string) {
 	if !userRe.MatchString(u) || len(u) > 256 {
-		c.errorf(at, "a login name such as root or debian", "invalid SSH user %+q", u)
+		c.errorf(at, "a login name such as root or debian", "invalid SSH user %+.80q", u)
 	}
 }
 
@@ -479,7 +479,7 @@ func (c *checker) envName(at path, name string) {
 		return
 	}
 	if errs := validation.IsEnvVarName(name); len(errs) > 0 {
-		c.errorf(at, "give the NAME of an environment variable, such as KUBEFORGE_SSH_PASSWORD, not its value", "invalid environment variable name %+q", name)
+		c.errorf(at, "give the NAME of an environment variable, such as KUBEFORGE_SSH_PASSWORD, not its value", "invalid environment variable name %+.80q", name)
 		return
 	}
 	if _, ok := os.LookupEnv(name); !ok {
@@ -509,10 +509,10 @@ func (c *checker) hosts() {
 		default:
 			if errs := validation.IsDNS1123Subdomain(h.Name); len(errs) > 0 {
 				c.errorf(at.with("name"), "a node name is an RFC 1123 subdomain: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit",
-					"host name %+q is not a valid node name: %s", h.Name, strings.Join(errs, "; "))
+					"host name %+.80q is not a valid node name: %s", h.Name, strings.Join(errs, "; "))
 			}
 			if j, dup := names[h.Name]; dup {
-				c.errorf(at.with("name"), "host names must be unique", "duplicate host name %+q (also used by the host at line %d)", h.Name, inv.Hosts[j].Line)
+				c.errorf(at.with("name"), "host names must be unique", "duplicate host name %+.80q (also used by the host at line %d)", h.Name, inv.Hosts[j].Line)
 			} else {
 				names[h.Name] = i
 			}
@@ -523,27 +523,27 @@ func (c *checker) hosts() {
 		case h.Address == "":
 			c.errorf(at, "set address to the IP address or DNS name kubeforge connects to over SSH", "host %s has no address", label)
 		case !validAddress(h.Address):
-			c.errorf(at.with("address"), "an IP address or a DNS name such as node1.example.com", "host %s: invalid address %+q", label, h.Address)
+			c.errorf(at.with("address"), "an IP address or a DNS name such as node1.example.com", "host %s: invalid address %+.80q", label, h.Address)
 		default:
 			key := netJoin(h.Address, h.Port)
 			if j, dup := endpoints[key]; dup {
 				dupEndpoint = true
-				c.errorf(at.with("address"), "every host needs its own address (or SSH port)", "host %s: duplicate address %s (also used by host %+q at line %d)", label, key, inv.Hosts[j].Name, inv.Hosts[j].Line)
+				c.errorf(at.with("address"), "every host needs its own address (or SSH port)", "host %s: duplicate address %s (also used by host %+.80q at line %d)", label, key, inv.Hosts[j].Name, inv.Hosts[j].Line)
 			} else {
 				endpoints[key] = i
 			}
 		}
 		if h.InternalAddress != "" {
 			if a, err := netip.ParseAddr(h.InternalAddress); err != nil || a.Zone() != "" {
-				c.errorf(at.with("internalAddress"), "internalAddress is the node IP: an IP address such as 10.0.0.11", "host %s: invalid internalAddress %+q", label, h.InternalAddress)
+				c.errorf(at.with("internalAddress"), "internalAddress is the node IP: an IP address such as 10.0.0.11", "host %s: invalid internalAddress %+.80q", label, h.InternalAddress)
 			}
 		} else if _, err := netip.ParseAddr(h.Address); err != nil && validAddress(h.Address) && !h.Remove {
 			c.errorf(at.with("address"), "set internalAddress to the host's IP in the cluster network, such as internalAddress: 10.0.0.11",
-				"host %s: address %+q is a DNS name, and the node IP (the kubelet's --node-ip, etcd's and the API server's addresses) must be an IP address", label, h.Address)
+				"host %s: address %+.80q is a DNS name, and the node IP (the kubelet's --node-ip, etcd's and the API server's addresses) must be an IP address", label, h.Address)
 		}
 		if ip := h.NodeIP(); ip != "" && !dupEndpoint {
 			if j, dup := nodeIPs[ip]; dup {
-				c.errorf(at.with(nodeIPField(h)), "set a distinct internalAddress on each host; it is the node IP", "host %s: node IP %s is also the node IP of host %+q at line %d", label, ip, inv.Hosts[j].Name, inv.Hosts[j].Line)
+				c.errorf(at.with(nodeIPField(h)), "set a distinct internalAddress on each host; it is the node IP", "host %s: node IP %s is also the node IP of host %+.80q at line %d", label, ip, inv.Hosts[j].Name, inv.Hosts[j].Line)
 			} else {
 				nodeIPs[ip] = i
 			}
@@ -564,7 +564,7 @@ func (c *checker) hosts() {
 			switch r {
 			case RoleControlPlane, RoleWorker:
 			default:
-				c.errorf(at.with("roles", j), "a role is control-plane or worker (etcd runs on every control plane)", "host %s: unknown role %+q", label, r)
+				c.errorf(at.with("roles", j), "a role is control-plane or worker (etcd runs on every control plane)", "host %s: unknown role %+.80q", label, r)
 			}
 		}
 		if h.IsControlPlane() && !h.Remove {
@@ -576,27 +576,27 @@ func (c *checker) hosts() {
 		for k, v := range h.Labels {
 			if errs := content.IsLabelKey(k); len(errs) > 0 {
 				c.errorf(at.with("labels", k), "a label key is [prefix/]name: a DNS subdomain prefix and a name of up to 63 letters, digits, '-', '_' or '.'",
-					"host %s: invalid label key %+q: %s", label, k, strings.Join(errs, "; "))
+					"host %s: invalid label key %+.80q: %s", label, k, strings.Join(errs, "; "))
 			}
 			if errs := content.IsLabelValue(v); len(errs) > 0 {
 				c.errorf(at.with("labels", k), "a label value has up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
-					"host %s: invalid value %+q for label %+q: %s", label, v, k, strings.Join(errs, "; "))
+					"host %s: invalid value %+.80q for label %+.80q: %s", label, v, k, strings.Join(errs, "; "))
 			}
 		}
 		for j, t := range h.Taints {
 			tat := at.with("taints", j)
 			if errs := content.IsLabelKey(t.Key); len(errs) > 0 {
-				c.errorf(tat.with("key"), "a taint key is [prefix/]name, like a label key", "host %s: invalid taint key %+q: %s", label, t.Key, strings.Join(errs, "; "))
+				c.errorf(tat.with("key"), "a taint key is [prefix/]name, like a label key", "host %s: invalid taint key %+.80q: %s", label, t.Key, strings.Join(errs, "; "))
 			}
 			if t.Value != "" {
 				if errs := content.IsLabelValue(t.Value); len(errs) > 0 {
-					c.errorf(tat.with("value"), "a taint value follows the rules of a label value", "host %s: invalid taint value %+q: %s", label, t.Value, strings.Join(errs, "; "))
+					c.errorf(tat.with("value"), "a taint value follows the rules of a label value", "host %s: invalid taint value %+.80q: %s", label, t.Value, strings.Join(errs, "; "))
 				}
 			}
 			switch t.Effect {
 			case "NoSchedule", "PreferNoSchedule", "NoExecute":
 			default:
-				c.errorf(tat.with("effect"), "use NoSchedule, PreferNoSchedule or NoExecute", "host %s: invalid taint effect %+q", label, t.Effect)
+				c.errorf(tat.with("effect"), "use NoSchedule, PreferNoSchedule or NoExecute", "host %s: invalid taint effect %+.80q", label, t.Effect)
 			}
 		}
 		if h.SSH != nil {
@@ -668,7 +668,7 @@ func checkHostPort(s string) string {
 		return err.Error()
 	}
 	if !validAddress(h) {
-		return fmt.Sprintf("host %+q is neither an IP address nor a DNS name", h)
+		return fmt.Sprintf("host %+.80q is neither an IP address nor a DNS name", h)
 	}
 	return ""
 }

@@ -3,12 +3,12 @@ package manifests
 import (
 	"fmt"
 	"sort"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/pki"
 )
 
 // kubeadm's ClusterConfiguration, kubeadm.k8s.io/v1beta4: the fields kubeforge sets,
@@ -61,9 +61,6 @@ type localEtcd struct {
 	DataDir   string       `json:"dataDir"`
 	ExtraArgs []kubeadmArg `json:"extraArgs,omitempty"`
 }
-
-// caValidity is kubeadm's CA validity period (10 years).
-const caValidity = 10 * 365 * 24 * time.Hour
 
 // kubeadmArgs turns an extraArgs map into v1beta4's list, sorted by name.
 func kubeadmArgs(m map[string]string) []kubeadmArg {
@@ -120,7 +117,7 @@ func ClusterConfiguration(inv *inventory.Inventory) ([]byte, error) {
 		ClusterName:                 d.clusterName,
 		EncryptionAlgorithm:         enc,
 		CertificateValidityPeriod:   &metav1.Duration{Duration: validity},
-		CACertificateValidityPeriod: &metav1.Duration{Duration: caValidity},
+		CACertificateValidityPeriod: &metav1.Duration{Duration: pki.CAValidity},
 	}
 	out, err := yaml.Marshal(cc)
 	if err != nil {

@@ -13,14 +13,15 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/pki"
 )
 
 // Names of the objects and groups kubeadm 1.37 creates (cmd/kubeadm/app/constants
 // and phases).
 const (
-	ClusterAdminsGroup            = "kubeadm:cluster-admins"
-	NodesGroup                    = "system:nodes"
-	BootstrapTokenGroup           = "system:bootstrappers:kubeadm:default-node-token"
+	ClusterAdminsGroup            = pki.ClusterAdminsGroup
+	NodesGroup                    = pki.NodesGroup
+	BootstrapTokenGroup           = pki.NodeBootstrapTokenAuthGroup
 	KubeadmConfigConfigMap        = "kubeadm-config"
 	ClusterConfigurationKey       = "ClusterConfiguration"
 	KubeletConfigConfigMap        = "kubelet-config"

@@ -29,8 +29,8 @@ const (
 	DefaultValidity     = 365 * 24 * time.Hour      // leaves
 	CAValidity          = 10 * 365 * 24 * time.Hour // CAs
 	CertificateBackdate = 5 * time.Minute           // NotBefore = now - backdate
-	KeyTypeRSA          = "rsa"                     // RSA 2048
-	KeyTypeECDSA        = "ecdsa"                   // ECDSA P-256
+	KeyTypeRSA          = inventory.KeyTypeRSA      // RSA 2048
+	KeyTypeECDSA        = inventory.KeyTypeECDSA    // ECDSA P-256
 	// RenewBefore is how long before expiry Ensure re-issues a leaf. Leaves with
 	// a validity shorter than 3*RenewBefore are re-issued in their last third instead.
 	RenewBefore = 30 * 24 * time.Hour

@@ -31,10 +31,10 @@ const (
 	// inventory's cluster name, as kubeadm uses clusterName).
 	BootstrapClusterName = "kubernetes"
 	// APIServerPort is the port the API server listens on.
-	APIServerPort = 6443
+	APIServerPort = inventory.DefaultAPIServerPort
 	// DefaultServiceSubnet and DefaultDNSDomain apply when the inventory leaves them empty.
-	DefaultServiceSubnet = "10.96.0.0/12"
-	DefaultDNSDomain     = "cluster.local"
+	DefaultServiceSubnet = inventory.DefaultServiceSubnet
+	DefaultDNSDomain     = inventory.DefaultDNSDomain
 	// ClusterAdminsGroup is the Organization of admin.conf's client certificate.
 	ClusterAdminsGroup = "kubeadm:cluster-admins"
 	// SystemMastersGroup is the Organization of super-admin.conf's client certificate.

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kubeforge/kubeforge/inventory"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -20,7 +21,7 @@ func apiConfig(kubeconfig []byte, h *Host) (*rest.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load kubeconfig: %w", err)
 	}
-	target := net.JoinHostPort(h.NodeIP(), strconv.Itoa(6443))
+	target := net.JoinHostPort(h.NodeIP(), strconv.Itoa(inventory.DefaultAPIServerPort))
 	// Connect to h's own API server and verify its certificate for h's
 	// address, which every API server certificate carries (the endpoint in the
 	// kubeconfig may name another control plane or a load balancer).

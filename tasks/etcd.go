@@ -39,7 +39,7 @@ func etcdClient(ctx context.Context, env *Env, via *Host) (*clientv3.Client, err
 	if !pool.AppendCertsFromPEM(byPath["/etc/kubernetes/pki/etcd/ca.crt"]) {
 		return nil, fmt.Errorf("etcd client: no etcd CA certificate")
 	}
-	endpoint := net.JoinHostPort(via.NodeIP(), strconv.Itoa(2379))
+	endpoint := net.JoinHostPort(via.NodeIP(), strconv.Itoa(manifests.EtcdClientPort))
 	conn := via.Client
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{"https://" + endpoint},

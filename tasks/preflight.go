@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/manifests"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -50,7 +52,7 @@ func (e *PreflightError) Error() string {
 
 // ControlPlanePorts and WorkerPorts must be free on a host before it joins.
 var (
-	controlPlanePorts = []int{6443, 2379, 2380, 10250, 10257, 10259}
+	controlPlanePorts = []int{inventory.DefaultAPIServerPort, manifests.EtcdClientPort, manifests.EtcdPeerPort, 10250, 10257, 10259}
 	workerPorts       = []int{10250}
 )
 
@@ -129,7 +131,7 @@ func checkReach(ctx context.Context, env *Env, h *Host) error {
 			if o.Name == h.Name || o.Facts == nil {
 				continue
 			}
-			for _, p := range []int{2379, 2380, 6443} {
+			for _, p := range []int{manifests.EtcdClientPort, manifests.EtcdPeerPort, inventory.DefaultAPIServerPort} {
 				if o.Facts.Listening[p] {
 					targets = append(targets, target{o.NodeIP(), p, "control plane " + o.Name})
 				}

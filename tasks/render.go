@@ -3,9 +3,7 @@ package tasks
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/kubeforge/kubeforge/internal/nodefile"
@@ -61,7 +59,7 @@ func (e *Env) kubeletParams(h *Host) manifests.KubeletParams {
 func EtcdParamsFor(inv *inventory.Inventory, h *inventory.Host) manifests.EtcdParams {
 	var members []string
 	for _, cp := range inv.ControlPlanes() {
-		members = append(members, cp.Name+"=https://"+net.JoinHostPort(cp.NodeIP(), strconv.Itoa(2380)))
+		members = append(members, cp.Name+"="+manifests.EtcdPeerURL(cp))
 		if cp == h {
 			break
 		}
