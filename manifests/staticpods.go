@@ -50,12 +50,14 @@ const (
 	componentHealthTimeoutSec = 240 // ControlPlaneComponentHealthCheck: 4m
 )
 
-// caCertsExtraPaths are the host trust-store directories kubeadm mounts into the API
-// server and controller manager when they exist on the host. kubeforge renders on the
-// workstation and targets Debian-family hosts, so it mounts the ones those hosts have.
-func caCertsExtraPaths() []string {
-	return []string{"/etc/ca-certificates", "/usr/local/share/ca-certificates", "/usr/share/ca-certificates"}
-}
+// TrustStorePaths are the host trust-store directories kubeadm v1.37 mounts
+// into the API server and controller manager when they exist on the host
+// (besides /etc/ssl/certs, always): Debian's and the RHEL family's.
+var TrustStorePaths = []string{"/etc/ca-certificates", "/etc/pki/ca-trust", "/etc/pki/tls/certs", "/usr/local/share/ca-certificates", "/usr/share/ca-certificates"}
+
+// debianTrustStores are those a Debian-family host has: what is mounted when
+// the host was not read (an offline render).
+var debianTrustStores = []string{"/etc/ca-certificates", "/usr/local/share/ca-certificates", "/usr/share/ca-certificates"}
 
 // EtcdParams are per-host values for the local etcd member.
 type EtcdParams struct {
@@ -87,7 +89,7 @@ func StaticPods(inv *inventory.Inventory, h *inventory.Host, p ControlPlaneParam
 	if err != nil {
 		return nil, fmt.Errorf("render static pods for %s: %w", h.Name, err)
 	}
-	pods := []*corev1.Pod{etcdPod, apiServerPod(inv, h), controllerManagerPod(inv, p.ExternalCA), schedulerPod(inv)}
+	pods := []*corev1.Pod{etcdPod, apiServerPod(inv, h, p.TrustStores), controllerManagerPod(inv, p), schedulerPod(inv)}
 	files := make([]nodefile.File, 0, len(pods))
 	for _, p := range pods {
 		data, err := yaml.Marshal(p)
@@ -204,7 +206,7 @@ func pkiPath(name string) string { return path.Join(CertificatesDir, name) }
 
 // controlPlaneVolumes returns the certificate volumes of the API server and the
 // controller manager: k8s-certs, ca-certs and the host's extra trust stores.
-func controlPlaneVolumes() ([]corev1.Volume, []corev1.VolumeMount) {
+func controlPlaneVolumes(trustStores []string) ([]corev1.Volume, []corev1.VolumeMount) {
 	vols := []corev1.Volume{
 		hostPathVolume("k8s-certs", CertificatesDir, corev1.HostPathDirectoryOrCreate),
 		hostPathVolume("ca-certs", "/etc/ssl/certs", corev1.HostPathDirectoryOrCreate),
@@ -213,7 +215,10 @@ func controlPlaneVolumes() ([]corev1.Volume, []corev1.VolumeMount) {
 		{Name: "k8s-certs", MountPath: CertificatesDir, ReadOnly: true},
 		{Name: "ca-certs", MountPath: "/etc/ssl/certs", ReadOnly: true},
 	}
-	for _, p := range caCertsExtraPaths() {
+	if trustStores == nil {
+		trustStores = debianTrustStores
+	}
+	for _, p := range trustStores {
 		name := strings.ReplaceAll(p, "/", "-")[1:]
 		vols = append(vols, hostPathVolume(name, p, corev1.HostPathDirectoryOrCreate))
 		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: p, ReadOnly: true})
@@ -221,7 +226,7 @@ func controlPlaneVolumes() ([]corev1.Volume, []corev1.VolumeMount) {
 	return vols, mounts
 }
 
-func apiServerPod(inv *inventory.Inventory, h *inventory.Host) *corev1.Pod {
+func apiServerPod(inv *inventory.Inventory, h *inventory.Host, trustStores []string) *corev1.Pod {
 	d := defaults(inv)
 	ip := h.NodeIP()
 	extra := withFeatureGates(inv, inv.Cluster.APIServer.ExtraArgs)
@@ -258,7 +263,7 @@ func apiServerPod(inv *inventory.Inventory, h *inventory.Host) *corev1.Pod {
 	if _, structured := extra["authorization-config"]; !structured {
 		base = setArg(base, "authorization-mode", "Node,RBAC")
 	}
-	vols, mounts := controlPlaneVolumes()
+	vols, mounts := controlPlaneVolumes(trustStores)
 	sortMounts(mounts)
 	endpoint := net.JoinHostPort(ip, strconv.Itoa(inventory.DefaultAPIServerPort))
 	c := corev1.Container{
@@ -276,7 +281,8 @@ func apiServerPod(inv *inventory.Inventory, h *inventory.Host) *corev1.Pod {
 	return componentPod(c, vols, map[string]string{APIServerAdvertiseAddressAnnotation: endpoint})
 }
 
-func controllerManagerPod(inv *inventory.Inventory, externalCA bool) *corev1.Pod {
+func controllerManagerPod(inv *inventory.Inventory, p ControlPlaneParams) *corev1.Pod {
+	externalCA := p.ExternalCA
 	d := defaults(inv)
 	extra := withFeatureGates(inv, inv.Cluster.ControllerManager.ExtraArgs)
 	kubeconfig := path.Join(KubernetesDir, "controller-manager.conf")
@@ -300,7 +306,7 @@ func controllerManagerPod(inv *inventory.Inventory, externalCA bool) *corev1.Pod
 		{"service-cluster-ip-range", d.serviceSubnet},
 		{"cluster-name", d.clusterName},
 	}
-	vols, mounts := controlPlaneVolumes()
+	vols, mounts := controlPlaneVolumes(p.TrustStores)
 	vols = append(vols, hostPathVolume("kubeconfig", kubeconfig, corev1.HostPathFileOrCreate))
 	mounts = append(mounts, corev1.VolumeMount{Name: "kubeconfig", MountPath: kubeconfig, ReadOnly: true})
 	sortMounts(mounts)
@@ -363,6 +369,9 @@ type ControlPlaneParams struct {
 	// ExternalCA: the controller manager gets no signing flags (kubeadm leaves
 	// them out too); kubelet client certificates are then signed outside.
 	ExternalCA bool
+	// TrustStores are the host's trust-store directories (of TrustStorePaths)
+	// to mount; nil when the host was not read: Debian's.
+	TrustStores []string
 }
 
 // EtcdDataDirOf is where etcd keeps its data: /var/lib/etcd, or the

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"github.com/kubeforge/kubeforge/manifests"
 	"github.com/kubeforge/kubeforge/ssh"
 	"strconv"
 	"strings"
@@ -37,6 +38,9 @@ type Facts struct {
 	KubeletConf           bool // /etc/kubernetes/kubelet.conf exists: the host is a node already
 	StaticPods            bool // /etc/kubernetes/manifests holds kubeforge's control-plane pods
 	EtcdData              bool // /var/lib/etcd/member exists: this host holds an etcd member's data
+	// TrustStores are the host's CA trust-store directories among those
+	// kubeadm mounts into the API server and controller manager.
+	TrustStores []string
 	// EtcdInitialCluster and EtcdInitialState are the flags of the etcd manifest
 	// on the host: inert once the member has data, so they are kept as found.
 	EtcdInitialCluster, EtcdInitialState string
@@ -53,7 +57,7 @@ type Facts struct {
 }
 
 // factsScript prints "key<TAB>value" lines; it only reads.
-const factsScript = `set +e
+var factsScript = `set +e
 . /etc/os-release 2>/dev/null
 printf 'os\t%s\nosversion\t%s\nosname\t%s\n' "$ID" "$VERSION_ID" "$PRETTY_NAME"
 printf 'arch\t%s\nkernel\t%s\nhostname\t%s\n' "$(uname -m)" "$(uname -r)" "$(hostname)"
@@ -82,6 +86,7 @@ printf 'kubeletconf\t%s\n' "$(test -f /etc/kubernetes/kubelet.conf && echo yes)"
 printf 'staticpods\t%s\n' "$(test -f /etc/kubernetes/manifests/kube-apiserver.yaml && echo yes)"
 printf 'uid\t%s\n' "$(id -u)"
 printf 'etcddata\t%s\n' "$(test -d /var/lib/etcd/member && echo yes)"
+for d in ` + strings.Join(manifests.TrustStorePaths, " ") + `; do [ -d "$d" ] && printf 'truststore\t%s\n' "$d"; done
 m=/etc/kubernetes/manifests/etcd.yaml
 if [ -f $m ]; then
   printf 'etcdinitialcluster\t%s\n' "$(sed -n 's/^ *- --initial-cluster=//p' $m | head -1)"
@@ -186,6 +191,8 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 			f.StaticPods = v == "yes"
 		case "resolvconf":
 			f.ResolvConf = v == "yes"
+		case "truststore":
+			f.TrustStores = append(f.TrustStores, v)
 		case "etcddata":
 			f.EtcdData = v == "yes"
 		case "etcdinitialcluster":

@@ -32,7 +32,7 @@ func (e *Env) NodeFiles(h *Host) ([]nodefile.File, error) {
 	}
 	files = append(files, kf...)
 	if h.IsControlPlane() {
-		pods, err := manifests.StaticPods(e.Inv, h.Host, manifests.ControlPlaneParams{Etcd: e.etcdParamsFor(h), ExternalCA: !e.PKI.HasCAKey(pki.CAName)})
+		pods, err := manifests.StaticPods(e.Inv, h.Host, manifests.ControlPlaneParams{Etcd: e.etcdParamsFor(h), ExternalCA: !e.PKI.HasCAKey(pki.CAName), TrustStores: trustStores(h)})
 		if err != nil {
 			return nil, fmt.Errorf("render %s static pods: %w", h.Name, err)
 		}
@@ -84,4 +84,13 @@ func RenderTrees(_ context.Context, env *Env) error {
 		}
 	}
 	return nil
+}
+
+// trustStores are h's trust-store directories as its facts found them; nil
+// when it was not read. A host that has none gets an empty list (not nil).
+func trustStores(h *Host) []string {
+	if h.Facts == nil {
+		return nil
+	}
+	return append([]string{}, h.Facts.TrustStores...)
 }

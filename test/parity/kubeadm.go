@@ -27,8 +27,9 @@ type KubeadmOutput struct {
 }
 
 // RunKubeadm renders config with kubeadm (binary at kubeadm) inside a
-// container of image, so nothing is written on the workstation.
-func RunKubeadm(kubeadm, image, config string) (*KubeadmOutput, error) {
+// container of image, so nothing is written on the workstation. setup is a
+// shell command run in the container first (to shape the host kubeadm sees).
+func RunKubeadm(kubeadm, image, config, setup string) (*KubeadmOutput, error) {
 	work, err := os.MkdirTemp("", "kubeforge-parity-")
 	if err != nil {
 		return nil, err
@@ -37,7 +38,10 @@ func RunKubeadm(kubeadm, image, config string) (*KubeadmOutput, error) {
 	if err := os.WriteFile(filepath.Join(work, "kubeadm.yaml"), []byte(config), 0o600); err != nil {
 		return nil, err
 	}
-	script := `kubeadm init --dry-run --config /work/kubeadm.yaml --ignore-preflight-errors=all >/work/stdout 2>/work/stderr; rc=$?
+	if setup == "" {
+		setup = "true"
+	}
+	script := setup + "\n" + `kubeadm init --dry-run --config /work/kubeadm.yaml --ignore-preflight-errors=all >/work/stdout 2>/work/stderr; rc=$?
 mkdir -p /work/out && cp -r /etc/kubernetes/tmp/kubeadm-init-dryrun*/. /work/out/ 2>/dev/null; exit $rc`
 	cmd := exec.Command("docker", "run", "--rm", "--network", "none", "--entrypoint", "sh",
 		"-v", kubeadm+":/usr/local/bin/kubeadm:ro", "-v", work+":/work", image, "-c", script)

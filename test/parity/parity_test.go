@@ -27,7 +27,13 @@ import (
 // as the kubeadm configuration that asks kubeadm for the same cluster.
 type parityCase struct {
 	name, inventory, kubeadm string
+	// setup shapes the host kubeadm runs on; trustStores is what kubeforge's
+	// facts find on such a host (the node image is Debian's).
+	setup       string
+	trustStores []string
 }
+
+var debianTrustStores = []string{"/etc/ca-certificates", "/usr/local/share/ca-certificates", "/usr/share/ca-certificates"}
 
 // initConfiguration is kubeadm's side of oneControlPlane: the node cp1 at 10.0.0.11.
 const initConfiguration = `apiVersion: kubeadm.k8s.io/v1beta4
@@ -50,6 +56,23 @@ hosts:
 `
 
 var cases = []parityCase{{
+	name: "rhel-trust-stores",
+	inventory: `apiVersion: kubeforge.io/v1alpha1
+kind: Cluster
+cluster:
+  name: kubeforge
+` + oneControlPlane,
+	kubeadm: initConfiguration + `apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: v1.37.2
+clusterName: kubeforge
+networking:
+  podSubnet: 10.244.0.0/16
+`,
+	// A host with the RHEL family's trust stores (and Debian's): kubeadm mounts each that exists.
+	setup:       "mkdir -p /etc/pki/ca-trust /etc/pki/tls/certs",
+	trustStores: []string{"/etc/ca-certificates", "/etc/pki/ca-trust", "/etc/pki/tls/certs", "/usr/local/share/ca-certificates", "/usr/share/ca-certificates"},
+}, {
 	name: "defaults",
 	inventory: `apiVersion: kubeforge.io/v1alpha1
 kind: Cluster
@@ -175,11 +198,15 @@ func TestKubeadmParity(t *testing.T) {
 	}()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ko, err := RunKubeadm(kubeadm, harnesslib.DefaultImage, tc.kubeadm)
+			ko, err := RunKubeadm(kubeadm, harnesslib.DefaultImage, tc.kubeadm, tc.setup)
 			if err != nil {
 				t.Fatal(err)
 			}
-			kfFiles, kfObjs := renderKubeforge(t, tc.inventory)
+			stores := tc.trustStores
+			if stores == nil {
+				stores = debianTrustStores
+			}
+			kfFiles, kfObjs := renderKubeforge(t, tc.inventory, stores)
 			var diffs []Difference
 			ka, err := FlattenFiles(ko.Files)
 			if err != nil {
@@ -233,7 +260,7 @@ func onlyPaths(got map[string][]byte, want map[string][]byte) map[string][]byte 
 
 // renderKubeforge renders the first control plane's files and the cluster
 // objects, as `up` would push and apply them.
-func renderKubeforge(t *testing.T, invYAML string) (map[string][]byte, []runtime.Object) {
+func renderKubeforge(t *testing.T, invYAML string, trustStores []string) (map[string][]byte, []runtime.Object) {
 	t.Helper()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "cluster.yaml")
@@ -249,7 +276,8 @@ func renderKubeforge(t *testing.T, invYAML string) (map[string][]byte, []runtime
 		t.Fatal(err)
 	}
 	h := env.Host(inv.FirstControlPlane())
-	h.Facts = &tasks.Facts{CgroupV2: true, Hostname: "parity-container"} // kubeadm runs in a container whose hostname is not the node name
+	// kubeadm runs in a container whose hostname is not the node name.
+	h.Facts = &tasks.Facts{CgroupV2: true, Hostname: "parity-container", TrustStores: trustStores}
 	files, err := env.NodeFiles(h)
 	if err != nil {
 		t.Fatal(err)
