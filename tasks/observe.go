@@ -229,6 +229,9 @@ func ObserveCluster(ctx context.Context, env *Env) error {
 	}
 	env.Cluster = cf
 	if len(cf.APIUp) == 0 {
+		if cf.Etcd != nil {
+			env.warn("no API server answered /readyz: Nodes, Leases and pod CIDRs were not read, so the plan may change once one answers")
+		}
 		return nil
 	}
 	if err := ConnectAPI(ctx, env); err != nil {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/kubeforge/kubeforge/tasks"
 	"github.com/kubeforge/kubeforge/test/harnesslib"
 )
@@ -203,7 +205,8 @@ func TestPlanAccuracy(t *testing.T) {
 	if !strings.Contains(served, want) {
 		t.Errorf("the API server serves %q; want the renewed certificate %s", strings.TrimSpace(served), want)
 	}
-	// Drift: a host added.
+	// Drift: a host added (once the restarted API server is ready: the plan reads Nodes through it).
+	waitAPIReady(ctx, t, state)
 	inv = c.Inventory
 	p = step("a host added")
 	if h := planHost(p, "node3"); h == nil || h.Role != "join" || strings.Join(p.JoinNodes, ",") != "node3" {
@@ -213,6 +216,19 @@ func TestPlanAccuracy(t *testing.T) {
 	MustSSH(ctx, t, c, c.Nodes[2], "root", "test -s /etc/kubernetes/kubelet.conf && test ! -e /etc/kubernetes/bootstrap-kubelet.conf")
 	if mode := strings.TrimSpace(MustSSH(ctx, t, c, c.Nodes[0], "root", "stat -c %a /var/lib/etcd")); mode != "700" {
 		t.Errorf("/var/lib/etcd has mode %s; want 700", mode)
+	}
+}
+
+// waitAPIReady waits until the cluster's API server answers /readyz "ok".
+func waitAPIReady(ctx context.Context, t *testing.T, state string) {
+	t.Helper()
+	kc := clientFor(t, state)
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		body, err := kc.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err == nil && strings.TrimSpace(string(body)) == "ok", nil
+	})
+	if err != nil {
+		t.Fatalf("the API server is not ready: %v", err)
 	}
 }
 
