@@ -69,3 +69,22 @@ func stepRemovalPlan() Step {
 	return Step{Name: "remove/plan", Help: "read what removing the leaving hosts does: pods to evict, Node, etcd member, reset",
 		Local: tasks.PlanRemoval, ReadOnly: true}
 }
+
+// Backup is the playbook behind `kubeforge backup`: it reads the control
+// planes only and writes an archive on the workstation (etcd snapshot, PKI,
+// inventory, manifest of sha256 sums).
+func Backup(out string) func(*inventory.Inventory) Playbook {
+	return func(*inventory.Inventory) Playbook {
+		cps := func(s Step) Step {
+			s.Hosts = inventory.SelectControlPlanes
+			return s
+		}
+		return Playbook{Name: "backup", Steps: []Step{
+			cps(stepConnect()), cps(stepFacts()),
+			{Name: "certs/load", Help: "load the cluster PKI from the state dir (a backup makes none)", Local: tasks.LoadPKI, Always: true},
+			stepProbe(),
+			{Name: "backup", Help: "snapshot etcd from a voting member, verify it, write it with the PKI and inventory to one archive",
+				Local: tasks.TakeBackup(out), Timeout: 30 * time.Minute},
+		}}
+	}
+}

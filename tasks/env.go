@@ -73,6 +73,8 @@ type Env struct {
 	Cluster *ClusterFacts
 	// Plan is what this run does, decided from the inventory and Cluster.
 	Plan *Plan
+	// Backup is what `kubeforge backup` wrote.
+	Backup *BackupResult
 	// Leaving are the hosts marked `remove: true`: not part of the cluster
 	// the run converges to; scale removes them.
 	Leaving []*Host

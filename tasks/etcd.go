@@ -103,7 +103,19 @@ func addEtcdLearner(ctx context.Context, cli *clientv3.Client, h *Host) (uint64,
 			return 0, manifests.EtcdParams{}, fmt.Errorf("etcd has a learner (%s) that must be promoted before %s joins: %w", m.Name, h.Name, err)
 		}
 	}
-	resp, err := cli.MemberAddAsLearner(ctx, []string{peer})
+	// etcd refuses a member change for a few seconds after a member (the voter
+	// just promoted) connects: "unhealthy cluster". kubeadm retries; so does this.
+	var resp *clientv3.MemberAddResponse
+	werr := wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+		resp, err = cli.MemberAddAsLearner(ctx, []string{peer})
+		if err != nil && errors.Is(rpctypes.Error(err), rpctypes.ErrUnhealthy) {
+			return false, nil
+		}
+		return true, nil
+	})
+	if werr != nil && err == nil {
+		err = werr
+	}
 	if err != nil {
 		return 0, manifests.EtcdParams{}, fmt.Errorf("add etcd learner %s: %w", peer, err)
 	}

@@ -83,6 +83,7 @@ generates the cluster PKI locally, pushes files over SFTP and joins the nodes, i
 		newUpCmd(g, stdout),
 		newScaleCmd(g, stdout),
 		newResetCmd(g, stdout),
+		newBackupCmd(g, stdout),
 		newCertsCmd(g, stdout),
 		newRenderCmd(g, stdout),
 		newKubeconfigCmd(g, stdout),

@@ -301,6 +301,8 @@ func convergeThreeControlPlanes(ctx context.Context, t *testing.T, c *harnesslib
 	}
 	mustUp(ctx, t, c, state)
 	checkWhole(ctx, t, c, state, 3)
+	// A backup of the whole cluster (issue: backup and restore).
+	checkBackup(ctx, t, c, state, 3)
 	// A control plane reset while its member stays (as an older kubeforge or a
 	// reinstall leaves it): up removes the stale voter and the host rejoins.
 	MustSSH(ctx, t, c, c.Nodes[2], "root", "systemctl stop kubelet; crictl rm -fa >/dev/null 2>&1; ctr -n k8s.io tasks ls -q | xargs -r -n1 ctr -n k8s.io tasks kill -s SIGKILL; sleep 2; rm -rf /var/lib/etcd")
