@@ -357,14 +357,25 @@ func Ensure(inv *inventory.Inventory, b *Bundle, opt Options) ([]Change, error) 
 	}
 	changes = append(changes, c)
 
+	leaves, err := b.ensureLeaves(inv, opt, false, func(string) bool { return true })
+	if err != nil {
+		return nil, fmt.Errorf("ensure pki: %w", err)
+	}
+	return append(changes, leaves...), nil
+}
+
+// ensureLeaves ensures (or, with renew, re-issues) the leaves chosen by name
+// on every host that has them.
+func (b *Bundle) ensureLeaves(inv *inventory.Inventory, opt Options, renew bool, chosen func(name string) bool) ([]Change, error) {
+	var changes []Change
 	for _, t := range targets(inv) {
 		for _, spec := range leafSpecs {
-			if !spec.Hosts(inv, t.Host) {
+			if !chosen(spec.Name) || !spec.Hosts(inv, t.Host) {
 				continue
 			}
-			c, err := b.ensureLeaf(inv, t, spec, opt, false)
+			c, err := b.ensureLeaf(inv, t, spec, opt, renew)
 			if err != nil {
-				return nil, fmt.Errorf("ensure pki: %w", err)
+				return nil, err
 			}
 			changes = append(changes, c)
 		}
@@ -557,18 +568,9 @@ func (b *Bundle) Renew(inv *inventory.Inventory, names []string, opt Options) ([
 			return nil, fmt.Errorf("renew certificates: CA %s is missing; run certs generate first", ca.Name)
 		}
 	}
-	var changes []Change
-	for _, t := range targets(inv) {
-		for _, spec := range leafSpecs {
-			if !want[spec.Name] || !spec.Hosts(inv, t.Host) {
-				continue
-			}
-			c, err := b.ensureLeaf(inv, t, spec, opt, true)
-			if err != nil {
-				return nil, fmt.Errorf("renew certificates: %w", err)
-			}
-			changes = append(changes, c)
-		}
+	changes, err := b.ensureLeaves(inv, opt, true, func(name string) bool { return want[name] })
+	if err != nil {
+		return nil, fmt.Errorf("renew certificates: %w", err)
 	}
 	return changes, nil
 }
