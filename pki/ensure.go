@@ -142,13 +142,22 @@ func pairFromCert(der []byte, key crypto.Signer) (*keyPair, error) {
 	return &keyPair{Cert: cert, CertPEM: encodeCert(cert), Key: key, KeyPEM: keyPEM, dirty: true}, nil
 }
 
-// newCA makes a self-signed CA as kubeadm's NewSelfSignedCACert does.
-func newCA(spec caSpec, opt Options) (*keyPair, error) {
+// newKeyAndSerial makes the private key and serial number of a new certificate.
+func newKeyAndSerial(opt Options) (crypto.Signer, *big.Int, error) {
 	key, err := newKey(opt.KeyType)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	serial, err := serialNumber()
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, serial, nil
+}
+
+// newCA makes a self-signed CA as kubeadm's NewSelfSignedCACert does.
+func newCA(spec caSpec, opt Options) (*keyPair, error) {
+	key, serial, err := newKeyAndSerial(opt)
 	if err != nil {
 		return nil, err
 	}
@@ -189,11 +198,7 @@ func dedupAltNames(cfg *leafConfig) {
 
 // newLeaf signs a new leaf with a new key, as kubeadm's NewSignedCert.
 func newLeaf(cfg leafConfig, ca *keyPair, opt Options) (*keyPair, error) {
-	key, err := newKey(opt.KeyType)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := serialNumber()
+	key, serial, err := newKeyAndSerial(opt)
 	if err != nil {
 		return nil, err
 	}
