@@ -127,6 +127,37 @@ func componentPod(c corev1.Container, volumes []corev1.Volume, annotations map[s
 
 func ptrTo[T any](v T) *T { return &v }
 
+// component is one Kubernetes control-plane container, as kubeadm builds
+// them: its flags, mounts, HTTPS probes on probeHost:port (live for liveness
+// and startup, ready for readiness, "" for none) and CPU request.
+type component struct {
+	name        string
+	args        []string
+	mounts      []corev1.VolumeMount
+	probeHost   string
+	live, ready string
+	cpu         string
+	port        int32
+}
+
+func (c component) container(inv *inventory.Inventory) corev1.Container {
+	out := corev1.Container{
+		Name:            c.name,
+		Image:           Images(inv)[c.name],
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Command:         append([]string{c.name}, c.args...),
+		VolumeMounts:    c.mounts,
+		LivenessProbe:   livenessProbe(c.probeHost, c.live, corev1.URISchemeHTTPS),
+		StartupProbe:    startupProbe(c.probeHost, c.live, corev1.URISchemeHTTPS),
+		Resources:       cpuRequest(c.cpu),
+		Ports:           probePort(c.port),
+	}
+	if c.ready != "" {
+		out.ReadinessProbe = readinessProbe(c.probeHost, c.ready, corev1.URISchemeHTTPS)
+	}
+	return out
+}
+
 func sortVolumes(v []corev1.Volume) {
 	for i := 1; i < len(v); i++ {
 		for j := i; j > 0 && v[j].Name < v[j-1].Name; j-- {
@@ -266,18 +297,8 @@ func apiServerPod(inv *inventory.Inventory, h *inventory.Host, trustStores []str
 	vols, mounts := controlPlaneVolumes(trustStores)
 	sortMounts(mounts)
 	endpoint := net.JoinHostPort(ip, strconv.Itoa(inventory.DefaultAPIServerPort))
-	c := corev1.Container{
-		Name:            KubeAPIServer,
-		Image:           Images(inv)[KubeAPIServer],
-		ImagePullPolicy: corev1.PullIfNotPresent,
-		Command:         append([]string{KubeAPIServer}, argsToCommand(base, extra)...),
-		VolumeMounts:    mounts,
-		LivenessProbe:   livenessProbe(ip, "/livez", corev1.URISchemeHTTPS),
-		ReadinessProbe:  readinessProbe(ip, "/readyz", corev1.URISchemeHTTPS),
-		StartupProbe:    startupProbe(ip, "/livez", corev1.URISchemeHTTPS),
-		Resources:       cpuRequest("250m"),
-		Ports:           probePort(inventory.DefaultAPIServerPort),
-	}
+	c := component{name: KubeAPIServer, args: argsToCommand(base, extra), mounts: mounts, probeHost: ip,
+		live: "/livez", ready: "/readyz", cpu: "250m", port: inventory.DefaultAPIServerPort}.container(inv)
 	return componentPod(c, vols, map[string]string{APIServerAdvertiseAddressAnnotation: endpoint})
 }
 
@@ -311,17 +332,8 @@ func controllerManagerPod(inv *inventory.Inventory, p ControlPlaneParams) *corev
 	mounts = append(mounts, corev1.VolumeMount{Name: "kubeconfig", MountPath: kubeconfig, ReadOnly: true})
 	sortMounts(mounts)
 	host := bindProbeHost(extra)
-	c := corev1.Container{
-		Name:            KubeControllerManager,
-		Image:           Images(inv)[KubeControllerManager],
-		ImagePullPolicy: corev1.PullIfNotPresent,
-		Command:         append([]string{KubeControllerManager}, argsToCommand(base, extra)...),
-		VolumeMounts:    mounts,
-		LivenessProbe:   livenessProbe(host, "/healthz", corev1.URISchemeHTTPS),
-		StartupProbe:    startupProbe(host, "/healthz", corev1.URISchemeHTTPS),
-		Resources:       cpuRequest("200m"),
-		Ports:           probePort(controllerManagerPort),
-	}
+	c := component{name: KubeControllerManager, args: argsToCommand(base, extra), mounts: mounts, probeHost: host,
+		live: "/healthz", cpu: "200m", port: controllerManagerPort}.container(inv)
 	return componentPod(c, vols, nil)
 }
 
@@ -336,18 +348,8 @@ func schedulerPod(inv *inventory.Inventory) *corev1.Pod {
 		{"authorization-kubeconfig", kubeconfig},
 	}
 	host := bindProbeHost(extra)
-	c := corev1.Container{
-		Name:            KubeScheduler,
-		Image:           Images(inv)[KubeScheduler],
-		ImagePullPolicy: corev1.PullIfNotPresent,
-		Command:         append([]string{KubeScheduler}, argsToCommand(base, extra)...),
-		VolumeMounts:    []corev1.VolumeMount{{Name: "kubeconfig", MountPath: kubeconfig, ReadOnly: true}},
-		LivenessProbe:   livenessProbe(host, "/livez", corev1.URISchemeHTTPS),
-		ReadinessProbe:  readinessProbe(host, "/readyz", corev1.URISchemeHTTPS),
-		StartupProbe:    startupProbe(host, "/livez", corev1.URISchemeHTTPS),
-		Resources:       cpuRequest("100m"),
-		Ports:           probePort(schedulerPort),
-	}
+	c := component{name: KubeScheduler, args: argsToCommand(base, extra), mounts: []corev1.VolumeMount{{Name: "kubeconfig", MountPath: kubeconfig, ReadOnly: true}},
+		probeHost: host, live: "/livez", ready: "/readyz", cpu: "100m", port: schedulerPort}.container(inv)
 	return componentPod(c, []corev1.Volume{hostPathVolume("kubeconfig", kubeconfig, corev1.HostPathFileOrCreate)}, nil)
 }
 
