@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 
@@ -265,18 +265,20 @@ func publishClusterInfo(ctx context.Context, env *Env, h *Host, kc kubernetes.In
 		want[pki.ClusterInfoSignatureKey(*tok)] = sig
 	}
 	cms := kc.CoreV1().ConfigMaps(metav1.NamespacePublic)
-	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+	// Another writer (the bootstrap signer adds signatures) may win a race:
+	// read again and retry, as client-go's retry helper does.
+	raced := func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }
+	return retry.OnError(retry.DefaultRetry, raced, func() error {
 		cm, err := cms.Get(ctx, "cluster-info", metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cluster-info", Namespace: metav1.NamespacePublic}, Data: want}
-			_, err = cms.Create(ctx, cm, metav1.CreateOptions{})
-			if err == nil {
+			if _, err = cms.Create(ctx, cm, metav1.CreateOptions{}); err == nil {
 				h.Changed(Change{Kind: ChangeObject, What: "ConfigMap/kube-public/cluster-info"})
 			}
-			return err == nil, ignoreConflict(err)
+			return err
 		}
 		if err != nil {
-			return false, fmt.Errorf("get cluster-info: %w", err)
+			return fmt.Errorf("get cluster-info: %w", err)
 		}
 		if cm.Data == nil {
 			cm.Data = map[string]string{}
@@ -289,19 +291,11 @@ func publishClusterInfo(ctx context.Context, env *Env, h *Host, kc kubernetes.In
 			}
 		}
 		if same {
-			return true, nil
+			return nil
 		}
-		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
-		if err == nil && tok == nil {
+		if _, err = cms.Update(ctx, cm, metav1.UpdateOptions{}); err == nil && tok == nil {
 			h.Changed(Change{Kind: ChangeObject, What: "ConfigMap/kube-public/cluster-info"})
 		}
-		return err == nil, ignoreConflict(err)
+		return err
 	})
-}
-
-func ignoreConflict(err error) error {
-	if err == nil || apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
-		return nil
-	}
-	return err
 }
