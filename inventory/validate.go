@@ -419,12 +419,7 @@ func (c *checker) ssh(at path, s *SSH, top bool) {
 	if s.User != "" || top {
 		c.user(at.with("user"), s.User)
 	}
-	for i, f := range s.IdentityFiles {
-		if msg := checkReadableFile(f); msg != "" {
-			c.errorf(at.with("identityFiles", i), "paths are relative to the inventory file's directory; ~ is your home directory",
-				"cannot read identity file: %s", msg)
-		}
-	}
+	c.identityFiles(at, s.IdentityFiles)
 	c.envName(at.with("passwordEnv"), s.PasswordEnv)
 	c.envName(at.with("passphraseEnv"), s.PassphraseEnv)
 	if s.ConnectTimeout.Duration < 0 {
@@ -448,13 +443,18 @@ func (c *checker) bastion(at path, b *Bastion) {
 	}
 	c.port(at.with("port"), b.Port)
 	c.user(at.with("user"), b.User)
-	for i, f := range b.IdentityFiles {
+	c.identityFiles(at, b.IdentityFiles)
+	c.envName(at.with("passwordEnv"), b.PasswordEnv)
+}
+
+// identityFiles checks that each identity file can be read.
+func (c *checker) identityFiles(at path, files []string) {
+	for i, f := range files {
 		if msg := checkReadableFile(f); msg != "" {
 			c.errorf(at.with("identityFiles", i), "paths are relative to the inventory file's directory; ~ is your home directory",
 				"cannot read identity file: %s", msg)
 		}
 	}
-	c.envName(at.with("passwordEnv"), b.PasswordEnv)
 }
 
 func (c *checker) port(at path, p int) {

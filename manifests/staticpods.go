@@ -307,26 +307,21 @@ func controllerManagerPod(inv *inventory.Inventory, p ControlPlaneParams) *corev
 	d := defaults(inv)
 	extra := withFeatureGates(inv, inv.Cluster.ControllerManager.ExtraArgs)
 	kubeconfig := path.Join(KubernetesDir, "controller-manager.conf")
-	base := []arg{
-		{"bind-address", "127.0.0.1"},
-		{"leader-elect", "true"},
-		{"kubeconfig", kubeconfig},
-		{"authentication-kubeconfig", kubeconfig},
-		{"authorization-kubeconfig", kubeconfig},
-		{"client-ca-file", pkiPath("ca.crt")},
-		{"requestheader-client-ca-file", pkiPath("front-proxy-ca.crt")},
-		{"root-ca-file", pkiPath("ca.crt")},
-		{"service-account-private-key-file", pkiPath("sa.key")},
-		{"cluster-signing-cert-file", signing(externalCA, pkiPath("ca.crt"))},
-		{"cluster-signing-key-file", signing(externalCA, pkiPath("ca.key"))},
-		{"use-service-account-credentials", "true"},
-		{"controllers", "*,bootstrapsigner,tokencleaner"},
+	base := append(electedArgs(kubeconfig),
+		arg{"client-ca-file", pkiPath("ca.crt")},
+		arg{"requestheader-client-ca-file", pkiPath("front-proxy-ca.crt")},
+		arg{"root-ca-file", pkiPath("ca.crt")},
+		arg{"service-account-private-key-file", pkiPath("sa.key")},
+		arg{"cluster-signing-cert-file", signing(externalCA, pkiPath("ca.crt"))},
+		arg{"cluster-signing-key-file", signing(externalCA, pkiPath("ca.key"))},
+		arg{"use-service-account-credentials", "true"},
+		arg{"controllers", "*,bootstrapsigner,tokencleaner"},
 		// kubeadm adds these when a pod subnet is set; kubeforge always has one.
-		{"allocate-node-cidrs", "true"},
-		{"cluster-cidr", d.podSubnet},
-		{"service-cluster-ip-range", d.serviceSubnet},
-		{"cluster-name", d.clusterName},
-	}
+		arg{"allocate-node-cidrs", "true"},
+		arg{"cluster-cidr", d.podSubnet},
+		arg{"service-cluster-ip-range", d.serviceSubnet},
+		arg{"cluster-name", d.clusterName},
+	)
 	vols, mounts := controlPlaneVolumes(p.TrustStores)
 	vols = append(vols, hostPathVolume("kubeconfig", kubeconfig, corev1.HostPathFileOrCreate))
 	mounts = append(mounts, corev1.VolumeMount{Name: "kubeconfig", MountPath: kubeconfig, ReadOnly: true})
@@ -340,17 +335,24 @@ func controllerManagerPod(inv *inventory.Inventory, p ControlPlaneParams) *corev
 func schedulerPod(inv *inventory.Inventory) *corev1.Pod {
 	extra := withFeatureGates(inv, inv.Cluster.Scheduler.ExtraArgs)
 	kubeconfig := path.Join(KubernetesDir, "scheduler.conf")
-	base := []arg{
+	base := electedArgs(kubeconfig)
+	host := bindProbeHost(extra)
+	c := component{name: KubeScheduler, args: argsToCommand(base, extra), mounts: []corev1.VolumeMount{{Name: "kubeconfig", MountPath: kubeconfig, ReadOnly: true}},
+		probeHost: host, live: "/livez", ready: "/readyz", cpu: "100m", port: schedulerPort}.container(inv)
+	return componentPod(c, []corev1.Volume{hostPathVolume("kubeconfig", kubeconfig, corev1.HostPathFileOrCreate)}, nil)
+}
+
+// electedArgs are the flags the controller manager and the scheduler share:
+// loopback bind, leader election, and kubeconfig for the API and its
+// authentication and authorization.
+func electedArgs(kubeconfig string) []arg {
+	return []arg{
 		{"bind-address", "127.0.0.1"},
 		{"leader-elect", "true"},
 		{"kubeconfig", kubeconfig},
 		{"authentication-kubeconfig", kubeconfig},
 		{"authorization-kubeconfig", kubeconfig},
 	}
-	host := bindProbeHost(extra)
-	c := component{name: KubeScheduler, args: argsToCommand(base, extra), mounts: []corev1.VolumeMount{{Name: "kubeconfig", MountPath: kubeconfig, ReadOnly: true}},
-		probeHost: host, live: "/livez", ready: "/readyz", cpu: "100m", port: schedulerPort}.container(inv)
-	return componentPod(c, []corev1.Volume{hostPathVolume("kubeconfig", kubeconfig, corev1.HostPathFileOrCreate)}, nil)
 }
 
 // signing is a signing flag's value: empty with an external CA, as kubeadm
