@@ -373,3 +373,20 @@ func BenchmarkLoadLarge(b *testing.B) {
 		})
 	}
 }
+
+// A subnet with host bits set and a role listed twice load, with a warning each.
+func TestHostBitsAndRepeatedRolesWarn(t *testing.T) {
+	doc := head + "cluster:\n  podSubnet: 10.244.0.1/16\nhosts:\n  - {name: cp1, address: 10.0.0.1, roles: [control-plane, control-plane]}\n"
+	inv, err := parseIn(t, t.TempDir(), doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bits, twice bool
+	for _, w := range inv.Warnings {
+		bits = bits || (strings.Contains(w.Message, "has host bits set: it is read as 10.244.0.0/16") && w.Line == 4)
+		twice = twice || (strings.Contains(w.Message, `role "control-plane" is listed twice`) && w.Line == 6)
+	}
+	if !bits || !twice {
+		t.Errorf("warnings %v; want host bits (line 4) and a repeated role (line 6)", inv.Warnings)
+	}
+}

@@ -341,6 +341,9 @@ func (c *checker) subnets(at path, value, kind string, minAddrs int) []netip.Pre
 			ok = false
 			continue
 		}
+		if p.Masked() != p {
+			c.warnf(at, fmt.Sprintf("write %s", p.Masked()), "%s subnet %s has host bits set: it is read as %s", kind, p, p.Masked())
+		}
 		out = append(out, p.Masked())
 	}
 	if !ok {
@@ -561,6 +564,9 @@ func (c *checker) hosts() {
 			c.errorf(at, "add roles: [control-plane] or roles: [worker]", "host %s has no roles", label)
 		}
 		for j, r := range h.Roles {
+			if slices.Index(h.Roles, r) < j {
+				c.warnf(at.with("roles", j), "list each role once", "host %s: role %q is listed twice", label, r)
+			}
 			switch r {
 			case RoleControlPlane, RoleWorker:
 			default:
