@@ -55,32 +55,16 @@ hosts:
     roles: [control-plane]
 `
 
-var cases = []parityCase{{
-	name: "rhel-trust-stores",
-	inventory: `apiVersion: kubeforge.io/v1alpha1
-kind: Cluster
-cluster:
-  name: kubeforge
-` + oneControlPlane,
-	kubeadm: initConfiguration + `apiVersion: kubeadm.k8s.io/v1beta4
-kind: ClusterConfiguration
-kubernetesVersion: v1.37.2
-clusterName: kubeforge
-networking:
-  podSubnet: 10.244.0.0/16
-`,
-	// A host with the RHEL family's trust stores (and Debian's): kubeadm mounts each that exists.
-	setup:       "mkdir -p /etc/pki/ca-trust /etc/pki/tls/certs",
-	trustStores: []string{"/etc/ca-certificates", "/etc/pki/ca-trust", "/etc/pki/tls/certs", "/usr/local/share/ca-certificates", "/usr/share/ca-certificates"},
-}, {
-	name: "defaults",
-	inventory: `apiVersion: kubeforge.io/v1alpha1
+// defaultInventory and defaultKubeadm ask for the same cluster with every
+// setting at its default.
+const defaultInventory = `apiVersion: kubeforge.io/v1alpha1
 kind: Cluster
 cluster:
   name: kubeforge
   kubernetesVersion: v1.37.2
-` + oneControlPlane,
-	kubeadm: initConfiguration + `apiVersion: kubeadm.k8s.io/v1beta4
+` + oneControlPlane
+
+const defaultKubeadm = initConfiguration + `apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
 kubernetesVersion: v1.37.2
 clusterName: kubeforge
@@ -88,7 +72,15 @@ networking:
   podSubnet: 10.244.0.0/16
   serviceSubnet: 10.96.0.0/12
   dnsDomain: cluster.local
-`,
+`
+
+var cases = []parityCase{{
+	name: "defaults", inventory: defaultInventory, kubeadm: defaultKubeadm,
+}, {
+	// A host with the RHEL family's trust stores (and Debian's): kubeadm mounts each that exists.
+	name: "rhel-trust-stores", inventory: defaultInventory, kubeadm: defaultKubeadm,
+	setup:       "mkdir -p /etc/pki/ca-trust /etc/pki/tls/certs",
+	trustStores: []string{"/etc/ca-certificates", "/etc/pki/ca-trust", "/etc/pki/tls/certs", "/usr/local/share/ca-certificates", "/usr/share/ca-certificates"},
 }, {
 	name: "customised",
 	inventory: `apiVersion: kubeforge.io/v1alpha1
