@@ -43,17 +43,15 @@ func JoinWorker(ctx context.Context, env *Env, h *Host) error {
 // whose kubelet now holds its own credential (kubelet.conf), as kubeadm join
 // does: the token in it is of no more use, and deleted at the end of the run.
 func ForgetBootstrapKubeconfig(ctx context.Context, _ *Env, h *Host) error {
-	out, err := h.Client.Run(ctx, "if [ -s /etc/kubernetes/kubelet.conf ] && [ -e "+bootstrapKubeconfigPath+" ]; then rm -f "+bootstrapKubeconfigPath+" && echo removed; fi")
+	out, err := h.Client.Run(ctx, "if [ -s /etc/kubernetes/kubelet.conf ] && [ -e "+pki.BootstrapKubeletPath+" ]; then rm -f "+pki.BootstrapKubeletPath+" && echo removed; fi")
 	if err != nil {
-		return fmt.Errorf("remove %s: %w", bootstrapKubeconfigPath, err)
+		return fmt.Errorf("remove %s: %w", pki.BootstrapKubeletPath, err)
 	}
 	if strings.TrimSpace(out) == "removed" {
-		h.Changed(Change{Kind: ChangeHost, What: "removed " + bootstrapKubeconfigPath})
+		h.Changed(Change{Kind: ChangeHost, What: "removed " + pki.BootstrapKubeletPath})
 	}
 	return nil
 }
-
-const bootstrapKubeconfigPath = pki.BootstrapKubeletPath
 
 // WaitNodesRegistered waits until every host is a Node with a pod CIDR.
 func WaitNodesRegistered(ctx context.Context, env *Env) error {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/manifests"
+	"github.com/kubeforge/kubeforge/pki"
 	"github.com/kubeforge/kubeforge/ssh"
 )
 
@@ -361,7 +362,7 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 		}
 	}
 	if hp.Role == "join" {
-		hp.Files = append(hp.Files, FilePlan{Path: bootstrapKubeconfigPath, Reason: "the kubelet joins: a fresh bootstrap token (deleted once it has joined)"})
+		hp.Files = append(hp.Files, FilePlan{Path: pki.BootstrapKubeletPath, Reason: "the kubelet joins: a fresh bootstrap token (deleted once it has joined)"})
 		if kubelet == "" {
 			kubelet = "joins the cluster"
 		}

@@ -94,7 +94,7 @@ func (e *Env) removeNode(ctx context.Context, t *TeardownPlan) error {
 // drainNode cordons and drains node; a failed drain stops the removal unless
 // --force. An unreachable host's pods are deleted, not evicted.
 func (e *Env) drainNode(ctx context.Context, h *Host, node *corev1.Node, unreachable bool) error {
-	helper := e.drainer(ctx, h)
+	helper := e.drainer(ctx)
 	helper.OnPodDeletionOrEvictionFinished = func(p *corev1.Pod, _ bool, err error) {
 		if err == nil {
 			h.Log.Info("evicted", "pod", p.Namespace+"/"+p.Name)

@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/kubeforge/kubeforge/inventory"
 	"github.com/kubeforge/kubeforge/manifests"
 	"github.com/kubeforge/kubeforge/ssh"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
 
 // TeardownPlan is what `reset` or a removal does to one host, observed
@@ -210,8 +212,8 @@ func (e *Env) removeMember(ctx context.Context, t *TeardownPlan) error {
 	}
 	defer cli.Close()
 	if _, err := cli.MemberRemove(ctx, t.memberID); err != nil {
-		if strings.Contains(err.Error(), "member not found") {
-			return nil
+		if errors.Is(rpctypes.Error(err), rpctypes.ErrMemberNotFound) {
+			return nil // already gone: a re-run after a crash
 		}
 		return fmt.Errorf("remove the etcd member %s of %s: %w", t.EtcdMember, t.Host, err)
 	}
@@ -282,7 +284,7 @@ func PlanRemoval(ctx context.Context, env *Env) error {
 
 // drainer is the drain helper kubeforge uses: DaemonSet pods stay, emptyDir
 // data goes, evictions respect PodDisruptionBudgets.
-func (e *Env) drainer(ctx context.Context, h *Host) *drain.Helper {
+func (e *Env) drainer(ctx context.Context) *drain.Helper {
 	return &drain.Helper{
 		Ctx: ctx, Client: e.Kube, GracePeriodSeconds: -1, IgnoreAllDaemonSets: true, DeleteEmptyDirData: true,
 		Timeout: 2 * time.Minute, Out: io.Discard, ErrOut: io.Discard,
@@ -299,7 +301,7 @@ func (e *Env) planNode(ctx context.Context, h *Host, t *TeardownPlan) error {
 		return fmt.Errorf("get node %s: %w", h.Name, err)
 	}
 	var evict []string
-	list, errs := e.drainer(ctx, h).GetPodsForDeletion(h.Name)
+	list, errs := e.drainer(ctx).GetPodsForDeletion(h.Name)
 	if list != nil {
 		for _, p := range list.Pods() {
 			evict = append(evict, p.Namespace+"/"+p.Name)
