@@ -88,3 +88,33 @@ func Backup(out string) func(*inventory.Inventory) Playbook {
 		}}
 	}
 }
+
+// Restore is the playbook behind `kubeforge restore`: the archive is checked
+// before any host is contacted; the control planes are read, the restore
+// planned, their pods held, etcd's data made from the snapshot and placed,
+// the control planes started and the result verified. Workers are not
+// touched: their kubelets reconnect.
+func Restore(o tasks.RestoreOptions) func(*inventory.Inventory) Playbook {
+	return func(*inventory.Inventory) Playbook {
+		cps := func(s Step) Step {
+			s.Hosts = inventory.SelectControlPlanes
+			return s
+		}
+		return Playbook{Name: "restore", Steps: []Step{
+			{Name: "restore/verify", Help: "check the archive: manifest, every entry's sha256, the snapshot's checksum, the CA against the state dir's",
+				Local: tasks.VerifyArchive(o), Always: true, ReadOnly: true},
+			cps(stepConnect()), cps(stepFacts()), stepCerts(), stepProbe(),
+			{Name: "restore/plan", Help: "the Kubernetes minor running against the archive's; a restore under way; old data to keep, pods to stop",
+				Local: tasks.PlanRestore(o), Always: true, ReadOnly: true},
+			cps(stepPrepare()), cps(stepArtifacts()),
+			{Name: "restore/stop", Help: "hold the control-plane static pods aside and wait until etcd and the API server are down",
+				Hosts: inventory.SelectControlPlanes, Run: tasks.StopForRestore, Timeout: 5 * time.Minute},
+			{Name: "restore/etcd", Help: "make each member's etcd data from the snapshot (new cluster ID, the inventory's members); keep the old data aside",
+				Hosts: inventory.SelectControlPlanes, Run: tasks.PlaceEtcdData, Timeout: 30 * time.Minute},
+			{Name: "restore/start", Help: "push the control-plane files and static pods, start kubelet, wait for each API server",
+				Hosts: inventory.SelectControlPlanes, Run: tasks.StartRestored},
+			{Name: "restore/check", Help: "etcd: one cluster, the inventory's members, all voters; wait for the kubelets to renew their Leases",
+				Local: tasks.CheckRestored},
+		}}
+	}
+}

@@ -75,6 +75,8 @@ type Env struct {
 	Plan *Plan
 	// Backup is what `kubeforge backup` wrote.
 	Backup *BackupResult
+	// Restore is what `kubeforge restore` read, planned and found.
+	Restore *Restore
 	// Leaving are the hosts marked `remove: true`: not part of the cluster
 	// the run converges to; scale removes them.
 	Leaving []*Host

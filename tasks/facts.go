@@ -35,9 +35,11 @@ type Facts struct {
 	RuntimeVersion        string // containerd --version
 	KubeletVersion        string // empty when absent
 	KubeletActive         bool
-	KubeletConf           bool // /etc/kubernetes/kubelet.conf exists: the host is a node already
-	StaticPods            bool // /etc/kubernetes/manifests holds kubeforge's control-plane pods
-	EtcdData              bool // /var/lib/etcd/member exists: this host holds an etcd member's data
+	KubeletConf           bool   // /etc/kubernetes/kubelet.conf exists: the host is a node already
+	StaticPods            bool   // /etc/kubernetes/manifests holds kubeforge's control-plane pods
+	EtcdData              bool   // /var/lib/etcd/member exists: this host holds an etcd member's data
+	HeldPods              bool   // a restore holds the control-plane manifests aside (kubeforge-restore-held)
+	RestoreMarker         string // /var/lib/kubeforge/restore.json: a restore under way
 	// TrustStores are the host's CA trust-store directories among those
 	// kubeadm mounts into the API server and controller manager.
 	TrustStores []string
@@ -86,6 +88,8 @@ printf 'kubeletconf\t%s\n' "$(test -f /etc/kubernetes/kubelet.conf && echo yes)"
 printf 'staticpods\t%s\n' "$(test -f /etc/kubernetes/manifests/kube-apiserver.yaml && echo yes)"
 printf 'uid\t%s\n' "$(id -u)"
 printf 'etcddata\t%s\n' "$(test -d /var/lib/etcd/member && echo yes)"
+printf 'heldpods\t%s\n' "$(ls ` + heldManifests + `/*.yaml >/dev/null 2>&1 && echo yes)"
+printf 'restore\t%s\n' "$(tr -d '\n' < ` + restoreMarkerPath + ` 2>/dev/null)"
 for d in ` + strings.Join(manifests.TrustStorePaths, " ") + `; do [ -d "$d" ] && printf 'truststore\t%s\n' "$d"; done
 m=/etc/kubernetes/manifests/etcd.yaml
 if [ -f $m ]; then
@@ -195,6 +199,10 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 			f.TrustStores = append(f.TrustStores, v)
 		case "etcddata":
 			f.EtcdData = v == "yes"
+		case "heldpods":
+			f.HeldPods = v == "yes"
+		case "restore":
+			f.RestoreMarker = v
 		case "etcdinitialcluster":
 			f.EtcdInitialCluster = v
 		case "etcdinitialstate":

@@ -84,6 +84,7 @@ generates the cluster PKI locally, pushes files over SFTP and joins the nodes, i
 		newScaleCmd(g, stdout),
 		newResetCmd(g, stdout),
 		newBackupCmd(g, stdout),
+		newRestoreCmd(g, stdout),
 		newCertsCmd(g, stdout),
 		newRenderCmd(g, stdout),
 		newKubeconfigCmd(g, stdout),
