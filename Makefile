@@ -5,7 +5,7 @@ BIN := bin/kubeforge
 ARTIFACTS ?= $(CURDIR)/.cache/artifacts
 HARNESS_DIR ?= $(CURDIR)/.harness
 
-.PHONY: all build test unit integration parity e2e e2e-interrupt-matrix demo prereqs artifacts node-image harness-up harness-down harness-status bench clean
+.PHONY: all build test unit integration parity e2e e2e-interrupt-matrix demo prereqs artifacts node-image harness-up harness-down harness-status bench bench-restore clean
 
 all: build
 
@@ -58,6 +58,10 @@ demo:
 
 bench: build artifacts node-image
 	bash test/scripts/bench.sh
+
+# backup and restore times against etcd's database size, on a real 1+1 harness cluster (docs/benchmarks.md, P4)
+bench-restore: build artifacts node-image
+	bash test/scripts/bench-restore.sh
 
 clean:
 	rm -rf bin

@@ -81,7 +81,10 @@ func TestOpenArchiveRefusesDamage(t *testing.T) {
 		{name: "entry not as its manifest says", mutate: func(m *BackupManifest, files map[string][]byte) { files["pki/ca.key"] = []byte("other") }, want: "pki/ca.key has sha256"},
 		{name: "entry listed but absent", mutate: func(m *BackupManifest, files map[string][]byte) { m.Files["pki/extra.key"] = strings.Repeat("0", 64) }, want: "missing"},
 		{name: "entry not listed", mutate: func(m *BackupManifest, files map[string][]byte) { files["pki/x.crt"] = []byte("x") }, want: "not in manifest.json"},
-		{name: "no CA", mutate: func(m *BackupManifest, files map[string][]byte) { delete(files, "pki/ca.crt"); delete(m.Files, "pki/ca.crt") }, want: "no cluster CA"},
+		{name: "no CA", mutate: func(m *BackupManifest, files map[string][]byte) {
+			delete(files, "pki/ca.crt")
+			delete(m.Files, "pki/ca.crt")
+		}, want: "no cluster CA"},
 		{name: "not gzip", damage: func(t *testing.T, p string) { os.WriteFile(p, []byte("plain text"), 0o600) }, want: "not a gzip stream"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -111,7 +111,8 @@ func ChooseSeed(_ context.Context, env *Env) error {
 
 // ProbeControlPlane asks h's own etcd for the member list and h's own API
 // server for /readyz, reading only. A member that holds data and whose
-// kubelet runs is given up to a minute to answer (it may be starting).
+// kubelet runs is given up to a minute to answer (it may be starting),
+// unless a restore holds its manifest aside.
 func ProbeControlPlane(ctx context.Context, env *Env, h *Host) error {
 	p := &etcdProbe{}
 	defer func() {
@@ -131,7 +132,7 @@ func ProbeControlPlane(ctx context.Context, env *Env, h *Host) error {
 		p.err = fmt.Errorf("no etcd data and nothing listening on %d", manifests.EtcdClientPort)
 	} else {
 		patience := 3 * time.Second
-		if f.EtcdData && f.KubeletActive {
+		if f.EtcdData && f.KubeletActive && !f.HeldPods {
 			patience = time.Minute
 		}
 		p.etcd, p.err = etcdMembers(ctx, env, h, patience)

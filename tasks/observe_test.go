@@ -59,6 +59,7 @@ func TestDecideRolesFromObservedState(t *testing.T) {
 		name    string
 		order   []string
 		data    []string // control planes holding etcd data
+		marker  string   // a control plane with a restore under way
 		members func(env *Env) []EtcdMember
 		wantErr string
 		init    string
@@ -103,11 +104,19 @@ func TestDecideRolesFromObservedState(t *testing.T) {
 			members: func(env *Env) []EtcdMember {
 				return []EtcdMember{member(env, "cp1", 1, false, true), {ID: 9, PeerURL: "https://10.9.9.9:2380", Learner: true}}
 			}, joins: "cp2", etcd: "remove:"},
+		{name: "a restore under way (its marker on a host): refused until restore finishes it",
+			order: []string{"cp1", "cp2", "cp3"}, data: []string{"cp1", "cp2", "cp3"}, marker: "cp2",
+			members: func(env *Env) []EtcdMember {
+				return []EtcdMember{member(env, "cp1", 1, false, true), member(env, "cp2", 2, false, true), member(env, "cp3", 3, false, true)}
+			}, wantErr: "a restore is under way on cp2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := observedEnv(t, tc.order, cps)
 			for _, n := range tc.data {
 				env.hostNamed(n).Facts.EtcdData = true
+			}
+			if tc.marker != "" {
+				env.hostNamed(tc.marker).Facts.RestoreMarker = `{"archive":"ab12","token":"kubeforge-restore-1","phase":"placed","time":"2026-12-01T10:00:00Z"}`
 			}
 			env.Cluster = &ClusterFacts{Joined: map[string]bool{}, Credential: map[string]bool{}, Nodes: map[string]bool{}}
 			if tc.members != nil {

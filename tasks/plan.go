@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/manifests"
@@ -117,6 +118,12 @@ func DecideRoles(_ context.Context, env *Env) error {
 	cps := env.Hosts(env.Inv.ControlPlanes())
 	if len(cps) == 0 {
 		return fmt.Errorf("the inventory has no control plane that stays")
+	}
+	for _, cp := range cps {
+		if m := cp.restoreMarker(); m != nil {
+			return &ErrRefused{Reason: fmt.Sprintf("a restore is under way on %s (%s, since %s): run the same `kubeforge restore --from ARCHIVE` "+
+				"again to finish it (the archive with sha256 %s)", cp.Name, restoreMarkerPath, m.Time.Format(time.RFC3339), m.Archive)}
+		}
 	}
 	if cf.Etcd == nil {
 		var withData, why []string

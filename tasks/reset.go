@@ -40,7 +40,7 @@ unmount() { for m in $1; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/nul
 act unmount "$mnts"
 n=$(echo $mnts | wc -w)
 [ -n "$mnts" ] && did "unmounted $n kubelet mounts" "unmount $n kubelet mounts"
-for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/kubeforge/kubelet.started /etc/kubeforge/pod-routes.sh /etc/cni/net.d/10-kubeforge.conflist \
+for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/etcd.before-restore-* /var/lib/kubeforge/kubelet.started /var/lib/kubeforge/restore.json /etc/kubeforge/pod-routes.sh /etc/cni/net.d/10-kubeforge.conflist \
          /usr/lib/systemd/system/kubelet.service /usr/lib/systemd/system/kubelet.service.d \
          /etc/systemd/system/kubeforge-routes.service /etc/sysctl.d/99-kubeforge.conf /etc/modules-load.d/kubeforge.conf \
          /var/lib/cni /var/log/pods /var/log/containers; do

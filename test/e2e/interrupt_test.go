@@ -46,7 +46,13 @@ func (i interruption) String() string {
 // whether the interruption point was reached (a run may finish first).
 func upInterrupted(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state string, i interruption) bool {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, kubeforgeBin(t), "up", "-i", c.Inventory, "--state-dir", state, "--output", "json")
+	return interrupted(ctx, t, i, "up", "-i", c.Inventory, "--state-dir", state)
+}
+
+// interrupted runs kubeforge with args and stops it as i says.
+func interrupted(ctx context.Context, t *testing.T, i interruption, args ...string) bool {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, kubeforgeBin(t), append(args, "--output", "json")...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -71,9 +77,9 @@ func upInterrupted(ctx context.Context, t *testing.T, c *harnesslib.Cluster, sta
 		}
 	}
 	err = cmd.Wait()
-	t.Logf("up interrupted (%s): reached=%v exit=%v\n%s", i, reached, err, stderr.String())
+	t.Logf("%s interrupted (%s): reached=%v exit=%v\n%s", args[0], i, reached, err, stderr.String())
 	if reached && i.Signal == syscall.SIGINT && err == nil {
-		t.Logf("up finished before SIGINT took effect (it was in its last step)")
+		t.Logf("%s finished before SIGINT took effect (it was in its last step)", args[0])
 	}
 	return reached
 }

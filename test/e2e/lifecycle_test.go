@@ -174,6 +174,9 @@ func TestThreeControlPlanes(t *testing.T) {
 	t.Logf("up 3+1 after an interrupted join: %s", time.Since(start).Round(time.Millisecond))
 	checkWhole(ctx, t, c, state, 3)
 	convergeThreeControlPlanes(ctx, t, c, state)
+	// Backup and restore (issue: backup and restore): in place, then onto new hosts.
+	checkRestoreInPlace(ctx, t, c, c.Inventory, state, c.Nodes, 3)
+	restoreOntoNewHosts(ctx, t, c, state, 3)
 	kc := clientFor(t, state)
 	for name, ok := range readyNodes(ctx, kc) {
 		if !ok {
@@ -221,6 +224,11 @@ func TestScaleRemoveReset(t *testing.T) {
 	code, _ := kubeforge(ctx, t, "up", "-i", small, "--state-dir", state)
 	if code != 0 {
 		t.Fatalf("up 1+1 exited %d", code)
+	}
+	// Backup and restore of the 1+1 cluster (issue: backup and restore).
+	checkRestoreInPlace(ctx, t, c, small, state, c.Nodes[:2], 1)
+	if err := clientFor(t, state).CoreV1().Namespaces().Delete(ctx, restoreNS, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
 	}
 	before := map[string]string{}
 	for _, n := range c.Nodes[:2] {

@@ -8,6 +8,7 @@ import (
 	"github.com/kubeforge/kubeforge/internal/atomicfile"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -475,4 +476,37 @@ func thawFrozen(ids []string) {
 			return nil
 		})
 	}
+}
+
+// Reinstall replaces the named nodes of the harness in dir with new hosts at
+// the same addresses, as a reinstalled machine: each container and its volumes
+// are removed and made again from the image (new host keys, which known_hosts
+// then lists); the other nodes are left running as they are.
+func Reinstall(ctx context.Context, dir string, names []string, log *slog.Logger) (*Cluster, error) {
+	c, err := Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	cps := 0
+	for _, n := range c.Nodes {
+		if slices.Contains(n.Roles, "control-plane") {
+			cps++
+		}
+	}
+	for _, name := range names {
+		n, ok := c.Node(name)
+		if !ok {
+			return nil, fmt.Errorf("reinstall: no node %s in %s", name, dir)
+		}
+		if _, err := docker(ctx, "rm", "-f", "-v", n.Container); err != nil {
+			return nil, fmt.Errorf("reinstall %s: %w", name, err)
+		}
+		for _, v := range n.Volumes {
+			if _, err := docker(ctx, "volume", "rm", "-f", v); err != nil {
+				return nil, fmt.Errorf("reinstall %s: %w", name, err)
+			}
+		}
+	}
+	return Up(ctx, Options{Nodes: len(c.Nodes), ControlPlanes: cps, Dir: c.Dir, Artifacts: c.Artifacts, NamePrefix: c.Instance,
+		User: c.User, Network: c.Network, Subnet: c.Subnet, Image: c.Image, Logger: log})
 }
