@@ -187,3 +187,26 @@ func (inv *Inventory) Leaving() []*Host {
 	}
 	return out
 }
+
+// APIProxyHost is the loopback address of the node-local API proxy on the
+// workers (docs/ha.md); on a control plane the same address reaches its own
+// API server.
+const APIProxyHost = "127.0.0.1"
+
+// UsesAPIProxy reports whether nodes reach the API through the node-local
+// proxy: several control planes and no controlPlaneEndpoint. With one
+// control plane there is nothing to fail over to; with an endpoint, the
+// endpoint balances.
+func (inv *Inventory) UsesAPIProxy() bool {
+	return inv.Cluster.ControlPlaneEndpoint == "" && len(inv.ControlPlanes()) > 1
+}
+
+// NodeServerURL is the API server URL of the workers' kubelets and of
+// kube-proxy: https://127.0.0.1:6443 with the node-local proxy, else the
+// cluster's endpoint.
+func (inv *Inventory) NodeServerURL() string {
+	if inv.UsesAPIProxy() {
+		return "https://" + net.JoinHostPort(APIProxyHost, strconv.Itoa(DefaultAPIServerPort))
+	}
+	return inv.ServerURL()
+}

@@ -74,10 +74,12 @@ func kubeProxyKubeconfig(server string) ([]byte, error) {
 }
 
 func kubeProxyObjects(inv *inventory.Inventory) ([]runtime.Object, error) {
-	server, err := pki.ServerURL(inv)
-	if err != nil {
+	if _, err := pki.ServerURL(inv); err != nil {
 		return nil, fmt.Errorf("build kube-proxy config: %w", err)
 	}
+	// kube-proxy runs on every node: with the node-local proxy, 127.0.0.1:6443
+	// is the proxy on a worker and the local API server on a control plane.
+	server := inv.NodeServerURL()
 	kubeconfig, err := kubeProxyKubeconfig(server)
 	if err != nil {
 		return nil, fmt.Errorf("marshal kube-proxy kubeconfig: %w", err)

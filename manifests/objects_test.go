@@ -258,9 +258,26 @@ func TestClusterObjectsWithoutEndpointUseFirstControlPlane(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Several control planes: every node reaches the API on 127.0.0.1:6443
+	// (the node-local proxy on a worker, its own API server on a control plane).
 	kp := find[*corev1.ConfigMap](t, objs, "kube-proxy")
+	if len(inv.ControlPlanes()) < 2 || !strings.Contains(kp.Data["kubeconfig.conf"], "server: https://127.0.0.1:6443") {
+		t.Errorf("kube-proxy server of a cluster of %d control planes is not the node-local proxy:\n%s", len(inv.ControlPlanes()), kp.Data["kubeconfig.conf"])
+	}
+	// One control plane: its address.
+	var one []*inventory.Host
+	for _, h := range inv.Hosts {
+		if !h.IsControlPlane() || len(one) == 0 {
+			one = append(one, h)
+		}
+	}
+	inv.Hosts = one
+	if objs, err = ClusterObjects(inv); err != nil {
+		t.Fatal(err)
+	}
+	kp = find[*corev1.ConfigMap](t, objs, "kube-proxy")
 	if !strings.Contains(kp.Data["kubeconfig.conf"], "server: https://10.0.0.11:6443") {
-		t.Errorf("kube-proxy server is not the first control plane:\n%s", kp.Data["kubeconfig.conf"])
+		t.Errorf("kube-proxy server is not the only control plane:\n%s", kp.Data["kubeconfig.conf"])
 	}
 
 	inv.Hosts = []*inventory.Host{{Name: "w", Address: "10.0.0.5", Roles: []inventory.Role{inventory.RoleWorker}}}

@@ -130,12 +130,13 @@ func (b *Bundle) NodeFiles(inv *inventory.Inventory, h *inventory.Host) ([]File,
 }
 
 // BootstrapKubeletFile is /etc/kubernetes/bootstrap-kubelet.conf for a joining
-// node: the cluster CA, the cluster endpoint and token t.
+// node: the cluster CA, the server of the workers' kubelets (the cluster
+// endpoint, or the node-local API proxy) and token t.
 func (b *Bundle) BootstrapKubeletFile(inv *inventory.Inventory, t BootstrapToken) (File, error) {
-	server, err := ServerURL(inv)
-	if err != nil {
+	if _, err := ServerURL(inv); err != nil {
 		return File{}, fmt.Errorf("render bootstrap-kubelet.conf: %w", err)
 	}
+	server := inv.NodeServerURL()
 	data, err := BootstrapKubeconfig(b.CACertPEM(), server, t)
 	if err != nil {
 		return File{}, err

@@ -189,6 +189,10 @@ func apiserverConfig(inv *inventory.Inventory, h *inventory.Host) (leafConfig, e
 		DNSNames: []string{h.Name, "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + domain},
 		IPs:      []net.IP{vip, adv},
 	}
+	if inv.UsesAPIProxy() {
+		// The workers' node-local proxy passes TLS through: clients dial 127.0.0.1.
+		alt.IPs = append(alt.IPs, net.ParseIP(inventory.APIProxyHost))
+	}
 	if inv.Cluster.ControlPlaneEndpoint != "" {
 		host, _ := inv.Endpoint()
 		if ip := netutils.ParseIPSloppy(host); ip != nil {

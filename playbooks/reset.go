@@ -34,7 +34,7 @@ func Remove(*inventory.Inventory) Playbook {
 		return s
 	}
 	return Playbook{Name: "scale --remove", AllHosts: true, Steps: []Step{
-		staying(stepConnect()), stepCerts(), stepRemovalPlan(),
+		staying(stepConnect()), staying(stepFacts()), stepCerts(), stepRemovalPlan(), staying(stepAPIProxy()),
 		{Name: "remove", Help: "cordon, drain (PDBs respected), remove the etcd member, delete the Node, reset the host",
 			Local: tasks.RemoveNodes, Timeout: 30 * time.Minute},
 	}}
@@ -56,11 +56,18 @@ func Scale(*inventory.Inventory) Playbook {
 		{Name: "scale/check", Help: "refuse when there is no cluster to add hosts to", Local: tasks.RequireCluster, Always: true, ReadOnly: true},
 		newOnly(stepPreflightHost()), stepPreflightCluster(), plan, stepRemovalPlan(),
 		stepRender(), newOnly(stepPrepare()), newOnly(stepArtifacts()),
-		stepEtcd(), stepCIDRs(), stepNetwork(), newOnly(stepJoinCP()), stepToken(), newOnly(stepJoinWorkers()),
+		stepEtcd(), stepCIDRs(), stepNetwork(), newOnly(stepJoinCP()), stepToken(), newOnly(stepJoinWorkers()), stepAPIProxy(), stepKubeProxyRestart(),
 		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepForgetBootstrap(), stepTokenCleanup(),
 		{Name: "remove", Help: "hosts marked remove: true: cordon, drain (PDBs respected), remove the etcd member, delete the Node, reset",
 			Local: tasks.RemoveNodes, Timeout: 30 * time.Minute},
 	}}
+}
+
+// stepAPIProxy follows the control-plane set on the workers that joined
+// before: the node-local proxy's upstreams, or the move to or from it.
+func stepAPIProxy() Step {
+	return Step{Name: "apiproxy", Help: "on joined workers: the node-local API proxy's upstreams follow the control planes; kubelets moved to or from it",
+		Hosts: inventory.SelectWorkers, Run: tasks.ConvergeAPIProxy}
 }
 
 // stepRemovalPlan reads what removing the leaving hosts does: their pods to

@@ -58,6 +58,11 @@ func stepJoinWorkers() Step {
 		Hosts: inventory.SelectWorkers, Run: tasks.JoinWorker}
 }
 
+func stepKubeProxyRestart() Step {
+	return Step{Name: "kube-proxy/restart", Help: "restart kube-proxy's pods when this run changed its ConfigMap on a running cluster",
+		Local: tasks.RestartKubeProxy}
+}
+
 func stepRegistered() Step {
 	return Step{Name: "nodes/registered", Help: "wait until every host is a Node with a pod CIDR", Local: tasks.WaitNodesRegistered}
 }
@@ -103,7 +108,7 @@ func Up(*inventory.Inventory) Playbook {
 		stepCerts(), stepProbe(), stepObserve(), stepPlan(),
 		stepRender(), stepPrepare(), stepArtifacts(),
 		stepInit(), stepBootstrap(), stepEtcd(), stepCIDRs(), stepNetwork(), stepJoinCP(), stepToken(), stepJoinWorkers(),
-		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepForgetBootstrap(), stepTokenCleanup(),
+		stepKubeProxyRestart(), stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepForgetBootstrap(), stepTokenCleanup(),
 	}}
 }
 

@@ -118,6 +118,11 @@ func (e *Env) applyAll(ctx context.Context, h *Host, a *applier, objs []runtime.
 		}
 		if changed {
 			h.Changed(Change{Kind: ChangeObject, What: name})
+			if name == "ConfigMap kube-system/kube-proxy" && e.Plan != nil && e.Plan.Init == "" {
+				e.mu.Lock()
+				e.kubeProxyStale = true
+				e.mu.Unlock()
+			}
 		}
 	}
 	return nil
@@ -298,4 +303,31 @@ func publishClusterInfo(ctx context.Context, env *Env, h *Host, kc kubernetes.In
 		}
 		return err
 	})
+}
+
+// RestartKubeProxy restarts kube-proxy's pods (as `kubectl rollout restart`)
+// when this run changed its ConfigMap on an existing cluster: kube-proxy
+// reads its kubeconfig and configuration only at start. It runs after the
+// workers' API proxies are in place, so a kube-proxy moved to 127.0.0.1
+// finds one.
+func RestartKubeProxy(ctx context.Context, env *Env) error {
+	env.mu.Lock()
+	stale := env.kubeProxyStale
+	env.mu.Unlock()
+	if !stale {
+		return nil
+	}
+	h, err := env.apiHost()
+	if err != nil {
+		return err
+	}
+	if err := ConnectAPI(ctx, env); err != nil {
+		return err
+	}
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`, time.Now().UTC().Format(time.RFC3339))
+	if _, err := env.Kube.AppsV1().DaemonSets(metav1.NamespaceSystem).Patch(ctx, "kube-proxy", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "kubeforge"}); err != nil {
+		return fmt.Errorf("restart kube-proxy after its configuration changed: %w", err)
+	}
+	h.Changed(Change{Kind: ChangeRestart, What: "kube-proxy (its ConfigMap changed)"})
+	return nil
 }

@@ -39,6 +39,7 @@ type Facts struct {
 	StaticPods            bool   // /etc/kubernetes/manifests holds kubeforge's control-plane pods
 	EtcdData              bool   // /var/lib/etcd/member exists: this host holds an etcd member's data
 	HeldPods              bool   // a restore holds the control-plane manifests aside (kubeforge-restore-held)
+	APIProxyUnit          bool   // the node-local API proxy's unit is installed
 	RestoreMarker         string // /var/lib/kubeforge/restore.json: a restore under way
 	// TrustStores are the host's CA trust-store directories among those
 	// kubeadm mounts into the API server and controller manager.
@@ -88,6 +89,7 @@ printf 'kubeletconf\t%s\n' "$(test -f /etc/kubernetes/kubelet.conf && echo yes)"
 printf 'staticpods\t%s\n' "$(test -f /etc/kubernetes/manifests/kube-apiserver.yaml && echo yes)"
 printf 'uid\t%s\n' "$(id -u)"
 printf 'etcddata\t%s\n' "$(test -d /var/lib/etcd/member && echo yes)"
+printf 'apiproxyunit\t%s\n' "$(test -f ` + manifests.APIProxyUnitPath + ` && echo yes)"
 printf 'heldpods\t%s\n' "$(ls ` + heldManifests + `/*.yaml >/dev/null 2>&1 && echo yes)"
 printf 'restore\t%s\n' "$(tr -d '\n' < ` + restoreMarkerPath + ` 2>/dev/null)"
 for d in ` + strings.Join(manifests.TrustStorePaths, " ") + `; do [ -d "$d" ] && printf 'truststore\t%s\n' "$d"; done
@@ -199,6 +201,8 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 			f.TrustStores = append(f.TrustStores, v)
 		case "etcddata":
 			f.EtcdData = v == "yes"
+		case "apiproxyunit":
+			f.APIProxyUnit = v == "yes"
 		case "heldpods":
 			f.HeldPods = v == "yes"
 		case "restore":

@@ -36,7 +36,23 @@ func JoinWorker(ctx context.Context, env *Env, h *Host) error {
 		}
 		extra = append(extra, boot)
 	}
-	return installNode(ctx, env, h, extra...)
+	files, err := env.NodeFiles(h)
+	if err != nil {
+		return err
+	}
+	if _, err := push(ctx, h, append(files, extra...)); err != nil {
+		return err
+	}
+	// The proxy runs before the kubelet that reaches the API through it.
+	if env.Inv.UsesAPIProxy() {
+		if err := startAPIProxy(ctx, env, h); err != nil {
+			return err
+		}
+	}
+	if err := startKubelet(ctx, env, h); err != nil {
+		return err
+	}
+	return moveKubelet(ctx, env, h)
 }
 
 // ForgetBootstrapKubeconfig deletes bootstrap-kubelet.conf from a worker

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubeforge/kubeforge/inventory"
 	"github.com/kubeforge/kubeforge/manifests"
 	"github.com/kubeforge/kubeforge/pki"
 )
@@ -65,6 +66,11 @@ func (f *EtcdFacts) member(h *Host) *EtcdMember {
 	return nil
 }
 
+// isProxyServer reports whether server is the node-local API proxy's URL.
+func isProxyServer(server string) bool {
+	return strings.HasPrefix(server, "https://"+inventory.APIProxyHost+":")
+}
+
 // etcdProbe is what one control plane's etcd and API server said.
 type etcdProbe struct {
 	etcd  *EtcdFacts
@@ -82,7 +88,8 @@ func ChooseSeed(_ context.Context, env *Env) error {
 	}
 	votes := map[string]int{}
 	for _, h := range env.Hosts(env.Inv.Hosts) {
-		if h.Facts != nil && h.Facts.KubeletServer != "" {
+		// A worker behind the node-local proxy names 127.0.0.1: no vote.
+		if h.Facts != nil && h.Facts.KubeletServer != "" && !isProxyServer(h.Facts.KubeletServer) {
 			votes[h.Facts.KubeletServer]++
 		}
 	}

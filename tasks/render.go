@@ -31,6 +31,7 @@ func (e *Env) NodeFiles(h *Host) ([]nodefile.File, error) {
 		return nil, fmt.Errorf("render %s kubelet files: %w", h.Name, err)
 	}
 	files = append(files, kf...)
+	files = append(files, manifests.APIProxyFiles(e.Inv, h.Host)...)
 	if h.IsControlPlane() {
 		pods, err := manifests.StaticPods(e.Inv, h.Host, manifests.ControlPlaneParams{Etcd: e.etcdParamsFor(h), ExternalCA: !e.PKI.HasCAKey(pki.CAName), TrustStores: trustStores(h)})
 		if err != nil {

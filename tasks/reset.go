@@ -18,6 +18,9 @@ act() { [ -n "$plan" ] || "$@"; }
 if systemctl list-unit-files kubelet.service >/dev/null 2>&1 && systemctl is-enabled -q kubelet 2>/dev/null || systemctl is-active -q kubelet 2>/dev/null; then
   act systemctl disable --now -q kubelet 2>/dev/null; did "stopped and disabled kubelet" "stop and disable kubelet"
 fi
+if systemctl is-enabled -q kubeforge-apiproxy 2>/dev/null || systemctl is-active -q kubeforge-apiproxy 2>/dev/null; then
+  act systemctl disable --now -q kubeforge-apiproxy 2>/dev/null; did "stopped and disabled kubeforge-apiproxy" "stop and disable kubeforge-apiproxy"
+fi
 # A pod container whose creation was cut short can be left in a FROZEN cgroup v1 freezer group: its tasks
 # cannot be killed until thawed.
 thaw() { grep -q FROZEN "$1" && echo THAWED > "$1"; }
@@ -42,7 +45,8 @@ n=$(echo $mnts | wc -w)
 [ -n "$mnts" ] && did "unmounted $n kubelet mounts" "unmount $n kubelet mounts"
 for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/etcd.before-restore-* /var/lib/kubeforge/kubelet.started /var/lib/kubeforge/restore.json /etc/kubeforge/pod-routes.sh /etc/cni/net.d/10-kubeforge.conflist \
          /usr/lib/systemd/system/kubelet.service /usr/lib/systemd/system/kubelet.service.d \
-         /etc/systemd/system/kubeforge-routes.service /etc/sysctl.d/99-kubeforge.conf /etc/modules-load.d/kubeforge.conf \
+         /etc/systemd/system/kubeforge-routes.service /etc/systemd/system/kubeforge-apiproxy.service /etc/kubeforge/apiproxy-upstreams \
+         /usr/local/bin/kubeforge-apiproxy /etc/sysctl.d/99-kubeforge.conf /etc/modules-load.d/kubeforge.conf \
          /var/lib/cni /var/log/pods /var/log/containers; do
   if [ -e "$p" ]; then act rm -rf "$p" && did "removed $p" "remove $p"; fi
 done

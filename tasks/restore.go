@@ -340,25 +340,15 @@ func StopForRestore(ctx context.Context, env *Env, h *Host) error {
 	for _, pod := range strings.Fields(out) {
 		h.Changed(Change{Kind: ChangeHost, What: "stopped " + pod})
 	}
-	ports := []int{manifests.EtcdClientPort, manifests.EtcdPeerPort, pki.APIServerPort}
-	var pat []string
-	for _, port := range ports {
-		pat = append(pat, fmt.Sprintf(":%04X$", port))
-	}
-	check := `cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk 'NR>1 && $4=="0A" {print $2}' | grep -E '` + strings.Join(pat, "|") + `' | sort -u`
-	var busy string
+	var busy []int
 	err = wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		out, err := h.Client.Run(ctx, check+" || true")
-		if err != nil {
-			return false, err
-		}
-		busy = strings.TrimSpace(out)
-		return busy == "", nil
+		busy, err = listeningOn(ctx, h, manifests.EtcdClientPort, manifests.EtcdPeerPort, pki.APIServerPort)
+		return len(busy) == 0, err
 	})
 	if err != nil {
-		return fmt.Errorf("etcd or the API server on %s did not stop within 2m after their manifests were held (listening: %s): "+
+		return fmt.Errorf("etcd or the API server on %s did not stop within 2m after their manifests were held (still listening on %v): "+
 			"is the kubelet running (`systemctl status kubelet`)? Stop the containers (`crictl ps`, `crictl stop`) and run restore again: %w",
-			h.Name, strings.ReplaceAll(busy, "\n", " "), err)
+			h.Name, busy, err)
 	}
 	return nil
 }
@@ -428,7 +418,7 @@ sync`, ssh.Quote(dir), ssh.Quote(staging), keep)
 // tarGz writes the tree under root as a gzip-compressed tar (etcd's
 // preallocated WAL is mostly zeros and shrinks to almost nothing).
 func tarGz(w io.Writer, root string) error {
-	gz := gzip.NewWriter(w)
+	gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed) // the level is valid
 	tw := tar.NewWriter(gz)
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || p == root {

@@ -85,6 +85,7 @@ generates the cluster PKI locally, pushes files over SFTP and joins the nodes, i
 		newResetCmd(g, stdout),
 		newBackupCmd(g, stdout),
 		newRestoreCmd(g, stdout),
+		newAPIProxyCmd(),
 		newCertsCmd(g, stdout),
 		newRenderCmd(g, stdout),
 		newKubeconfigCmd(g, stdout),
