@@ -52,7 +52,7 @@ func Scale(*inventory.Inventory) Playbook {
 	plan := stepPlan()
 	plan.When = tasks.NotJoined
 	return Playbook{Name: "scale", Steps: []Step{
-		stepConnect(), stepFacts(), stepSeed(), stepCerts(), stepProbe(), stepObserve(),
+		tolerant(stepConnect()), stepFacts(), stepSeed(), stepCerts(), stepProbe(), stepObserve(),
 		{Name: "scale/check", Help: "refuse when there is no cluster to add hosts to", Local: tasks.RequireCluster, Always: true, ReadOnly: true},
 		newOnly(stepPreflightHost()), stepPreflightCluster(), plan, stepRemovalPlan(),
 		stepRender(), newOnly(stepPrepare()), newOnly(stepArtifacts()),

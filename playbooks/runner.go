@@ -141,6 +141,10 @@ func (r *Runner) step(ctx context.Context, env *tasks.Env, s Step, sink EventSin
 	for i, e := range errs {
 		if e != nil {
 			failed[hosts[i].Name] = true
+			if s.Tolerate != nil && s.Tolerate.Match(env, hosts[i]) {
+				env.MarkUnreachable(hosts[i], e)
+				errs[i] = nil
+			}
 		}
 	}
 	err := errors.Join(errs...)

@@ -26,6 +26,10 @@ type Step struct {
 	// When, if set, narrows the hosts at run time, from what earlier steps
 	// learned (for example: only hosts that are not nodes yet).
 	When *tasks.Predicate
+	// Tolerate, if set, names the hosts whose failure in this step does not
+	// fail the run: they are reported unreachable and left out of the later
+	// steps (a control plane that is down while the others carry on).
+	Tolerate *tasks.Predicate
 	// ReadOnly marks the steps that only look (connect, facts, preflight, the
 	// plan): a dry run runs these and stops before the first other step.
 	ReadOnly bool

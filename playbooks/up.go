@@ -7,6 +7,13 @@ import (
 	"github.com/kubeforge/kubeforge/tasks"
 )
 
+// tolerant lets a run go on while a control plane is down (cannot be
+// reached): it is reported and left out (docs/ha.md).
+func tolerant(s Step) Step {
+	s.Tolerate = tasks.ControlPlaneDown
+	return s
+}
+
 // The steps of up, in order; scale reuses them.
 func stepCerts() Step {
 	return Step{Name: "certs", Help: "load or generate the cluster PKI in the state dir; write admin.conf",
@@ -104,7 +111,7 @@ func stepForgetBootstrap() Step {
 // cluster, plans, and executes the plan; every step is idempotent.
 func Up(*inventory.Inventory) Playbook {
 	return Playbook{Name: "up", Steps: []Step{
-		stepConnect(), stepFacts(), stepSeed(), stepPreflightHost(), stepPreflightCluster(),
+		tolerant(stepConnect()), stepFacts(), stepSeed(), stepPreflightHost(), stepPreflightCluster(),
 		stepCerts(), stepProbe(), stepObserve(), stepPlan(),
 		stepRender(), stepPrepare(), stepArtifacts(),
 		stepInit(), stepBootstrap(), stepEtcd(), stepCIDRs(), stepNetwork(), stepJoinCP(), stepToken(), stepJoinWorkers(),

@@ -92,7 +92,7 @@ func ConvergeAPIProxy(ctx context.Context, env *Env, h *Host) error {
 		return nil
 	}
 	if env.Inv.UsesAPIProxy() {
-		if _, err := push(ctx, h, manifests.APIProxyFiles(env.Inv, h.Host)); err != nil {
+		if _, err := push(ctx, h, manifests.APIProxyFiles(env.staying(), h.Host)); err != nil {
 			return err
 		}
 		if err := startAPIProxy(ctx, env, h); err != nil {
@@ -165,4 +165,17 @@ func listeningOn(ctx context.Context, h *Host, ports ...int) ([]int, error) {
 		}
 	}
 	return busy, nil
+}
+
+// staying is the inventory without the hosts this run removes (scale
+// --remove): the control planes the proxies forward to from now on.
+func (e *Env) staying() *inventory.Inventory {
+	inv := *e.Inv
+	inv.Hosts = nil
+	for _, h := range e.Inv.Hosts {
+		if !e.Removing(e.Host(h)) {
+			inv.Hosts = append(inv.Hosts, h)
+		}
+	}
+	return &inv
 }

@@ -4,6 +4,7 @@ package tasks
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
@@ -60,6 +61,7 @@ type Env struct {
 	etcdParams  map[string]manifests.EtcdParams
 	certChanges []pki.Change
 	etcdVia     *Host // the staying control plane a teardown plan read etcd's membership through
+	unreachable map[string]bool
 	// kubeProxyStale: this run changed kube-proxy's ConfigMap on a running cluster.
 	kubeProxyStale bool
 
@@ -202,4 +204,24 @@ func (e *Env) Close() error {
 		return nil
 	}
 	return e.Pool.Close()
+}
+
+// MarkUnreachable records that h could not be reached, as a warning; later
+// steps leave it out and it is left as it is.
+func (e *Env) MarkUnreachable(h *Host, err error) {
+	e.mu.Lock()
+	if e.unreachable == nil {
+		e.unreachable = map[string]bool{}
+	}
+	e.unreachable[h.Name] = true
+	e.mu.Unlock()
+	h.Facts = nil
+	e.warn(fmt.Sprintf("%s is down (%v): it is left as it is and this run goes on without it; run again once it is back", h.Name, err))
+}
+
+// Unreachable reports whether h was found down in this run.
+func (e *Env) Unreachable(name string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.unreachable[name]
 }

@@ -113,6 +113,9 @@ func (e *Env) waitNodes(ctx context.Context, what string, ok func(*corev1.Node) 
 		}
 		missing = missing[:0]
 		for _, h := range e.Inv.Hosts {
+			if e.Unreachable(h.Name) {
+				continue
+			}
 			if n := byName[h.Name]; n == nil || !ok(n) {
 				missing = append(missing, h.Name)
 			}

@@ -160,6 +160,13 @@ func DecideRoles(_ context.Context, env *Env) error {
 		p.ClusterID = strconv.FormatUint(cf.Etcd.ClusterID, 16)
 		for _, cp := range cps {
 			m := cf.Etcd.member(cp)
+			if env.Unreachable(cp.Name) {
+				// Down: what its data is cannot be seen, so its member stays as it is.
+				if m != nil {
+					params[cp.Name] = existingParams(cp, cf.Etcd)
+				}
+				continue
+			}
 			data := cp.Facts != nil && cp.Facts.EtcdData
 			switch {
 			case m != nil && data:

@@ -29,3 +29,9 @@ var NotInitialising = &Predicate{Name: "not initialising", Match: func(env *Env,
 var JoinsNode = &Predicate{Name: "joining", Match: func(env *Env, h *Host) bool {
 	return env.Plan != nil && slices.Contains(env.Plan.JoinNodes, h.Name)
 }}
+
+// ControlPlaneDown matches control planes: while one is down (it cannot be
+// reached), the others carry the cluster and a run goes on without it.
+var ControlPlaneDown = &Predicate{Name: "a control plane that is down", Match: func(env *Env, h *Host) bool {
+	return h.IsControlPlane()
+}}

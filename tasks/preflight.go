@@ -204,19 +204,21 @@ func PreflightCluster(_ context.Context, env *Env) error {
 	unique("HostnameUnique", "hostname", func(f *Facts) []string { return []string{strings.ToLower(f.Hostname)} },
 		"give every host its own hostname (hostnamectl set-hostname)")
 	var min, max time.Duration
-	for i, h := range hosts {
+	var read []*Host // a host that is down has no facts
+	for _, h := range hosts {
 		if h.Facts == nil {
 			continue
 		}
-		if o := h.Facts.ClockOffset; i == 0 || o < min {
+		if o := h.Facts.ClockOffset; len(read) == 0 || o < min {
 			min = o
 		}
-		if o := h.Facts.ClockOffset; i == 0 || o > max {
+		if o := h.Facts.ClockOffset; len(read) == 0 || o > max {
 			max = o
 		}
+		read = append(read, h)
 	}
-	if skew := max - min; len(hosts) > 1 {
-		for _, h := range hosts {
+	if skew := max - min; len(read) > 1 {
+		for _, h := range read {
 			env.addCheck(CheckResult{Host: h.Name, ID: "ClockSkew", Severity: SeverityError, Passed: skew <= 30*time.Second,
 				Message: fmt.Sprintf("clock offset %s (skew between hosts %s)", h.Facts.ClockOffset.Round(time.Millisecond), skew.Round(time.Millisecond)),
 				Fix:     "run an NTP client (chrony or systemd-timesyncd) on every host"})

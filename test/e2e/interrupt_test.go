@@ -88,15 +88,21 @@ func interrupted(ctx context.Context, t *testing.T, i interruption, args ...stri
 // etcd with every control plane as a voter and no learner, one cluster ID.
 func checkWhole(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state string, cps int) {
 	t.Helper()
-	kc := clientFor(t, state)
-	ready := readyNodes(ctx, kc)
-	for _, n := range c.Nodes {
+	checkNodesWhole(ctx, t, state, c.Nodes, cps)
+}
+
+// checkNodesWhole: each of nodes Ready; the first cps of them etcd members,
+// all voters, of one cluster.
+func checkNodesWhole(ctx context.Context, t *testing.T, state string, nodes []harnesslib.Node, cps int) {
+	t.Helper()
+	ready := readyNodes(ctx, clientFor(t, state))
+	for _, n := range nodes {
 		if !ready[n.Name] {
 			t.Errorf("%s is not a Ready node: %v", n.Name, ready)
 		}
 	}
 	ids := map[uint64]bool{}
-	for _, n := range c.Nodes[:cps] {
+	for _, n := range nodes[:cps] {
 		voters, learners, id := etcdMembership(ctx, t, state, n)
 		ids[id] = true
 		if voters != cps || learners != 0 {

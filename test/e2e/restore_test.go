@@ -52,13 +52,7 @@ func makeWorkload(ctx context.Context, t *testing.T, kc kubernetes.Interface) {
 		Data: map[string][]byte{"password": []byte("s3cr3t-restore")}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	two := int32(2)
-	labels := map[string]string{"app": "restored"}
-	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "restored"},
-		Spec: appsv1.DeploymentSpec{Replicas: &two, Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10.2", ImagePullPolicy: corev1.PullIfNotPresent}}}}}}
-	if _, err := kc.AppsV1().Deployments(restoreNS).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+	if _, err := kc.AppsV1().Deployments(restoreNS).Create(ctx, pauseDeployment("restored", 2), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitPodsRunning(ctx, t, kc, restoreNS, "app=restored", 2)
@@ -237,31 +231,8 @@ func checkRestoreInPlace(ctx context.Context, t *testing.T, c *harnesslib.Cluste
 	}
 	kc = clientFor(t, state)
 	checkWorkloadBack(ctx, t, kc)
-	checkRestoredCluster(ctx, t, kc, state, nodes, cps)
+	checkNodesWhole(ctx, t, state, nodes, cps)
 	return archive
-}
-
-// checkRestoredCluster: every node Ready, etcd with the control planes as
-// its only members, all voters, one cluster ID.
-func checkRestoredCluster(ctx context.Context, t *testing.T, kc kubernetes.Interface, state string, nodes []harnesslib.Node, cps int) {
-	t.Helper()
-	ready := readyNodes(ctx, kc)
-	for _, n := range nodes {
-		if !ready[n.Name] {
-			t.Errorf("after the restore %s is not Ready: %v", n.Name, ready)
-		}
-	}
-	ids := map[uint64]bool{}
-	for _, n := range nodes[:cps] {
-		voters, learners, id := etcdMembership(ctx, t, state, n)
-		ids[id] = true
-		if voters != cps || learners != 0 {
-			t.Errorf("after the restore etcd on %s has %d voters and %d learners; want %d and 0", n.Name, voters, learners, cps)
-		}
-	}
-	if len(ids) != 1 {
-		t.Errorf("after the restore etcd cluster IDs %v; want one", ids)
-	}
 }
 
 // restoreOntoNewHosts: a backup, then every control plane destroyed and made
@@ -296,5 +267,14 @@ func restoreOntoNewHosts(ctx context.Context, t *testing.T, c *harnesslib.Cluste
 	}
 	kc := clientFor(t, state)
 	checkWorkloadBack(ctx, t, kc)
-	checkRestoredCluster(ctx, t, kc, state, c.Nodes, cps)
+	checkNodesWhole(ctx, t, state, c.Nodes, cps)
+}
+
+// pauseDeployment is a Deployment of n pause pods labelled app=name.
+func pauseDeployment(name string, n int32) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: appsv1.DeploymentSpec{Replicas: &n, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10.2", ImagePullPolicy: corev1.PullIfNotPresent}}}}}}
 }

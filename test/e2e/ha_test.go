@@ -1,0 +1,190 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubeforge/kubeforge/test/harnesslib"
+)
+
+// proxyView is what a worker shows of the node-local API proxy: its
+// kubelet's server, the proxy unit's state, the upstreams it is given.
+func proxyView(ctx context.Context, t *testing.T, c *harnesslib.Cluster, n harnesslib.Node) (server, active string, upstreams []string) {
+	t.Helper()
+	out := MustSSH(ctx, t, c, n, "root", `awk '$1=="server:" {print "server", $2}' /etc/kubernetes/kubelet.conf; echo "active $(systemctl is-active kubeforge-apiproxy)"; grep -v '^#' /etc/kubeforge/apiproxy-upstreams 2>/dev/null | sed 's/^/upstream /'`)
+	for _, line := range strings.Split(out, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), " ")
+		switch k {
+		case "server":
+			server = v
+		case "active":
+			active = v
+		case "upstream":
+			upstreams = append(upstreams, v)
+		}
+	}
+	sort.Strings(upstreams)
+	return server, active, upstreams
+}
+
+func checkProxies(ctx context.Context, t *testing.T, c *harnesslib.Cluster, workers []harnesslib.Node, cps ...harnesslib.Node) {
+	t.Helper()
+	var want []string
+	for _, cp := range cps {
+		want = append(want, cp.Address+":6443")
+	}
+	sort.Strings(want)
+	for _, w := range workers {
+		server, active, ups := proxyView(ctx, t, c, w)
+		if server != "https://127.0.0.1:6443" || active != "active" || strings.Join(ups, ",") != strings.Join(want, ",") {
+			t.Errorf("%s: kubelet server %q, proxy %q, upstreams %v; want the proxy active forwarding to %v", w.Name, server, active, ups, want)
+		}
+	}
+}
+
+// serviceAnswers connects n times from node to the kubernetes Service's
+// cluster IP (kube-proxy's rules to the live API servers).
+func serviceAnswers(ctx context.Context, c *harnesslib.Cluster, node harnesslib.Node, n int) error {
+	for i := range n {
+		if _, err := c.SSH(ctx, node, "root", "timeout 3 bash -c 'exec 3<>/dev/tcp/10.96.0.1/443'", nil); err != nil {
+			return fmt.Errorf("connect %d of %d to the kubernetes Service from %s: %w", i+1, n, node.Name, err)
+		}
+	}
+	return nil
+}
+
+// TestHAWithoutALoadBalancer: 3 control planes and 2 workers with no
+// controlPlaneEndpoint. Each worker's kubelet and kube-proxy reach the API
+// through the node-local proxy. The first control plane (the one the cluster
+// was made with) is stopped for two minutes: the other nodes stay Ready, a new
+// Deployment's pods run, the kubernetes Service answers, scale adds a worker;
+// started again, up converges. The proxies follow scale --remove and scale of
+// a control plane without restarting any kubelet, and a hung API server is
+// taken out of rotation.
+func TestHAWithoutALoadBalancer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	c, state := startCluster(ctx, t, "kfna", "172.31.239.0/24", 6, 3)
+	five := subsetInventory(t, c, "node1", "node2", "node3", "node4", "node5")
+	mustUp(ctx, t, c, state, "-i", five)
+	cp1, cp2, cp3, w4, w5, w6 := c.Nodes[0], c.Nodes[1], c.Nodes[2], c.Nodes[3], c.Nodes[4], c.Nodes[5]
+	checkProxies(ctx, t, c, []harnesslib.Node{w4, w5}, cp1, cp2, cp3)
+	if kp := kubectl(ctx, t, state, "-n", "kube-system", "get", "configmap", "kube-proxy", "-o", "jsonpath={.data.kubeconfig\\.conf}"); !strings.Contains(kp, "server: https://127.0.0.1:6443") {
+		t.Errorf("kube-proxy's kubeconfig does not name 127.0.0.1:6443:\n%s", kp)
+	}
+
+	// node1 down for two minutes.
+	if _, err := dockerCmd(ctx, "stop", "-t", "2", cp1.Container); err != nil {
+		t.Fatal(err)
+	}
+	down := time.Now()
+	via2 := restConfig(t, state)
+	via2.Host = "https://" + cp2.Address + ":6443"
+	kc2 := kubernetes.NewForConfigOrDie(via2)
+	dep := pauseDeployment("ha", 2)
+	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := kc2.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{})
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("no Deployment could be made through node2 with node1 down: %v", err)
+	}
+	for _, p := range waitPodsRunning(ctx, t, kc2, "default", "app=ha", 2) {
+		if p.Spec.NodeName != w4.Name && p.Spec.NodeName != w5.Name {
+			t.Errorf("pod %s on %s; want a worker", p.Name, p.Spec.NodeName)
+		}
+	}
+	// scale adds node6 while node1 is down: node1 is reported and left alone.
+	start := time.Now()
+	code, out := kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state)
+	t.Logf("scale +1 worker with node1 down: %s", time.Since(start).Round(time.Millisecond))
+	if code != 0 {
+		t.Fatalf("scale with node1 down exited %d", code)
+	}
+	if !strings.Contains(out, "node1 is down") {
+		t.Errorf("scale did not report node1 down:\n%s", out)
+	}
+	// The admin kubeconfig that run wrote works (it names a control plane that answers).
+	kc := clientFor(t, state)
+	if _, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("the admin kubeconfig does not work with node1 down: %v", err)
+	}
+	if wait := 2*time.Minute - time.Since(down); wait > 0 {
+		time.Sleep(wait)
+	}
+	ready := readyNodes(ctx, kc)
+	for _, n := range []harnesslib.Node{cp2, cp3, w4, w5, w6} {
+		if !ready[n.Name] {
+			t.Errorf("%s not Ready %s after node1 stopped: %v", n.Name, time.Since(down).Round(time.Second), ready)
+		}
+	}
+	if ready[cp1.Name] {
+		t.Errorf("node1 is Ready while stopped: the test did not take it down")
+	}
+	for _, w := range []harnesslib.Node{w4, w5, w6} {
+		if err := serviceAnswers(ctx, c, w, 5); err != nil {
+			t.Error(err)
+		}
+	}
+
+	// node1 back: up converges with no manual step; etcd has 3 voters.
+	if _, err := dockerCmd(ctx, "start", cp1.Container); err != nil {
+		t.Fatal(err)
+	}
+	mustUp(ctx, t, c, state)
+	checkWhole(ctx, t, c, state, 3)
+	checkProxies(ctx, t, c, []harnesslib.Node{w4, w5, w6}, cp1, cp2, cp3)
+
+	// The proxies follow the control-plane set with no kubelet restart.
+	before := map[string]string{}
+	for _, w := range []harnesslib.Node{w4, w5, w6} {
+		before[w.Name] = kubeletState(ctx, t, c, w)
+	}
+	if code, _ := kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state, "--remove", "node3"); code != 0 {
+		t.Fatalf("scale --remove node3 exited %d", code)
+	}
+	checkProxies(ctx, t, c, []harnesslib.Node{w4, w5, w6}, cp1, cp2)
+	if code, _ := kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state); code != 0 {
+		t.Fatalf("scale adding node3 back exited %d", code)
+	}
+	checkProxies(ctx, t, c, []harnesslib.Node{w4, w5, w6}, cp1, cp2, cp3)
+	for _, w := range []harnesslib.Node{w4, w5, w6} {
+		if after := kubeletState(ctx, t, c, w); after != before[w.Name] {
+			t.Errorf("the kubelet of %s changed or restarted while the control planes changed:\nbefore %s\nafter  %s", w.Name, before[w.Name], after)
+		}
+	}
+
+	// A hung API server (process stopped, port open) is taken out of rotation.
+	MustSSH(ctx, t, c, cp2, "root", "pkill -STOP -f '^kube-apiserver'")
+	defer c.SSH(context.Background(), cp2, "root", "pkill -CONT -f '^kube-apiserver'", nil)
+	var journal string
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		journal = MustSSH(ctx, t, c, w4, "root", "journalctl -u kubeforge-apiproxy --no-pager -o cat | grep 'upstream unhealthy' | grep "+cp2.Address+" || true")
+		return journal != "", nil
+	})
+	if err != nil {
+		t.Errorf("node4's proxy did not take the hung API server of node2 out of rotation")
+	}
+	for _, w := range []harnesslib.Node{w4, w5} {
+		if err := serviceAnswers(ctx, c, w, 3); err != nil {
+			t.Error(err)
+		}
+	}
+	MustSSH(ctx, t, c, cp2, "root", "pkill -CONT -f '^kube-apiserver'")
+	time.Sleep(45 * time.Second)
+	ready = readyNodes(ctx, kc)
+	for _, n := range c.Nodes {
+		if !ready[n.Name] {
+			t.Errorf("%s not Ready after node2's API server hung and resumed: %v", n.Name, ready)
+		}
+	}
+}
