@@ -312,6 +312,13 @@ func kubeletJoined(h *Host, l *coordinationv1.Lease, now time.Time) bool {
 }
 
 // warn records a warning for the plan and the log.
+// Warnings are what this run found worth saying that did not stop it.
+func (e *Env) Warnings() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.warnings...)
+}
+
 func (e *Env) warn(msg string) {
 	e.mu.Lock()
 	e.warnings = append(e.warnings, msg)

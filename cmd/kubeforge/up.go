@@ -56,6 +56,9 @@ func finish(w io.Writer, g *globals, res *playbooks.RunResult) {
 	changes := res.Env.Changes()
 	fmt.Fprintln(w)
 	res.Summary.Write(w, changes)
+	for _, msg := range res.Env.Warnings() {
+		fmt.Fprintln(w, "warning: "+msg)
+	}
 	n := 0
 	for _, c := range changes {
 		n += len(c)
