@@ -43,7 +43,10 @@ func Remove(*inventory.Inventory) Playbook {
 // Scale is the playbook behind `kubeforge scale`: it adds the inventory's
 // hosts that have not joined (whatever their place in the file), running only
 // their steps, then removes the hosts marked `remove: true`. Existing nodes are
-// read (facts, uniqueness checks) and get routes to the new nodes' pod CIDRs.
+// read (facts, uniqueness checks) and get routes to the new nodes' pod CIDRs;
+// existing control planes and the cluster's objects are converged (a second
+// control plane changes how every node reaches the API: docs/ha.md), and the
+// joined workers' API proxies follow the control planes.
 func Scale(*inventory.Inventory) Playbook {
 	newOnly := func(s Step) Step {
 		s.When = tasks.NotJoined
@@ -56,7 +59,7 @@ func Scale(*inventory.Inventory) Playbook {
 		{Name: "scale/check", Help: "refuse when there is no cluster to add hosts to", Local: tasks.RequireCluster, Always: true, ReadOnly: true},
 		newOnly(stepPreflightHost()), stepPreflightCluster(), plan, stepRemovalPlan(),
 		stepRender(), newOnly(stepPrepare()), newOnly(stepArtifacts()),
-		stepEtcd(), stepCIDRs(), stepNetwork(), newOnly(stepJoinCP()), stepToken(), newOnly(stepJoinWorkers()), stepAPIProxy(), stepKubeProxyRestart(),
+		stepEtcd(), stepCIDRs(), stepNetwork(), stepJoinCP(), stepBootstrap(), stepToken(), newOnly(stepJoinWorkers()), stepAPIProxy(), stepKubeProxyRestart(),
 		stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepForgetBootstrap(), stepTokenCleanup(),
 		{Name: "remove", Help: "hosts marked remove: true: cordon, drain (PDBs respected), remove the etcd member, delete the Node, reset",
 			Local: tasks.RemoveNodes, Timeout: 30 * time.Minute},

@@ -428,9 +428,13 @@ func forgeKnownHosts(t testing.TB, known string) string {
 func TestScaleAddsControlPlanes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	c, state := startCluster(ctx, t, "kfcp", "172.31.247.0/24", 3, 3)
-	if code, _ := kubeforge(ctx, t, "up", "-i", subsetInventory(t, c, "node1"), "--state-dir", state); code != 0 {
+	c, state := startCluster(ctx, t, "kfcp", "172.31.247.0/24", 4, 3)
+	if code, _ := kubeforge(ctx, t, "up", "-i", subsetInventory(t, c, "node1", "node4"), "--state-dir", state); code != 0 {
 		t.Fatalf("up with one control plane exited %d", code)
+	}
+	w := c.Nodes[3]
+	if server, active, _ := proxyView(ctx, t, c, w); server != "https://"+c.Nodes[0].Address+":6443" || active == "active" {
+		t.Errorf("one control plane: node4's kubelet server %q, proxy %q; want node1 and no proxy", server, active)
 	}
 	start := time.Now()
 	if code, _ := kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state); code != 0 {
@@ -446,7 +450,7 @@ func TestScaleAddsControlPlanes(t *testing.T) {
 			t.Errorf("%s not Ready", name)
 		}
 	}
-	for _, n := range c.Nodes {
+	for _, n := range c.Nodes[:3] {
 		cfg := restConfig(t, state)
 		cfg.Host = "https://" + n.Address + ":6443"
 		body, err := kubernetes.NewForConfigOrDie(cfg).Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
@@ -454,4 +458,30 @@ func TestScaleAddsControlPlanes(t *testing.T) {
 			t.Errorf("API server on %s: %q %v", n.Name, body, err)
 		}
 	}
+	// Several control planes: the worker moved to the node-local proxy (docs/ha.md), kube-proxy too.
+	checkProxies(ctx, t, c, []harnesslib.Node{w}, c.Nodes[:3]...)
+	if err := serviceAnswers(ctx, c, w, 5); err != nil {
+		t.Error(err)
+	}
+	checkNodesWhole(ctx, t, state, c.Nodes, 3)
+	// A controlPlaneEndpoint named (here node2's address stands for a load balancer): the worker
+	// moves to it and the proxy is removed.
+	withEndpoint := filepath.Join(c.Dir, "endpoint.yaml")
+	data, err := os.ReadFile(c.Inventory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := c.Nodes[1].Address + ":6443"
+	data = []byte(strings.Replace(string(data), "cluster:\n", "cluster:\n  controlPlaneEndpoint: "+ep+"\n", 1))
+	if err := os.WriteFile(withEndpoint, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustUp(ctx, t, c, state, "-i", withEndpoint)
+	if server, active, ups := proxyView(ctx, t, c, w); server != "https://"+ep || (active == "active") || len(ups) != 0 {
+		t.Errorf("with an endpoint: node4's kubelet server %q, proxy %q, upstreams %v; want %s and no proxy", server, active, ups, ep)
+	}
+	if kp := kubectl(ctx, t, state, "-n", "kube-system", "get", "configmap", "kube-proxy", "-o", "jsonpath={.data.kubeconfig\\.conf}"); !strings.Contains(kp, "server: https://"+ep) {
+		t.Errorf("kube-proxy's kubeconfig does not name the endpoint:\n%s", kp)
+	}
+	checkNodesWhole(ctx, t, state, c.Nodes, 3)
 }
