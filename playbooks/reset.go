@@ -34,7 +34,7 @@ func Remove(*inventory.Inventory) Playbook {
 		return s
 	}
 	return Playbook{Name: "scale --remove", AllHosts: true, Steps: []Step{
-		staying(stepConnect()), staying(stepFacts()), stepCerts(), stepRemovalPlan(), staying(stepAPIProxy()),
+		tolerant(staying(stepConnect())), staying(stepFacts()), stepCerts(), stepRemovalPlan(), staying(stepAPIProxy()),
 		{Name: "remove", Help: "cordon, drain (PDBs respected), remove the etcd member, delete the Node, reset the host",
 			Local: tasks.RemoveNodes, Timeout: 30 * time.Minute},
 	}}

@@ -140,6 +140,6 @@ func RenderOffline(*inventory.Inventory) Playbook {
 
 // CheckNodeCerts is the playbook behind `kubeforge certs check-expiration --hosts`.
 func CheckNodeCerts(*inventory.Inventory) Playbook {
-	return Playbook{Name: "certs check-expiration", Steps: []Step{stepConnect(),
+	return Playbook{Name: "certs check-expiration", Steps: []Step{tolerant(stepConnect()),
 		{Name: "certs/read", Help: "read every certificate kubeforge put on the host", Hosts: inventory.SelectAll, Run: tasks.ReadNodeCerts}}}
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -83,66 +84,22 @@ func TestHAWithoutALoadBalancer(t *testing.T) {
 		t.Errorf("kube-proxy's kubeconfig does not name 127.0.0.1:6443:\n%s", kp)
 	}
 
-	// node1 down for two minutes.
-	if _, err := dockerCmd(ctx, "stop", "-t", "2", cp1.Container); err != nil {
-		t.Fatal(err)
-	}
-	down := time.Now()
-	via2 := restConfig(t, state)
-	via2.Host = "https://" + cp2.Address + ":6443"
-	kc2 := kubernetes.NewForConfigOrDie(via2)
-	dep := pauseDeployment("ha", 2)
-	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, err := kc2.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{})
-		return err == nil, nil
-	}); err != nil {
-		t.Fatalf("no Deployment could be made through node2 with node1 down: %v", err)
-	}
-	for _, p := range waitPodsRunning(ctx, t, kc2, "default", "app=ha", 2) {
-		if p.Spec.NodeName != w4.Name && p.Spec.NodeName != w5.Name {
-			t.Errorf("pod %s on %s; want a worker", p.Name, p.Spec.NodeName)
+	// node1, the control plane the cluster was made with, down for two minutes; scale adds node6 meanwhile.
+	survivesLoss(ctx, t, c, state, cp1, cp2, "ha1", func() {
+		start := time.Now()
+		code, out := kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state)
+		t.Logf("scale +1 worker with node1 down: %s", time.Since(start).Round(time.Millisecond))
+		if code != 0 {
+			t.Fatalf("scale with node1 down exited %d", code)
 		}
-	}
-	// scale adds node6 while node1 is down: node1 is reported and left alone.
-	start := time.Now()
-	code, out := kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state)
-	t.Logf("scale +1 worker with node1 down: %s", time.Since(start).Round(time.Millisecond))
-	if code != 0 {
-		t.Fatalf("scale with node1 down exited %d", code)
-	}
-	if !strings.Contains(out, "node1 is down") {
-		t.Errorf("scale did not report node1 down:\n%s", out)
-	}
-	// The admin kubeconfig that run wrote works (it names a control plane that answers).
-	kc := clientFor(t, state)
-	if _, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
-		t.Errorf("the admin kubeconfig does not work with node1 down: %v", err)
-	}
-	if wait := 2*time.Minute - time.Since(down); wait > 0 {
-		time.Sleep(wait)
-	}
-	ready := readyNodes(ctx, kc)
-	for _, n := range []harnesslib.Node{cp2, cp3, w4, w5, w6} {
-		if !ready[n.Name] {
-			t.Errorf("%s not Ready %s after node1 stopped: %v", n.Name, time.Since(down).Round(time.Second), ready)
+		if !strings.Contains(out, "node1 is down") {
+			t.Errorf("scale did not report node1 down:\n%s", out)
 		}
-	}
-	if ready[cp1.Name] {
-		t.Errorf("node1 is Ready while stopped: the test did not take it down")
-	}
-	for _, w := range []harnesslib.Node{w4, w5, w6} {
-		if err := serviceAnswers(ctx, c, w, 5); err != nil {
-			t.Error(err)
-		}
-	}
-
-	// node1 back: up converges with no manual step; etcd has 3 voters.
-	if _, err := dockerCmd(ctx, "start", cp1.Container); err != nil {
-		t.Fatal(err)
-	}
-	mustUp(ctx, t, c, state)
-	checkWhole(ctx, t, c, state, 3)
+	})
 	checkProxies(ctx, t, c, []harnesslib.Node{w4, w5, w6}, cp1, cp2, cp3)
+	// In a second run, the second control plane.
+	survivesLoss(ctx, t, c, state, cp2, cp3, "ha2", nil)
+	kc := clientFor(t, state)
 
 	// The proxies follow the control-plane set with no kubelet restart.
 	before := map[string]string{}
@@ -181,10 +138,76 @@ func TestHAWithoutALoadBalancer(t *testing.T) {
 	}
 	MustSSH(ctx, t, c, cp2, "root", "pkill -CONT -f '^kube-apiserver'")
 	time.Sleep(45 * time.Second)
-	ready = readyNodes(ctx, kc)
+	ready := readyNodes(ctx, kc)
 	for _, n := range c.Nodes {
 		if !ready[n.Name] {
 			t.Errorf("%s not Ready after node2's API server hung and resumed: %v", n.Name, ready)
 		}
 	}
+}
+
+// survivesLoss stops control plane lost for two minutes. Meanwhile, through
+// live (another control plane): a new Deployment named dep gets its pods on
+// the workers, and during (if set) runs; then the admin kubeconfig works,
+// every other node is Ready and the kubernetes Service answers from every
+// worker. lost is started again and up converges with no manual step.
+func survivesLoss(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state string, lost, live harnesslib.Node, dep string, during func()) {
+	t.Helper()
+	if _, err := dockerCmd(ctx, "stop", "-t", "2", lost.Container); err != nil {
+		t.Fatal(err)
+	}
+	down := time.Now()
+	cfg := restConfig(t, state)
+	cfg.Host = "https://" + live.Address + ":6443"
+	kcLive := kubernetes.NewForConfigOrDie(cfg)
+	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := kcLive.AppsV1().Deployments("default").Create(ctx, pauseDeployment(dep, 2), metav1.CreateOptions{})
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("no Deployment could be made through %s with %s down: %v", live.Name, lost.Name, err)
+	}
+	for _, p := range waitPodsRunning(ctx, t, kcLive, "default", "app="+dep, 2) {
+		if !slices.ContainsFunc(c.Nodes, func(n harnesslib.Node) bool {
+			return n.Name == p.Spec.NodeName && !slices.Contains(n.Roles, "control-plane")
+		}) {
+			t.Errorf("pod %s on %s; want a worker", p.Name, p.Spec.NodeName)
+		}
+	}
+	if during != nil {
+		during()
+	}
+	if wait := 2*time.Minute - time.Since(down); wait > 0 {
+		time.Sleep(wait)
+	}
+	// The workstation's admin kubeconfig names a control plane that answers
+	// (the last run chose one); else a kubeforge run with lost down rewrites it.
+	if code, _ := kubeforge(ctx, t, "up", "-i", c.Inventory, "--state-dir", state, "--dry-run"); code != 0 {
+		t.Errorf("up --dry-run with %s down exited %d", lost.Name, code)
+	}
+	kc := clientFor(t, state)
+	if _, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("the admin kubeconfig does not work with %s down: %v", lost.Name, err)
+	}
+	ready := readyNodes(ctx, kc)
+	for _, n := range c.Nodes {
+		if n.Name != lost.Name && !ready[n.Name] {
+			t.Errorf("%s not Ready %s after %s stopped: %v", n.Name, time.Since(down).Round(time.Second), lost.Name, ready)
+		}
+	}
+	if ready[lost.Name] {
+		t.Errorf("%s is Ready while stopped: the test did not take it down", lost.Name)
+	}
+	for _, w := range c.Nodes {
+		if slices.Contains(w.Roles, "control-plane") {
+			continue
+		}
+		if err := serviceAnswers(ctx, c, w, 5); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := dockerCmd(ctx, "start", lost.Container); err != nil {
+		t.Fatal(err)
+	}
+	mustUp(ctx, t, c, state)
+	checkWhole(ctx, t, c, state, 3)
 }
