@@ -179,3 +179,16 @@ func (e *Env) staying() *inventory.Inventory {
 	}
 	return &inv
 }
+
+// planAPIProxy adds to hp what the run does to the worker's API proxy:
+// (re)started when its binary or unit differ, or removed when the cluster
+// no longer uses it.
+func planAPIProxy(env *Env, h *Host, hp *HostPlan, differ map[string]bool, proxied bool) {
+	switch {
+	case proxied && (differ[manifests.APIProxyBinaryPath] || differ[manifests.APIProxyUnitPath]):
+		hp.Restarts = append(hp.Restarts, RestartPlan{What: manifests.APIProxyUnit, Reason: "its binary or unit changes"})
+	case !proxied && !h.IsControlPlane() && h.Facts.APIProxyUnit:
+		hp.Restarts = append(hp.Restarts, RestartPlan{What: manifests.APIProxyUnit,
+			Reason: "removed once the kubelet uses " + env.Inv.NodeServerURL() + ": the cluster no longer uses the node-local proxy"})
+	}
+}

@@ -341,6 +341,14 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 	for _, f := range files {
 		sf = append(sf, ssh.File{Path: f.Path, Mode: f.Mode, Data: f.Data})
 	}
+	proxied := env.Inv.UsesAPIProxy() && !h.IsControlPlane()
+	if proxied {
+		bin, err := apiProxyBinary(env, h)
+		if err != nil {
+			return err
+		}
+		sf = append(sf, bin)
+	}
 	var imgs []*localArtifact
 	if env.Inv.Cluster.Artifacts != "" {
 		af, im, err := artifactFiles(env, h)
@@ -373,6 +381,14 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 		}
 		if dir, base := path.Split(d.Path); dir == manifests.ManifestsDir+"/" && h.Facts != nil && h.Facts.KubeletActive {
 			hp.Restarts = append(hp.Restarts, RestartPlan{What: "static pod " + strings.TrimSuffix(base, ".yaml"), Reason: "manifest " + string(d.Reason)})
+		}
+	}
+	planAPIProxy(env, h, hp, differ, proxied)
+	if server := h.Facts.KubeletServer; !h.IsControlPlane() && h.Facts.KubeletConf && server != "" && server != env.Inv.NodeServerURL() {
+		why := "its server moves from " + server + " to " + env.Inv.NodeServerURL() + " (docs/ha.md); its credentials stay"
+		hp.Files = append(hp.Files, FilePlan{Path: "/etc/kubernetes/kubelet.conf", Reason: why})
+		if kubelet == "" {
+			kubelet = "kubelet.conf: " + why
 		}
 	}
 	if hp.Role == "join" {
