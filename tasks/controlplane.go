@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,10 +41,47 @@ func installNode(ctx context.Context, env *Env, h *Host, extra ...nodefile.File)
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
-	if _, err := push(ctx, h, append(files, extra...)); err != nil {
+	before := apiServerContainer(ctx, h)
+	changed, err := push(ctx, h, append(files, extra...))
+	if err != nil {
 		return err
 	}
-	return startKubelet(ctx, env, h)
+	if err := startKubelet(ctx, env, h); err != nil {
+		return err
+	}
+	if before != "" && slices.Contains(changed, path.Join(manifests.ManifestsDir, "kube-apiserver.yaml")) {
+		return waitAPIServerReplaced(ctx, h, before)
+	}
+	return nil
+}
+
+// apiServerContainer is the ID of h's running kube-apiserver container, ""
+// when none runs or crictl is missing.
+func apiServerContainer(ctx context.Context, h *Host) string {
+	if !h.IsControlPlane() || h.Facts == nil || !h.Facts.KubeletActive {
+		return ""
+	}
+	out, err := h.Client.Run(ctx, "command -v crictl >/dev/null && crictl ps -q --state running --name '^kube-apiserver$' 2>/dev/null | head -1")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(out)
+}
+
+// waitAPIServerReplaced waits until the kubelet has replaced the API server
+// container that ran before its manifest changed (it notices the file within
+// about 20 s), so the readiness wait that follows sees the new one and not
+// the old one about to stop.
+func waitAPIServerReplaced(ctx context.Context, h *Host, before string) error {
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		now := apiServerContainer(ctx, h)
+		return now != "" && now != before, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the kubelet on %s did not restart the API server within 2m after its manifest changed: %w\n%s", h.Name, err, diagnoseControlPlane(ctx, h))
+	}
+	h.Log.Info("API server replaced", "old", before[:min(13, len(before))])
+	return nil
 }
 
 // waitAPIServer polls /readyz on h's API server through the SSH tunnel. On
