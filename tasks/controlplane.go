@@ -41,7 +41,7 @@ func installNode(ctx context.Context, env *Env, h *Host, extra ...nodefile.File)
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
-	before := apiServerContainer(ctx, h)
+	before := apiServerProcess(ctx, h)
 	changed, err := push(ctx, h, append(files, extra...))
 	if err != nil {
 		return err
@@ -55,13 +55,13 @@ func installNode(ctx context.Context, env *Env, h *Host, extra ...nodefile.File)
 	return nil
 }
 
-// apiServerContainer is the ID of h's running kube-apiserver container, ""
-// when none runs or crictl is missing.
-func apiServerContainer(ctx context.Context, h *Host) string {
+// apiServerProcess identifies h's running kube-apiserver process (its PID
+// and start time, read from /proc: no runtime CLI needed), "" when none runs.
+func apiServerProcess(ctx context.Context, h *Host) string {
 	if !h.IsControlPlane() || h.Facts == nil || !h.Facts.KubeletActive {
 		return ""
 	}
-	out, err := h.Client.Run(ctx, "command -v crictl >/dev/null && crictl ps -q --state running --name '^kube-apiserver$' 2>/dev/null | head -1")
+	out, err := h.Client.Run(ctx, `for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = kube-apiserver ] && echo "${p#/proc/} $(cut -d' ' -f22 $p/stat 2>/dev/null)"; done | sort | head -1`)
 	if err != nil {
 		return ""
 	}
@@ -74,13 +74,13 @@ func apiServerContainer(ctx context.Context, h *Host) string {
 // the old one about to stop.
 func waitAPIServerReplaced(ctx context.Context, h *Host, before string) error {
 	err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		now := apiServerContainer(ctx, h)
+		now := apiServerProcess(ctx, h)
 		return now != "" && now != before, nil
 	})
 	if err != nil {
-		return fmt.Errorf("the kubelet on %s did not restart the API server within 2m after its manifest changed: %w\n%s", h.Name, err, diagnoseControlPlane(ctx, h))
+		return fmt.Errorf("the kubelet on %s did not replace the API server process within 2m after its manifest changed: %w\n%s", h.Name, err, diagnoseControlPlane(ctx, h))
 	}
-	h.Log.Info("API server replaced", "old", before[:min(13, len(before))])
+	h.Log.Info("API server replaced", "old", before)
 	return nil
 }
 
