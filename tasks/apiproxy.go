@@ -16,8 +16,8 @@ import (
 	"github.com/kubeforge/kubeforge/ssh"
 )
 
-// goArch maps `uname -m` to Go's GOARCH.
-var goArch = map[string]string{"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+// goArch maps `uname -m` of the architectures preflight accepts to Go's GOARCH.
+var goArch = map[string]string{"x86_64": "amd64", "aarch64": "arm64"}
 
 // apiProxyBinary is this kubeforge binary, which the proxy unit runs on h.
 func apiProxyBinary(env *Env, h *Host) (ssh.File, error) {
@@ -152,9 +152,12 @@ systemctl restart kubelet`, k, want)
 	return nil
 }
 
+// listeningPortsCmd prints, in hex, the port of every TCP socket in LISTEN state.
+const listeningPortsCmd = `cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk 'NR>1 && $4=="0A" {split($2,a,":"); print a[2]}'`
+
 // listeningOn returns which of ports have a TCP listener on h.
 func listeningOn(ctx context.Context, h *Host, ports ...int) ([]int, error) {
-	out, err := h.Client.Run(ctx, `cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk 'NR>1 && $4=="0A" {split($2,a,":"); print a[2]}' | sort -u`)
+	out, err := h.Client.Run(ctx, listeningPortsCmd+" | sort -u")
 	if err != nil {
 		return nil, err
 	}

@@ -79,7 +79,7 @@ printf 'swaps\t%s\n' "$(tail -n +2 /proc/swaps 2>/dev/null | wc -l)"
 printf 'memkb\t%s\n' "$(awk '/^MemTotal:/{print $2}' /proc/meminfo)"
 printf 'cpus\t%s\n' "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
 printf 'ipforward\t%s\n' "$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"
-cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk 'NR>1 && $4=="0A" {split($2,a,":"); print "listen\t" a[2]}'
+` + listeningPortsCmd + ` | while read -r p; do printf 'listen\t%s\n' "$p"; done
 printf 'crisocket\t%s\n' "$(test -S "$1" && echo yes)"
 printf 'criready\t%s\n' "$(test -S "$1" && command -v ctr >/dev/null && ctr --address "$1" plugins ls 2>/dev/null | awk '$2=="io.containerd.grpc.v1.cri" || $1=="io.containerd.grpc.v1" && $2=="cri" {print $NF}' | head -1)"
 printf 'runtime\t%s\n' "$(containerd --version 2>/dev/null)"
