@@ -36,10 +36,10 @@ const (
 )
 
 // SupportedKubernetesVersions describes the Kubernetes versions kubeforge installs.
-const SupportedKubernetesVersions = "v1.37.x"
+const SupportedKubernetesVersions = "v1.36.x and v1.37.x"
 
 // supportedMinors are the Kubernetes minors kubeforge renders files for.
-var supportedMinors = []uint{37}
+var supportedMinors = []uint{36, 37}
 
 // supportedVersion reports whether v is a release (vMAJOR.MINOR.PATCH, no
 // pre-release) of a supported minor.
@@ -234,7 +234,7 @@ func (c *checker) cluster() {
 			"invalid imageRepository %+.80q", cl.ImageRepository)
 	}
 	if cl.Artifacts != "" {
-		c.artifacts(at.with("artifacts"), cl.Artifacts)
+		c.artifacts(at.with("artifacts"), cl.Artifacts, cl.KubernetesVersion)
 	}
 	if ep := cl.ContainerRuntimeEndpoint; !strings.HasPrefix(ep, "unix:///") {
 		c.errorf(at.with("containerRuntimeEndpoint"), "use unix:// and an absolute socket path, such as "+DefaultContainerRuntimeEndpoint,
@@ -396,7 +396,7 @@ func rangeSize(p netip.Prefix) int64 {
 	return int64(1) << host
 }
 
-func (c *checker) artifacts(at path, dir string) {
+func (c *checker) artifacts(at path, dir, k8s string) {
 	st, err := os.Stat(dir)
 	switch {
 	case err != nil:
@@ -409,6 +409,13 @@ func (c *checker) artifacts(at path, dir string) {
 	for _, bin := range []string{"kubelet", "kubectl", "kubeadm"} {
 		if _, err := os.Stat(filepath.Join(dir, "bin", bin)); err != nil {
 			c.warnf(at, "offline installs read DIR/bin/{kubelet,kubectl,kubeadm}", "artifacts directory %s has no bin/%s", dir, bin)
+		}
+	}
+	// The binaries and images must be the version the files are rendered for.
+	if b, err := os.ReadFile(filepath.Join(dir, "VERSION")); err == nil {
+		if got := strings.TrimSpace(string(b)); got != k8s && supportedVersion(k8s) {
+			c.errorf(at, "point artifacts at the build of "+k8s+" (an upgrade changes kubernetesVersion and artifacts together)",
+				"artifacts directory %s holds Kubernetes %.40s, not the kubernetesVersion %s", dir, got, k8s)
 		}
 	}
 }

@@ -3,15 +3,31 @@ package manifests
 import (
 	"strings"
 
+	k8sversion "k8s.io/apimachinery/pkg/util/version"
+
 	"github.com/kubeforge/kubeforge/inventory"
 )
 
-// Versions kubeadm v1.37 pins (cmd/kubeadm/app/constants).
-const (
-	PauseVersion   = "3.10.2"
-	EtcdVersion    = "3.7.0-0"
-	CoreDNSVersion = "v1.14.6"
-)
+// Pins are the versions one kubeadm minor pins (cmd/kubeadm/app/constants:
+// PauseVersion, DefaultEtcdVersion, CoreDNSVersion).
+type Pins struct{ Pause, Etcd, CoreDNS string }
+
+// pins holds, per supported Kubernetes minor, what its kubeadm pins.
+var pins = map[uint]Pins{
+	36: {Pause: "3.10.2", Etcd: "3.6.8-0", CoreDNS: "v1.14.2"},
+	37: {Pause: "3.10.2", Etcd: "3.7.0-0", CoreDNS: "v1.14.6"},
+}
+
+// PinsFor returns the pins of version's minor (validation admits only the
+// minors that have them; an unknown one gets the newest's).
+func PinsFor(version string) Pins {
+	if v, err := k8sversion.ParseGeneric(version); err == nil {
+		if p, ok := pins[v.Minor()]; ok {
+			return p
+		}
+	}
+	return pins[37]
+}
 
 // Paths of a kubeadm node.
 const (
@@ -33,6 +49,7 @@ const (
 type clusterDefaults struct {
 	version         string // "v1.37.2"
 	imageTag        string // version as an image tag
+	pins            Pins
 	podSubnet       string
 	serviceSubnet   string
 	dnsDomain       string
@@ -59,6 +76,7 @@ func defaults(inv *inventory.Inventory) clusterDefaults {
 	return clusterDefaults{
 		version:         v,
 		imageTag:        strings.ReplaceAll(v, "+", "_"),
+		pins:            PinsFor(v),
 		podSubnet:       or(c.PodSubnet, inventory.DefaultPodSubnet),
 		serviceSubnet:   or(c.ServiceSubnet, inventory.DefaultServiceSubnet),
 		dnsDomain:       or(c.DNSDomain, inventory.DefaultDNSDomain),

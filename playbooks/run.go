@@ -33,6 +33,9 @@ type Options struct {
 	Tasks       tasks.Options
 	Stdout      io.Writer
 	Stderr      io.Writer
+	// OnEnv, if set, is called with the run's environment before the first
+	// step (the upgrade command hooks its graceful stop to it).
+	OnEnv func(*tasks.Env)
 	// AskPassword reads a secret from the user (the terminal); nil: prompts fail.
 	AskPassword func(prompt string) (string, error)
 }
@@ -113,6 +116,9 @@ func Run(ctx context.Context, opts *Options, build func(*inventory.Inventory) Pl
 		env.Leaving = env.Hosts(inv.Leaving())
 	}
 
+	if opts.OnEnv != nil {
+		opts.OnEnv(env)
+	}
 	sum := &Summary{}
 	var sink EventSink = &TextSink{W: opts.Stdout, Verbose: opts.Verbose}
 	if f, ok := opts.Stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !opts.Verbose {

@@ -30,6 +30,21 @@ type StepError struct {
 func (e *StepError) Error() string { return fmt.Sprintf("step %s: %v", e.Step, e.Err) }
 func (e *StepError) Unwrap() error { return e.Err }
 
+// ErrStopped is returned when a requested stop (the first Ctrl-C of an
+// upgrade) ended the run at a safe point: before step Step, or within it
+// after Done of its Of batches or hosts.
+type ErrStopped struct {
+	Step     string
+	Done, Of int
+}
+
+func (e *ErrStopped) Error() string {
+	if e.Of > 0 {
+		return fmt.Sprintf("stopped as asked, at a safe point in step %s (after %d of %d): run the same command again to go on", e.Step, e.Done, e.Of)
+	}
+	return fmt.Sprintf("stopped as asked, at a safe point before step %s: run the same command again to go on", e.Step)
+}
+
 // Runner executes playbooks. It is the only place that starts goroutines.
 type Runner struct {
 	// Concurrency bounds how many hosts a step works on at once (a sliding window).
@@ -52,9 +67,13 @@ func (r *Runner) Run(ctx context.Context, env *tasks.Env, pb Playbook) error {
 	sink.Event(Event{Type: EventPlaybookStart, Playbook: pb.Name})
 	failed := map[string]bool{}
 	var errs []error
-	for _, s := range pb.Steps {
+	for i, s := range pb.Steps {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, fmt.Errorf("%s stopped before step %s: %w", pb.Name, s.Name, err))
+			break
+		}
+		if i > 0 && env.StopRequested() && !s.ReadOnly {
+			errs = append(errs, &ErrStopped{Step: s.Name})
 			break
 		}
 		err := r.step(ctx, env, s, sink, failed)
@@ -100,6 +119,38 @@ func (r *Runner) step(ctx context.Context, env *tasks.Env, s Step, sink EventSin
 		}
 		hosts = append(hosts, h)
 	}
+	batches := [][]*tasks.Host{hosts}
+	if s.Batches != nil {
+		batches = s.Batches(env, hosts)
+	}
+	var errs []error
+	for bi, batch := range batches {
+		if bi > 0 && errors.Join(errs...) != nil {
+			for _, h := range batch { // a failed batch stops the step: nothing further is touched
+				sink.Event(Event{Type: EventHostEnd, Step: s.Name, Host: h.Name, Result: ResultSkipped})
+			}
+			continue
+		}
+		if bi > 0 && env.StopRequested() {
+			errs = append(errs, &ErrStopped{Step: s.Name, Done: bi, Of: len(batches)})
+			break
+		}
+		if s.BeforeBatch != nil && len(batch) > 0 {
+			if err := s.BeforeBatch(ctx, env, batch); err != nil {
+				errs = append(errs, err)
+				break
+			}
+		}
+		errs = append(errs, r.hosts(ctx, env, s, sink, failed, batch)...)
+	}
+	err := errors.Join(errs...)
+	sink.Event(Event{Type: EventStepEnd, Step: s.Name, Result: resultOf(err), Duration: time.Since(start), Err: err})
+	return err
+}
+
+// hosts runs s on hosts at once (within the runner's concurrency; one at a
+// time for a serial step) and returns their errors.
+func (r *Runner) hosts(ctx context.Context, env *tasks.Env, s Step, sink EventSink, failed map[string]bool, hosts []*tasks.Host) []error {
 	limit := r.Concurrency
 	if limit <= 0 {
 		limit = 20
@@ -112,8 +163,11 @@ func (r *Runner) step(ctx context.Context, env *tasks.Env, s Step, sink EventSin
 	g.SetLimit(limit)
 	for i, h := range hosts {
 		g.Go(func() error {
-			if s.Serial && i > 0 && errors.Join(errs[:i]...) != nil {
-				errs[i] = nil // a serial step stops at the first failing host
+			if s.Serial && i > 0 && (errors.Join(errs[:i]...) != nil || env.StopRequested()) {
+				errs[i] = nil // a serial step stops at the first failing host, or at a requested stop
+				if errors.Join(errs[:i]...) == nil {
+					errs[i] = &ErrStopped{Step: s.Name, Done: i, Of: len(hosts)}
+				}
 				sink.Event(Event{Type: EventHostEnd, Step: s.Name, Host: h.Name, Result: ResultSkipped})
 				return nil
 			}
@@ -140,6 +194,9 @@ func (r *Runner) step(ctx context.Context, env *tasks.Env, s Step, sink EventSin
 	_ = g.Wait()
 	for i, e := range errs {
 		if e != nil {
+			if _, stopped := e.(*ErrStopped); stopped {
+				continue
+			}
 			failed[hosts[i].Name] = true
 			if s.Tolerate != nil && s.Tolerate.Match(env, hosts[i]) {
 				env.MarkUnreachable(hosts[i], e)
@@ -147,9 +204,7 @@ func (r *Runner) step(ctx context.Context, env *tasks.Env, s Step, sink EventSin
 			}
 		}
 	}
-	err := errors.Join(errs...)
-	sink.Event(Event{Type: EventStepEnd, Step: s.Name, Result: resultOf(err), Duration: time.Since(start), Err: err})
-	return err
+	return errs
 }
 
 func resultOf(err error) Result {

@@ -30,6 +30,13 @@ type Step struct {
 	// fail the run: they are reported unreachable and left out of the later
 	// steps (a control plane that is down while the others carry on).
 	Tolerate *tasks.Predicate
+	// Batches, if set, splits the step's hosts into batches run one after
+	// the other (a batch's hosts at once); a batch with a failed host stops
+	// the step, and a requested stop ends it between batches.
+	Batches func(env *tasks.Env, hosts []*tasks.Host) [][]*tasks.Host
+	// BeforeBatch runs before each batch's hosts start (the upgrade cordons
+	// the whole batch before draining any of it).
+	BeforeBatch tasks.BatchFunc
 	// ReadOnly marks the steps that only look (connect, facts, preflight, the
 	// plan): a dry run runs these and stops before the first other step.
 	ReadOnly bool

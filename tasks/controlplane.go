@@ -41,7 +41,7 @@ func installNode(ctx context.Context, env *Env, h *Host, extra ...nodefile.File)
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
-	before := apiServerProcess(ctx, h)
+	before := staticPodProcess(ctx, h, "kube-apiserver")
 	changed, err := push(ctx, h, append(files, extra...))
 	if err != nil {
 		return err
@@ -50,37 +50,38 @@ func installNode(ctx context.Context, env *Env, h *Host, extra ...nodefile.File)
 		return err
 	}
 	if before != "" && slices.Contains(changed, path.Join(manifests.ManifestsDir, "kube-apiserver.yaml")) {
-		return waitAPIServerReplaced(ctx, h, before)
+		return waitReplaced(ctx, h, "kube-apiserver", before)
 	}
 	return nil
 }
 
-// apiServerProcess identifies h's running kube-apiserver process (its PID
-// and start time, read from /proc: no runtime CLI needed), "" when none runs.
-func apiServerProcess(ctx context.Context, h *Host) string {
+// staticPodProcess identifies h's running process of a static pod's program
+// (kube-apiserver, etcd): its PID and start time, read from /proc (no
+// runtime CLI needed); "" when none runs.
+func staticPodProcess(ctx context.Context, h *Host, comm string) string {
 	if !h.IsControlPlane() || h.Facts == nil || !h.Facts.KubeletActive {
 		return ""
 	}
-	out, err := h.Client.Run(ctx, `for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = kube-apiserver ] && echo "${p#/proc/} $(cut -d' ' -f22 $p/stat 2>/dev/null)"; done | sort | head -1`)
+	out, err := h.Client.Run(ctx, `for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = `+comm+` ] && echo "${p#/proc/} $(cut -d' ' -f22 $p/stat 2>/dev/null)"; done | sort | head -1`)
 	if err != nil {
 		return ""
 	}
 	return strings.TrimSpace(out)
 }
 
-// waitAPIServerReplaced waits until the kubelet has replaced the API server
-// container that ran before its manifest changed (it notices the file within
-// about 20 s), so the readiness wait that follows sees the new one and not
-// the old one about to stop.
-func waitAPIServerReplaced(ctx context.Context, h *Host, before string) error {
+// waitReplaced waits until the kubelet has replaced the comm process that
+// ran before its manifest changed (it notices the file within about 20 s),
+// so the readiness wait that follows sees the new one and not the old one
+// about to stop.
+func waitReplaced(ctx context.Context, h *Host, comm, before string) error {
 	err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		now := apiServerProcess(ctx, h)
+		now := staticPodProcess(ctx, h, comm)
 		return now != "" && now != before, nil
 	})
 	if err != nil {
-		return fmt.Errorf("the kubelet on %s did not replace the API server process within 2m after its manifest changed: %w\n%s", h.Name, err, diagnoseControlPlane(ctx, h))
+		return fmt.Errorf("the kubelet on %s did not replace the %s process within 2m after its manifest changed: %w\n%s", h.Name, comm, err, diagnoseControlPlane(ctx, h))
 	}
-	h.Log.Info("API server replaced", "old", before)
+	h.Log.Info("process replaced", "program", comm, "old", before)
 	return nil
 }
 

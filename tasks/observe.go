@@ -28,6 +28,8 @@ type ClusterFacts struct {
 	Nodes map[string]bool
 	// PodCIDRs are the Nodes' pod CIDRs.
 	PodCIDRs map[string]string
+	// KubeletVersions are the versions the Nodes' kubelets report.
+	KubeletVersions map[string]string
 	// Joined are the hosts whose kubelet joined: /etc/kubernetes/kubelet.conf
 	// holds a valid credential for its own node and the node's Lease is fresh.
 	Joined map[string]bool
@@ -209,7 +211,8 @@ func apiAnswers(ctx context.Context, env *Env, h *Host) bool {
 // refusing when two members report different clusters, and reads the
 // cluster's Nodes and Leases through an API server that answers.
 func ObserveCluster(ctx context.Context, env *Env) error {
-	cf := &ClusterFacts{Nodes: map[string]bool{}, Joined: map[string]bool{}, Credential: map[string]bool{}, PodCIDRs: map[string]string{}}
+	cf := &ClusterFacts{Nodes: map[string]bool{}, Joined: map[string]bool{}, Credential: map[string]bool{}, PodCIDRs: map[string]string{},
+		KubeletVersions: map[string]string{}}
 	for _, h := range env.Hosts(env.Inv.Hosts) {
 		cf.Credential[h.Name] = h.Facts != nil && h.Facts.KubeletIdentity == "system:node:"+h.Name
 	}
@@ -259,6 +262,7 @@ func ObserveCluster(ctx context.Context, env *Env) error {
 	}
 	for _, n := range nodes.Items {
 		cf.Nodes[n.Name] = true
+		cf.KubeletVersions[n.Name] = n.Status.NodeInfo.KubeletVersion
 		if n.Spec.PodCIDR != "" {
 			cf.PodCIDRs[n.Name] = n.Spec.PodCIDR
 		}

@@ -125,6 +125,11 @@ func DecideRoles(_ context.Context, env *Env) error {
 				"again to finish it (the archive with sha256 %s)", cp.Name, restoreMarkerPath, m.Time.Format(time.RFC3339), m.Archive)}
 		}
 	}
+	if !env.Opts.Upgrade {
+		if err := refuseVersionChange(env, cf.KubeletVersions); err != nil {
+			return err
+		}
+	}
 	if cf.Etcd == nil {
 		var withData, why []string
 		env.mu.Lock()

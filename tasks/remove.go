@@ -69,7 +69,7 @@ func (e *Env) removeNode(ctx context.Context, t *TeardownPlan) error {
 			return fmt.Errorf("get node: %w", err)
 		}
 		if node != nil {
-			if err := e.drainNode(ctx, h, node, t.Unreachable != ""); err != nil {
+			if err := e.drainNode(ctx, h, node, t.Unreachable != "", "the node stays cordoned: fix what blocks the eviction (a PodDisruptionBudget?) and run again, or pass --force"); err != nil {
 				return err
 			}
 		}
@@ -93,23 +93,25 @@ func (e *Env) removeNode(ctx context.Context, t *TeardownPlan) error {
 
 // drainNode cordons and drains node; a failed drain stops the removal unless
 // --force. An unreachable host's pods are deleted, not evicted.
-func (e *Env) drainNode(ctx context.Context, h *Host, node *corev1.Node, unreachable bool) error {
+func (e *Env) drainNode(ctx context.Context, h *Host, node *corev1.Node, unreachable bool, next string) error {
 	helper := e.drainer(ctx)
 	helper.OnPodDeletionOrEvictionFinished = func(p *corev1.Pod, _ bool, err error) {
 		if err == nil {
 			h.Log.Info("evicted", "pod", p.Namespace+"/"+p.Name)
 		}
 	}
-	if err := drain.RunCordonOrUncordon(helper, node, true); err != nil {
-		return fmt.Errorf("cordon: %w", err)
+	if !node.Spec.Unschedulable {
+		if err := drain.RunCordonOrUncordon(helper, node, true); err != nil {
+			return fmt.Errorf("cordon: %w", err)
+		}
+		h.Changed(Change{Kind: ChangeNode, What: "cordoned node"})
 	}
-	h.Changed(Change{Kind: ChangeNode, What: "cordoned node"})
 	if unreachable {
 		helper.DisableEviction, helper.Force = true, true
 	}
 	if err := drain.RunNodeDrain(helper, h.Name); err != nil {
 		if !e.Opts.Force {
-			return fmt.Errorf("drain: %w; the node stays cordoned: fix what blocks the eviction (a PodDisruptionBudget?) and run again, or pass --force", err)
+			return fmt.Errorf("drain %s: %w; %s", h.Name, err, next)
 		}
 		h.Log.Warn("drain failed; going on because of --force", "err", err)
 		return nil

@@ -287,8 +287,16 @@ func PlanRemoval(ctx context.Context, env *Env) error {
 func (e *Env) drainer(ctx context.Context) *drain.Helper {
 	return &drain.Helper{
 		Ctx: ctx, Client: e.Kube, GracePeriodSeconds: -1, IgnoreAllDaemonSets: true, DeleteEmptyDirData: true,
-		Timeout: 2 * time.Minute, Out: io.Discard, ErrOut: io.Discard,
+		Timeout: e.drainTimeout(), Out: io.Discard, ErrOut: io.Discard,
 	}
+}
+
+// drainTimeout is how long one node's drain may take.
+func (e *Env) drainTimeout() time.Duration {
+	if e.Opts.DrainTimeout > 0 {
+		return e.Opts.DrainTimeout
+	}
+	return 2 * time.Minute
 }
 
 // planNode records what happens to h's Node and which pods its drain evicts.

@@ -82,6 +82,7 @@ generates the cluster PKI locally, pushes files over SFTP and joins the nodes, i
 		newPreflightCmd(g, stdout),
 		newUpCmd(g, stdout),
 		newScaleCmd(g, stdout),
+		newUpgradeCmd(g, stdout),
 		newResetCmd(g, stdout),
 		newBackupCmd(g, stdout),
 		newRestoreCmd(g, stdout),

@@ -134,11 +134,18 @@ type invHost struct {
 
 // inventoryYAML renders c's kubeforge inventory.
 func inventoryYAML(c *Cluster) ([]byte, error) {
+	version := KubernetesVersion
+	if c.Artifacts != "" {
+		// The inventory asks for the version the artifacts were built for.
+		if b, err := os.ReadFile(filepath.Join(c.Artifacts, "VERSION")); err == nil {
+			version = strings.TrimSpace(string(b))
+		}
+	}
 	d := invDoc{
 		APIVersion: "kubeforge.io/v1alpha1",
 		Kind:       "Cluster",
 		Cluster: invCluster{
-			Name: "harness", KubernetesVersion: KubernetesVersion,
+			Name: "harness", KubernetesVersion: version,
 			PodSubnet: "10.244.0.0/16", ServiceSubnet: "10.96.0.0/12",
 			Artifacts: c.Artifacts,
 			Kubelet:   invKubelet{ResolvConf: PodResolvConf},

@@ -34,7 +34,8 @@ const (
 	// FirstHostOctet is the last octet of node1's address; node i gets FirstHostOctet+i-1.
 	FirstHostOctet = 11
 
-	// KubernetesVersion is the version the harness inventory asks for (the artifacts are built for it).
+	// KubernetesVersion is the version the harness inventory asks for without artifacts; with them, the version
+	// their VERSION file names.
 	KubernetesVersion = "v1.37.2"
 	// PodResolvConf is the resolv.conf on every node that pods can use (kubelet's resolvConf).
 	PodResolvConf = "/etc/kubeforge/resolv.conf"

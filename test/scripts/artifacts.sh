@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
-# artifacts.sh DIR: build Kubernetes v1.37.2 from Go modules (test/k8s) and the images kubeadm 1.37 uses, into the
-# artifacts directory kubeforge takes for offline installs:
+# artifacts.sh DIR [VERSION]: build Kubernetes VERSION (v1.37.2, the default, or v1.36.3) from Go modules and the
+# images that version's kubeadm uses, into the artifacts directory kubeforge takes for offline installs:
 #   DIR/bin/kubelet DIR/bin/kubectl DIR/bin/kubeadm   hard links of one static multi-call binary
 #   DIR/images/*.tar                                  docker-save tarballs (ctr -n k8s.io images import)
 #   DIR/VERSION                                       "v1.37.2"
+# The sources are test/k8s/main.go and test/k8s/pause; each version has its own go.mod and go.sum (test/k8s for
+# v1.37, test/k8s/v1.36 for v1.36). Versions share the Go module and build caches: what both use is built once.
 # Cached: a stamp of the inputs (go.mod, go.sum, sources, this script, Go version) skips everything when unchanged;
 # the Go build cache makes a rebuild after small changes quick.
 set -euo pipefail
 
-[[ $# -eq 1 && -n "$1" ]] || { echo "usage: $0 DIR" >&2; exit 2; }
+[[ ($# -eq 1 || $# -eq 2) && -n "$1" ]] || { echo "usage: $0 DIR [VERSION]" >&2; exit 2; }
+VERSION=${2:-v1.37.2}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+K8S=$(cd "$HERE/../k8s" && pwd)
+# Per version, kubeadm's own pins (cmd/kubeadm/app/constants: PauseVersion, DefaultEtcdVersion, CoreDNSVersion).
+case $VERSION in
+v1.37.2) PAUSE_VERSION=3.10.2 ETCD_VERSION=3.7.0-0 COREDNS_VERSION=v1.14.6 MOD=$K8S ;;
+v1.36.3) PAUSE_VERSION=3.10.2 ETCD_VERSION=3.6.8-0 COREDNS_VERSION=v1.14.2 MOD=$K8S/v1.36 ;;
+*) echo "artifacts.sh: no build recipe for Kubernetes $VERSION (known: v1.37.2, v1.36.3)" >&2; exit 2 ;;
+esac
+MINOR=$(echo "$VERSION" | cut -d. -f2)
 mkdir -p "$1"
 DIR=$(cd "$1" && pwd)
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SRC=$(cd "$HERE/../k8s" && pwd)
 export DOCKER_BUILDKIT=0
-
-VERSION=v1.37.2
-PAUSE_VERSION=3.10.2   # kubeadm constants.PauseVersion
-ETCD_VERSION=3.7.0-0   # kubeadm constants.DefaultEtcdVersion
-COREDNS_VERSION=v1.14.6 # kubeadm constants.CoreDNSVersion
 REPO=registry.k8s.io
 BASE=kubeforge/k8s-base:$VERSION
 IMAGES=(
@@ -40,7 +45,9 @@ command -v docker >/dev/null || die "docker is not on PATH (run test/scripts/pre
 stamp() {
 	{
 		go version
-		(cd "$SRC" && sha256sum go.mod go.sum main.go pause/main.go)
+		echo "$VERSION"
+		(cd "$MOD" && sha256sum go.mod go.sum)
+		(cd "$K8S" && sha256sum main.go pause/main.go)
 		sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1
 	} | sha256sum | cut -d' ' -f1
 }
@@ -61,9 +68,15 @@ t0=$(date +%s)
 # --- the multi-call binary ------------------------------------------------------------------------------------
 LDFLAGS="-s -w"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	LDFLAGS="$LDFLAGS -X $p.gitVersion=$VERSION -X $p.gitMajor=1 -X $p.gitMinor=37 -X $p.gitTreeState=clean -X $p.buildDate=2026-01-01T00:00:00Z"
+	LDFLAGS="$LDFLAGS -X $p.gitVersion=$VERSION -X $p.gitMajor=1 -X $p.gitMinor=$MINOR -X $p.gitTreeState=clean -X $p.buildDate=2026-01-01T00:00:00Z"
 done
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly
+# The build tree: the shared sources with this version's go.mod and go.sum.
+SRC=$DIR/.build/src
+rm -rf "$SRC"
+mkdir -p "$SRC/pause"
+cp "$MOD/go.mod" "$MOD/go.sum" "$K8S/main.go" "$SRC/"
+cp "$K8S/pause/main.go" "$SRC/pause/"
 cd "$SRC"
 log "downloading modules (first run: ~700 MB into the Go module cache)"
 go mod download

@@ -1,0 +1,36 @@
+package playbooks
+
+import (
+	"time"
+
+	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/tasks"
+)
+
+// Upgrade is the playbook behind `kubeforge upgrade`: it observes what every
+// node runs, plans from that (docs/upgrade.md), takes an etcd snapshot, then
+// upgrades the control planes one at a time, the cluster's objects, and the
+// workers in batches. Every node's state is read from the host and the
+// cluster, so a re-run after a stop or a crash goes on from where it is.
+func Upgrade(*inventory.Inventory) Playbook {
+	long := 6 * time.Hour // bounded by the waits inside, per node
+	return Playbook{Name: "upgrade", Steps: []Step{
+		stepConnect(), stepFacts(), stepSeed(), stepCerts(), stepProbe(), stepObserve(), stepPlan(),
+		{Name: "upgrade/plan", Help: "versions running on every node; refuse a jump of two minors, a downgrade, an unhealthy node or etcd, missing artifacts",
+			Local: tasks.PlanUpgrade, Always: true, ReadOnly: true},
+		stepRender(),
+		{Name: "upgrade/snapshot", Help: "etcd snapshot from a voting member to the workstation, verified (a restore archive)",
+			Local: tasks.UpgradeSnapshot, Timeout: 30 * time.Minute},
+		{Name: "upgrade/stage", Help: "push the new binaries to a staging directory and import the new images; nothing running changes",
+			Hosts: inventory.SelectAll, When: tasks.Upgrading, Run: tasks.StageUpgrade, Timeout: 30 * time.Minute},
+		{Name: "upgrade/control-planes", Help: "one at a time: cordon, drain, etcd, then the other static pods (each waited for), kubelet, wait Ready, uncordon",
+			Hosts: inventory.SelectControlPlanes, When: tasks.Upgrading, Serial: true, Run: tasks.UpgradeNode, Timeout: long},
+		{Name: "upgrade/cluster", Help: "kubeadm-config and kubelet-config ConfigMaps, kube-proxy and CoreDNS at the new version; wait for their rollouts",
+			Local: tasks.UpgradeAddonsIfNeeded},
+		{Name: "upgrade/workers", Help: "in batches of --max-unavailable: cordon the batch, drain (PDBs respected), kubelet, wait Ready, uncordon",
+			Hosts: inventory.SelectWorkers, When: tasks.Upgrading, Run: tasks.UpgradeNode, Timeout: long,
+			Batches: tasks.UpgradeBatches, BeforeBatch: tasks.CordonBatch},
+		{Name: "upgrade/verify", Help: "every node Ready on the new kubelet, the new static pods everywhere, etcd's members all voters",
+			Local: tasks.VerifyUpgrade},
+	}}
+}

@@ -1,0 +1,772 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	k8sversion "k8s.io/apimachinery/pkg/util/version"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/kubeforge/kubeforge/internal/nodefile"
+	"github.com/kubeforge/kubeforge/manifests"
+	"github.com/kubeforge/kubeforge/ssh"
+)
+
+// UpgradeCordonAnnotation marks a node that `kubeforge upgrade` cordoned (its
+// value: the version it upgrades to). Only such a node is uncordoned by the
+// upgrade: a cordon someone else made stays.
+const UpgradeCordonAnnotation = "kubeforge.io/upgrade-cordoned"
+
+// controlPlaneComponents are the static pods whose images carry the version.
+var controlPlaneComponents = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+
+// UpgradePlan is what `kubeforge upgrade` does, decided from the cluster as
+// observed: the versions every kubelet reports and every control plane's
+// static pods run, and the files that differ from a fresh render at the
+// target version.
+type UpgradePlan struct {
+	From string `json:"from"` // the oldest version found running
+	To   string `json:"to"`   // the inventory's
+	// Running is every node's observed versions: "kubelet" and, on control
+	// planes, each static pod's image tag.
+	Running map[string]map[string]string `json:"running"`
+	// ControlPlanes and Workers are the nodes still to upgrade, in order.
+	ControlPlanes []string `json:"controlPlanes,omitempty"`
+	Workers       []string `json:"workers,omitempty"`
+	// Uncordon are nodes already upgraded that an interrupted run left cordoned.
+	Uncordon []string `json:"uncordon,omitempty"`
+	// Batches are the workers' batches (--max-unavailable).
+	Batches [][]string `json:"batches,omitempty"`
+	// Snapshot: etcd is copied to the workstation before the first change.
+	Snapshot bool `json:"snapshot"`
+}
+
+// Empty reports whether the cluster already runs the target everywhere.
+func (u *UpgradePlan) Empty() bool {
+	return len(u.ControlPlanes)+len(u.Workers)+len(u.Uncordon) == 0
+}
+
+// pending reports whether node name is upgraded (or uncordoned) by this plan.
+func (u *UpgradePlan) pending(name string) bool {
+	return u != nil && (slices.Contains(u.ControlPlanes, name) || slices.Contains(u.Workers, name) || slices.Contains(u.Uncordon, name))
+}
+
+// Upgrading matches the nodes the upgrade plan still has work on.
+var Upgrading = &Predicate{Name: "not upgraded yet", Match: func(env *Env, h *Host) bool {
+	return env.Upgrade.pending(h.Name)
+}}
+
+// imageTag returns the tag of an image reference ("" when it has none).
+func imageTag(ref string) string {
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		return ref[i+1:]
+	}
+	return ""
+}
+
+// PlanUpgrade observes the versions that run, checks that the inventory's
+// version is a step kubeforge takes (one minor at a time, never down; every
+// node Ready and every etcd member a healthy voter; the artifacts present)
+// and plans the upgrade. A refusal changes nothing.
+func PlanUpgrade(ctx context.Context, env *Env) error {
+	to := env.Inv.Cluster.KubernetesVersion
+	target, err := k8sversion.ParseSemantic(to)
+	if err != nil {
+		return fmt.Errorf("the inventory's kubernetesVersion %q: %w", to, err)
+	}
+	if env.Kube == nil || env.Cluster == nil {
+		return &ErrRefused{Reason: "no API server answers: an upgrade needs a running cluster (`kubeforge up` makes one)"}
+	}
+	if p := env.Plan; p != nil && (p.Init != "" || len(p.JoinCP)+len(p.JoinNodes)+len(p.Etcd) > 0) {
+		return &ErrRefused{Reason: "the cluster is not converged (" + planSummary(p) + "): an upgrade starts from a converged cluster; " +
+			"run `kubeforge up` with the cluster's current kubernetesVersion and artifacts first"}
+	}
+	if err := env.upgradeHealthy(); err != nil {
+		return err
+	}
+	nodes, err := env.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
+	byName := map[string]*corev1.Node{}
+	for i := range nodes.Items {
+		byName[nodes.Items[i].Name] = &nodes.Items[i]
+	}
+	u := &UpgradePlan{To: to, Running: map[string]map[string]string{}}
+	oldest := target
+	var problems []string
+	for _, h := range env.Hosts(env.Inv.Hosts) {
+		n := byName[h.Name]
+		if n == nil {
+			problems = append(problems, h.Name+" is not a node of the cluster (run `kubeforge up` at the current version to join it first)")
+			continue
+		}
+		running := map[string]string{"kubelet": n.Status.NodeInfo.KubeletVersion}
+		if h.IsControlPlane() {
+			for _, c := range controlPlaneComponents {
+				pod, err := env.Kube.CoreV1().Pods("kube-system").Get(ctx, c+"-"+h.Name, metav1.GetOptions{})
+				if err != nil {
+					return fmt.Errorf("read the %s pod of %s: %w", c, h.Name, err)
+				}
+				if len(pod.Spec.Containers) > 0 {
+					running[c] = imageTag(pod.Spec.Containers[0].Image)
+				}
+			}
+		}
+		u.Running[h.Name] = running
+		ours := n.Annotations[UpgradeCordonAnnotation] != ""
+		if !nodeReady(n) && !ours {
+			problems = append(problems, h.Name+" is not Ready")
+		}
+		// etcd's image follows its own versions; the others carry Kubernetes'.
+		stale := false
+		for what, v := range running {
+			if what == "etcd" {
+				if v != manifests.PinsFor(to).Etcd {
+					stale = true
+				}
+				continue
+			}
+			got, err := k8sversion.ParseSemantic(v)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %s reports version %q, which kubeforge cannot read", h.Name, what, v))
+				continue
+			}
+			switch {
+			case got.GreaterThan(target):
+				problems = append(problems, fmt.Sprintf("%s: %s runs %s, newer than the inventory's %s: kubeforge does not downgrade (set kubernetesVersion: %s to keep it)", h.Name, what, v, to, v))
+			case what != "kubelet" && got.Minor()+1 < target.Minor():
+				problems = append(problems, fmt.Sprintf("%s: %s runs %s: one minor at a time; upgrade to v1.%d first", h.Name, what, v, got.Minor()+1))
+			case what == "kubelet" && got.Minor()+3 < target.Minor():
+				problems = append(problems, fmt.Sprintf("%s: the kubelet runs %s, more than three minors older than %s (the version skew policy)", h.Name, v, to))
+			}
+			if got.LessThan(oldest) {
+				oldest = got
+			}
+			if !got.EqualTo(target) {
+				stale = true
+			}
+		}
+		if hp := env.Plan.hostPlan(h.Name); hp != nil && len(hp.Files)+len(hp.Images) > 0 {
+			stale = true // its files are not those of a fresh render at the target
+		}
+		switch {
+		case stale && h.IsControlPlane():
+			u.ControlPlanes = append(u.ControlPlanes, h.Name)
+		case stale:
+			u.Workers = append(u.Workers, h.Name)
+		case ours || n.Spec.Unschedulable && ours:
+			u.Uncordon = append(u.Uncordon, h.Name)
+		}
+	}
+	if len(problems) > 0 {
+		return &ErrRefused{Reason: "the upgrade to " + to + " cannot start:\n  - " + strings.Join(problems, "\n  - ")}
+	}
+	if err := env.upgradeArtifacts(); err != nil {
+		return err
+	}
+	u.From = "v" + oldest.String()
+	u.Snapshot = !u.Empty()
+	size := env.batchSize(len(u.Workers))
+	for i := 0; i < len(u.Workers); i += size {
+		u.Batches = append(u.Batches, u.Workers[i:min(i+size, len(u.Workers))])
+	}
+	env.mu.Lock()
+	env.Upgrade = u
+	env.mu.Unlock()
+	return nil
+}
+
+// planSummary names what a converge plan would still do.
+func planSummary(p *Plan) string {
+	var s []string
+	if p.Init != "" {
+		s = append(s, p.Init+" would initialise a cluster")
+	}
+	for _, h := range p.JoinCP {
+		s = append(s, h+" would join as a control plane")
+	}
+	for _, h := range p.JoinNodes {
+		s = append(s, h+" would join")
+	}
+	for _, a := range p.Etcd {
+		s = append(s, "etcd: "+a.Action+" "+a.Host+a.Member)
+	}
+	return strings.Join(s, "; ")
+}
+
+// upgradeHealthy: every control plane's API server answers, and etcd's
+// members are exactly the control planes, all started voters.
+func (e *Env) upgradeHealthy() error {
+	cf := e.Cluster
+	var problems []string
+	for _, cp := range e.Inv.ControlPlanes() {
+		if !slices.Contains(cf.APIUp, cp.Name) {
+			problems = append(problems, "the API server on "+cp.Name+" does not answer /readyz")
+		}
+	}
+	if cf.Etcd == nil {
+		problems = append(problems, "no etcd member answered")
+	} else {
+		for _, m := range cf.Etcd.Members {
+			switch {
+			case m.Host == "":
+				problems = append(problems, fmt.Sprintf("etcd member %x (%s) is not an inventory control plane", m.ID, m.PeerURL))
+			case m.Learner || m.Name == "":
+				problems = append(problems, fmt.Sprintf("etcd member of %s is not a started voter", m.Host))
+			}
+		}
+		if len(cf.Etcd.Members) != len(e.Inv.ControlPlanes()) {
+			problems = append(problems, fmt.Sprintf("etcd has %d members for %d control planes", len(cf.Etcd.Members), len(e.Inv.ControlPlanes())))
+		}
+	}
+	if len(problems) > 0 {
+		return &ErrRefused{Reason: "the cluster is not healthy, so it is not upgraded:\n  - " + strings.Join(problems, "\n  - ")}
+	}
+	return nil
+}
+
+// upgradeArtifacts checks that the artifacts directory holds the binaries and
+// every image the target version's files name (the upgrade is offline).
+func (e *Env) upgradeArtifacts() error {
+	dir := e.Inv.Cluster.Artifacts
+	if dir == "" {
+		return &ErrRefused{Reason: "an upgrade pushes the new version from the workstation: set cluster.artifacts to the build of " + e.Inv.Cluster.KubernetesVersion}
+	}
+	have := map[string]bool{}
+	tarballs, _ := filepath.Glob(filepath.Join(dir, "images", "*.tar"))
+	for _, p := range tarballs {
+		a, err := e.artifact(p, true)
+		if err != nil {
+			return err
+		}
+		for _, t := range a.tags {
+			have[t] = true
+		}
+	}
+	var missing []string
+	for _, ref := range manifests.Images(e.Inv) {
+		if !have[ref] {
+			missing = append(missing, ref)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return &ErrRefused{Reason: fmt.Sprintf("the artifacts directory %s lacks the images of %s: %s", dir, e.Inv.Cluster.KubernetesVersion, strings.Join(missing, ", "))}
+	}
+	return nil
+}
+
+// batchSize is --max-unavailable of n workers: a count, or a percentage
+// rounded down, at least one.
+func (e *Env) batchSize(n int) int {
+	mu := e.Opts.MaxUnavailable
+	if mu == "" {
+		return 1
+	}
+	v := intstr.Parse(mu)
+	size, err := intstr.GetScaledValueFromIntOrPercent(&v, n, false)
+	if err != nil || size < 1 {
+		return 1
+	}
+	return size
+}
+
+// ParseMaxUnavailable checks a --max-unavailable value: a positive count or a
+// percentage in (0, 100].
+func ParseMaxUnavailable(s string) error {
+	v := intstr.Parse(s)
+	if v.Type == intstr.String {
+		var pct float64
+		if _, err := fmt.Sscanf(s, "%g%%", &pct); err != nil || !strings.HasSuffix(s, "%") || pct <= 0 || pct > 100 || math.IsNaN(pct) {
+			return fmt.Errorf("--max-unavailable %q: give a count (2) or a percentage (25%%)", s)
+		}
+		return nil
+	}
+	if v.IntValue() < 1 {
+		return fmt.Errorf("--max-unavailable %q: at least one node", s)
+	}
+	return nil
+}
+
+// WriteUpgradePlan prints the upgrade plan.
+func (u *UpgradePlan) WriteUpgradePlan(w io.Writer) {
+	fmt.Fprintf(w, "Upgrade from %s to %s:\n", u.From, u.To)
+	if u.Empty() {
+		fmt.Fprintf(w, "  every node runs %s: nothing to do\n", u.To)
+		return
+	}
+	if u.Snapshot {
+		fmt.Fprintln(w, "  1. etcd snapshot to the workstation (a `kubeforge restore` archive)")
+	}
+	for i, cp := range u.ControlPlanes {
+		fmt.Fprintf(w, "  control plane %d/%d: %s (%s): cordon, drain, static pods, wait healthy, kubelet, wait Ready, uncordon\n",
+			i+1, len(u.ControlPlanes), cp, runningSummary(u.Running[cp]))
+	}
+	fmt.Fprintln(w, "  then: kubeadm-config and kubelet-config ConfigMaps, kube-proxy and CoreDNS")
+	for i, b := range u.Batches {
+		var parts []string
+		for _, n := range b {
+			parts = append(parts, n+" ("+runningSummary(u.Running[n])+")")
+		}
+		fmt.Fprintf(w, "  worker batch %d/%d: %s: cordon all, drain, kubelet, wait Ready, uncordon\n", i+1, len(u.Batches), strings.Join(parts, ", "))
+	}
+	for _, n := range u.Uncordon {
+		fmt.Fprintf(w, "  %s: upgraded, uncordon\n", n)
+	}
+}
+
+func runningSummary(r map[string]string) string {
+	keys := make([]string, 0, len(r))
+	for k := range r {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var s []string
+	for _, k := range keys {
+		s = append(s, k+" "+r[k])
+	}
+	return strings.Join(s, ", ")
+}
+
+// WriteJSON prints the upgrade plan as one JSON document.
+func (u *UpgradePlan) WriteJSON(w io.Writer) error {
+	return json.NewEncoder(w).Encode(struct {
+		Type string       `json:"type"`
+		Plan *UpgradePlan `json:"upgrade"`
+	}{"upgrade", u})
+}
+
+// stagedBinDir is where an upgrade stages the new binaries on a host until
+// the node's turn comes: the running kubelet's binary is not replaced before.
+func stagedBinDir(version string) string { return RemoteArtifactsDir + "/staged/" + version }
+
+// StageUpgrade pushes the target version to a host that the plan upgrades:
+// the image tarballs (imported now, as kubeadm's pre-pull) and the binaries
+// into a staging directory; nothing that runs changes.
+func StageUpgrade(ctx context.Context, env *Env, h *Host) error {
+	files, imgs, err := artifactFiles(env, h)
+	if err != nil {
+		return err
+	}
+	for i, f := range files {
+		if strings.HasPrefix(f.Path, "/usr/bin/") {
+			files[i].Path = stagedBinDir(env.Upgrade.To) + "/" + path.Base(f.Path)
+		}
+	}
+	if err := uploadDedup(ctx, h, files); err != nil {
+		return err
+	}
+	return importImages(ctx, h, imgs)
+}
+
+// installStaged moves the staged binaries into /usr/bin (each atomically) and
+// removes the staging directory and other versions' image tarballs.
+func installStaged(ctx context.Context, env *Env, h *Host) error {
+	files, _, err := artifactFiles(env, h)
+	if err != nil {
+		return err
+	}
+	dir := stagedBinDir(env.Upgrade.To)
+	var script strings.Builder
+	keep := []string{}
+	for _, f := range files {
+		if strings.HasPrefix(f.Path, "/usr/bin/") {
+			src := ssh.Quote(dir + "/" + path.Base(f.Path))
+			fmt.Fprintf(&script, "if [ -f %[1]s ] && ! cmp -s %[1]s %[2]s; then install -m 0755 %[1]s %[2]s.kubeforge-tmp && mv -f %[2]s.kubeforge-tmp %[2]s && echo %[2]s; fi\n",
+				src, ssh.Quote(f.Path))
+		} else {
+			keep = append(keep, f.Path)
+		}
+	}
+	out, err := h.Client.Run(ctx, "set -e\n"+script.String())
+	if err != nil {
+		return fmt.Errorf("install the new binaries: %w", err)
+	}
+	for _, p := range strings.Fields(out) {
+		h.Changed(Change{Kind: ChangeFile, What: p})
+	}
+	// The binaries are in place (or were already): the staged copies and the
+	// old version's image tarballs go.
+	clean := "rm -rf " + ssh.Quote(dir) + "\nfor f in " + ssh.Quote(RemoteArtifactsDir+"/images") + "/*.tar; do [ -e \"$f\" ] || continue; case \"$f\" in"
+	for _, k := range keep {
+		clean += " " + ssh.Quote(k) + ")" + " ;;"
+	}
+	clean += " *) rm -f \"$f\" ;; esac; done"
+	if len(keep) == 0 {
+		clean = "rm -rf " + ssh.Quote(dir)
+	}
+	if _, err := h.Client.Run(ctx, clean); err != nil {
+		return fmt.Errorf("remove the staged files: %w", err)
+	}
+	return nil
+}
+
+// CordonBatch cordons every node of a batch before any of them is drained,
+// so evicted pods do not land on a node about to go. Each cordon is marked
+// as the upgrade's (UpgradeCordonAnnotation).
+func CordonBatch(ctx context.Context, env *Env, hosts []*Host) error {
+	for _, h := range hosts {
+		if err := env.upgradeCordon(ctx, h); err != nil {
+			return fmt.Errorf("%s: %w", h.Name, err)
+		}
+	}
+	return nil
+}
+
+func (e *Env) upgradeCordon(ctx context.Context, h *Host) error {
+	node, err := e.Kube.CoreV1().Nodes().Get(ctx, h.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get node: %w", err)
+	}
+	if node.Spec.Unschedulable {
+		return nil // cordoned already: by us (marked) or by someone else (left as it is)
+	}
+	patch, _ := json.Marshal(map[string]any{
+		"metadata": map[string]any{"annotations": map[string]string{UpgradeCordonAnnotation: e.Upgrade.To}},
+		"spec":     map[string]any{"unschedulable": true},
+	})
+	if _, err := e.Kube.CoreV1().Nodes().Patch(ctx, h.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("cordon: %w", err)
+	}
+	h.Changed(Change{Kind: ChangeNode, What: "cordoned node"})
+	return nil
+}
+
+// upgradeUncordon uncordons h if the upgrade cordoned it.
+func (e *Env) upgradeUncordon(ctx context.Context, h *Host) error {
+	node, err := e.Kube.CoreV1().Nodes().Get(ctx, h.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get node: %w", err)
+	}
+	if node.Annotations[UpgradeCordonAnnotation] == "" {
+		return nil
+	}
+	patch, _ := json.Marshal(map[string]any{
+		"metadata": map[string]any{"annotations": map[string]any{UpgradeCordonAnnotation: nil}},
+		"spec":     map[string]any{"unschedulable": nil},
+	})
+	if _, err := e.Kube.CoreV1().Nodes().Patch(ctx, h.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("uncordon: %w", err)
+	}
+	h.Changed(Change{Kind: ChangeNode, What: "uncordoned node"})
+	return nil
+}
+
+// UpgradeNode upgrades one node, as kubeadm's procedure does it: drain
+// (PodDisruptionBudgets respected, --drain-timeout); on a control plane the
+// new etcd manifest first, then the other static pods, each waited for; then
+// the kubelet's binary and files and a restart; wait until the node is Ready
+// on the new version; uncordon. Every part is judged on the host or in the
+// cluster, so a re-run after a crash at any point goes on from there.
+func UpgradeNode(ctx context.Context, env *Env, h *Host) error {
+	u := env.Upgrade
+	if slices.Contains(u.Uncordon, h.Name) {
+		return env.upgradeUncordon(ctx, h)
+	}
+	if err := env.upgradeCordon(ctx, h); err != nil {
+		return err
+	}
+	node, err := env.Kube.CoreV1().Nodes().Get(ctx, h.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get node: %w", err)
+	}
+	if err := env.drainNode(ctx, h, node, false, "the node stays cordoned and nothing further was touched: fix what blocks the eviction "+
+		"(a PodDisruptionBudget with no room? a pod without a controller?) and run upgrade again"); err != nil {
+		return err
+	}
+	files, err := env.NodeFiles(h)
+	if err != nil {
+		return err
+	}
+	var kubelet, rest []nodefile.File
+	for _, f := range files {
+		if isKubeletInput(h, f.Path) {
+			kubelet = append(kubelet, f)
+		} else {
+			rest = append(rest, f)
+		}
+	}
+	if h.IsControlPlane() {
+		if err := upgradeStaticPods(ctx, env, h, rest); err != nil {
+			return err
+		}
+	} else if _, err := push(ctx, h, rest); err != nil {
+		return err
+	}
+	if err := installStaged(ctx, env, h); err != nil {
+		return err
+	}
+	if _, err := push(ctx, h, kubelet); err != nil {
+		return err
+	}
+	if err := startKubelet(ctx, env, h); err != nil {
+		return err
+	}
+	if err := env.waitNodeVersion(ctx, h, u.To); err != nil {
+		return err
+	}
+	return env.upgradeUncordon(ctx, h)
+}
+
+// upgradeStaticPods writes a control plane's new files: etcd's manifest
+// first, waited for until the member answers on its new version, then the
+// rest, waited for until the new API server is ready.
+func upgradeStaticPods(ctx context.Context, env *Env, h *Host, files []nodefile.File) error {
+	etcdManifest := path.Join(manifests.ManifestsDir, "etcd.yaml")
+	var first, then []nodefile.File
+	for _, f := range files {
+		if f.Path == etcdManifest {
+			first = append(first, f)
+		} else {
+			then = append(then, f)
+		}
+	}
+	before := staticPodProcess(ctx, h, "etcd")
+	changed, err := push(ctx, h, first)
+	if err != nil {
+		return err
+	}
+	if len(changed) > 0 && before != "" {
+		if err := waitReplaced(ctx, h, "etcd", before); err != nil {
+			return err
+		}
+	}
+	if err := env.waitEtcdVersion(ctx, h, manifests.PinsFor(env.Upgrade.To).Etcd); err != nil {
+		return err
+	}
+	before = staticPodProcess(ctx, h, "kube-apiserver")
+	changed, err = push(ctx, h, then)
+	if err != nil {
+		return err
+	}
+	if before != "" && slices.Contains(changed, path.Join(manifests.ManifestsDir, "kube-apiserver.yaml")) {
+		if err := waitReplaced(ctx, h, "kube-apiserver", before); err != nil {
+			return err
+		}
+	}
+	return waitAPIServer(ctx, env, h)
+}
+
+// waitEtcdVersion waits until h's etcd member answers on the minor of the
+// image tag ("3.7.0-0": 3.7; an image's patch may differ from its tag's).
+func (e *Env) waitEtcdVersion(ctx context.Context, h *Host, tag string) error {
+	want := tag
+	if v, err := k8sversion.ParseGeneric(tag); err == nil {
+		want = fmt.Sprintf("%d.%d", v.Major(), v.Minor())
+	}
+	var last string
+	err := wait.PollUntilContextTimeout(ctx, time.Second, e.waitTimeout(), true, func(ctx context.Context) (bool, error) {
+		cli, err := etcdClient(ctx, e, h)
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		defer cli.Close()
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		st, err := cli.Status(sctx, "https://"+h.NodeIP()+":"+fmt.Sprint(manifests.EtcdClientPort))
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		last = "version " + st.Version
+		return st.Version == want || strings.HasPrefix(st.Version, want+"."), nil
+	})
+	if err != nil {
+		return fmt.Errorf("etcd on %s does not answer on %s after %s (last: %s)\n%s", h.Name, want, e.waitTimeout(), last, diagnoseControlPlane(ctx, h))
+	}
+	h.Log.Info("etcd upgraded", "version", want)
+	return nil
+}
+
+// waitNodeVersion waits until h's Node is Ready and its kubelet reports version.
+func (e *Env) waitNodeVersion(ctx context.Context, h *Host, version string) error {
+	var last string
+	err := wait.PollUntilContextTimeout(ctx, time.Second, e.waitTimeout(), true, func(ctx context.Context) (bool, error) {
+		n, err := e.Kube.CoreV1().Nodes().Get(ctx, h.Name, metav1.GetOptions{})
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		last = fmt.Sprintf("kubelet %s, Ready %v", n.Status.NodeInfo.KubeletVersion, nodeReady(n))
+		return nodeReady(n) && n.Status.NodeInfo.KubeletVersion == version, nil
+	})
+	if err != nil {
+		return fmt.Errorf("node %s is not Ready on %s after %s (%s); the node stays cordoned: look at `journalctl -u kubelet` on it, fix, and run upgrade again",
+			h.Name, version, e.waitTimeout(), last)
+	}
+	return nil
+}
+
+// UpgradeAddons runs once every control plane runs the new version, as
+// kubeadm does: the kubeadm-config and kubelet-config ConfigMaps, kube-proxy
+// and CoreDNS at the new version (cluster/bootstrap's objects), then waits
+// until kube-proxy's and CoreDNS's rollouts finished.
+func UpgradeAddons(ctx context.Context, env *Env) error {
+	if err := Bootstrap(ctx, env); err != nil {
+		return err
+	}
+	return wait.PollUntilContextTimeout(ctx, time.Second, env.waitTimeout(), true, func(ctx context.Context) (bool, error) {
+		ds, err := env.Kube.AppsV1().DaemonSets("kube-system").Get(ctx, "kube-proxy", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		d, err := env.Kube.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			d = nil
+		} else if err != nil {
+			return false, nil
+		}
+		s := ds.Status
+		done := ds.Generation == s.ObservedGeneration && s.UpdatedNumberScheduled == s.DesiredNumberScheduled && s.NumberAvailable == s.DesiredNumberScheduled
+		if d != nil {
+			ds := d.Status
+			want := int32(1)
+			if d.Spec.Replicas != nil {
+				want = *d.Spec.Replicas
+			}
+			done = done && d.Generation == ds.ObservedGeneration && ds.UpdatedReplicas == want && ds.AvailableReplicas == want && ds.Replicas == want
+		}
+		return done, nil
+	})
+}
+
+// VerifyUpgrade checks the result: every node Ready on the new kubelet, every
+// control plane's static pods on the new images, etcd's members all voters.
+func VerifyUpgrade(ctx context.Context, env *Env) error {
+	u := env.Upgrade
+	images := manifests.Images(env.Inv)
+	var problems []string
+	for _, h := range env.Hosts(env.Inv.Hosts) {
+		n, err := env.Kube.CoreV1().Nodes().Get(ctx, h.Name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("get node %s: %w", h.Name, err)
+		}
+		if v := n.Status.NodeInfo.KubeletVersion; v != u.To || !nodeReady(n) || n.Spec.Unschedulable && n.Annotations[UpgradeCordonAnnotation] != "" {
+			problems = append(problems, fmt.Sprintf("%s: kubelet %s, Ready %v, cordoned %v", h.Name, v, nodeReady(n), n.Spec.Unschedulable))
+		}
+		if !h.IsControlPlane() {
+			continue
+		}
+		for _, c := range controlPlaneComponents {
+			pod, err := env.Kube.CoreV1().Pods("kube-system").Get(ctx, c+"-"+h.Name, metav1.GetOptions{})
+			if err != nil {
+				return fmt.Errorf("read the %s pod of %s: %w", c, h.Name, err)
+			}
+			if img := pod.Spec.Containers[0].Image; img != images[c] {
+				problems = append(problems, fmt.Sprintf("%s: %s runs %s, not %s", h.Name, c, img, images[c]))
+			}
+		}
+	}
+	cli, _, err := env.liveEtcd(ctx)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ml, err := cli.MemberList(ctx)
+	if err != nil {
+		return fmt.Errorf("etcd member list: %w", err)
+	}
+	for _, m := range ml.Members {
+		if m.IsLearner || m.Name == "" {
+			problems = append(problems, fmt.Sprintf("etcd member %x (%s) is not a started voter", m.ID, m.Name))
+		}
+	}
+	if len(ml.Members) != len(env.Inv.ControlPlanes()) {
+		problems = append(problems, fmt.Sprintf("etcd has %d members for %d control planes", len(ml.Members), len(env.Inv.ControlPlanes())))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("after the upgrade:\n  - %s\nnext: look at these nodes, then run upgrade again", strings.Join(problems, "\n  - "))
+	}
+	return nil
+}
+
+// refuseVersionChange stops up and scale when the cluster does not run the
+// inventory's version: changing it is `kubeforge upgrade`'s work (drain,
+// one node at a time), never a converge that would restart everything at once.
+func refuseVersionChange(env *Env, kubelets map[string]string) error {
+	want := env.Inv.Cluster.KubernetesVersion
+	var other []string
+	for _, h := range env.Inv.Hosts {
+		if v := kubelets[h.Name]; v != "" && v != want {
+			other = append(other, h.Name+" "+v)
+		}
+	}
+	if len(other) == 0 {
+		return nil
+	}
+	sort.Strings(other)
+	return &ErrRefused{Reason: fmt.Sprintf("the inventory names Kubernetes %s but nodes run other versions (%s): "+
+		"run `kubeforge upgrade` to move the cluster to %s one node at a time, or set kubernetesVersion (and artifacts) to what runs",
+		want, strings.Join(other, ", "), want)}
+}
+
+// UpgradeBatches splits the workers to upgrade into the plan's batches.
+func UpgradeBatches(env *Env, hosts []*Host) [][]*Host {
+	byName := map[string]*Host{}
+	for _, h := range hosts {
+		byName[h.Name] = h
+	}
+	var out [][]*Host
+	seen := map[string]bool{}
+	for _, b := range env.Upgrade.Batches {
+		var batch []*Host
+		for _, n := range b {
+			if h := byName[n]; h != nil {
+				batch = append(batch, h)
+				seen[n] = true
+			}
+		}
+		if len(batch) > 0 {
+			out = append(out, batch)
+		}
+	}
+	var rest []*Host // already upgraded, only left cordoned: one last batch
+	for _, h := range hosts {
+		if !seen[h.Name] {
+			rest = append(rest, h)
+		}
+	}
+	if len(rest) > 0 {
+		out = append(out, rest)
+	}
+	return out
+}
+
+// UpgradeSnapshot takes the pre-upgrade etcd snapshot, as `kubeforge backup`
+// does, into <state dir>/backups, unless the plan changes nothing.
+func UpgradeSnapshot(ctx context.Context, env *Env) error {
+	if !env.Upgrade.Snapshot {
+		return nil
+	}
+	name := fmt.Sprintf("pre-upgrade-%s-to-%s-%s.tar.gz", env.Upgrade.From, env.Upgrade.To, time.Now().UTC().Format("20060102T150405Z"))
+	if err := TakeBackup(filepath.Join(env.StateDir, "backups", name))(ctx, env); err != nil {
+		return fmt.Errorf("the pre-upgrade snapshot: %w (nothing was changed)", err)
+	}
+	env.Log.Info("pre-upgrade snapshot", "path", env.Backup.Path, "sha256", env.Backup.SHA256)
+	return nil
+}
+
+// UpgradeAddonsIfNeeded runs UpgradeAddons when the plan upgraded anything
+// (an interrupted run may have left the objects at the old version).
+func UpgradeAddonsIfNeeded(ctx context.Context, env *Env) error {
+	if env.Upgrade.Empty() {
+		return nil
+	}
+	return UpgradeAddons(ctx, env)
+}
