@@ -2,10 +2,20 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/kubeforge
+# The Kubernetes version `make artifacts` builds (v1.37.2; v1.36.3 also has a recipe) and where: .cache/artifacts
+# for the default, .cache/artifacts-VERSION for another. `make harness-up ARTIFACTS=...` takes the version from it.
+K8S_VERSION ?= v1.37.2
+ifeq ($(K8S_VERSION),v1.37.2)
 ARTIFACTS ?= $(CURDIR)/.cache/artifacts
+else
+ARTIFACTS ?= $(CURDIR)/.cache/artifacts-$(K8S_VERSION)
+endif
+# The previous minor, which the upgrade tests start from (`make artifacts-old`).
+OLD_VERSION := v1.36.3
+ARTIFACTS_OLD ?= $(CURDIR)/.cache/artifacts-$(OLD_VERSION)
 HARNESS_DIR ?= $(CURDIR)/.harness
 
-.PHONY: all build test unit integration parity e2e e2e-interrupt-matrix demo prereqs artifacts node-image harness-up harness-down harness-status bench bench-restore clean
+.PHONY: all build test unit integration parity e2e e2e-interrupt-matrix demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore clean
 
 all: build
 
@@ -13,7 +23,7 @@ build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o $(BIN) ./cmd/kubeforge
 
 # Everything a fresh Debian machine needs, then every test: unit, integration (real OpenSSH), e2e (real clusters).
-test: prereqs build artifacts node-image unit integration parity e2e
+test: prereqs build artifacts artifacts-old node-image unit integration parity e2e
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -26,8 +36,8 @@ integration: prereqs
 parity: prereqs artifacts node-image
 	$(GO) test -count=1 -tags parity -v ./test/parity/...
 
-e2e: prereqs build artifacts node-image
-	$(GO) test -count=1 -tags e2e -timeout 60m -v ./test/e2e/...
+e2e: prereqs build artifacts artifacts-old node-image
+	KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 75m -v ./test/e2e/...
 
 # Every step boundary of the first `up` (SIGINT and SIGKILL) and the middle of the joins, on 1+2 and 3+1:
 # too long for CI (about 1.5 h), which runs a subset. KUBEFORGE_INTERRUPT_SHAPE=1+2 or 3+1 runs one shape.
@@ -38,7 +48,11 @@ prereqs:
 	bash test/scripts/prereqs.sh
 
 artifacts: prereqs
-	bash test/scripts/artifacts.sh $(ARTIFACTS)
+	bash test/scripts/artifacts.sh $(ARTIFACTS) $(K8S_VERSION)
+
+# The v1.36 build the upgrade tests start from (its own directory, the same layout; shares the Go caches).
+artifacts-old: prereqs
+	bash test/scripts/artifacts.sh $(ARTIFACTS_OLD) $(OLD_VERSION)
 
 node-image: prereqs
 	bash test/scripts/node-image.sh

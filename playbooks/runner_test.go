@@ -280,3 +280,99 @@ func TestFilterSkipOnly(t *testing.T) {
 		})
 	}
 }
+
+// byTwo splits hosts into batches of two.
+func byTwo(_ *tasks.Env, hosts []*tasks.Host) [][]*tasks.Host {
+	var out [][]*tasks.Host
+	for i := 0; i < len(hosts); i += 2 {
+		out = append(out, hosts[i:min(i+2, len(hosts))])
+	}
+	return out
+}
+
+func TestRunnerBatches(t *testing.T) {
+	var mu sync.Mutex
+	var log []string
+	add := func(s string) { mu.Lock(); log = append(log, s); mu.Unlock() }
+	step := func(fail string) Step {
+		return Step{Name: "w", Hosts: inventory.SelectWorkers, Batches: byTwo,
+			BeforeBatch: func(_ context.Context, _ *tasks.Env, hosts []*tasks.Host) error {
+				var names []string
+				for _, h := range hosts {
+					names = append(names, h.Name)
+				}
+				add("batch " + strings.Join(names, ","))
+				return nil
+			},
+			Run: func(_ context.Context, _ *tasks.Env, h *tasks.Host) error {
+				add("run " + h.Name)
+				if h.Name == fail {
+					return errors.New("boom")
+				}
+				return nil
+			}}
+	}
+	// Six workers (h1..h6) in three batches: each batch starts (BeforeBatch)
+	// only after the one before finished.
+	if err := (&Runner{}).Run(context.Background(), testEnv(7), Playbook{Name: "p", Steps: []Step{step("")}}); err != nil {
+		t.Fatal(err)
+	}
+	pos := map[string]int{}
+	for i, l := range log {
+		pos[l] = i
+	}
+	if len(log) != 9 || pos["batch h1,h2"] > pos["run h1"] || pos["run h1"] > pos["batch h3,h4"] || pos["run h2"] > pos["batch h3,h4"] ||
+		pos["run h4"] > pos["batch h5,h6"] || pos["batch h5,h6"] > pos["run h5"] {
+		t.Errorf("batches ran as %v", log)
+	}
+	// A failed host stops the step after its batch: nothing further is touched.
+	log = nil
+	err := (&Runner{}).Run(context.Background(), testEnv(7), Playbook{Name: "p", Steps: []Step{step("h3")}})
+	var he *HostError
+	if !errors.As(err, &he) || he.Host != "h3" {
+		t.Fatalf("err %v; want h3's", err)
+	}
+	for _, l := range log {
+		if strings.Contains(l, "h5") || strings.Contains(l, "h6") {
+			t.Errorf("the batch after a failure ran: %v", log)
+		}
+	}
+}
+
+func TestRunnerStopsAtASafePoint(t *testing.T) {
+	env := testEnv(7)
+	var ran []string
+	var mu sync.Mutex
+	pb := Playbook{Name: "p", Steps: []Step{
+		{Name: "w", Hosts: inventory.SelectWorkers, Batches: byTwo, Run: func(_ context.Context, env *tasks.Env, h *tasks.Host) error {
+			mu.Lock()
+			ran = append(ran, h.Name)
+			mu.Unlock()
+			if h.Name == "h1" {
+				env.RequestStop() // Ctrl-C while the first batch works: it finishes, the next does not start
+			}
+			return nil
+		}},
+		{Name: "after", Local: func(context.Context, *tasks.Env) error { t.Error("a step after the stop ran"); return nil }},
+	}}
+	err := (&Runner{}).Run(context.Background(), env, pb)
+	var stopped *ErrStopped
+	if !errors.As(err, &stopped) || stopped.Step != "w" || stopped.Done != 1 || stopped.Of != 3 {
+		t.Fatalf("err %v; want a stop in w after 1 of 3 batches", err)
+	}
+	if len(ran) != 2 {
+		t.Errorf("ran %v; want the first batch (h1, h2) only", ran)
+	}
+	// A serial step stops between hosts.
+	env = testEnv(4)
+	ran = nil
+	pb.Steps[0] = Step{Name: "s", Hosts: inventory.SelectAll, Serial: true, Run: func(_ context.Context, env *tasks.Env, h *tasks.Host) error {
+		ran = append(ran, h.Name)
+		env.RequestStop()
+		return nil
+	}}
+	err = (&Runner{}).Run(context.Background(), env, pb)
+	if !errors.As(err, &stopped) || len(ran) != 1 {
+		t.Errorf("serial step: err %v, ran %v; want a stop after h0", err, ran)
+	}
+}

@@ -18,6 +18,8 @@ func Upgrade(*inventory.Inventory) Playbook {
 		stepConnect(), stepFacts(), stepSeed(), stepCerts(), stepProbe(), stepObserve(), stepPlan(),
 		{Name: "upgrade/plan", Help: "versions running on every node; refuse a jump of two minors, a downgrade, an unhealthy node or etcd, missing artifacts",
 			Local: tasks.PlanUpgrade, Always: true, ReadOnly: true},
+		{Name: "upgrade/space", Help: "refuse a node whose disk the new binaries and images would fill past the kubelet's image garbage collection threshold",
+			Hosts: inventory.SelectAll, When: tasks.Upgrading, Run: tasks.CheckUpgradeSpace, ReadOnly: true},
 		stepRender(),
 		{Name: "upgrade/snapshot", Help: "etcd snapshot from a voting member to the workstation, verified (a restore archive)",
 			Local: tasks.UpgradeSnapshot, Timeout: 30 * time.Minute},

@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
+	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,9 +96,6 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 		return &ErrRefused{Reason: "the cluster is not converged (" + planSummary(p) + "): an upgrade starts from a converged cluster; " +
 			"run `kubeforge up` with the cluster's current kubernetesVersion and artifacts first"}
 	}
-	if err := env.upgradeHealthy(); err != nil {
-		return err
-	}
 	nodes, err := env.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
@@ -105,6 +103,9 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 	byName := map[string]*corev1.Node{}
 	for i := range nodes.Items {
 		byName[nodes.Items[i].Name] = &nodes.Items[i]
+	}
+	if err := env.upgradeHealthy(byName); err != nil {
+		return err
 	}
 	u := &UpgradePlan{To: to, Running: map[string]map[string]string{}}
 	oldest := target
@@ -116,9 +117,14 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 			continue
 		}
 		running := map[string]string{"kubelet": n.Status.NodeInfo.KubeletVersion}
+		unseen := false // a static pod without its mirror (a kubelet just restarted): judged by its files
 		if h.IsControlPlane() {
 			for _, c := range controlPlaneComponents {
 				pod, err := env.Kube.CoreV1().Pods("kube-system").Get(ctx, c+"-"+h.Name, metav1.GetOptions{})
+				if apierrors.IsNotFound(err) {
+					unseen = true
+					continue
+				}
 				if err != nil {
 					return fmt.Errorf("read the %s pod of %s: %w", c, h.Name, err)
 				}
@@ -132,36 +138,17 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 		if !nodeReady(n) && !ours {
 			problems = append(problems, h.Name+" is not Ready")
 		}
-		// etcd's image follows its own versions; the others carry Kubernetes'.
-		stale := false
-		for what, v := range running {
-			if what == "etcd" {
-				if v != manifests.PinsFor(to).Etcd {
-					stale = true
-				}
-				continue
-			}
-			got, err := k8sversion.ParseSemantic(v)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("%s: %s reports version %q, which kubeforge cannot read", h.Name, what, v))
-				continue
-			}
-			switch {
-			case got.GreaterThan(target):
-				problems = append(problems, fmt.Sprintf("%s: %s runs %s, newer than the inventory's %s: kubeforge does not downgrade (set kubernetesVersion: %s to keep it)", h.Name, what, v, to, v))
-			case what != "kubelet" && got.Minor()+1 < target.Minor():
-				problems = append(problems, fmt.Sprintf("%s: %s runs %s: one minor at a time; upgrade to v1.%d first", h.Name, what, v, got.Minor()+1))
-			case what == "kubelet" && got.Minor()+3 < target.Minor():
-				problems = append(problems, fmt.Sprintf("%s: the kubelet runs %s, more than three minors older than %s (the version skew policy)", h.Name, v, to))
-			}
-			if got.LessThan(oldest) {
-				oldest = got
-			}
-			if !got.EqualTo(target) {
-				stale = true
+		for _, c := range n.Status.Conditions {
+			if c.Type != corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				problems = append(problems, fmt.Sprintf("%s reports %s (%s): the kubelet may evict pods or delete images; fix it first", h.Name, c.Type, c.Message))
 			}
 		}
-		if hp := env.Plan.hostPlan(h.Name); hp != nil && len(hp.Files)+len(hp.Images) > 0 {
+		p, o, stale := checkVersions(h.Name, running, target)
+		problems = append(problems, p...)
+		if o != nil && o.LessThan(oldest) {
+			oldest = o
+		}
+		if hp := env.Plan.hostPlan(h.Name); unseen || hp != nil && len(hp.Files)+len(hp.Images) > 0 {
 			stale = true // its files are not those of a fresh render at the target
 		}
 		switch {
@@ -169,7 +156,7 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 			u.ControlPlanes = append(u.ControlPlanes, h.Name)
 		case stale:
 			u.Workers = append(u.Workers, h.Name)
-		case ours || n.Spec.Unschedulable && ours:
+		case ours:
 			u.Uncordon = append(u.Uncordon, h.Name)
 		}
 	}
@@ -191,6 +178,45 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 	return nil
 }
 
+// checkVersions judges what one node runs against the target: a downgrade,
+// a control-plane component more than one minor behind, or a kubelet outside
+// the skew policy (three minors) are problems. It returns the oldest
+// Kubernetes version found and whether anything differs from the target
+// (etcd is judged by the tag the target's kubeadm pins).
+func checkVersions(host string, running map[string]string, target *k8sversion.Version) (problems []string, oldest *k8sversion.Version, stale bool) {
+	to := "v" + target.String()
+	whats := make([]string, 0, len(running))
+	for w := range running {
+		whats = append(whats, w)
+	}
+	sort.Strings(whats)
+	for _, what := range whats {
+		v := running[what]
+		if what == "etcd" {
+			stale = stale || v != manifests.PinsFor(to).Etcd
+			continue
+		}
+		got, err := k8sversion.ParseSemantic(v)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %s reports version %q, which kubeforge cannot read", host, what, v))
+			continue
+		}
+		switch {
+		case got.GreaterThan(target):
+			problems = append(problems, fmt.Sprintf("%s: %s runs %s, newer than the inventory's %s: kubeforge does not downgrade (set kubernetesVersion: %s to keep it)", host, what, v, to, v))
+		case what != "kubelet" && got.Minor()+1 < target.Minor():
+			problems = append(problems, fmt.Sprintf("%s: %s runs %s: one minor at a time; upgrade to v1.%d first", host, what, v, got.Minor()+1))
+		case what == "kubelet" && got.Minor()+3 < target.Minor():
+			problems = append(problems, fmt.Sprintf("%s: the kubelet runs %s, more than three minors older than %s (the version skew policy)", host, v, to))
+		}
+		if oldest == nil || got.LessThan(oldest) {
+			oldest = got
+		}
+		stale = stale || !got.EqualTo(target)
+	}
+	return problems, oldest, stale
+}
+
 // planSummary names what a converge plan would still do.
 func planSummary(p *Plan) string {
 	var s []string
@@ -209,12 +235,16 @@ func planSummary(p *Plan) string {
 	return strings.Join(s, "; ")
 }
 
-// upgradeHealthy: every control plane's API server answers, and etcd's
-// members are exactly the control planes, all started voters.
-func (e *Env) upgradeHealthy() error {
+// upgradeHealthy: every control plane's API server answers (but the one an
+// interrupted upgrade left mid-way, cordoned: its upgrade waits for it), and
+// etcd's members are exactly the control planes, all started voters.
+func (e *Env) upgradeHealthy(nodes map[string]*corev1.Node) error {
 	cf := e.Cluster
 	var problems []string
 	for _, cp := range e.Inv.ControlPlanes() {
+		if n := nodes[cp.Name]; n != nil && n.Annotations[UpgradeCordonAnnotation] != "" {
+			continue
+		}
 		if !slices.Contains(cf.APIUp, cp.Name) {
 			problems = append(problems, "the API server on "+cp.Name+" does not answer /readyz")
 		}
@@ -291,8 +321,8 @@ func (e *Env) batchSize(n int) int {
 func ParseMaxUnavailable(s string) error {
 	v := intstr.Parse(s)
 	if v.Type == intstr.String {
-		var pct float64
-		if _, err := fmt.Sscanf(s, "%g%%", &pct); err != nil || !strings.HasSuffix(s, "%") || pct <= 0 || pct > 100 || math.IsNaN(pct) {
+		pct, err := strconv.Atoi(strings.TrimSuffix(s, "%"))
+		if err != nil || !strings.HasSuffix(s, "%") || pct <= 0 || pct > 100 {
 			return fmt.Errorf("--max-unavailable %q: give a count (2) or a percentage (25%%)", s)
 		}
 		return nil
@@ -514,13 +544,46 @@ func UpgradeNode(ctx context.Context, env *Env, h *Host) error {
 	if _, err := push(ctx, h, kubelet); err != nil {
 		return err
 	}
+	etcdBefore, apiBefore := staticPodProcess(ctx, h, "etcd"), staticPodProcess(ctx, h, "kube-apiserver")
 	if err := startKubelet(ctx, env, h); err != nil {
 		return err
+	}
+	if h.IsControlPlane() {
+		if err := env.waitControlPlaneSettled(ctx, h, etcdBefore, apiBefore); err != nil {
+			return err
+		}
 	}
 	if err := env.waitNodeVersion(ctx, h, u.To); err != nil {
 		return err
 	}
 	return env.upgradeUncordon(ctx, h)
+}
+
+// settleWindow is how long a control plane's etcd and API server must run
+// unchanged after its kubelet restarted before the upgrade goes on: a new
+// kubelet minor defaults static pods differently, gives them new UIDs and
+// restarts them within seconds of starting.
+const settleWindow = 20 * time.Second
+
+// waitControlPlaneSettled waits, after h's kubelet restarted, until its
+// etcd and API server were replaced by the new kubelet (or ran unchanged for
+// settleWindow), then until etcd answers and the API server is ready.
+func (e *Env) waitControlPlaneSettled(ctx context.Context, h *Host, etcdBefore, apiBefore string) error {
+	start := time.Now()
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		etcd, api := staticPodProcess(ctx, h, "etcd"), staticPodProcess(ctx, h, "kube-apiserver")
+		if etcd == "" || api == "" {
+			return false, nil // one is being replaced
+		}
+		return etcd != etcdBefore && api != apiBefore || time.Since(start) >= settleWindow, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s's etcd and API server did not settle within 2m after its kubelet restarted: %w\n%s", h.Name, err, diagnoseControlPlane(ctx, h))
+	}
+	if err := e.waitEtcdVersion(ctx, h, manifests.PinsFor(e.Upgrade.To).Etcd); err != nil {
+		return err
+	}
+	return waitAPIServer(ctx, e, h)
 }
 
 // upgradeStaticPods writes a control plane's new files: etcd's manifest
@@ -769,4 +832,60 @@ func UpgradeAddonsIfNeeded(ctx context.Context, env *Env) error {
 		return nil
 	}
 	return UpgradeAddons(ctx, env)
+}
+
+// The kubelet's defaults that disk use meets during an upgrade: above
+// imageGCHighThresholdPercent it deletes images no container uses (the
+// upgrade's imported images, before their pods start); below the eviction
+// threshold imagefs.available 15% it evicts pods.
+const (
+	imageGCHighPercent = 85
+	diskMarginPercent  = 1
+)
+
+// CheckUpgradeSpace refuses, before any change, a node whose container
+// runtime's or kubelet's filesystem would be filled past the kubelet's image
+// garbage collection threshold by the upgrade's binaries and images (the
+// tarballs are kept and unpacked: counted twice).
+func CheckUpgradeSpace(ctx context.Context, env *Env, h *Host) error {
+	files, _, err := artifactFiles(env, h)
+	if err != nil {
+		return err
+	}
+	var incoming int64
+	for _, f := range files {
+		st, err := os.Stat(f.Source)
+		if err != nil {
+			return fmt.Errorf("artifact %s: %w", f.Source, err)
+		}
+		incoming += st.Size()
+		if strings.HasSuffix(f.Source, ".tar") {
+			incoming += st.Size()
+		}
+	}
+	dirs := []string{"/var/lib/containerd", manifests.KubeletDir, "/var/lib/kubeforge"}
+	script := "for d in"
+	for _, d := range dirs {
+		script += " " + ssh.Quote(d)
+	}
+	script += `; do p=$d; while [ ! -e "$p" ]; do p=$(dirname "$p"); done; df -Pk "$p" | awk -v d="$d" 'NR==2 {print d, $2, $4}'; done`
+	out, err := h.Client.Run(ctx, script)
+	if err != nil {
+		return fmt.Errorf("read free disk space: %w", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var dir string
+		var sizeK, availK int64
+		if _, err := fmt.Sscan(line, &dir, &sizeK, &availK); err != nil || sizeK <= 0 {
+			return fmt.Errorf("read free disk space: unexpected df output %q", line)
+		}
+		after := float64(sizeK*1024-availK*1024+incoming) / float64(sizeK*1024) * 100
+		if after > imageGCHighPercent-diskMarginPercent {
+			return fmt.Errorf("%s's filesystem is %.0f%% used and the upgrade adds %d MB (binaries, image tarballs and their unpacked layers): "+
+				"past %d%% the kubelet deletes images no container uses yet (the new ones) and near it evicts pods; "+
+				"free space on %s (old images: `crictl rmi --prune`; logs) and run upgrade again; nothing was changed",
+				dir, float64(sizeK-availK)/float64(sizeK)*100, incoming>>20, imageGCHighPercent, h.Name)
+		}
+	}
+	return nil
 }
