@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kubeforge/kubeforge/internal/nodefile"
+	"github.com/kubeforge/kubeforge/inventory"
 	"github.com/kubeforge/kubeforge/manifests"
 	"github.com/kubeforge/kubeforge/ssh"
 )
@@ -837,11 +838,33 @@ func UpgradeAddonsIfNeeded(ctx context.Context, env *Env) error {
 // The kubelet's defaults that disk use meets during an upgrade: above
 // imageGCHighThresholdPercent it deletes images no container uses (the
 // upgrade's imported images, before their pods start); below the eviction
-// threshold imagefs.available 15% it evicts pods.
+// threshold imagefs.available it evicts pods.
 const (
 	imageGCHighPercent = 85
+	imagefsEvictPct    = 15
 	diskMarginPercent  = 1
 )
+
+// diskLimit is the highest use (percent) of the runtime's filesystem the
+// cluster's kubelet config tolerates: its image GC threshold, and 100 minus
+// its imagefs eviction threshold (cluster.kubelet.config may set both).
+func diskLimit(inv *inventory.Inventory) float64 {
+	limit := float64(imageGCHighPercent)
+	if v, ok := inv.Cluster.Kubelet.Config["imageGCHighThresholdPercent"]; ok {
+		if f, err := strconv.ParseFloat(fmt.Sprint(v), 64); err == nil {
+			limit = f
+		}
+	}
+	evict := float64(imagefsEvictPct)
+	if m, ok := inv.Cluster.Kubelet.Config["evictionHard"].(map[string]any); ok {
+		if s, ok := m["imagefs.available"].(string); ok && strings.HasSuffix(s, "%") {
+			if f, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64); err == nil {
+				evict = f
+			}
+		}
+	}
+	return min(limit, 100-evict) - diskMarginPercent
+}
 
 // CheckUpgradeSpace refuses, before any change, a node whose container
 // runtime's or kubelet's filesystem would be filled past the kubelet's image
@@ -880,11 +903,11 @@ func CheckUpgradeSpace(ctx context.Context, env *Env, h *Host) error {
 			return fmt.Errorf("read free disk space: unexpected df output %q", line)
 		}
 		after := float64(sizeK*1024-availK*1024+incoming) / float64(sizeK*1024) * 100
-		if after > imageGCHighPercent-diskMarginPercent {
+		if limit := diskLimit(env.Inv); after > limit {
 			return fmt.Errorf("%s's filesystem is %.0f%% used and the upgrade adds %d MB (binaries, image tarballs and their unpacked layers): "+
-				"past %d%% the kubelet deletes images no container uses yet (the new ones) and near it evicts pods; "+
+				"past %.0f%% the kubelet deletes images no container uses yet (the new ones) or evicts pods (imageGCHighThresholdPercent, evictionHard imagefs.available); "+
 				"free space on %s (old images: `crictl rmi --prune`; logs) and run upgrade again; nothing was changed",
-				dir, float64(sizeK-availK)/float64(sizeK)*100, incoming>>20, imageGCHighPercent, h.Name)
+				dir, float64(sizeK-availK)/float64(sizeK)*100, incoming>>20, limit+diskMarginPercent, h.Name)
 		}
 	}
 	return nil

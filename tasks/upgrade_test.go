@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	k8sversion "k8s.io/apimachinery/pkg/util/version"
+
+	"github.com/kubeforge/kubeforge/inventory"
 )
 
 func TestCheckVersions(t *testing.T) {
@@ -81,5 +83,23 @@ func TestRefuseVersionChange(t *testing.T) {
 	err := refuseVersionChange(env, map[string]string{name: "v1.36.3"})
 	if err == nil || !strings.Contains(err.Error(), "kubeforge upgrade") || !strings.Contains(err.Error(), name+" v1.36.3") {
 		t.Errorf("a version change: %v; want a refusal naming the node and `kubeforge upgrade`", err)
+	}
+}
+
+func TestDiskLimit(t *testing.T) {
+	for _, tc := range []struct {
+		config map[string]any
+		want   float64
+	}{
+		{nil, 84},
+		{map[string]any{"imageGCHighThresholdPercent": 90}, 84}, // imagefs eviction (15% free) comes first
+		{map[string]any{"imageGCHighThresholdPercent": 70}, 69},
+		{map[string]any{"imageGCHighThresholdPercent": 100, "evictionHard": map[string]any{"imagefs.available": "1%"}}, 98},
+	} {
+		inv := &inventory.Inventory{}
+		inv.Cluster.Kubelet.Config = tc.config
+		if got := diskLimit(inv); got != tc.want {
+			t.Errorf("kubelet config %v: limit %v%%; want %v%%", tc.config, got, tc.want)
+		}
 	}
 }

@@ -117,7 +117,21 @@ type invCluster struct {
 }
 
 type invKubelet struct {
-	ResolvConf string `yaml:"resolvConf"`
+	ResolvConf string         `yaml:"resolvConf"`
+	Config     map[string]any `yaml:"config,omitempty"`
+}
+
+// sharedDiskKubelet turns off the kubelet's disk-based image garbage
+// collection and eviction: every harness node is a container on this
+// machine's one disk, so a node's "disk full" measures the machine (other
+// nodes, build caches), not the node, and would make it delete the images
+// kubeforge imported and evict the tests' pods.
+var sharedDiskKubelet = map[string]any{
+	"imageGCHighThresholdPercent": 100,
+	"imageGCLowThresholdPercent":  99,
+	"evictionHard": map[string]string{
+		"memory.available": "100Mi", "nodefs.available": "1%", "nodefs.inodesFree": "1%", "imagefs.available": "1%",
+	},
 }
 
 type invSSH struct {
@@ -148,7 +162,7 @@ func inventoryYAML(c *Cluster) ([]byte, error) {
 			Name: "harness", KubernetesVersion: version,
 			PodSubnet: "10.244.0.0/16", ServiceSubnet: "10.96.0.0/12",
 			Artifacts: c.Artifacts,
-			Kubelet:   invKubelet{ResolvConf: PodResolvConf},
+			Kubelet:   invKubelet{ResolvConf: PodResolvConf, Config: sharedDiskKubelet},
 		},
 		SSH: invSSH{User: c.User, IdentityFiles: []string{c.KeyFile}, KnownHosts: []string{c.KnownHosts}},
 	}

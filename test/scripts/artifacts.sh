@@ -181,6 +181,9 @@ ENTRYPOINT ["/pause"]
 DF
 
 log "building images"
+# The images these tags name now: once re-tagged they would stay as dangling layers (~200 MB a build, and a full
+# disk makes the harness kubelets evict pods and delete images). Removed below when nothing else uses them.
+old_ids=$(for i in "$BASE" "${IMAGES[@]}"; do docker images -q "$i"; done | sort -u)
 build() { # build TAG CONTEXT
 	local out
 	out=$(docker build -q -t "$1" "$2" 2>&1) || die "docker build $1 failed: $out"
@@ -218,6 +221,10 @@ check "$REPO/kube-proxy:$VERSION" iptables --version
 check "$REPO/kube-proxy:$VERSION" iptables-restore --version
 check "$REPO/pause:$PAUSE_VERSION" /pause -v
 
+new_ids=$(for i in "$BASE" "${IMAGES[@]}"; do docker images -q "$i"; done | sort -u)
+for id in $old_ids; do
+	grep -qx "$id" <<<"$new_ids" || docker rmi "$id" >/dev/null 2>&1 || true
+done
 log "saving ${#IMAGES[@]} images (one shared base layer) to $TARBALL"
 docker save "${IMAGES[@]}" >"$TARBALL.tmp"
 mv "$TARBALL.tmp" "$TARBALL"
