@@ -15,7 +15,7 @@ OLD_VERSION := v1.36.3
 ARTIFACTS_OLD ?= $(CURDIR)/.cache/artifacts-$(OLD_VERSION)
 HARNESS_DIR ?= $(CURDIR)/.harness
 
-.PHONY: all build test unit integration parity e2e e2e-interrupt-matrix demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore clean
+.PHONY: all build test unit integration parity e2e e2e-interrupt-matrix demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore bench-upgrade clean
 
 all: build
 
@@ -72,6 +72,10 @@ demo:
 
 bench: build artifacts node-image
 	bash test/scripts/bench.sh
+
+# upgrade v1.36.3 -> v1.37.2 times on real 1+2 and 3+1 harness clusters (docs/benchmarks.md, "Upgrade")
+bench-upgrade: build artifacts artifacts-old node-image
+	ARTIFACTS=$(ARTIFACTS) ARTIFACTS_OLD=$(ARTIFACTS_OLD) bash test/scripts/bench-upgrade.sh
 
 # backup and restore times against etcd's database size, on a real 1+1 harness cluster (docs/benchmarks.md, P4)
 bench-restore: build artifacts node-image

@@ -365,6 +365,7 @@ func checkUpgraded(ctx context.Context, t *testing.T, c *harnesslib.Cluster, inv
 // Afterwards a downgrade is refused, and the requests that failed throughout
 // are reported.
 func TestUpgradeOneControlPlaneTwoWorkers(t *testing.T) {
+	t.Parallel() // with TestUpgradeThreeControlPlanes, after the other e2e tests: CI time
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	c, state := startOldCluster(ctx, t, "kfug", "172.31.234.0/24", 3, 1)
@@ -503,6 +504,7 @@ func (w *apiWatch) Stop() (polls int, longest time.Duration, gaps map[string]tim
 // keeps its 3 voters. The first upgrade is killed (SIGKILL) in the middle of
 // the second control plane; the next one finds it half done and finishes.
 func TestUpgradeThreeControlPlanes(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	c, state := startOldCluster(ctx, t, "kfuh", "172.31.233.0/24", 4, 3)
