@@ -535,3 +535,39 @@ func TestUpgradeThreeControlPlanes(t *testing.T) {
 	}
 	checkUpgraded(ctx, t, c, newInv, state, 3)
 }
+
+// TestInterruptedUpgradeConverges (KUBEFORGE_UPGRADE_MATRIX=1, `make e2e-upgrade-matrix`; too long for CI, which
+// runs the SIGINT between workers and the SIGKILL inside a control plane above): for each interruption point of
+// `upgrade` on a fresh v1.36 1 + 2 cluster (SIGKILL after each changing step, and inside the control plane's and
+// a worker's upgrade at several delays), the next `upgrade` finishes and the cluster is whole and on v1.37.2.
+func TestInterruptedUpgradeConverges(t *testing.T) {
+	if os.Getenv("KUBEFORGE_UPGRADE_MATRIX") != "1" {
+		t.Skip("the upgrade interruption matrix runs with KUBEFORGE_UPGRADE_MATRIX=1 (make e2e-upgrade-matrix)")
+	}
+	var points []interruption
+	for _, s := range []string{"upgrade/snapshot", "upgrade/stage", "upgrade/control-planes", "upgrade/cluster"} {
+		points = append(points, interruption{Step: s, Event: "step-end", Signal: syscall.SIGKILL})
+	}
+	for _, d := range []time.Duration{3 * time.Second, 12 * time.Second, 25 * time.Second, 40 * time.Second} {
+		points = append(points, interruption{Step: "upgrade/control-planes", Event: "host-start", Host: "node1", Delay: d, Signal: syscall.SIGKILL})
+	}
+	for _, d := range []time.Duration{2 * time.Second, 6 * time.Second} {
+		points = append(points, interruption{Step: "upgrade/workers", Event: "host-start", Host: "node2", Delay: d, Signal: syscall.SIGKILL})
+	}
+	for _, p := range points {
+		t.Run(strings.NewReplacer("/", "-", " ", "_").Replace(p.String()), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+			defer cancel()
+			c, state := startOldCluster(ctx, t, "kfum", "172.31.231.0/24", 3, 1)
+			mustUp(ctx, t, c, state)
+			inv := versionInventory(t, c, newVersion, ArtifactsDir(t))
+			if !interrupted(ctx, t, p, "upgrade", "-i", inv, "--state-dir", state) {
+				t.Fatalf("never reached %s", p)
+			}
+			if code, _ := kubeforge(ctx, t, "upgrade", "-i", inv, "--state-dir", state); code != 0 {
+				t.Fatalf("the upgrade after %s exited %d", p, code)
+			}
+			checkUpgraded(ctx, t, c, inv, state, 1)
+		})
+	}
+}
