@@ -45,7 +45,7 @@ e2e-interrupt-matrix: prereqs build artifacts node-image
 	KUBEFORGE_INTERRUPT_MATRIX=1 $(GO) test -count=1 -tags e2e -timeout 6h -v -run 'TestInterruptedUpConverges' ./test/e2e/...
 
 # SIGKILL after every changing step of `upgrade` and inside a control plane's and a worker's upgrade, each on a
-# fresh v1.36 1+2 cluster, then a second upgrade: about 45 min, so not in CI (which runs a SIGINT and a SIGKILL case).
+# fresh v1.36 1+2 cluster, then a second upgrade: about 35 min, so not in CI (which runs a SIGINT and a SIGKILL case).
 e2e-upgrade-matrix: prereqs build artifacts artifacts-old node-image
 	KUBEFORGE_UPGRADE_MATRIX=1 KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 4h -v -run 'TestInterruptedUpgradeConverges' ./test/e2e/...
 

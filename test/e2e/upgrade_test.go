@@ -548,10 +548,10 @@ func TestInterruptedUpgradeConverges(t *testing.T) {
 	for _, s := range []string{"upgrade/snapshot", "upgrade/stage", "upgrade/control-planes", "upgrade/cluster"} {
 		points = append(points, interruption{Step: s, Event: "step-end", Signal: syscall.SIGKILL})
 	}
-	for _, d := range []time.Duration{3 * time.Second, 12 * time.Second, 25 * time.Second, 40 * time.Second} {
+	for _, d := range []time.Duration{12 * time.Second, 30 * time.Second} {
 		points = append(points, interruption{Step: "upgrade/control-planes", Event: "host-start", Host: "node1", Delay: d, Signal: syscall.SIGKILL})
 	}
-	for _, d := range []time.Duration{2 * time.Second, 6 * time.Second} {
+	for _, d := range []time.Duration{4 * time.Second} {
 		points = append(points, interruption{Step: "upgrade/workers", Event: "host-start", Host: "node2", Delay: d, Signal: syscall.SIGKILL})
 	}
 	for _, p := range points {
