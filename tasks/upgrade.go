@@ -149,7 +149,7 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 		if o != nil && o.LessThan(oldest) {
 			oldest = o
 		}
-		if hp := env.Plan.hostPlan(h.Name); unseen || hp != nil && len(hp.Files)+len(hp.Images) > 0 {
+		if unseen || filesDiffer(env.Plan.hostPlan(h.Name)) {
 			stale = true // its files are not those of a fresh render at the target
 		}
 		switch {
@@ -216,6 +216,22 @@ func checkVersions(host string, running map[string]string, target *k8sversion.Ve
 		stale = stale || !got.EqualTo(target)
 	}
 	return problems, oldest, stale
+}
+
+// filesDiffer reports whether a host's plan writes a file or imports an
+// image: the node is not what a fresh render at the target makes. The API
+// proxy's binary (kubeforge's own, refreshed by the next up or upgrade of the
+// node) does not make a node stale: no drain for a new kubeforge build alone.
+func filesDiffer(hp *HostPlan) bool {
+	if hp == nil {
+		return false
+	}
+	for _, f := range hp.Files {
+		if f.Path != manifests.APIProxyBinaryPath {
+			return true
+		}
+	}
+	return len(hp.Images) > 0
 }
 
 // planSummary names what a converge plan would still do.
@@ -536,8 +552,15 @@ func UpgradeNode(ctx context.Context, env *Env, h *Host) error {
 		if err := upgradeStaticPods(ctx, env, h, rest); err != nil {
 			return err
 		}
-	} else if _, err := push(ctx, h, rest); err != nil {
-		return err
+	} else {
+		if _, err := push(ctx, h, rest); err != nil {
+			return err
+		}
+		if env.Inv.UsesAPIProxy() {
+			if err := startAPIProxy(ctx, env, h); err != nil { // its binary may be a newer kubeforge's
+				return err
+			}
+		}
 	}
 	if err := installStaged(ctx, env, h); err != nil {
 		return err

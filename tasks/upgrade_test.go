@@ -7,6 +7,7 @@ import (
 	k8sversion "k8s.io/apimachinery/pkg/util/version"
 
 	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/manifests"
 )
 
 func TestCheckVersions(t *testing.T) {
@@ -101,5 +102,17 @@ func TestDiskLimit(t *testing.T) {
 		if got := diskLimit(inv); got != tc.want {
 			t.Errorf("kubelet config %v: limit %v%%; want %v%%", tc.config, got, tc.want)
 		}
+	}
+}
+
+func TestFilesDiffer(t *testing.T) {
+	proxyOnly := &HostPlan{Files: []FilePlan{{Path: manifests.APIProxyBinaryPath, Reason: "content differs"}}}
+	kubelet := &HostPlan{Files: []FilePlan{{Path: "/usr/bin/kubelet", Reason: "content differs"}}}
+	images := &HostPlan{Images: []string{"kubernetes-v1.37.2.tar"}}
+	if filesDiffer(nil) || filesDiffer(&HostPlan{}) || filesDiffer(proxyOnly) {
+		t.Error("a node with nothing to write, or only a newer kubeforge for its API proxy, counts as not upgraded")
+	}
+	if !filesDiffer(kubelet) || !filesDiffer(images) {
+		t.Error("a node whose kubelet or images differ counts as upgraded")
 	}
 }
