@@ -62,7 +62,10 @@ func start(t *testing.T, ca *x509.Certificate, upstreams ...string) *fixture {
 	f := &fixture{t: t, list: filepath.Join(dir, "upstreams"), roots: x509.NewCertPool()}
 	f.roots.AddCert(ca)
 	f.write(upstreams...)
-	f.p = New(Config{Upstreams: f.list, CAFile: caFile, Interval: 50 * time.Millisecond, Timeout: 300 * time.Millisecond})
+	f.p = New(Config{Upstreams: f.list, CAFile: caFile, Interval: 50 * time.Millisecond, Timeout: 1500 * time.Millisecond})
+	// The timeout is generous: under -race on a loaded machine a local TLS
+	// check can take hundreds of milliseconds, and one failed check takes an
+	// upstream out (and closes its connections), which the tests would see.
 	if err := f.p.reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +114,7 @@ func (f *fixture) get(c *http.Client) (string, error) {
 // eventually waits until cond holds.
 func (f *fixture) eventually(what string, cond func() bool) {
 	f.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			f.t.Fatalf("timed out waiting for %s (healthy: %v)", what, f.p.Healthy())
