@@ -37,17 +37,17 @@ parity: prereqs artifacts node-image
 	$(GO) test -count=1 -tags parity -v ./test/parity/...
 
 e2e: prereqs build artifacts artifacts-old node-image
-	KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 75m -v ./test/e2e/...
+	KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 75m -v ./test/e2e/
 
 # Every step boundary of the first `up` (SIGINT and SIGKILL) and the middle of the joins, on 1+2 and 3+1:
 # too long for CI (about 1.5 h), which runs a subset. KUBEFORGE_INTERRUPT_SHAPE=1+2 or 3+1 runs one shape.
 e2e-interrupt-matrix: prereqs build artifacts node-image
-	KUBEFORGE_INTERRUPT_MATRIX=1 $(GO) test -count=1 -tags e2e -timeout 6h -v -run 'TestInterruptedUpConverges' ./test/e2e/...
+	KUBEFORGE_INTERRUPT_MATRIX=1 $(GO) test -count=1 -tags e2e -timeout 6h -v -run 'TestInterruptedUpConverges' ./test/e2e/
 
 # SIGKILL after every changing step of `upgrade` and inside a control plane's and a worker's upgrade, each on a
 # fresh v1.36 1+2 cluster, then a second upgrade: about 35 min, so not in CI (which runs a SIGINT and a SIGKILL case).
 e2e-upgrade-matrix: prereqs build artifacts artifacts-old node-image
-	KUBEFORGE_UPGRADE_MATRIX=1 KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 4h -v -run 'TestInterruptedUpgradeConverges' ./test/e2e/...
+	KUBEFORGE_UPGRADE_MATRIX=1 KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 4h -v -run 'TestInterruptedUpgradeConverges' ./test/e2e/
 
 prereqs:
 	bash test/scripts/prereqs.sh
