@@ -15,7 +15,10 @@ import (
 func Upgrade(*inventory.Inventory) Playbook {
 	long := 6 * time.Hour // bounded by the waits inside, per node
 	return Playbook{Name: "upgrade", Steps: []Step{
-		stepConnect(), stepFacts(), stepSeed(), stepCerts(), stepProbe(), stepObserve(), stepPlan(),
+		stepConnect(), stepFacts(), stepSeed(), stepCerts(),
+		{Name: "upgrade/wait", Help: "wait until an API server answers when a control plane's are restarting (an upgrade stopped inside it)",
+			Local: tasks.WaitForAPIServer, Always: true, ReadOnly: true, Timeout: 4 * time.Minute},
+		stepProbe(), stepObserve(), stepPlan(),
 		{Name: "upgrade/plan", Help: "versions running on every node; refuse a jump of two minors, a downgrade, an unhealthy node or etcd, missing artifacts",
 			Local: tasks.PlanUpgrade, Always: true, ReadOnly: true},
 		{Name: "upgrade/space", Help: "refuse a node whose disk the new binaries and images would fill past the kubelet's image garbage collection threshold",

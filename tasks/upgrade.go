@@ -935,3 +935,36 @@ func CheckUpgradeSpace(ctx context.Context, env *Env, h *Host) error {
 	}
 	return nil
 }
+
+// WaitForAPIServer waits (up to 3 min) until one control plane's API server
+// answers, when one runs static pods under an active kubelet but none
+// answers yet: an upgrade stopped or killed inside a control plane leaves
+// its etcd and API server restarting, and with one control plane there is
+// no other. Without such a control plane it returns at once.
+func WaitForAPIServer(ctx context.Context, env *Env) error {
+	var cps []*Host
+	for _, h := range env.Hosts(env.Inv.ControlPlanes()) {
+		if h.Facts != nil && h.Facts.StaticPods && h.Facts.KubeletActive {
+			cps = append(cps, h)
+		}
+	}
+	if len(cps) == 0 {
+		return nil
+	}
+	start := time.Now()
+	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		for _, h := range cps {
+			if apiAnswers(ctx, env, h) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		env.Log.Info("waited for an API server", "after", d.Round(time.Second), "answered", err == nil)
+	}
+	return nil // none answered: upgrade/plan says so
+}
