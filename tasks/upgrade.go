@@ -270,21 +270,30 @@ func (e *Env) upgradeHealthy(nodes map[string]*corev1.Node) error {
 		problems = append(problems, "no etcd member answered")
 	} else {
 		for _, m := range cf.Etcd.Members {
-			switch {
-			case m.Host == "":
+			if m.Host == "" {
 				problems = append(problems, fmt.Sprintf("etcd member %x (%s) is not an inventory control plane", m.ID, m.PeerURL))
-			case m.Learner || m.Name == "":
-				problems = append(problems, fmt.Sprintf("etcd member of %s is not a started voter", m.Host))
 			}
 		}
-		if len(cf.Etcd.Members) != len(e.Inv.ControlPlanes()) {
-			problems = append(problems, fmt.Sprintf("etcd has %d members for %d control planes", len(cf.Etcd.Members), len(e.Inv.ControlPlanes())))
-		}
+		problems = append(problems, voterProblems(cf.Etcd.Members, len(e.Inv.ControlPlanes()))...)
 	}
 	if len(problems) > 0 {
 		return &ErrRefused{Reason: "the cluster is not healthy, so it is not upgraded:\n  - " + strings.Join(problems, "\n  - ")}
 	}
 	return nil
+}
+
+// voterProblems: every member a started voter, one per control plane.
+func voterProblems(members []EtcdMember, cps int) []string {
+	var problems []string
+	for _, m := range members {
+		if m.Learner || m.Name == "" {
+			problems = append(problems, fmt.Sprintf("etcd member %x (%s) is not a started voter", m.ID, m.PeerURL))
+		}
+	}
+	if len(members) != cps {
+		problems = append(problems, fmt.Sprintf("etcd has %d members for %d control planes", len(members), cps))
+	}
+	return problems
 }
 
 // upgradeArtifacts checks that the artifacts directory holds the binaries and
@@ -769,14 +778,7 @@ func VerifyUpgrade(ctx context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("etcd member list: %w", err)
 	}
-	for _, m := range ml.Members {
-		if m.IsLearner || m.Name == "" {
-			problems = append(problems, fmt.Sprintf("etcd member %x (%s) is not a started voter", m.ID, m.Name))
-		}
-	}
-	if len(ml.Members) != len(env.Inv.ControlPlanes()) {
-		problems = append(problems, fmt.Sprintf("etcd has %d members for %d control planes", len(ml.Members), len(env.Inv.ControlPlanes())))
-	}
+	problems = append(problems, voterProblems(toMembers(ml.Members), len(env.Inv.ControlPlanes()))...)
 	if len(problems) > 0 {
 		return fmt.Errorf("after the upgrade:\n  - %s\nnext: look at these nodes, then run upgrade again", strings.Join(problems, "\n  - "))
 	}
