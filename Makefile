@@ -15,7 +15,7 @@ OLD_VERSION := v1.36.3
 ARTIFACTS_OLD ?= $(CURDIR)/.cache/artifacts-$(OLD_VERSION)
 HARNESS_DIR ?= $(CURDIR)/.harness
 
-.PHONY: all build test unit integration parity e2e e2e-interrupt-matrix e2e-upgrade-matrix demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore bench-upgrade clean
+.PHONY: all build test unit integration parity e2e e2e-interrupt-matrix e2e-upgrade-matrix demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime clean
 
 all: build
 
@@ -81,6 +81,10 @@ bench: build artifacts node-image
 # upgrade v1.36.3 -> v1.37.2 times on real 1+2 and 3+1 harness clusters (docs/benchmarks.md, "Upgrade")
 bench-upgrade: build artifacts artifacts-old node-image
 	ARTIFACTS=$(ARTIFACTS) ARTIFACTS_OLD=$(ARTIFACTS_OLD) bash test/scripts/bench-upgrade.sh
+
+# What installing containerd, runc and the CNI plugins adds to `up` 1+2: bare hosts against hosts with a runtime.
+bench-runtime: build artifacts node-image
+	ARTIFACTS=$(ARTIFACTS) bash test/scripts/bench-runtime.sh
 
 # backup and restore times against etcd's database size, on a real 1+1 harness cluster (docs/benchmarks.md, P4)
 bench-restore: build artifacts node-image

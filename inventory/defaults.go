@@ -36,6 +36,10 @@ const (
 
 	CgroupDriverSystemd  = "systemd"
 	CgroupDriverCgroupfs = "cgroupfs"
+
+	RuntimeInstallIfMissing = "ifMissing"
+	RuntimeInstallAlways    = "always"
+	RuntimeInstallNever     = "never"
 )
 
 // SetDefaults fills every unset field with its default, gives each host its
@@ -61,6 +65,7 @@ func (inv *Inventory) SetDefaults() {
 	setString(&c.KeyType, DefaultKeyType)
 	setString(&c.CNI.Plugin, DefaultCNIPlugin)
 	setString(&c.Kubelet.CgroupDriver, DefaultCgroupDriver)
+	setString(&c.Runtime.Install, RuntimeInstallIfMissing)
 
 	dir := inv.Dir()
 	if c.Artifacts != "" {

@@ -401,6 +401,7 @@ var knownTypes = map[string]reflect.Type{
 	"inventory.Cluster":   reflect.TypeFor[Cluster](),
 	"inventory.CNI":       reflect.TypeFor[CNI](),
 	"inventory.Kubelet":   reflect.TypeFor[Kubelet](),
+	"inventory.Runtime":   reflect.TypeFor[Runtime](),
 	"inventory.Component": reflect.TypeFor[Component](),
 	"inventory.SSH":       reflect.TypeFor[SSH](),
 	"inventory.Bastion":   reflect.TypeFor[Bastion](),

@@ -54,6 +54,7 @@ type Cluster struct {
 	// installs (layout in docs/inventory.md). Relative to the inventory file.
 	Artifacts                string            `yaml:"artifacts"`
 	ContainerRuntimeEndpoint string            `yaml:"containerRuntimeEndpoint"`
+	Runtime                  Runtime           `yaml:"runtime"`
 	CertificateValidity      Duration          `yaml:"certificateValidity"` // leaves; default 8760h
 	KeyType                  string            `yaml:"keyType"`             // rsa (default) or ecdsa
 	CNI                      CNI               `yaml:"cni"`
@@ -71,6 +72,16 @@ type Cluster struct {
 type CNI struct {
 	Plugin   string `yaml:"plugin"`   // "bridge" (default) or "manifest"
 	Manifest string `yaml:"manifest"` // a local YAML file applied when Plugin is "manifest"
+}
+
+// Runtime says when kubeforge installs the container runtime of the
+// artifacts directory (containerd 2.x, runc, the CNI plugins: docs/runtime.md).
+type Runtime struct {
+	// Install: ifMissing (default) installs it on hosts that have no runtime and
+	// leaves a working one alone; always also replaces a runtime kubeforge did
+	// not install (for example a distribution's containerd 1.x); never requires
+	// a runtime on every host.
+	Install string `yaml:"install"`
 }
 
 // Kubelet holds extra kubelet settings.

@@ -262,6 +262,14 @@ func (c *checker) cluster() {
 	default:
 		c.errorf(at.with("cni", "plugin"), "use bridge (built in) or manifest", "unsupported cni.plugin %+.80q", cl.CNI.Plugin)
 	}
+	switch cl.Runtime.Install {
+	case RuntimeInstallIfMissing, RuntimeInstallAlways, RuntimeInstallNever:
+	default:
+		c.errorf(at.with("runtime", "install"), "use ifMissing (the default), always or never", "unsupported runtime.install %+.80q", cl.Runtime.Install)
+	}
+	if cl.Runtime.Install == RuntimeInstallAlways && cl.Artifacts == "" {
+		c.errorf(at.with("runtime", "install"), "set cluster.artifacts to a directory with runtime/ (make artifacts builds one)", "runtime.install always needs the runtime from cluster.artifacts")
+	}
 	switch cl.Kubelet.CgroupDriver {
 	case CgroupDriverSystemd, CgroupDriverCgroupfs:
 	default:

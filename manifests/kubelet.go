@@ -19,6 +19,9 @@ import (
 	"github.com/kubeforge/kubeforge/inventory"
 )
 
+// SystemdResolvConf is systemd-resolved's list of upstream servers.
+const SystemdResolvConf = "/run/systemd/resolve/resolv.conf"
+
 // KubeletParams are facts about the host that change kubelet files.
 type KubeletParams struct {
 	// CgroupV1 is true when the host runs cgroup v1: the config sets failCgroupV1=false.
@@ -29,6 +32,10 @@ type KubeletParams struct {
 	// inventory name, the kubelet gets --hostname-override=<inventory name>, as
 	// kubeadm does when the node name differs from the hostname.
 	Hostname string
+	// ResolvConf is the host's resolv.conf for the kubelet when the inventory
+	// sets none: systemd-resolved's upstream list where it runs (its stub,
+	// 127.0.0.53, would make CoreDNS forward to itself), as kubeadm does.
+	ResolvConf string
 }
 
 // KubeletConfiguration is the typed kubelet config as kubeadm 1.37 writes it to
@@ -45,6 +52,9 @@ func KubeletConfiguration(inv *inventory.Inventory, p KubeletParams) (*kubeletv1
 	cfg.ContainerRuntimeEndpoint = defaults(inv).runtimeEndpoint
 	if p.CgroupV1 {
 		cfg.FailCgroupV1 = ptrTo(false)
+	}
+	if cfg.ResolverConfig == nil && p.ResolvConf != "" {
+		cfg.ResolverConfig = ptrTo(p.ResolvConf)
 	}
 	return mergeKubeletConfig(cfg, inv.Cluster.Kubelet.Config)
 }

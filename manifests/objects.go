@@ -65,6 +65,13 @@ var (
 	depType  = metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"}
 )
 
+// ClusterParams are facts about the hosts that change the cluster objects.
+type ClusterParams struct {
+	// CgroupV1: a host of the cluster runs cgroup v1, so the kubelet-config
+	// ConfigMap carries failCgroupV1: false.
+	CgroupV1 bool
+}
+
 // ClusterObjects returns every API object `kubeadm init` creates once the control
 // plane is up, in apply order, typed and with TypeMeta set:
 //
@@ -80,7 +87,7 @@ var (
 //
 // Not included: the bootstrap-token Secret and the cluster-info ConfigMap, made just
 // in time elsewhere.
-func ClusterObjects(inv *inventory.Inventory) ([]runtime.Object, error) {
+func ClusterObjects(inv *inventory.Inventory, p ClusterParams) ([]runtime.Object, error) {
 	objs := []runtime.Object{
 		clusterRoleBinding(ClusterAdminsGroup, "cluster-admin", groupSubject(ClusterAdminsGroup)),
 	}
@@ -98,6 +105,10 @@ func ClusterObjects(inv *inventory.Inventory) ([]runtime.Object, error) {
 	kc, err := kubeletBase(inv)
 	if err != nil {
 		return nil, err
+	}
+	if p.CgroupV1 {
+		// So a kubelet that `kubeadm join` configures from this ConfigMap starts on such a host.
+		kc.FailCgroupV1 = ptrTo(false)
 	}
 	if kc, err = mergeKubeletConfig(kc, inv.Cluster.Kubelet.Config); err != nil {
 		return nil, fmt.Errorf("build kubelet-config: %w", err)

@@ -106,7 +106,7 @@ func objectName(o runtime.Object) string {
 }
 
 func TestClusterObjectsDecodeThroughClientGoScheme(t *testing.T) {
-	objs, err := ClusterObjects(exampleInventory())
+	objs, err := ClusterObjects(exampleInventory(), ClusterParams{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func find[T runtime.Object](t *testing.T, objs []runtime.Object, name string) T 
 
 func TestClusterObjectsContent(t *testing.T) {
 	inv := exampleInventory()
-	objs, err := ClusterObjects(inv)
+	objs, err := ClusterObjects(inv, ClusterParams{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestClusterObjectsContent(t *testing.T) {
 func TestClusterObjectsWithoutEndpointUseFirstControlPlane(t *testing.T) {
 	inv := exampleInventory()
 	inv.Cluster.ControlPlaneEndpoint = ""
-	objs, err := ClusterObjects(inv)
+	objs, err := ClusterObjects(inv, ClusterParams{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestClusterObjectsWithoutEndpointUseFirstControlPlane(t *testing.T) {
 		}
 	}
 	inv.Hosts = one
-	if objs, err = ClusterObjects(inv); err != nil {
+	if objs, err = ClusterObjects(inv, ClusterParams{}); err != nil {
 		t.Fatal(err)
 	}
 	kp = find[*corev1.ConfigMap](t, objs, "kube-proxy")
@@ -281,14 +281,14 @@ func TestClusterObjectsWithoutEndpointUseFirstControlPlane(t *testing.T) {
 	}
 
 	inv.Hosts = []*inventory.Host{{Name: "w", Address: "10.0.0.5", Roles: []inventory.Role{inventory.RoleWorker}}}
-	if _, err := ClusterObjects(inv); err == nil {
+	if _, err := ClusterObjects(inv, ClusterParams{}); err == nil {
 		t.Error("no control plane and no endpoint was accepted")
 	}
 }
 
 func TestClusterObjectsGolden(t *testing.T) {
 	render := func() []byte {
-		objs, err := ClusterObjects(exampleInventory())
+		objs, err := ClusterObjects(exampleInventory(), ClusterParams{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -386,4 +386,48 @@ func TestBridgeCNI(t *testing.T) {
 		})
 	}
 	golden(t, "cni", BridgeCNI("10.244.1.0/24").Data)
+}
+
+// On cgroup v1 hosts the kubelet-config ConfigMap carries failCgroupV1: false,
+// so a kubelet that plain `kubeadm join` configures from it starts there too.
+func TestKubeletConfigMapFailCgroupV1(t *testing.T) {
+	for _, v1 := range []bool{false, true} {
+		objs, err := ClusterObjects(exampleInventory(), ClusterParams{CgroupV1: v1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var data string
+		for _, o := range objs {
+			if cm, ok := o.(*corev1.ConfigMap); ok && cm.Name == KubeletConfigConfigMap {
+				data = cm.Data[KubeletConfigConfigMapKey]
+			}
+		}
+		if data == "" {
+			t.Fatal("no kubelet-config ConfigMap")
+		}
+		if got := strings.Contains(data, "failCgroupV1: false"); got != v1 {
+			t.Errorf("cgroup v1 %v: failCgroupV1: false in the ConfigMap %v:\n%s", v1, got, data)
+		}
+	}
+}
+
+// systemd-resolved's resolv.conf goes to the kubelet of a host that runs it,
+// unless the inventory names one.
+func TestKubeletResolvConfFromHost(t *testing.T) {
+	inv := exampleInventory()
+	inv.Cluster.Kubelet.ResolvConf = ""
+	cfg, err := KubeletConfiguration(inv, KubeletParams{ResolvConf: SystemdResolvConf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ResolverConfig == nil || *cfg.ResolverConfig != SystemdResolvConf {
+		t.Errorf("resolvConf %v; want %s", cfg.ResolverConfig, SystemdResolvConf)
+	}
+	inv.Cluster.Kubelet.ResolvConf = "/etc/kubeforge/resolv.conf"
+	if cfg, err = KubeletConfiguration(inv, KubeletParams{ResolvConf: SystemdResolvConf}); err != nil {
+		t.Fatal(err)
+	}
+	if *cfg.ResolverConfig != "/etc/kubeforge/resolv.conf" {
+		t.Errorf("the inventory's resolvConf lost to the host's: %s", *cfg.ResolverConfig)
+	}
 }

@@ -30,6 +30,11 @@ func stepPrepare() Step {
 		Hosts: inventory.SelectAll, Run: tasks.PrepareNode}
 }
 
+func stepRuntime() Step {
+	return Step{Name: "runtime/install", Help: "where no usable runtime is (or kubeforge's is): containerd, runc and CNI plugins from the artifacts, its config and unit; wait for the CRI",
+		Hosts: inventory.SelectAll, Run: tasks.InstallRuntime, Timeout: 10 * time.Minute}
+}
+
 func stepArtifacts() Step {
 	return Step{Name: "artifacts", Help: "push kubelet, kubectl and image tarballs; import missing images",
 		Hosts: inventory.SelectAll, Run: tasks.PushArtifacts, Timeout: 30 * time.Minute}
@@ -106,14 +111,14 @@ func stepForgetBootstrap() Step {
 		Hosts: inventory.SelectWorkers, When: tasks.JoinsNode, Run: tasks.ForgetBootstrapKubeconfig}
 }
 
-// Up is the playbook behind `kubeforge up`: from hosts with an OS and a
-// container runtime to a converged cluster. It observes the hosts and the
+// Up is the playbook behind `kubeforge up`: from hosts with an OS (and a
+// container runtime, or the artifacts' one to install) to a converged cluster. It observes the hosts and the
 // cluster, plans, and executes the plan; every step is idempotent.
 func Up(*inventory.Inventory) Playbook {
 	return Playbook{Name: "up", Steps: []Step{
 		tolerant(stepConnect()), stepFacts(), stepSeed(), stepPreflightHost(), stepPreflightCluster(),
 		stepCerts(), stepProbe(), stepObserve(), stepPlan(),
-		stepRender(), stepPrepare(), stepArtifacts(),
+		stepRender(), stepPrepare(), stepRuntime(), stepArtifacts(),
 		stepInit(), stepBootstrap(), stepEtcd(), stepCIDRs(), stepNetwork(), stepJoinCP(), stepToken(), stepJoinWorkers(),
 		stepKubeProxyRestart(), stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepForgetBootstrap(), stepTokenCleanup(),
 	}}

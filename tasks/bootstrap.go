@@ -23,6 +23,18 @@ import (
 	"github.com/kubeforge/kubeforge/pki"
 )
 
+// clusterParams reads the cluster-wide facts from the hosts' facts: cgroup v1
+// when a host whose facts were read runs it.
+func (e *Env) clusterParams() manifests.ClusterParams {
+	var p manifests.ClusterParams
+	for _, h := range e.Hosts(e.Inv.Hosts) {
+		if h.Facts != nil && !h.Facts.CgroupV2 {
+			p.CgroupV1 = true
+		}
+	}
+	return p
+}
+
 // Bootstrap makes what `kubeadm init` makes through the API once the control
 // plane is up: the cluster-admins binding (as super-admin), then the kubeadm
 // and kubelet ConfigMaps, the bootstrap RBAC, kube-proxy and CoreDNS. Objects
@@ -32,7 +44,7 @@ func Bootstrap(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	objs, err := manifests.ClusterObjects(env.Inv)
+	objs, err := manifests.ClusterObjects(env.Inv, env.clusterParams())
 	if err != nil {
 		return fmt.Errorf("render cluster objects: %w", err)
 	}

@@ -33,14 +33,31 @@ type Facts struct {
 	CRISocket             bool   // the runtime's socket exists
 	CRIReady              bool   // the CRI plugin answers
 	RuntimeVersion        string // containerd --version
-	KubeletVersion        string // empty when absent
-	KubeletActive         bool
-	KubeletConf           bool   // /etc/kubernetes/kubelet.conf exists: the host is a node already
-	StaticPods            bool   // /etc/kubernetes/manifests holds kubeforge's control-plane pods
-	EtcdData              bool   // /var/lib/etcd/member exists: this host holds an etcd member's data
-	HeldPods              bool   // a restore holds the control-plane manifests aside (kubeforge-restore-held)
-	APIProxyUnit          bool   // the node-local API proxy's unit is installed
-	RestoreMarker         string // /var/lib/kubeforge/restore.json: a restore under way
+	// RuntimeMarker is the first line of the marker kubeforge writes when it
+	// installs the runtime ("" when it did not install this host's runtime).
+	RuntimeMarker string
+	// RuntimeSandbox is the sandbox (pause) image the runtime's CRI is
+	// configured with; SandboxPresent says the runtime has that image.
+	RuntimeSandbox string
+	SandboxPresent bool
+	// CapSysResource: CAP_SYS_RESOURCE is in PID 1's bounding set. Without it
+	// (some VMs and containers) runc cannot lower oom_score_adj, and containerd
+	// must be told (restrict_oom_score_adj).
+	CapSysResource bool
+	// Resolved: systemd-resolved is active, so /etc/resolv.conf names its
+	// 127.0.0.53 stub, which pods cannot use.
+	Resolved bool
+	HasCp    bool // cp is on PATH (the kubelet runs it for some volume types; kubeadm checks it)
+	// EtcdDirUsed: /var/lib/etcd exists and is not empty.
+	EtcdDirUsed    bool
+	KubeletVersion string // empty when absent
+	KubeletActive  bool
+	KubeletConf    bool   // /etc/kubernetes/kubelet.conf exists: the host is a node already
+	StaticPods     bool   // /etc/kubernetes/manifests holds kubeforge's control-plane pods
+	EtcdData       bool   // /var/lib/etcd/member exists: this host holds an etcd member's data
+	HeldPods       bool   // a restore holds the control-plane manifests aside (kubeforge-restore-held)
+	APIProxyUnit   bool   // the node-local API proxy's unit is installed
+	RestoreMarker  string // /var/lib/kubeforge/restore.json: a restore under way
 	// TrustStores are the host's CA trust-store directories among those
 	// kubeadm mounts into the API server and controller manager.
 	TrustStores []string
@@ -83,6 +100,14 @@ printf 'ipforward\t%s\n' "$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"
 printf 'crisocket\t%s\n' "$(test -S "$1" && echo yes)"
 printf 'criready\t%s\n' "$(test -S "$1" && command -v ctr >/dev/null && ctr --address "$1" plugins ls 2>/dev/null | awk '$2=="io.containerd.grpc.v1.cri" || $1=="io.containerd.grpc.v1" && $2=="cri" {print $NF}' | head -1)"
 printf 'runtime\t%s\n' "$(containerd --version 2>/dev/null)"
+printf 'runtimemarker\t%s\n' "$(head -n1 ` + runtimeMarkerPath + ` 2>/dev/null)"
+sb=$(containerd config dump 2>/dev/null | sed -n 's/^ *\(sandbox_image\|sandbox\) *= *"\(.*\)"/\2/p' | head -n1)
+printf 'sandbox\t%s\n' "$sb"
+[ -z "$sb" ] || printf 'sandboxpresent\t%s\n' "$(ctr --address "$1" -n k8s.io images ls -q 2>/dev/null | grep -Fxq "$sb" && echo yes)"
+printf 'capbnd\t%s\n' "$(awk '/^CapBnd:/ {print $2}' /proc/1/status 2>/dev/null)"
+printf 'resolved\t%s\n' "$(systemctl is-active systemd-resolved 2>/dev/null)"
+printf 'cp\t%s\n' "$(command -v cp)"
+printf 'etcddir\t%s\n' "$(ls -A /var/lib/etcd 2>/dev/null | head -n1)"
 printf 'kubelet\t%s\n' "$(/usr/bin/kubelet --version 2>/dev/null)"
 printf 'kubeletactive\t%s\n' "$(systemctl is-active kubelet 2>/dev/null)"
 printf 'kubeletconf\t%s\n' "$(test -f /etc/kubernetes/kubelet.conf && echo yes)"
@@ -187,6 +212,23 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 			f.CRIReady = v == "ok"
 		case "runtime":
 			f.RuntimeVersion = v
+		case "runtimemarker":
+			f.RuntimeMarker = v
+		case "sandbox":
+			f.RuntimeSandbox = v
+		case "sandboxpresent":
+			f.SandboxPresent = v == "yes"
+		case "capbnd":
+			// CAP_SYS_RESOURCE is capability 24.
+			if bits, err := strconv.ParseUint(v, 16, 64); err == nil {
+				f.CapSysResource = bits&(1<<24) != 0
+			}
+		case "resolved":
+			f.Resolved = v == "active"
+		case "cp":
+			f.HasCp = v != ""
+		case "etcddir":
+			f.EtcdDirUsed = v != ""
 		case "kubelet":
 			f.KubeletVersion = strings.TrimPrefix(v, "Kubernetes ")
 		case "kubeletactive":

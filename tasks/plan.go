@@ -354,6 +354,11 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 		}
 		sf = append(sf, bin)
 	}
+	runtimeFiles, err := plannedRuntime(env, h)
+	if err != nil {
+		return err
+	}
+	sf = append(sf, runtimeFiles...)
 	var imgs []*localArtifact
 	if env.Inv.Cluster.Artifacts != "" {
 		af, im, err := artifactFiles(env, h)
@@ -388,6 +393,21 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 			hp.Restarts = append(hp.Restarts, RestartPlan{What: "static pod " + strings.TrimSuffix(base, ".yaml"), Reason: "manifest " + string(d.Reason)})
 		}
 	}
+	if len(runtimeFiles) > 0 {
+		why := ""
+		for _, f := range runtimeFiles {
+			if differ[f.Path] && f.Path != runtimeMarkerPath {
+				why = f.Path + " differs"
+				break
+			}
+		}
+		if why == "" && !(h.Facts.CRISocket && h.Facts.CRIReady) {
+			why = "not running"
+		}
+		if why != "" {
+			hp.Restarts = append(hp.Restarts, RestartPlan{What: "containerd", Reason: why})
+		}
+	}
 	planAPIProxy(env, h, hp, differ, proxied)
 	if server := h.Facts.KubeletServer; !h.IsControlPlane() && h.Facts.KubeletConf && server != "" && server != env.Inv.NodeServerURL() {
 		why := "its server moves from " + server + " to " + env.Inv.NodeServerURL() + " (docs/ha.md); its credentials stay"
@@ -406,9 +426,11 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 		hp.Restarts = append(hp.Restarts, RestartPlan{What: "kubelet", Reason: kubelet})
 	}
 	if len(imgs) > 0 {
-		missing, err := missingImages(ctx, h, imgs)
-		if err != nil {
-			return err
+		missing := imgs // a runtime not running yet has no image
+		if h.Facts.CRISocket && h.Facts.CRIReady {
+			if missing, err = missingImages(ctx, h, imgs); err != nil {
+				return err
+			}
 		}
 		for _, a := range missing {
 			hp.Images = append(hp.Images, path.Base(a.path))

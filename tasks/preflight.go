@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,6 +51,10 @@ func (e *PreflightError) Error() string {
 	return fmt.Sprintf("preflight failed on %d host(s): %s", len(hosts), strings.Join(ids, ", "))
 }
 
+// maxClockSkew bounds the clock offset of a host from the workstation and from
+// the other hosts: certificates, tokens and etcd's leases all assume clocks agree.
+const maxClockSkew = 30 * time.Second
+
 // ControlPlanePorts and WorkerPorts must be free on a host before it joins.
 var (
 	controlPlanePorts = []int{inventory.DefaultAPIServerPort, manifests.EtcdClientPort, manifests.EtcdPeerPort, 10250, 10257, 10259}
@@ -81,9 +86,10 @@ func PreflightHost(ctx context.Context, env *Env, h *Host) error {
 	add("Swap", SeverityError, !f.SwapOn, "swap "+onOff(f.SwapOn), "run `swapoff -a` and remove swap entries from /etc/fstab")
 	add("IPForward", SeverityWarning, f.IPForward, "net.ipv4.ip_forward="+boolDigit(f.IPForward),
 		"kubeforge sets net.ipv4.ip_forward=1 in /etc/sysctl.d/99-kubeforge.conf during up")
-	add("CRI", SeverityError, f.CRISocket && f.CRIReady, fmt.Sprintf("container runtime %s (socket %s, CRI %s)",
-		orDash(f.RuntimeVersion), yesNo(f.CRISocket), yesNo(f.CRIReady)),
-		"install containerd with its CRI plugin enabled and start it (systemctl enable --now containerd)")
+	if err := checkRuntime(env, h, add); err != nil {
+		return err
+	}
+	add("FileExisting-cp", SeverityError, f.HasCp, "cp on PATH "+yesNo(f.HasCp), "install coreutils: the kubelet and kubeforge need cp")
 	if rc := env.Inv.Cluster.Kubelet.ResolvConf; rc != "" {
 		add("ResolvConf", SeverityError, f.ResolvConf, "kubelet resolvConf "+rc+" "+map[bool]string{true: "present", false: "missing"}[f.ResolvConf],
 			"create "+rc+" on the host, or change cluster.kubelet.resolvConf: kubelet cannot start any pod without it")
@@ -111,13 +117,18 @@ func PreflightHost(ctx context.Context, env *Env, h *Host) error {
 		}
 		add("Ports", SeverityError, len(busy) == 0, portsMsg(ports, busy),
 			"stop what listens there (`ss -ltnp` on the host shows it), or `kubeforge reset` a previous install")
+		// A new control plane's etcd starts from an empty data dir (kubeadm's DirAvailable--var-lib-etcd).
+		if h.IsControlPlane() && !f.StaticPods && f.RestoreMarker == "" && !f.HeldPods {
+			add("DirAvailable--var-lib-etcd", SeverityError, !f.EtcdDirUsed, "/var/lib/etcd "+map[bool]string{true: "is not empty", false: "empty or absent"}[f.EtcdDirUsed],
+				"this host is no member of the cluster: move /var/lib/etcd away (it may be another cluster's data), or `kubeforge reset` it")
+		}
 	}
 	return checkReach(ctx, env, h)
 }
 
 // checkReach tests, from the host, that the control-plane endpoint answers on
-// TCP, and that control planes reach each other's etcd and API ports when those
-// are up. A refused connection still proves the route.
+// TCP (a refusal proves the route: an endpoint may have no backend yet). The
+// ports between hosts are CheckPeerPorts'.
 func checkReach(ctx context.Context, env *Env, h *Host) error {
 	type target struct {
 		host string
@@ -126,18 +137,6 @@ func checkReach(ctx context.Context, env *Env, h *Host) error {
 	}
 	epHost, epPort := env.Inv.Endpoint()
 	targets := []target{{epHost, epPort, "control-plane endpoint"}}
-	if h.IsControlPlane() {
-		for _, o := range env.Hosts(env.Inv.ControlPlanes()) {
-			if o.Name == h.Name || o.Facts == nil {
-				continue
-			}
-			for _, p := range []int{manifests.EtcdClientPort, manifests.EtcdPeerPort, inventory.DefaultAPIServerPort} {
-				if o.Facts.Listening[p] {
-					targets = append(targets, target{o.NodeIP(), p, "control plane " + o.Name})
-				}
-			}
-		}
-	}
 	var script strings.Builder
 	for _, t := range targets {
 		// bash's /dev/tcp: exit 0 open, 1 refused (reachable), 124 timed out.
@@ -163,9 +162,12 @@ func checkReach(ctx context.Context, env *Env, h *Host) error {
 	return nil
 }
 
-// PreflightCluster runs the checks across hosts (unique names, IDs and MACs,
-// clock skew), then fails when any check failed and was not ignored.
-func PreflightCluster(_ context.Context, env *Env) error {
+// PreflightCluster runs the checks across hosts (the ports they need on each
+// other, unique names, IDs and MACs, clock skew), then fails when any check failed and was not ignored.
+func PreflightCluster(ctx context.Context, env *Env) error {
+	if err := CheckPeerPorts(ctx, env); err != nil {
+		return err
+	}
 	hosts := env.Hosts(env.Inv.Hosts)
 	unique := func(id, what string, get func(*Facts) []string, fix string) {
 		seen := map[string][]string{}
@@ -203,26 +205,32 @@ func PreflightCluster(_ context.Context, env *Env) error {
 	unique("MAC", "MAC address", func(f *Facts) []string { return f.MACs }, "give every host a distinct MAC address")
 	unique("HostnameUnique", "hostname", func(f *Facts) []string { return []string{strings.ToLower(f.Hostname)} },
 		"give every host its own hostname (hostnamectl set-hostname)")
-	var min, max time.Duration
 	var read []*Host // a host that is down has no facts
 	for _, h := range hosts {
-		if h.Facts == nil {
-			continue
+		if h.Facts != nil {
+			read = append(read, h)
 		}
-		if o := h.Facts.ClockOffset; len(read) == 0 || o < min {
-			min = o
-		}
-		if o := h.Facts.ClockOffset; len(read) == 0 || o > max {
-			max = o
-		}
-		read = append(read, h)
 	}
-	if skew := max - min; len(read) > 1 {
-		for _, h := range read {
-			env.addCheck(CheckResult{Host: h.Name, ID: "ClockSkew", Severity: SeverityError, Passed: skew <= 30*time.Second,
-				Message: fmt.Sprintf("clock offset %s (skew between hosts %s)", h.Facts.ClockOffset.Round(time.Millisecond), skew.Round(time.Millisecond)),
-				Fix:     "run an NTP client (chrony or systemd-timesyncd) on every host"})
+	// Certificates are made on the workstation: a host whose clock is off from
+	// it, or from the others (their median), by more than the bound may find
+	// them not yet valid, or expired, and etcd's leases misbehave.
+	offs := make([]time.Duration, 0, len(read))
+	for _, h := range read {
+		offs = append(offs, h.Facts.ClockOffset)
+	}
+	slices.Sort(offs)
+	for _, h := range read {
+		off := h.Facts.ClockOffset
+		msg := fmt.Sprintf("clock offset from the workstation %s", off.Round(time.Millisecond))
+		ok := off.Abs() <= maxClockSkew
+		if len(read) > 1 {
+			median := offs[len(offs)/2]
+			msg += fmt.Sprintf(", from the hosts' median %s", (off - median).Round(time.Millisecond))
+			ok = ok && (off-median).Abs() <= maxClockSkew
 		}
+		env.addCheck(CheckResult{Host: h.Name, ID: "ClockSkew", Severity: SeverityError, Passed: ok,
+			Message: msg + fmt.Sprintf("; at most %s allowed", maxClockSkew),
+			Fix:     "run an NTP client (chrony or systemd-timesyncd) on every host and on the workstation"})
 	}
 	var failed []CheckResult
 	for _, r := range env.PreflightResults() {

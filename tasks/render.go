@@ -50,6 +50,9 @@ func (e *Env) kubeletParams(h *Host) manifests.KubeletParams {
 	if h.Facts != nil {
 		p.CgroupV1 = !h.Facts.CgroupV2
 		p.Hostname = h.Facts.Hostname
+		if h.Facts.Resolved {
+			p.ResolvConf = manifests.SystemdResolvConf
+		}
 	}
 	return p
 }

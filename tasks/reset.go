@@ -10,7 +10,8 @@ import (
 // prints one line per thing it removes, so a second run prints nothing. It
 // keeps going past errors: a half-reset host is worse than a noisy one.
 // $1 = "artifacts" also removes the pushed binaries and images; $2 = "plan"
-// only looks, and prints what it would do (the line's second form).
+// only looks, and prints what it would do (the line's second form); $3 is the
+// pod subnet; $4 = "runtime" also removes the runtime kubeforge installed.
 const resetScript = `set +e
 plan=$2
 did() { if [ -n "$plan" ]; then echo "$2"; else echo "$1"; fi; }
@@ -50,10 +51,8 @@ for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/etcd.before-res
          /var/lib/cni /var/log/pods /var/log/containers; do
   if [ -e "$p" ]; then act rm -rf "$p" && did "removed $p" "remove $p"; fi
 done
+marker=` + runtimeMarkerPath + `
 if [ -n "$1" ]; then
-  for p in /usr/bin/kubelet /usr/bin/kubectl /usr/bin/kubeadm /var/lib/kubeforge; do
-    if [ -e "$p" ]; then act rm -rf "$p" && did "removed $p" "remove $p"; fi
-  done
   rmimages() { for i in $1; do ctr -n k8s.io images rm "$i" >/dev/null 2>&1; done; }
   if command -v ctr >/dev/null 2>&1; then
     imgs=$(ctr -n k8s.io images ls -q 2>/dev/null | grep -E '^registry.k8s.io/|^sha256:')
@@ -61,6 +60,38 @@ if [ -n "$1" ]; then
     n=$(echo $imgs | wc -w)
     [ -n "$imgs" ] && did "removed $n images" "remove $n images"
   fi
+  # The runtime kubeforge installed (its marker names every file) goes only with $4; one it did not install
+  # is never touched.
+  if [ -n "$4" ] && [ -f "$marker" ]; then
+    if systemctl is-enabled -q containerd 2>/dev/null || systemctl is-active -q containerd 2>/dev/null; then
+      act systemctl disable --now -q containerd 2>/dev/null; did "stopped and disabled containerd" "stop and disable containerd"
+    fi
+    for p in $(grep '^/' "$marker"); do
+      if [ -e "$p" ]; then act rm -f "$p" && did "removed $p" "remove $p"; fi
+    done
+    # containerd's data (images, snapshots); the directories may be mount points: only their content goes.
+    for d in /var/lib/containerd /run/containerd; do
+      mnts=$(awk -v d="$d/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r)
+      act unmount "$mnts"
+      if [ -n "$(ls -A "$d" 2>/dev/null)" ]; then act find "$d" -mindepth 1 -maxdepth 1 -exec rm -rf {} + && did "emptied $d" "empty $d"; fi
+    done
+    # A runtime kubeforge replaced (runtime.install: always) gets its own config back; its unit shows again.
+    c=` + containerdConfigPath + `
+    act systemctl daemon-reload 2>/dev/null
+    if [ -f "$c` + replacedSuffix + `" ]; then
+      act mv -f "$c` + replacedSuffix + `" "$c" && did "restored $c of the replaced runtime" "restore $c of the replaced runtime"
+      if systemctl cat containerd >/dev/null 2>&1; then
+        act systemctl enable --now -q containerd 2>/dev/null; did "started the replaced runtime's containerd again" "start the replaced runtime's containerd again"
+      fi
+    fi
+    for d in /opt/cni/bin /opt/cni /etc/containerd; do [ -d "$d" ] && act rmdir "$d" 2>/dev/null; done
+  fi
+  for p in /usr/bin/kubelet /usr/bin/kubectl /usr/bin/kubeadm /var/lib/kubeforge/*; do
+    # Without $4 the runtime's marker stays: it tells a later reset --purge what kubeforge installed.
+    [ "$p" = "$marker" ] && [ -z "$4" ] && continue
+    if [ -e "$p" ]; then act rm -rf "$p" && did "removed $p" "remove $p"; fi
+  done
+  [ -n "$4" ] || [ ! -f "$marker" ] && [ -d /var/lib/kubeforge ] && act rmdir /var/lib/kubeforge 2>/dev/null
 fi
 act systemctl daemon-reload 2>/dev/null
 for l in cni0 kube-ipvs0 flannel.1 cilium_host vxlan.calico tunl0; do

@@ -90,7 +90,11 @@ func runReset(ctx context.Context, env *Env, h *Host, plan bool) ([]string, erro
 	if plan {
 		mode = "plan"
 	}
-	out, err := h.Client.Run(ctx, "sh -s -- "+ssh.Quote(artifacts)+" "+ssh.Quote(mode)+" "+ssh.Quote(env.Inv.Cluster.PodSubnet)+
+	runtime := ""
+	if env.Opts.PurgeRuntime && artifacts != "" {
+		runtime = "runtime"
+	}
+	out, err := h.Client.Run(ctx, "sh -s -- "+ssh.Quote(artifacts)+" "+ssh.Quote(mode)+" "+ssh.Quote(env.Inv.Cluster.PodSubnet)+" "+ssh.Quote(runtime)+
 		" <<'KUBEFORGE_RESET'\n"+resetScript+"KUBEFORGE_RESET")
 	if err != nil {
 		return nil, err

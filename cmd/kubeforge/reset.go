@@ -34,11 +34,12 @@ func newResetCmd(g *globals, stdout io.Writer) *cobra.Command {
 				if err := playbooks.CheckPurge(&g.opts, inv, hosts); err != nil {
 					return err
 				}
+				g.opts.Tasks.PurgeRuntime = true
 			}
 			if !yes && !g.opts.DryRun {
 				q := fmt.Sprintf("Reset %s on %s? This deletes the cluster's data there.", inv.Cluster.Name, strings.Join(names, ", "))
 				if purge {
-					q += fmt.Sprintf(" --purge also removes %s (the cluster's PKI).", g.opts.StateDir)
+					q += fmt.Sprintf(" --purge also removes %s (the cluster's PKI) and the container runtime kubeforge installed.", g.opts.StateDir)
 				}
 				if err := confirm(stdout, q); err != nil {
 					return err
@@ -65,7 +66,7 @@ func newResetCmd(g *globals, stdout io.Writer) *cobra.Command {
 	}
 	cmd.Flags().StringSliceVar(&hosts, "hosts", nil, "reset only these hosts (names from the inventory)")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
-	cmd.Flags().BoolVar(&purge, "purge", false, "also remove the local state dir (PKI, kubeconfigs, logs)")
+	cmd.Flags().BoolVar(&purge, "purge", false, "also remove the local state dir (PKI, kubeconfigs, logs) and the container runtime kubeforge installed (a runtime it did not install stays)")
 	cmd.Flags().BoolVar(&g.opts.Tasks.KeepArtifacts, "keep-artifacts", false, "keep pushed binaries and images on the hosts")
 	cmd.Flags().BoolVar(&g.opts.DryRun, "dry-run", false, "print the plan and touch no host")
 	return cmd

@@ -23,16 +23,19 @@ const (
 	e2eSubnet = "172.31.251.0/24"
 )
 
-// TestHarnessNodesRunAStaticEtcdPodFromTheArtifacts boots two harness nodes and checks what kubeforge relies on:
-// SSH as root and as a sudo user with host key checking, containerd's CRI socket, the artifacts' images, and a
-// kubelet started by hand running etcd as a static pod from the locally built image. Then `down` leaves nothing.
+// TestHarnessNodesRunAStaticEtcdPodFromTheArtifacts boots two harness nodes, node1 from the image with a
+// preinstalled containerd and node2 bare, and checks what kubeforge relies on: SSH as root and as a sudo user
+// with host key checking; on node1 containerd's CRI socket, the artifacts' images, and a kubelet started by hand
+// running etcd as a static pod from the locally built image; on node2 no runtime at all. Then `down` leaves
+// nothing.
 func TestHarnessNodesRunAStaticEtcdPodFromTheArtifacts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	artifacts := ArtifactsDir(t)
 	dir := t.TempDir()
 
-	c := StartHarness(ctx, t, harnesslib.Options{Nodes: 2, NamePrefix: e2ePrefix, Subnet: e2eSubnet, Dir: dir, Artifacts: artifacts})
+	c := StartHarness(ctx, t, harnesslib.Options{Nodes: 2, NamePrefix: e2ePrefix, Subnet: e2eSubnet, Dir: dir, Artifacts: artifacts,
+		NodeImages: map[string]string{"node1": harnesslib.ContainerdImage}})
 	if len(c.Nodes) != 2 {
 		t.Fatalf("harness made %d nodes, want 2", len(c.Nodes))
 	}
@@ -46,6 +49,13 @@ func TestHarnessNodesRunAStaticEtcdPodFromTheArtifacts(t *testing.T) {
 		}
 		if got := MustSSH(ctx, t, c, n, "root", "hostname"); got != n.Name {
 			t.Errorf("%s: hostname = %q", n.Name, got)
+		}
+		if n.Variant != "containerd" {
+			// A bare host: nothing of a container runtime.
+			if got := MustSSH(ctx, t, c, n, "root", "command -v containerd ctr runc; ls -d /usr/lib/cni /opt/cni /etc/containerd 2>/dev/null; true"); got != "" {
+				t.Errorf("%s (%s) is not bare: %s", n.Name, n.Variant, got)
+			}
+			continue
 		}
 		v, err := CRIVersion(ctx, c, n, "/run/containerd/containerd.sock")
 		if err != nil {

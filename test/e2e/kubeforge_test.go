@@ -85,19 +85,23 @@ func kubectl(ctx context.Context, t testing.TB, state string, args ...string) st
 	return string(out)
 }
 
-func startCluster(ctx context.Context, t *testing.T, prefix, subnet string, nodes, cps int) (*harnesslib.Cluster, string) {
+func startCluster(ctx context.Context, t *testing.T, prefix, subnet string, nodes, cps int, opts ...func(*harnesslib.Options)) (*harnesslib.Cluster, string) {
 	t.Helper()
-	return startClusterAs(ctx, t, prefix, subnet, nodes, cps, "root")
+	return startClusterAs(ctx, t, prefix, subnet, nodes, cps, "root", opts...)
 }
 
 // startClusterAs starts fresh harness hosts whose inventory logs in as user.
-func startClusterAs(ctx context.Context, t *testing.T, prefix, subnet string, nodes, cps int, user string) (*harnesslib.Cluster, string) {
+func startClusterAs(ctx context.Context, t *testing.T, prefix, subnet string, nodes, cps int, user string, opts ...func(*harnesslib.Options)) (*harnesslib.Cluster, string) {
 	t.Helper()
 	// Start from new hosts: remove what an earlier, interrupted run of this test left.
 	if err := harnesslib.DownInstance(ctx, t.TempDir(), prefix); err != nil {
 		t.Fatalf("remove an earlier harness %s: %v", prefix, err)
 	}
-	c := StartHarness(ctx, t, harnesslib.Options{Nodes: nodes, ControlPlanes: cps, NamePrefix: prefix, Subnet: subnet, Artifacts: ArtifactsDir(t), User: user})
+	o := harnesslib.Options{Nodes: nodes, ControlPlanes: cps, NamePrefix: prefix, Subnet: subnet, Artifacts: ArtifactsDir(t), User: user}
+	for _, f := range opts {
+		f(&o)
+	}
+	c := StartHarness(ctx, t, o)
 	return c, filepath.Join(c.Dir, "state")
 }
 
@@ -105,7 +109,7 @@ func startClusterAs(ctx context.Context, t *testing.T, prefix, subnet string, no
 // file kubeforge manages and the kubelet's start time.
 func nodeState(ctx context.Context, t testing.TB, c *harnesslib.Cluster, n harnesslib.Node) string {
 	t.Helper()
-	return MustSSH(ctx, t, c, n, "root", `find /etc/kubernetes /var/lib/kubelet/config.yaml /var/lib/kubelet/kubeadm-flags.env /usr/lib/systemd/system/kubelet.service* /etc/cni/net.d /etc/kubeforge -type f 2>/dev/null | sort | xargs sha256sum; systemctl show kubelet -p ExecMainStartTimestamp -p NRestarts`)
+	return MustSSH(ctx, t, c, n, "root", `find /etc/kubernetes /var/lib/kubelet/config.yaml /var/lib/kubelet/kubeadm-flags.env /usr/lib/systemd/system/kubelet.service* /etc/cni/net.d /etc/kubeforge /etc/containerd /etc/systemd/system/containerd.service /usr/local/bin /usr/local/sbin /opt/cni/bin -type f 2>/dev/null | sort | xargs sha256sum; systemctl show kubelet -p ExecMainStartTimestamp -p NRestarts; systemctl show containerd -p ExecMainStartTimestamp`)
 }
 
 func waitPodsRunning(ctx context.Context, t testing.TB, kc kubernetes.Interface, ns, selector string, n int) []corev1.Pod {
@@ -221,71 +225,14 @@ func TestUpOneControlPlaneTwoWorkers(t *testing.T) {
 		}
 	})
 
-	t.Run("pods run on every worker, DNS and a ClusterIP service work across nodes", func(t *testing.T) {
-		images := map[string]string{}
-		for _, l := range strings.Fields(kubectl(ctx, t, state, "get", "pods", "-n", "kube-system", "-o", "jsonpath={.items[*].spec.containers[*].image}")) {
-			images[strings.SplitN(strings.TrimPrefix(l, "registry.k8s.io/"), ":", 2)[0]] = l
+	t.Run("the runtime is the bundle's", func(t *testing.T) {
+		for _, n := range c.Nodes {
+			checkBundleRuntime(ctx, t, c, n)
 		}
-		etcdImage := images["etcd"]
-		toolImage := images["kube-apiserver"]
-		if etcdImage == "" || toolImage == "" {
-			t.Fatalf("control-plane images not found: %v", images)
-		}
-		// A server (etcd's plain HTTP /health) pinned to node2, behind a ClusterIP Service.
-		server := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"app": "web"}},
-			Spec: corev1.PodSpec{
-				NodeName: "node2",
-				Containers: []corev1.Container{{Name: "web", Image: etcdImage, ImagePullPolicy: corev1.PullIfNotPresent,
-					Command: []string{"etcd", "--data-dir=/tmp/etcd", "--listen-client-urls=http://0.0.0.0:2379",
-						"--advertise-client-urls=http://127.0.0.1:2379", "--listen-peer-urls=http://127.0.0.1:2380"}}},
-			},
-		}
-		if _, err := kc.CoreV1().Pods("default").Create(ctx, server, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		svc := &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: "web"},
-			Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstrFromInt(2379)}}},
-		}
-		if _, err := kc.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		waitPodsRunning(ctx, t, kc, "default", "app=web", 1)
-		waitPodsRunning(ctx, t, kc, "kube-system", "k8s-app=kube-dns", 1)
+	})
 
-		// A client on node3: resolves both names through CoreDNS and calls the Service.
-		script := []string{"kubectl", "--server=http://web.default.svc.cluster.local", "get", "--raw", "/health"}
-		client := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "client"},
-			Spec: corev1.PodSpec{
-				NodeName:      "node3",
-				RestartPolicy: corev1.RestartPolicyOnFailure,
-				Containers: []corev1.Container{
-					{Name: "svc", Image: toolImage, ImagePullPolicy: corev1.PullIfNotPresent, Command: script},
-					// In-cluster config (service account token and CA), with the API server
-					// named by its Service DNS name: resolved by CoreDNS, verified by TLS.
-					{Name: "apiserver", Image: toolImage, ImagePullPolicy: corev1.PullIfNotPresent,
-						Env:     []corev1.EnvVar{{Name: "KUBERNETES_SERVICE_HOST", Value: "kubernetes.default.svc.cluster.local"}},
-						Command: []string{"kubectl", "get", "--raw", "/healthz"}},
-				},
-			},
-		}
-		if _, err := kc.CoreV1().Pods("default").Create(ctx, client, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		err := wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-			p, err := kc.CoreV1().Pods("default").Get(ctx, "client", metav1.GetOptions{})
-			return err == nil && p.Status.Phase == corev1.PodSucceeded, nil
-		})
-		svcLog := kubectl(ctx, t, state, "logs", "client", "-c", "svc")
-		apiLog := kubectl(ctx, t, state, "logs", "client", "-c", "apiserver")
-		if err != nil {
-			t.Fatalf("client pod did not succeed: %v\nsvc: %s\napiserver: %s\n%s", err, svcLog, apiLog, kubectl(ctx, t, state, "describe", "pod", "client"))
-		}
-		if !strings.Contains(svcLog, `"health":"true"`) || strings.TrimSpace(apiLog) != "ok" {
-			t.Errorf("service answer %q, kubernetes.default answer %q", svcLog, apiLog)
-		}
+	t.Run("pods run on every worker, DNS and a ClusterIP service work across nodes", func(t *testing.T) {
+		checkPodsDNSAndService(ctx, t, kc, state, "node2", "node3")
 	})
 
 	t.Run("second up changes nothing", func(t *testing.T) {
@@ -305,4 +252,85 @@ func TestUpOneControlPlaneTwoWorkers(t *testing.T) {
 			}
 		}
 	})
+}
+
+// checkPodsDNSAndService runs a server pod on serverNode behind a ClusterIP Service, and a client pod on clientNode
+// that resolves the Service's name and kubernetes.default through CoreDNS and calls both.
+func checkPodsDNSAndService(ctx context.Context, t *testing.T, kc *kubernetes.Clientset, state, serverNode, clientNode string) {
+	t.Helper()
+	images := map[string]string{}
+	for _, l := range strings.Fields(kubectl(ctx, t, state, "get", "pods", "-n", "kube-system", "-o", "jsonpath={.items[*].spec.containers[*].image}")) {
+		images[strings.SplitN(strings.TrimPrefix(l, "registry.k8s.io/"), ":", 2)[0]] = l
+	}
+	etcdImage := images["etcd"]
+	toolImage := images["kube-apiserver"]
+	if etcdImage == "" || toolImage == "" {
+		t.Fatalf("control-plane images not found: %v", images)
+	}
+	// A server (etcd's plain HTTP /health) pinned to serverNode, behind a ClusterIP Service.
+	server := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"app": "web"}},
+		Spec: corev1.PodSpec{
+			NodeName: serverNode,
+			Containers: []corev1.Container{{Name: "web", Image: etcdImage, ImagePullPolicy: corev1.PullIfNotPresent,
+				Command: []string{"etcd", "--data-dir=/tmp/etcd", "--listen-client-urls=http://0.0.0.0:2379",
+					"--advertise-client-urls=http://127.0.0.1:2379", "--listen-peer-urls=http://127.0.0.1:2380"}}},
+		},
+	}
+	if _, err := kc.CoreV1().Pods("default").Create(ctx, server, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstrFromInt(2379)}}},
+	}
+	if _, err := kc.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPodsRunning(ctx, t, kc, "default", "app=web", 1)
+	waitPodsRunning(ctx, t, kc, "kube-system", "k8s-app=kube-dns", 1)
+
+	// A client on clientNode: resolves both names through CoreDNS and calls the Service.
+	script := []string{"kubectl", "--server=http://web.default.svc.cluster.local", "get", "--raw", "/health"}
+	client := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "client"},
+		Spec: corev1.PodSpec{
+			NodeName:      clientNode,
+			RestartPolicy: corev1.RestartPolicyOnFailure,
+			Containers: []corev1.Container{
+				{Name: "svc", Image: toolImage, ImagePullPolicy: corev1.PullIfNotPresent, Command: script},
+				// In-cluster config (service account token and CA), with the API server
+				// named by its Service DNS name: resolved by CoreDNS, verified by TLS.
+				{Name: "apiserver", Image: toolImage, ImagePullPolicy: corev1.PullIfNotPresent,
+					Env:     []corev1.EnvVar{{Name: "KUBERNETES_SERVICE_HOST", Value: "kubernetes.default.svc.cluster.local"}},
+					Command: []string{"kubectl", "get", "--raw", "/healthz"}},
+			},
+		},
+	}
+	if _, err := kc.CoreV1().Pods("default").Create(ctx, client, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := kc.CoreV1().Pods("default").Get(ctx, "client", metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodSucceeded, nil
+	})
+	svcLog := kubectl(ctx, t, state, "logs", "client", "-c", "svc")
+	apiLog := kubectl(ctx, t, state, "logs", "client", "-c", "apiserver")
+	if err != nil {
+		t.Fatalf("client pod did not succeed: %v\nsvc: %s\napiserver: %s\n%s", err, svcLog, apiLog, kubectl(ctx, t, state, "describe", "pod", "client"))
+	}
+	if !strings.Contains(svcLog, `"health":"true"`) || strings.TrimSpace(apiLog) != "ok" {
+		t.Errorf("service answer %q, kubernetes.default answer %q", svcLog, apiLog)
+	}
+}
+
+// checkBundleRuntime checks that n runs the artifacts' runtime, as kubeforge installed it.
+func checkBundleRuntime(ctx context.Context, t *testing.T, c *harnesslib.Cluster, n harnesslib.Node) {
+	t.Helper()
+	out := MustSSH(ctx, t, c, n, "root", "containerd --version; runc --version | head -1; systemctl is-active containerd; head -1 /var/lib/kubeforge/runtime; ls /opt/cni/bin | wc -l")
+	for _, want := range []string{"containerd/v2 v2.4.2", "runc version 1.5.2", "\nactive\n", "containerd v2.4.2, runc v1.5.2, CNI plugins v1.9.1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("%s: runtime lacks %q:\n%s", n.Name, want, out)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +140,21 @@ func TestPreflightFailureAndTimeout(t *testing.T) {
 	MustSSH(ctx, t, c, n, "root", "test ! -e /etc/kubernetes && test ! -e /usr/bin/kubelet")
 	MustSSH(ctx, t, c, n, "root", "umount /proc/swaps")
 
+	// A clock 2 minutes ahead of the workstation's, and another cluster's etcd data in /var/lib/etcd. The
+	// harness hosts share this machine's kernel clock, so the skew is made where kubeforge reads the clock: a
+	// `date` earlier on PATH that reads 120 s ahead (a simulation of a skewed host, labelled as such on it).
+	MustSSH(ctx, t, c, n, "root", `printf '#!/bin/sh\n# kubeforge e2e: a simulated clock 120 s ahead\nexec /bin/date -d @$(( $(/bin/date +%%s) + 120 )) "$@"\n' > /usr/local/bin/date && chmod +x /usr/local/bin/date && mkdir -p /var/lib/etcd/member/snap && touch /var/lib/etcd/member/snap/db`)
+	code, out = kubeforge(ctx, t, "up", "-i", c.Inventory, "--state-dir", state)
+	for _, re := range []string{`node1 +ClockSkew +FAIL +clock offset from the workstation (1m5\d|2m0)`, `node1 +DirAvailable--var-lib-etcd +FAIL +/var/lib/etcd is not empty`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("up with a skewed clock and an occupied /var/lib/etcd: no %q in the output", re)
+		}
+	}
+	if code != 1 || !strings.Contains(out, "nothing was changed on any host") {
+		t.Errorf("up with a skewed clock and an occupied /var/lib/etcd: exit %d, want 1", code)
+	}
+	MustSSH(ctx, t, c, n, "root", "test ! -e /etc/kubernetes && test ! -e /var/lib/kubeforge && rm /usr/local/bin/date && rm -r /var/lib/etcd")
+
 	// A kubelet that exits at once: up must time out with a clear error.
 	MustSSH(ctx, t, c, n, "root", `mkdir -p /etc/systemd/system/kubelet.service.d && printf '[Service]\nExecStart=\nExecStart=/bin/false\n' > /etc/systemd/system/kubelet.service.d/99-broken.conf`)
 	code, out = kubeforge(ctx, t, "up", "-i", c.Inventory, "--state-dir", state, "--wait-timeout", "20s")
@@ -165,7 +181,9 @@ func TestPreflightFailureAndTimeout(t *testing.T) {
 func TestThreeControlPlanes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	c, state := startCluster(ctx, t, "kfha", "172.31.253.0/24", 4, 3)
+	// Hosts that run systemd-resolved (issue: bare hosts): /etc/resolv.conf is its stub, 127.0.0.53; the
+	// inventory names no resolv.conf, so kubeforge must find resolved's own list.
+	c, state := startCluster(ctx, t, "kfha", "172.31.253.0/24", 4, 3, func(o *harnesslib.Options) { o.Image = harnesslib.ResolvedImage })
 	if !upInterrupted(ctx, t, c, state, interruptedJoin) {
 		t.Fatalf("the first up never reached %s", interruptedJoin)
 	}
@@ -173,6 +191,9 @@ func TestThreeControlPlanes(t *testing.T) {
 	mustUp(ctx, t, c, state)
 	t.Logf("up 3+1 after an interrupted join: %s", time.Since(start).Round(time.Millisecond))
 	checkWhole(ctx, t, c, state, 3)
+	t.Run("systemd-resolved hosts: CoreDNS stays up and resolves", func(t *testing.T) {
+		checkResolvedDNS(ctx, t, c, state)
+	})
 	convergeThreeControlPlanes(ctx, t, c, state)
 	// Backup and restore (issue: backup and restore): in place, then onto new hosts.
 	checkRestoreInPlace(ctx, t, c, c.Inventory, state, c.Nodes, 3)
@@ -219,7 +240,11 @@ func TestThreeControlPlanes(t *testing.T) {
 func TestScaleRemoveReset(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	c, state := startCluster(ctx, t, "kfsc", "172.31.254.0/24", 4, 1)
+	// node3 comes with a runtime someone else installed (Debian's containerd 1.6): kubeforge uses it and leaves it
+	// alone; the other hosts are bare and get the bundle's.
+	c, state := startCluster(ctx, t, "kfsc", "172.31.254.0/24", 4, 1, func(o *harnesslib.Options) {
+		o.NodeImages = map[string]string{"node3": harnesslib.ContainerdImage}
+	})
 	small := subsetInventory(t, c, "node1", "node2")
 	code, _ := kubeforge(ctx, t, "up", "-i", small, "--state-dir", state)
 	if code != 0 {
@@ -234,8 +259,25 @@ func TestScaleRemoveReset(t *testing.T) {
 	for _, n := range c.Nodes[:2] {
 		before[n.Name] = kubeletState(ctx, t, c, n)
 	}
-	start := time.Now()
+	// A firewall on node4 that rejects its traffic to the API server: preflight refuses the scale, although
+	// the rejection looks like "nothing listening" (kubeforge holds the port open to tell the two apart).
+	n4, _ := c.Node("node4")
+	reject := "OUTPUT -p tcp -d " + c.Nodes[0].Address + " --dport 6443 -j REJECT --reject-with tcp-reset"
+	MustSSH(ctx, t, c, n4, "root", "iptables -I "+reject)
 	code, out := kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state)
+	if code == 0 || !regexp.MustCompile(`node4 +PeerPort +FAIL +API server of node1 .*refused`).MatchString(out) || !strings.Contains(out, "nothing was changed on any host") {
+		t.Errorf("scale with node4's port 6443 to node1 rejected: exit %d, want a PeerPort failure", code)
+	}
+	MustSSH(ctx, t, c, n4, "root", "iptables -D "+reject+"; test ! -e /etc/kubernetes && test ! -e /var/lib/kubeforge")
+	// node3's preinstalled containerd 1.6 is used with a warning, never replaced.
+	if code, out = kubeforge(ctx, t, "preflight", "-i", c.Inventory, "--state-dir", state); code != 0 {
+		t.Errorf("preflight after the firewall rule went: exit %d", code)
+	}
+	if !regexp.MustCompile(`node3 +RuntimeVersion +warning +containerd .*1\.6\.`).MatchString(out) || !regexp.MustCompile(`node3 +Runtime +ok .*not installed by kubeforge\): left as it is`).MatchString(out) {
+		t.Errorf("preflight did not report node3's preinstalled containerd 1.6 as kept with a warning")
+	}
+	start := time.Now()
+	code, out = kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state)
 	t.Logf("scale +2 workers: %s", time.Since(start).Round(time.Millisecond))
 	if code != 0 {
 		t.Fatalf("scale exited %d", code)
@@ -285,7 +327,7 @@ func TestScaleRemoveReset(t *testing.T) {
 	if _, err := kc.CoreV1().Pods("default").Get(ctx, victims[0].Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the pod on node4 was not evicted: %v", err)
 	}
-	n4, _ := c.Node("node4")
+	n4, _ = c.Node("node4")
 	MustSSH(ctx, t, c, n4, "root", "test ! -e /etc/kubernetes && test ! -e /var/lib/kubelet && ! systemctl is-active -q kubelet")
 
 	// A PDB that forbids evicting the pod on node3 stops the removal; the node stays.
@@ -337,6 +379,22 @@ func TestScaleRemoveReset(t *testing.T) {
 	ready = readyNodes(ctx, clientFor(t, state))
 	if len(ready) != 3 || !ready["node1"] || !ready["node2"] || !ready["node3"] {
 		t.Errorf("after reset and up: %v", ready)
+	}
+
+	// reset --purge removes the runtime kubeforge installed, and only that: node3's own containerd stays.
+	code, _ = kubeforge(ctx, t, "reset", "-i", three, "--state-dir", state, "--yes", "--purge")
+	if code != 0 {
+		t.Fatalf("reset --purge exited %d", code)
+	}
+	for _, n := range c.Nodes[:2] {
+		left := MustSSH(ctx, t, c, n, "root", `command -v containerd ctr runc containerd-shim-runc-v2; ls -d /opt/cni /etc/containerd /etc/systemd/system/containerd.service /var/lib/kubeforge /run/containerd/containerd.sock 2>/dev/null; ls -A /var/lib/containerd; pgrep -l containerd; systemctl is-enabled containerd 2>/dev/null; true`)
+		if strings.TrimSpace(left) != "" {
+			t.Errorf("%s after reset --purge still has:\n%s", n.Name, left)
+		}
+	}
+	n3, _ := c.Node("node3")
+	if out := MustSSH(ctx, t, c, n3, "root", "systemctl is-active containerd; ls /usr/bin/containerd /usr/sbin/runc /etc/containerd/config.toml"); len(strings.Split(strings.TrimSpace(out), "\n")) != 4 || !strings.HasPrefix(out, "active") {
+		t.Errorf("node3's preinstalled runtime after reset --purge:\n%s", out)
 	}
 }
 
@@ -484,4 +542,31 @@ func TestScaleAddsControlPlanes(t *testing.T) {
 		t.Errorf("kube-proxy's kubeconfig does not name the endpoint:\n%s", kp)
 	}
 	checkNodesWhole(ctx, t, state, c.Nodes, 3)
+}
+
+// checkResolvedDNS: on hosts whose /etc/resolv.conf is systemd-resolved's stub, every kubelet uses resolved's
+// upstream list, CoreDNS runs without restarting (with the stub it would forward to itself, and its loop plugin
+// would make it exit), and a pod resolves kubernetes.default and another Service's name.
+func checkResolvedDNS(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state string) {
+	for _, n := range c.Nodes {
+		out := MustSSH(ctx, t, c, n, "root", "grep -h nameserver /etc/resolv.conf; grep resolvConf /var/lib/kubelet/config.yaml")
+		if !strings.Contains(out, "nameserver 127.0.0.53") || !strings.Contains(out, "resolvConf: /run/systemd/resolve/resolv.conf") {
+			t.Errorf("%s: want the stub in /etc/resolv.conf and resolved's list for the kubelet:\n%s", n.Name, out)
+		}
+	}
+	kc := clientFor(t, state)
+	checkPodsDNSAndService(ctx, t, kc, state, "node4", "node2")
+	time.Sleep(10 * time.Second) // long enough for a CoreDNS that forwards to itself to exit
+	pods := waitPodsRunning(ctx, t, kc, "kube-system", "k8s-app=kube-dns", 2)
+	for _, p := range pods {
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.RestartCount > 0 || !cs.Ready {
+				t.Errorf("CoreDNS pod %s: ready %v, %d restarts", p.Name, cs.Ready, cs.RestartCount)
+			}
+		}
+	}
+	for _, name := range []string{"client", "web"} {
+		_ = kc.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{})
+	}
+	_ = kc.CoreV1().Services("default").Delete(ctx, "web", metav1.DeleteOptions{})
 }

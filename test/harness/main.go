@@ -3,6 +3,7 @@
 //
 //	go run ./test/harness up N [--control-planes K] [--dir .harness] [--artifacts DIR] [--name-prefix kf]
 //	                           [--user root|kube] [--network NAME] [--subnet CIDR] [--image IMAGE]
+//	                           [--node-image NODE=IMAGE ...]
 //	go run ./test/harness status [--dir .harness] [--name-prefix kf]
 //	go run ./test/harness down   [--dir .harness] [--name-prefix kf]
 package main
@@ -18,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -59,7 +61,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&o.User, "user", "root", "SSH user of the inventory: root or kube (passwordless sudo)")
 		fs.StringVar(&o.Network, "network", "", "docker network (default kubeforge-harness, or kubeforge-harness-PREFIX)")
 		fs.StringVar(&o.Subnet, "subnet", harnesslib.DefaultSubnet, "IPv4 subnet of the network; nodes get .11, .12, ...")
-		fs.StringVar(&o.Image, "image", harnesslib.DefaultImage, "node image")
+		fs.StringVar(&o.Image, "image", harnesslib.DefaultImage, "node image (bare; "+harnesslib.ContainerdImage+" has Debian's containerd, "+harnesslib.ResolvedImage+" runs systemd-resolved)")
+		fs.Func("node-image", "NODE=IMAGE: another image for one node (repeatable)", func(v string) error {
+			n, img, ok := strings.Cut(v, "=")
+			if !ok || n == "" || img == "" {
+				return fmt.Errorf("want NODE=IMAGE, got %q", v)
+			}
+			if o.NodeImages == nil {
+				o.NodeImages = map[string]string{}
+			}
+			o.NodeImages[n] = img
+			return nil
+		})
 		fs.DurationVar(&o.BootTimeout, "boot-timeout", 0, "how long to wait for SSH on each node (default 2m)")
 		n, rest, err := leadingInt(args)
 		if err != nil {

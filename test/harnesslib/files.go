@@ -117,7 +117,7 @@ type invCluster struct {
 }
 
 type invKubelet struct {
-	ResolvConf string         `yaml:"resolvConf"`
+	ResolvConf string         `yaml:"resolvConf,omitempty"`
 	Config     map[string]any `yaml:"config,omitempty"`
 }
 
@@ -166,8 +166,14 @@ func inventoryYAML(c *Cluster) ([]byte, error) {
 		},
 		SSH: invSSH{User: c.User, IdentityFiles: []string{c.KeyFile}, KnownHosts: []string{c.KnownHosts}},
 	}
+	resolved := true
 	for _, n := range c.Nodes {
 		d.Hosts = append(d.Hosts, invHost{Name: n.Name, Address: n.Address, Roles: n.Roles})
+		resolved = resolved && n.Variant == "resolved"
+	}
+	if resolved {
+		// Hosts that run systemd-resolved: kubeforge finds its resolv.conf itself.
+		d.Cluster.Kubelet.ResolvConf = ""
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# kubeforge inventory for the test harness %q (docker network %s, %s).\n", c.Instance, c.Network, c.Subnet)

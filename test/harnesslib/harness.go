@@ -12,13 +12,18 @@ import (
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
 
 // Defaults used when Options leaves a field empty.
 const (
-	DefaultImage      = "kubeforge-node:bookworm"
+	DefaultImage = "kubeforge-node:bookworm"
+	// ContainerdImage is the node image with Debian's containerd 1.6 preinstalled; ResolvedImage runs
+	// systemd-resolved (test/scripts/node-image.sh).
+	ContainerdImage   = DefaultImage + "-containerd"
+	ResolvedImage     = DefaultImage + "-resolved"
 	DefaultNamePrefix = "kf"
 	DefaultSubnet     = "172.31.250.0/24"
 	DefaultDir        = ".harness"
@@ -60,7 +65,9 @@ type Options struct {
 	User          string // SSH user written into the inventory: "root" (default) or "kube" (passwordless sudo)
 	Network       string // docker network; default kubeforge-harness for prefix kf, kubeforge-harness-PREFIX otherwise
 	Subnet        string // IPv4 subnet of the network (default 172.31.250.0/24)
-	Image         string // node image (default kubeforge-node:bookworm)
+	Image         string // node image (default kubeforge-node:bookworm, a bare host)
+	// NodeImages overrides Image per node ("node3" -> "kubeforge-node:bookworm-containerd").
+	NodeImages map[string]string
 	// BootTimeout bounds waiting for SSH on every node (default 2m).
 	BootTimeout time.Duration
 	Logger      *slog.Logger
@@ -73,6 +80,10 @@ type Node struct {
 	Address   string   `json:"address"`   // fixed address on the harness network
 	Roles     []string `json:"roles"`     // control-plane or worker
 	Volumes   []string `json:"volumes"`   // docker volumes for /var/lib/containerd and /var/lib/kubelet
+	Image     string   `json:"image"`     // node image
+	// Variant is the image's kubeforge.variant label: bare, containerd (a preinstalled runtime) or
+	// resolved (systemd-resolved active); set by Up.
+	Variant string `json:"variant,omitempty"`
 }
 
 // Cluster is what Up made; it is saved as DIR/harness.json.
@@ -131,6 +142,11 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Image == "" {
 		o.Image = DefaultImage
+	}
+	for n := range o.NodeImages {
+		if i, err := strconv.Atoi(strings.TrimPrefix(n, "node")); err != nil || !strings.HasPrefix(n, "node") || i < 1 || i > o.Nodes {
+			errs = append(errs, fmt.Errorf("node image for %q: no such node (node1..node%d)", n, o.Nodes))
+		}
 	}
 	if o.BootTimeout == 0 {
 		o.BootTimeout = 2 * time.Minute
@@ -217,9 +233,13 @@ func plan(o Options) (*Cluster, error) {
 		if i < o.ControlPlanes {
 			role = "control-plane"
 		}
+		img := o.Image
+		if v := o.NodeImages[name]; v != "" {
+			img = v
+		}
 		c.Nodes = append(c.Nodes, Node{
 			Name: name, Container: ctr, Address: a, Roles: []string{role},
-			Volumes: []string{ctr + "-containerd", ctr + "-kubelet"},
+			Volumes: []string{ctr + "-containerd", ctr + "-kubelet"}, Image: img,
 		})
 	}
 	return c, nil

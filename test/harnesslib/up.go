@@ -36,8 +36,18 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 	if err := CheckDocker(ctx); err != nil {
 		return nil, err
 	}
-	if _, err := docker(ctx, "image", "inspect", "--format", "{{.Id}}", o.Image); err != nil {
-		return nil, fmt.Errorf("find node image %s (build it: bash test/scripts/node-image.sh): %w", o.Image, err)
+	variants := map[string]string{}
+	for i, n := range c.Nodes {
+		v, ok := variants[n.Image]
+		if !ok {
+			out, err := docker(ctx, "image", "inspect", "--format", `{{index .Config.Labels "kubeforge.variant"}}`, n.Image)
+			if err != nil {
+				return nil, fmt.Errorf("find node image %s (build it: bash test/scripts/node-image.sh): %w", n.Image, err)
+			}
+			v = strings.TrimSpace(out)
+			variants[n.Image] = v
+		}
+		c.Nodes[i].Variant = v
 	}
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create dir %s: %w", c.Dir, err)
@@ -193,7 +203,7 @@ func ensureNode(ctx context.Context, c *Cluster, n Node, pub string) error {
 			"-v", n.Volumes[1] + ":/var/lib/kubelet",
 		}
 		args = append(args, labelArgs(c.Instance, n.Name)...)
-		if _, err := docker(ctx, append(args, c.Image)...); err != nil {
+		if _, err := docker(ctx, append(args, n.Image)...); err != nil {
 			return err
 		}
 	}
@@ -206,8 +216,17 @@ cp /root/.ssh/authorized_keys /home/kube/.ssh/authorized_keys
 chown -R kube:kube /home/kube/.ssh
 umask 022
 mkdir -p /etc/kubeforge
-printf '# kubeforge harness: DNS for pods (the harness has no upstream DNS)\nnameserver %s\n' "$1" > /etc/kubeforge/resolv.conf`
-	if _, err := dockerIn(ctx, strings.NewReader(pub+"\n"), "exec", "-i", n.Container, "sh", "-c", script, "sh", c.Gateway); err != nil {
+printf '# kubeforge harness: DNS for pods (the harness has no upstream DNS)\nnameserver %s\n' "$1" > /etc/kubeforge/resolv.conf
+if [ "$2" = resolved ]; then
+  # As on Ubuntu: the node resolves through the stub; resolved's upstream is the harness gateway.
+  mkdir -p /etc/systemd/resolved.conf.d
+  printf '[Resolve]\nDNS=%s\n' "$1" > /etc/systemd/resolved.conf.d/harness.conf
+  # systemd may still be booting: wait for resolved, then restart it to read the upstream.
+  for i in $(seq 60); do systemctl is-active -q systemd-resolved 2>/dev/null && break; sleep 0.5; done
+  systemctl restart systemd-resolved
+  printf 'nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n' > /etc/resolv.conf
+fi`
+	if _, err := dockerIn(ctx, strings.NewReader(pub+"\n"), "exec", "-i", n.Container, "sh", "-c", script, "sh", c.Gateway, n.Variant); err != nil {
 		return fmt.Errorf("authorise key: %w", err)
 	}
 	return nil
@@ -246,7 +265,8 @@ func waitSSH(ctx context.Context, n Node, timeout time.Duration) ([]HostKey, err
 	}
 }
 
-// checkNode logs in as root and as kube with host key checking on, and checks systemd and containerd.
+// checkNode logs in as root and as kube with host key checking on, and checks systemd, and containerd on the
+// images that have it (a bare host has none: kubeforge installs it).
 func checkNode(ctx context.Context, c *Cluster, n Node, log interface{ Warn(string, ...any) }) error {
 	if _, err := c.SSH(ctx, n, "kube", "sudo -n true", nil); err != nil {
 		return fmt.Errorf("check sudo as kube on %s: %w", n.Name, err)
@@ -255,6 +275,9 @@ func checkNode(ctx context.Context, c *Cluster, n Node, log interface{ Warn(stri
 	if state != "running" {
 		failed, _ := c.SSH(ctx, n, "root", "systemctl --failed --no-legend --plain | cut -d' ' -f1 | xargs", nil)
 		log.Warn("node systemd is not fully running", "node", n.Name, "state", state, "failed", failed)
+	}
+	if n.Variant != "containerd" {
+		return nil
 	}
 	if _, err := c.SSH(ctx, n, "root", "systemctl is-active containerd", nil); err != nil {
 		return fmt.Errorf("check containerd on %s: %w", n.Name, err)
@@ -507,6 +530,12 @@ func Reinstall(ctx context.Context, dir string, names []string, log *slog.Logger
 			}
 		}
 	}
+	images := map[string]string{}
+	for _, n := range c.Nodes {
+		if n.Image != "" && n.Image != c.Image {
+			images[n.Name] = n.Image
+		}
+	}
 	return Up(ctx, Options{Nodes: len(c.Nodes), ControlPlanes: cps, Dir: c.Dir, Artifacts: c.Artifacts, NamePrefix: c.Instance,
-		User: c.User, Network: c.Network, Subnet: c.Subnet, Image: c.Image, Logger: log})
+		User: c.User, Network: c.Network, Subnet: c.Subnet, Image: c.Image, NodeImages: images, Logger: log})
 }

@@ -278,7 +278,7 @@ func renderKubeforge(t *testing.T, invYAML string, trustStores []string) (map[st
 	for _, f := range files {
 		out[f.Path] = f.Data
 	}
-	objs, err := manifests.ClusterObjects(inv)
+	objs, err := manifests.ClusterObjects(inv, manifests.ClusterParams{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@
 #   DIR/bin/kubelet DIR/bin/kubectl DIR/bin/kubeadm   hard links of one static multi-call binary
 #   DIR/images/*.tar                                  docker-save tarballs (ctr -n k8s.io images import)
 #   DIR/VERSION                                       "v1.37.2"
+#   DIR/runtime/                                      containerd 2.x, runc and the CNI plugins for bare hosts
+#                                                     (test/scripts/runtime.sh: its layout and versions)
 # The sources are test/k8s/main.go and test/k8s/pause; each version has its own go.mod and go.sum (test/k8s for
 # v1.37, test/k8s/v1.36 for v1.36). Versions share the Go module and build caches: what both use is built once.
 # Cached: a stamp of the inputs (go.mod, go.sum, sources, this script, Go version) skips everything when unchanged;
@@ -52,6 +54,8 @@ stamp() {
 	} | sha256sum | cut -d' ' -f1
 }
 STAMP=$(stamp)
+# The runtime has its own stamp: the same build for every Kubernetes version (the Go cache builds it once).
+bash "$HERE/runtime.sh" "$DIR/runtime"
 outputs_ok() {
 	[[ -f $DIR/.stamp && "$(cat "$DIR/.stamp")" == "$STAMP" ]] || return 1
 	for f in bin/kubelet bin/kubectl bin/kubeadm VERSION; do [[ -f $DIR/$f ]] || return 1; done

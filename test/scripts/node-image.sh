@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
-# node-image.sh: build the harness node image kubeforge-node:bookworm (Debian bookworm via debootstrap, systemd as
-# PID 1, OpenSSH, containerd + runc configured for Kubernetes on this machine, CNI plugins). No kubelet and no
-# Kubernetes files: installing those is kubeforge's job. Cached: skipped when the image carries this recipe's hash.
+# node-image.sh: build the harness node images (Debian bookworm via debootstrap, systemd as PID 1, OpenSSH), in three
+# variants from one debootstrap:
+#   kubeforge-node:bookworm             bare: no container runtime, runc or CNI plugins (kubeforge installs them)
+#   kubeforge-node:bookworm-containerd  Debian's containerd 1.6, runc and CNI plugins, configured for Kubernetes on
+#                                       this machine: a host whose runtime someone else installed
+#   kubeforge-node:bookworm-resolved    bare, with systemd-resolved active (/etc/resolv.conf is its 127.0.0.53 stub,
+#                                       as on Ubuntu and Fedora)
+# Each carries the label kubeforge.variant (bare, containerd, resolved). No kubelet and no Kubernetes files:
+# installing those is kubeforge's job. Cached: skipped when the images carry this recipe's hash.
 set -euo pipefail
 
 IMAGE=${KUBEFORGE_NODE_IMAGE:-kubeforge-node:bookworm}
+VARIANTS=(bare containerd resolved)
+tag() { [[ $1 == bare ]] && echo "$IMAGE" || echo "$IMAGE-$1"; }
 SUITE=bookworm
 log() { printf '[node-image] %s\n' "$*" >&2; }
 die() { printf '[node-image] error: %s\n' "$*" >&2; exit 1; }
 export DOCKER_BUILDKIT=0
 
-PACKAGES=systemd,systemd-sysv,dbus,openssh-server,sudo,containerd,runc,containernetworking-plugins,conntrack,iptables,iproute2,ca-certificates,procps,kmod,ethtool,socat,ebtables,less
+PACKAGES=systemd,systemd-sysv,dbus,openssh-server,sudo,containerd,runc,containernetworking-plugins,systemd-resolved,conntrack,iptables,iproute2,ca-certificates,procps,kmod,ethtool,socat,ebtables,less
+RUNTIME_PACKAGES="containerd runc containernetworking-plugins"
 
 # The recipe is this script: any change to it rebuilds the image.
 RECIPE=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)
-have=$(docker image inspect "$IMAGE" --format '{{index .Config.Labels "kubeforge.recipe"}}' 2>/dev/null || true)
-if [[ "$have" == "$RECIPE" ]]; then
-	log "$IMAGE is up to date (recipe $RECIPE)"
+current=1
+for v in "${VARIANTS[@]}"; do
+	have=$(docker image inspect "$(tag "$v")" --format '{{index .Config.Labels "kubeforge.recipe"}}' 2>/dev/null || true)
+	[[ "$have" == "$RECIPE" ]] || current=0
+done
+if ((current)); then
+	log "$IMAGE and its variants are up to date (recipe $RECIPE)"
 	exit 0
 fi
 
@@ -88,9 +101,58 @@ chmod 0440 "$ROOT/etc/sudoers.d/kube"
 install -d -m 0700 "$ROOT/root/.ssh"
 install -d -m 0700 -o 1000 -g 1000 "$ROOT/home/kube/.ssh"
 
+# A resolv.conf pods can use (the node's own points at Docker's 127.0.0.11, unreachable from pods). `harness up`
+# rewrites it with the harness network's gateway; the inventory sets cluster.kubelet.resolvConf to it.
+mkdir -p "$ROOT/etc/kubeforge"
+printf '# kubeforge harness: DNS for pods (no upstream DNS in the harness)\nnameserver 172.31.250.1\n' \
+	>"$ROOT/etc/kubeforge/resolv.conf"
+
+# --- the variants --------------------------------------------------------------------------------------------
+# Every variant starts from the common root; dpkg removes what a variant lacks (offline: no mirror needed).
+printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
+chmod 0755 "$ROOT/usr/sbin/policy-rc.d"
+purge() { # purge ROOT PACKAGES...
+	local r=$1
+	shift
+	chroot "$r" dpkg --purge "$@" >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log" >&2; die "dpkg --purge $* failed"; }
+}
+variant_root() { # variant_root VARIANT: prints the root of that variant, made from $ROOT
+	local r=$WORK/root-$1
+	rm -rf "$r"
+	cp -a "$ROOT" "$r"
+	case $1 in
+	bare) purge "$r" $RUNTIME_PACKAGES systemd-resolved ;;
+	containerd)
+		purge "$r" systemd-resolved
+		containerd_config "$r"
+		;;
+	resolved)
+		purge "$r" $RUNTIME_PACKAGES
+		ln -sf /lib/systemd/system/systemd-resolved.service "$r/etc/systemd/system/multi-user.target.wants/systemd-resolved.service"
+		ln -sf /lib/systemd/system/systemd-resolved.service "$r/etc/systemd/system/dbus-org.freedesktop.resolve1.service"
+		# `harness up` writes the upstream (the harness network's gateway) to resolved.conf.d and points the
+		# node's /etc/resolv.conf (a file Docker mounts) at the stub, 127.0.0.53.
+		mkdir -p "$r/etc/systemd/resolved.conf.d"
+		;;
+	esac
+	# Nothing of the runtime may be left on a bare host.
+	if [[ $1 != containerd ]]; then
+		for f in usr/bin/containerd usr/sbin/runc usr/lib/cni etc/containerd; do
+			[[ ! -e $r/$f ]] || die "variant $1 still has /$f"
+		done
+	fi
+	rm -f "$r/usr/sbin/policy-rc.d"
+	# Docker mounts the node's /etc/resolv.conf: it must be a plain file (systemd-resolved made it a symlink).
+	rm -f "$r/etc/resolv.conf"
+	: >"$r/etc/resolv.conf"
+	echo "$r"
+}
+
 # --- containerd for Kubernetes on this machine -----------------------------------------------------------------
-mkdir -p "$ROOT/etc/containerd" "$ROOT/etc/cni/net.d"
-cat >"$ROOT/etc/containerd/config.toml" <<'TOML'
+containerd_config() { # containerd_config ROOT
+	local ROOT=$1
+	mkdir -p "$ROOT/etc/containerd" "$ROOT/etc/cni/net.d"
+	cat >"$ROOT/etc/containerd/config.toml" <<'TOML'
 # Written by kubeforge's test/scripts/node-image.sh for the harness nodes.
 version = 2
 
@@ -112,26 +174,28 @@ version = 2
     bin_dir = "/usr/lib/cni"
     conf_dir = "/etc/cni/net.d"
 TOML
-ln -sf /lib/systemd/system/containerd.service "$ROOT/etc/systemd/system/multi-user.target.wants/containerd.service"
-
-# A resolv.conf pods can use (the node's own points at Docker's 127.0.0.11, unreachable from pods). `harness up`
-# rewrites it with the harness network's gateway; the inventory sets cluster.kubelet.resolvConf to it.
-mkdir -p "$ROOT/etc/kubeforge"
-printf '# kubeforge harness: DNS for pods (no upstream DNS in the harness)\nnameserver 172.31.250.1\n' \
-	>"$ROOT/etc/kubeforge/resolv.conf"
+	ln -sf /lib/systemd/system/containerd.service "$ROOT/etc/systemd/system/multi-user.target.wants/containerd.service"
+}
 
 # --- import ----------------------------------------------------------------------------------------------------
-tar -C "$ROOT" --numeric-owner -c . | docker import - "$IMAGE-rootfs" >/dev/null
-cat >"$WORK/Dockerfile" <<DF
-FROM $IMAGE-rootfs
+for v in "${VARIANTS[@]}"; do
+	r=$(variant_root "$v")
+	img=$(tag "$v")
+	tar -C "$r" --numeric-owner -c . | docker import - "$img-rootfs" >/dev/null
+	rm -rf "$r"
+	mkdir -p "$WORK/ctx-$v"
+	cat >"$WORK/ctx-$v/Dockerfile" <<DF
+FROM $img-rootfs
 ENV container=docker
-LABEL kubeforge.recipe=$RECIPE
+LABEL kubeforge.recipe=$RECIPE kubeforge.variant=$v
 STOPSIGNAL SIGRTMIN+3
 ENTRYPOINT ["/sbin/init"]
 DF
-old_id=$(docker image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-out=$(docker build -q -t "$IMAGE" "$WORK" 2>&1) || die "docker build failed: $out"
-docker rmi "$IMAGE-rootfs" >/dev/null 2>&1 || true
-# The previous build of this image, now untagged, unless a container still uses it.
-[[ -n "$old_id" ]] && docker rmi "$old_id" >/dev/null 2>&1 || true
-log "built $IMAGE in $(($(date +%s) - start))s ($(docker image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%d MB", $1/1e6}'))"
+	old_id=$(docker image inspect --format '{{.Id}}' "$img" 2>/dev/null || true)
+	out=$(docker build -q -t "$img" "$WORK/ctx-$v" 2>&1) || die "docker build $img failed: $out"
+	docker rmi "$img-rootfs" >/dev/null 2>&1 || true
+	# The previous build of this image, now untagged, unless a container still uses it.
+	new_id=$(docker image inspect --format '{{.Id}}' "$img")
+	[[ -n "$old_id" && "$old_id" != "$new_id" ]] && docker rmi "$old_id" >/dev/null 2>&1 || true
+	log "built $img in $(($(date +%s) - start))s ($(docker image inspect "$img" --format '{{.Size}}' | awk '{printf "%d MB", $1/1e6}'))"
+done

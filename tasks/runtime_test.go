@@ -1,0 +1,113 @@
+package tasks
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kubeforge/kubeforge/inventory"
+)
+
+// bundleDir makes an artifacts directory with a runtime/VERSIONS (no binaries: decisions only read VERSIONS).
+func bundleDir(t *testing.T) string {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "runtime"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "runtime", "VERSIONS"), []byte("containerd v2.4.2\nrunc v1.5.2\ncni-plugins v1.9.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestDecideRuntime(t *testing.T) {
+	debian := "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+b1"
+	for _, tc := range []struct {
+		name      string
+		policy    string
+		bundle    bool
+		facts     Facts
+		install   bool
+		problem   string // a substring; "" for none
+		messageIn string
+	}{
+		{name: "bare host, bundle: install", policy: inventory.RuntimeInstallIfMissing, bundle: true, install: true, messageIn: "installs containerd v2.4.2"},
+		{name: "bare host, no bundle", policy: inventory.RuntimeInstallIfMissing, problem: "no runtime/"},
+		{name: "bare host, never", policy: inventory.RuntimeInstallNever, bundle: true, problem: "runtime.install is never"},
+		{name: "preinstalled and working: left alone", policy: inventory.RuntimeInstallIfMissing, bundle: true,
+			facts: Facts{RuntimeVersion: debian, CRISocket: true, CRIReady: true}, messageIn: "left as it is"},
+		{name: "preinstalled, broken: not touched", policy: inventory.RuntimeInstallIfMissing, bundle: true,
+			facts: Facts{RuntimeVersion: debian, CRISocket: true}, problem: "does not touch a runtime it did not install"},
+		{name: "preinstalled, always: replaced", policy: inventory.RuntimeInstallAlways, bundle: true,
+			facts: Facts{RuntimeVersion: debian, CRISocket: true, CRIReady: true}, install: true, messageIn: "replaces"},
+		{name: "kubeforge's, half installed: finished", policy: inventory.RuntimeInstallIfMissing, bundle: true,
+			facts: Facts{RuntimeMarker: "containerd v2.4.2, runc v1.5.2, CNI plugins v1.9.1"}, install: true},
+		{name: "kubeforge's, even with never", policy: inventory.RuntimeInstallNever, bundle: true,
+			facts: Facts{RuntimeMarker: "containerd v2.4.2", CRISocket: true, CRIReady: true}, install: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := observedEnv(t, []string{"n1"}, map[string]bool{"n1": true})
+			env.Inv.Cluster.Runtime.Install = tc.policy
+			if tc.bundle {
+				env.Inv.Cluster.Artifacts = bundleDir(t)
+			}
+			h := env.hostNamed("n1")
+			f := tc.facts
+			f.Listening = map[int]bool{}
+			h.Facts = &f
+			d, err := decideRuntime(env, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Install != tc.install {
+				t.Errorf("install %v, want %v (%+v)", d.Install, tc.install, d)
+			}
+			if (tc.problem == "") != (d.Problem == "") || !strings.Contains(d.Problem, tc.problem) {
+				t.Errorf("problem %q, want one with %q", d.Problem, tc.problem)
+			}
+			if d.Problem != "" && d.Fix == "" {
+				t.Error("a problem without a fix")
+			}
+			if !strings.Contains(d.Message, tc.messageIn) {
+				t.Errorf("message %q lacks %q", d.Message, tc.messageIn)
+			}
+		})
+	}
+}
+
+func TestContainerdMajor(t *testing.T) {
+	for v, want := range map[string]int{
+		"containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+b1":   1,
+		"containerd github.com/containerd/containerd/v2 v2.4.2 release":            2,
+		"containerd containerd.io 1.7.27 05044ec0a9a75232cad458027ca83437aae3f4da": 1,
+		"": -1,
+	} {
+		if got := containerdMajor(v); got != want {
+			t.Errorf("containerdMajor(%q) = %d, want %d", v, got, want)
+		}
+	}
+}
+
+func TestContainerdConfigFollowsHostAndKubelet(t *testing.T) {
+	env := observedEnv(t, []string{"n1"}, map[string]bool{"n1": true})
+	env.Inv.SetDefaults()
+	h := env.hostNamed("n1")
+	h.Facts.CapSysResource = true
+	full := containerdConfig(env, h)
+	for _, want := range []string{`version = 3`, `address = "/run/containerd/containerd.sock"`, `sandbox = "registry.k8s.io/pause:3.10.2"`,
+		`SystemdCgroup = true`, `BinaryName = "/usr/local/sbin/runc"`, `bin_dirs = ["/opt/cni/bin"]`} {
+		if !strings.Contains(full, want) {
+			t.Errorf("config lacks %s:\n%s", want, full)
+		}
+	}
+	if strings.Contains(full, "restrict_oom_score_adj") {
+		t.Error("restrict_oom_score_adj set on a host with CAP_SYS_RESOURCE")
+	}
+	h.Facts.CapSysResource = false
+	env.Inv.Cluster.Kubelet.CgroupDriver = inventory.CgroupDriverCgroupfs
+	c := containerdConfig(env, h)
+	if !strings.Contains(c, "restrict_oom_score_adj = true") || !strings.Contains(c, "SystemdCgroup = false") {
+		t.Errorf("without CAP_SYS_RESOURCE and with cgroupfs:\n%s", c)
+	}
+}
