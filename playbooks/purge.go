@@ -28,7 +28,8 @@ func (e *PurgeError) Error() string {
 // dir (or is the temporary file of such a write).
 func isStateEntry(name string) bool {
 	switch name {
-	case statedir.LockName, statedir.MarkerName, "logs", "pki", "nodes", "cache", "known_hosts", "admin.conf":
+	case statedir.LockName, statedir.MarkerName, "logs", "pki", "nodes", "cache", "known_hosts", "admin.conf",
+		"restore": // a restore's work dir (its archive's unpacked entries)
 		return true
 	}
 	return strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-")
@@ -130,6 +131,9 @@ func checkStateDir(dir string, inv *inventory.Inventory) error {
 	}
 	var foreign []string
 	for _, e := range entries {
+		if e.Name() == "backups" {
+			return refuse("it holds backups (%s, the pre-upgrade snapshots among them): --purge never deletes a backup; move them out first", filepath.Join(dir, "backups"))
+		}
 		if !isStateEntry(e.Name()) {
 			foreign = append(foreign, e.Name())
 		}

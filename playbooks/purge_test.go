@@ -28,7 +28,12 @@ func TestCheckPurge(t *testing.T) {
 			mustWrite(t, filepath.Join(o.StateDir, statedir.LockName), "")
 			mustWrite(t, filepath.Join(o.StateDir, "admin.conf"), "")
 			mustWrite(t, filepath.Join(o.StateDir, ".admin.conf.tmp-42"), "")
+			mustMkdir(t, filepath.Join(o.StateDir, "restore", "node1-123"))
 		}},
+		{name: "a state dir with backups: kept, so refused", prepare: func(t *testing.T, o *Options) {
+			marked(t, o.StateDir)
+			mustMkdir(t, filepath.Join(o.StateDir, "backups"))
+		}, want: "--purge never deletes a backup"},
 		{name: "an older state dir with a PKI but no marker", prepare: func(t *testing.T, o *Options) {
 			mustMkdir(t, filepath.Join(o.StateDir, "pki"))
 			mustWrite(t, filepath.Join(o.StateDir, "pki", "ca.crt"), "")
