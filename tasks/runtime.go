@@ -213,6 +213,10 @@ func (e *Env) artifactsHaveImage(ref string) (bool, error) {
 	return false, nil
 }
 
+// bridgeCNIPlugins are the plugins the built-in bridge network runs: its
+// conflist's (bridge, host-local, portmap) and the CRI's loopback.
+var bridgeCNIPlugins = map[string]bool{"bridge": true, "host-local": true, "portmap": true, "loopback": true}
+
 // runtimeFiles is what kubeforge's runtime puts on h: the marker (first), the
 // binaries and CNI plugins of the bundle, containerd's config and unit.
 func runtimeFiles(env *Env, h *Host, b *runtimeBundle) (marker nodefile.File, bins []ssh.File, conf []nodefile.File, err error) {
@@ -235,6 +239,11 @@ func runtimeFiles(env *Env, h *Host, b *runtimeBundle) (marker nodefile.File, bi
 	plugins, _ := filepath.Glob(filepath.Join(b.dir, "cni", "*"))
 	sort.Strings(plugins)
 	for _, p := range plugins {
+		// The built-in pod network needs only its own plugins (a third of the bytes); another CNI may
+		// delegate to any of the standard ones.
+		if env.Inv.Cluster.CNI.Plugin == inventory.CNIBridge && !bridgeCNIPlugins[filepath.Base(p)] {
+			continue
+		}
 		if err := add(p, cniBinDir+"/"+filepath.Base(p)); err != nil {
 			return marker, nil, nil, err
 		}

@@ -115,7 +115,8 @@ func checkNodesWhole(ctx context.Context, t *testing.T, state string, nodes []ha
 }
 
 // interruptionsOf lists the interruption points of a playbook: SIGINT and
-// SIGKILL after every step, and SIGKILL in the middle of the joins.
+// SIGKILL after every step, and SIGKILL in the middle of the joins and of the
+// runtime's install.
 func interruptionsOf(pb playbooks.Playbook, joinCP, joinWorker string) []interruption {
 	var out []interruption
 	for _, n := range pb.Names() {
@@ -130,6 +131,8 @@ func interruptionsOf(pb playbooks.Playbook, joinCP, joinWorker string) []interru
 		out = append(out, interruption{Step: "control-plane/join", Event: "host-start", Host: joinCP, Delay: 3 * time.Second, Signal: syscall.SIGKILL})
 	}
 	out = append(out, interruption{Step: "workers/join", Event: "host-start", Host: joinWorker, Delay: 1500 * time.Millisecond, Signal: syscall.SIGKILL})
+	// In the middle of the runtime's upload to a bare host (the marker is written, the binaries are not).
+	out = append(out, interruption{Step: "runtime/install", Event: "host-start", Host: joinWorker, Delay: 700 * time.Millisecond, Signal: syscall.SIGKILL})
 	return out
 }
 
@@ -137,8 +140,9 @@ func interruptionsOf(pb playbooks.Playbook, joinCP, joinWorker string) []interru
 // then runs `up` again: it must exit 0 and leave the cluster whole. CI runs a
 // representative subset on 1+2; KUBEFORGE_INTERRUPT_MATRIX=1 (make
 // e2e-interrupt-matrix) runs every step boundary with SIGINT and SIGKILL and
-// the mid-join points, on 1+2 and on 3+1 (KUBEFORGE_INTERRUPT_SHAPE=1+2|3+1
-// narrows it). Between cases the hosts are reset and the state dir is new.
+// the mid-join points and the middle of the runtime's install, on 1+2 and on
+// 3+1 (KUBEFORGE_INTERRUPT_SHAPE=1+2|3+1 narrows it). Between cases the hosts
+// are reset with --purge (bare again) and the state dir is new.
 func TestInterruptedUpConverges(t *testing.T) {
 	matrix := os.Getenv("KUBEFORGE_INTERRUPT_MATRIX") == "1"
 	shapes := []struct {
@@ -164,6 +168,7 @@ func TestInterruptedUpConverges(t *testing.T) {
 			points := interruptionsOf(playbooks.Up(nil), sh.joinCP, sh.joinW)
 			if !matrix {
 				points = []interruption{
+					{Step: "runtime/install", Event: "host-start", Host: sh.joinW, Delay: 700 * time.Millisecond, Signal: syscall.SIGKILL},
 					{Step: "control-plane/init", Event: "step-end", Signal: syscall.SIGKILL},
 					{Step: "network/cidrs", Event: "step-end", Signal: syscall.SIGINT}, // Node objects exist, no kubelet joined
 					{Step: "workers/join", Event: "host-start", Host: sh.joinW, Delay: 1500 * time.Millisecond, Signal: syscall.SIGKILL},
@@ -178,9 +183,9 @@ func TestInterruptedUpConverges(t *testing.T) {
 				}
 				ok := t.Run(strings.NewReplacer("/", "_", " ", "_").Replace(p.String()), func(t *testing.T) {
 					state := fmt.Sprintf("%s/state-%d", c.Dir, k)
-					// Whatever happens, the next case starts from reset hosts.
+					// Whatever happens, the next case starts from reset, bare hosts (--purge removes the runtime).
 					defer func() {
-						if code, _ := kubeforge(ctx, t, "reset", "-i", c.Inventory, "--state-dir", state, "--yes"); code != 0 {
+						if code, _ := kubeforge(ctx, t, "reset", "-i", c.Inventory, "--state-dir", state, "--yes", "--purge"); code != 0 {
 							t.Errorf("reset exited %d", code)
 						}
 					}()
