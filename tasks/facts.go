@@ -36,6 +36,13 @@ type Facts struct {
 	// RuntimeMarker is the first line of the marker kubeforge writes when it
 	// installs the runtime ("" when it did not install this host's runtime).
 	RuntimeMarker string
+	// RuntimeReplaced is the runtime kubeforge's replaced, as its marker records.
+	RuntimeReplaced string
+	// RuntimePending: an install wrote containerd's files and has not seen it
+	// answer since (a run cut short): containerd must restart.
+	RuntimePending bool
+	// CNIPlugins are the plugins in /opt/cni/bin.
+	CNIPlugins map[string]bool
 	// RuntimeSandbox is the sandbox (pause) image the runtime's CRI is
 	// configured with; SandboxPresent says the runtime has that image.
 	RuntimeSandbox string
@@ -101,7 +108,12 @@ printf 'crisocket\t%s\n' "$(test -S "$1" && echo yes)"
 printf 'criready\t%s\n' "$(test -S "$1" && command -v ctr >/dev/null && ctr --address "$1" plugins ls 2>/dev/null | awk '$2=="io.containerd.grpc.v1.cri" || $1=="io.containerd.grpc.v1" && $2=="cri" {print $NF}' | head -1)"
 printf 'runtime\t%s\n' "$(containerd --version 2>/dev/null)"
 printf 'runtimemarker\t%s\n' "$(head -n1 ` + runtimeMarkerPath + ` 2>/dev/null)"
-sb=$(containerd config dump 2>/dev/null | sed -n 's/^ *\(sandbox_image\|sandbox\) *= *"\(.*\)"/\2/p' | head -n1)
+printf 'runtimereplaced\t%s\n' "$(sed -n 's/^# replaced: //p' ` + runtimeMarkerPath + ` 2>/dev/null | head -n1)"
+printf 'runtimepending\t%s\n' "$(test -e ` + runtimePendingPath + ` && echo yes)"
+for p in ` + cniBinDir + `/*; do [ -f "$p" ] && printf 'cniplugin\t%s\n' "${p##*/}"; done
+# containerd 1.x dumps sandbox_image = "...", 2.x sandbox = '...'.
+# (Read only for a runtime kubeforge did not install: the dump takes a few hundred ms.)
+[ -f ` + runtimeMarkerPath + ` ] || sb=$(containerd config dump 2>/dev/null | sed -n "s/^ *\(sandbox_image\|sandbox\) *= *[\"']\(.*\)[\"'] *$/\2/p" | head -n1)
 printf 'sandbox\t%s\n' "$sb"
 [ -z "$sb" ] || printf 'sandboxpresent\t%s\n' "$(ctr --address "$1" -n k8s.io images ls -q 2>/dev/null | grep -Fxq "$sb" && echo yes)"
 printf 'capbnd\t%s\n' "$(awk '/^CapBnd:/ {print $2}' /proc/1/status 2>/dev/null)"
@@ -159,7 +171,7 @@ func GatherFacts(ctx context.Context, env *Env, h *Host) error {
 }
 
 func parseFacts(out string, mid time.Time) (*Facts, error) {
-	f := &Facts{Listening: map[int]bool{}}
+	f := &Facts{Listening: map[int]bool{}, CNIPlugins: map[string]bool{}}
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), "\t")
@@ -214,6 +226,12 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 			f.RuntimeVersion = v
 		case "runtimemarker":
 			f.RuntimeMarker = v
+		case "runtimereplaced":
+			f.RuntimeReplaced = v
+		case "runtimepending":
+			f.RuntimePending = v == "yes"
+		case "cniplugin":
+			f.CNIPlugins[v] = true
 		case "sandbox":
 			f.RuntimeSandbox = v
 		case "sandboxpresent":

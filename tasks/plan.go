@@ -396,12 +396,16 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 	if len(runtimeFiles) > 0 {
 		why := ""
 		for _, f := range runtimeFiles {
-			if differ[f.Path] && f.Path != runtimeMarkerPath {
+			if differ[f.Path] && restartsContainerd(f.Path) {
 				why = f.Path + " differs"
 				break
 			}
 		}
-		if why == "" && !(h.Facts.CRISocket && h.Facts.CRIReady) {
+		switch {
+		case why != "":
+		case h.Facts.RuntimePending:
+			why = "an install cut short wrote its files and never saw it answer"
+		case !(h.Facts.CRISocket && h.Facts.CRIReady):
 			why = "not running"
 		}
 		if why != "" {

@@ -50,76 +50,80 @@ func peerPorts(env *Env) []peerPort {
 // fresh reports whether nothing of a cluster runs on the host yet, so kubeforge
 // may hold its ports for a moment.
 func fresh(f *Facts) bool {
-	return !f.KubeletConf && f.KubeletStarted == "" && !f.StaticPods
+	return !f.KubeletConf && f.KubeletStarted == "" && !f.StaticPods && !f.KubeletActive
 }
 
+// reachUnit names the transient unit that holds port open for the test.
+func reachUnit(port int) string { return fmt.Sprintf("kubeforge-reach-%d", port) }
+
 // CheckPeerPorts tests that every host really reaches the ports it needs on the
-// others. Where nothing listens yet on a fresh host, a listener is held open
-// for the test with systemd-socket-activate (part of systemd, so on every
-// host kubeforge supports), bound to the host's address and stopped right
-// after: "refused" then means a firewall rejects, not "nothing there yet".
+// others. Where nothing listens yet on a fresh host, the port is held open for
+// the test by a transient systemd unit running systemd-socket-activate (both
+// part of systemd, so on every host kubeforge supports), bound to the host's
+// address, limited to two minutes and stopped right after: a refusal then means
+// that something between the hosts rejects, not "nothing there yet". A port a
+// service of the cluster listens on is probed as it is: a refusal there may be
+// the service restarting since the facts were read, so it only warns. With
+// --dry-run no port is held.
 func CheckPeerPorts(ctx context.Context, env *Env) error {
 	ports := peerPorts(env)
-	listen := map[*Host]map[int]bool{}
-	for _, pp := range ports {
-		if !pp.to.Facts.Listening[pp.port] && fresh(pp.to.Facts) {
-			if listen[pp.to] == nil {
-				listen[pp.to] = map[int]bool{}
+	want := map[*Host]map[int]bool{}
+	if !env.Opts.DryRun {
+		for _, pp := range ports {
+			if !pp.to.Facts.Listening[pp.port] && fresh(pp.to.Facts) {
+				if want[pp.to] == nil {
+					want[pp.to] = map[int]bool{}
+				}
+				want[pp.to][pp.port] = true
 			}
-			listen[pp.to][pp.port] = true
 		}
 	}
-	// Start the listeners; a host without systemd-socket-activate keeps the
-	// weaker test (a refusal still proves the route).
 	var mu sync.Mutex
-	noListener := map[*Host]bool{}
-	started := map[*Host]string{} // pids to stop
+	held := map[*Host]map[int]bool{}
 	g, gctx := errgroup.WithContext(ctx)
-	for h, ps := range listen {
+	for h, ps := range want {
 		g.Go(func() error {
-			var script strings.Builder
-			script.WriteString("command -v systemd-socket-activate >/dev/null || { echo none; exit 0; }\n")
-			var want []string
-			for _, p := range sortedPorts(ps) {
-				addr := net.JoinHostPort(h.NodeIP(), strconv.Itoa(p))
-				fmt.Fprintf(&script, "nohup timeout 60 systemd-socket-activate -l %s -a true >/dev/null 2>&1 & echo pid $!\n", addr)
-				want = append(want, fmt.Sprintf("%04X", p))
-			}
-			// Wait until they listen (at most 5 s).
-			fmt.Fprintf(&script, "for i in $(seq 50); do n=0; for p in %s; do awk -v p=$p 'NR>1 && $4==\"0A\" {split($2,a,\":\"); if (a[2]==p) f=1} END {exit !f}' /proc/net/tcp && n=$((n+1)); done; [ $n -eq %d ] && break; sleep 0.1; done\n", strings.Join(want, " "), len(want))
-			out, err := h.Client.Run(gctx, script.String())
+			bound, err := holdPorts(gctx, h, sortedPorts(ps))
 			if err != nil {
-				return fmt.Errorf("%s: hold ports open for the reachability test: %w", h.Name, err)
+				return err
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if strings.TrimSpace(out) == "none" {
-				noListener[h] = true
-				return nil
-			}
-			var pids []string
-			for _, l := range strings.Split(out, "\n") {
-				if pid, ok := strings.CutPrefix(l, "pid "); ok {
-					pids = append(pids, strings.TrimSpace(pid))
-				}
-			}
-			started[h] = strings.Join(pids, " ")
+			held[h] = bound
 			return nil
 		})
 	}
 	err := g.Wait()
 	defer func() {
-		for h, pids := range started {
-			// Nothing kubeforge started may stay: stop the listeners (timeout would, within a minute).
-			_, _ = h.Client.Run(context.WithoutCancel(ctx), "kill "+pids+" 2>/dev/null; true")
+		for h, bound := range held {
+			if len(bound) == 0 {
+				continue
+			}
+			var units []string
+			for _, p := range sortedPorts(bound) {
+				units = append(units, reachUnit(p))
+			}
+			// Nothing kubeforge started may stay (the units would end by themselves within two minutes).
+			if _, err := h.Client.Run(context.WithoutCancel(ctx), "systemctl stop "+strings.Join(units, " ")); err != nil {
+				h.Log.Warn("stop the reachability listeners", "units", units, "err", err)
+			}
 		}
 	}()
 	if err != nil {
 		return err
 	}
+	for h, ps := range want {
+		for p := range ps {
+			if _, ok := held[h]; ok && !held[h][p] {
+				env.addCheck(CheckResult{Host: h.Name, ID: "PeerPort", Severity: SeverityWarning,
+					Message: fmt.Sprintf("could not hold TCP %d open on %s for the test: the routes to it are not checked", p, h.NodeIP()),
+					Fix:     "systemd-run and systemd-socket-activate (systemd) are needed on the host for this check"})
+			}
+		}
+	}
 	bySource := map[*Host][]peerPort{}
 	for _, pp := range ports {
-		if pp.to.Facts.Listening[pp.port] || listen[pp.to][pp.port] && !noListener[pp.to] {
+		if pp.to.Facts.Listening[pp.port] || held[pp.to][pp.port] {
 			bySource[pp.from] = append(bySource[pp.from], pp)
 		}
 	}
@@ -127,29 +131,80 @@ func CheckPeerPorts(ctx context.Context, env *Env) error {
 	for from, pps := range bySource {
 		g.Go(func() error {
 			var script strings.Builder
-			for _, pp := range pps {
-				// bash's /dev/tcp: exit 0 open, 1 refused, 124 timed out.
-				fmt.Fprintf(&script, "timeout 3 bash -c '</dev/tcp/%s/%d' 2>/dev/null; echo $?\n", pp.to.NodeIP(), pp.port)
+			for i, pp := range pps {
+				// bash's /dev/tcp: exit 0 open, 1 refused, 124 timed out; all probes at once.
+				fmt.Fprintf(&script, "( timeout 3 bash -c '</dev/tcp/%s/%d' 2>/dev/null; echo \"%d $?\" ) &\n", pp.to.NodeIP(), pp.port, i)
 			}
+			script.WriteString("wait\n")
 			out, err := from.Client.Run(gctx, script.String())
 			if err != nil {
 				return fmt.Errorf("%s: test reachability: %w", from.Name, err)
 			}
-			codes := strings.Fields(out)
-			for i, pp := range pps {
-				code := "?"
-				if i < len(codes) {
-					code = codes[i]
+			codes := map[int]string{}
+			for _, l := range strings.Split(out, "\n") {
+				if f := strings.Fields(l); len(f) == 2 {
+					if i, err := strconv.Atoi(f[0]); err == nil {
+						codes[i] = f[1]
+					}
 				}
+			}
+			for i, pp := range pps {
+				code := codes[i]
 				addr := net.JoinHostPort(pp.to.NodeIP(), strconv.Itoa(pp.port))
 				msg := fmt.Sprintf("%s of %s at %s %s", pp.why, pp.to.Name, addr, peerWord(code))
-				env.addCheck(CheckResult{Host: from.Name, ID: "PeerPort", Severity: SeverityError, Passed: code == "0", Message: msg,
+				sev := SeverityError
+				if code == "1" && !held[pp.to][pp.port] {
+					sev = SeverityWarning
+					msg += " (or its service restarted since the facts were read)"
+				}
+				env.addCheck(CheckResult{Host: from.Name, ID: "PeerPort", Severity: sev, Passed: code == "0", Message: msg,
 					Fix: "open TCP " + strconv.Itoa(pp.port) + " from " + from.Name + " (" + from.NodeIP() + ") to " + pp.to.Name + " (firewall, security group, routes)"})
 			}
 			return nil
 		})
 	}
 	return g.Wait()
+}
+
+// holdPorts starts a transient unit per port that listens on h's address, and
+// returns the ports that listen within 5 s. None when systemd-run or
+// systemd-socket-activate is missing.
+func holdPorts(ctx context.Context, h *Host, ports []int) (map[int]bool, error) {
+	var script strings.Builder
+	script.WriteString("command -v systemd-run >/dev/null && command -v systemd-socket-activate >/dev/null || exit 0\n")
+	for _, p := range ports {
+		addr := net.JoinHostPort(h.NodeIP(), strconv.Itoa(p))
+		fmt.Fprintf(&script, "systemd-run --quiet --collect --unit %s -p RuntimeMaxSec=120 systemd-socket-activate -l %s -a true >/dev/null 2>&1\n", reachUnit(p), addr)
+	}
+	// Report each port once it listens (at most 5 s).
+	var hex []string
+	for _, p := range ports {
+		hex = append(hex, fmt.Sprintf("%04X", p))
+	}
+	fmt.Fprintf(&script, `left="%s"
+for i in $(seq 50); do
+  next=""
+  for p in $left; do
+    if awk -v p=$p 'NR>1 && $4=="0A" {split($2,a,":"); if (a[2]==p) f=1} END {exit !f}' /proc/net/tcp /proc/net/tcp6 2>/dev/null; then echo "bound $p"; else next="$next $p"; fi
+  done
+  left=$next
+  [ -z "$left" ] && break
+  sleep 0.1
+done
+`, strings.Join(hex, " "))
+	out, err := h.Client.Run(ctx, script.String())
+	if err != nil {
+		return nil, fmt.Errorf("%s: hold ports open for the reachability test: %w", h.Name, err)
+	}
+	bound := map[int]bool{}
+	for _, l := range strings.Split(out, "\n") {
+		if x, ok := strings.CutPrefix(strings.TrimSpace(l), "bound "); ok {
+			if p, err := strconv.ParseInt(x, 16, 32); err == nil {
+				bound[int(p)] = true
+			}
+		}
+	}
+	return bound, nil
 }
 
 func sortedPorts(m map[int]bool) []int {

@@ -61,34 +61,39 @@ if [ -n "$1" ]; then
     [ -n "$imgs" ] && did "removed $n images" "remove $n images"
   fi
   # The runtime kubeforge installed (its marker names every file) goes only with $4; one it did not install
-  # is never touched.
+  # is never touched. What a file took the place of (its .before-kubeforge copy) is put back: the marker's line
+  # goes first, so a purge cut short never takes a restored file for kubeforge's.
   if [ -n "$4" ] && [ -f "$marker" ]; then
+    replaced=$(sed -n 's/^# replaced: //p' "$marker" | head -n1)
     if systemctl is-enabled -q containerd 2>/dev/null || systemctl is-active -q containerd 2>/dev/null; then
       act systemctl disable --now -q containerd 2>/dev/null; did "stopped and disabled containerd" "stop and disable containerd"
     fi
+    restore() { sed -i "\\|^$1\$|d" "$marker" && mv -f "$1` + replacedSuffix + `" "$1"; }
     for p in $(grep '^/' "$marker"); do
-      if [ -e "$p" ]; then act rm -f "$p" && did "removed $p" "remove $p"; fi
+      if [ -e "$p` + replacedSuffix + `" ]; then act restore "$p" && did "restored $p as it was before kubeforge" "restore $p as it was before kubeforge"
+      elif [ -e "$p" ]; then act rm -f "$p" && did "removed $p" "remove $p"; fi
     done
-    # containerd's data (images, snapshots); the directories may be mount points: only their content goes.
-    for d in /var/lib/containerd /run/containerd; do
-      mnts=$(awk -v d="$d/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r)
-      act unmount "$mnts"
-      if [ -n "$(ls -A "$d" 2>/dev/null)" ]; then act find "$d" -mindepth 1 -maxdepth 1 -exec rm -rf {} + && did "emptied $d" "empty $d"; fi
-    done
-    # A runtime kubeforge replaced (runtime.install: always) gets its own config back; its unit shows again.
-    c=` + containerdConfigPath + `
+    # containerd's data (images, snapshots) goes with a runtime kubeforge installed; a replaced runtime's stays
+    # (its other namespaces). The directories may be mount points: only their content goes.
+    if [ -z "$replaced" ]; then
+      for d in /var/lib/containerd /run/containerd; do
+        mnts=$(awk -v d="$d/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r)
+        act unmount "$mnts"
+        if [ -n "$(ls -A "$d" 2>/dev/null)" ]; then act find "$d" -mindepth 1 -maxdepth 1 -exec rm -rf {} + && did "emptied $d" "empty $d"; fi
+      done
+    fi
     act systemctl daemon-reload 2>/dev/null
-    if [ -f "$c` + replacedSuffix + `" ]; then
-      act mv -f "$c` + replacedSuffix + `" "$c" && did "restored $c of the replaced runtime" "restore $c of the replaced runtime"
-      if systemctl cat containerd >/dev/null 2>&1; then
-        act systemctl enable --now -q containerd 2>/dev/null; did "started the replaced runtime's containerd again" "start the replaced runtime's containerd again"
-      fi
+    # The replaced runtime runs again, with its own unit and config.
+    if [ -n "$replaced" ] && systemctl cat containerd >/dev/null 2>&1; then
+      act systemctl enable --now -q containerd 2>/dev/null; did "started the replaced runtime ($replaced) again" "start the replaced runtime ($replaced) again"
     fi
     for d in /opt/cni/bin /opt/cni /etc/containerd; do [ -d "$d" ] && act rmdir "$d" 2>/dev/null; done
+    act rm -f "$marker" ` + runtimePendingPath + `
   fi
   for p in /usr/bin/kubelet /usr/bin/kubectl /usr/bin/kubeadm /var/lib/kubeforge/*; do
-    # Without $4 the runtime's marker stays: it tells a later reset --purge what kubeforge installed.
-    [ "$p" = "$marker" ] && [ -z "$4" ] && continue
+    # Without $4 the runtime's marker (and its restart flag) stays: it tells a later reset --purge what
+    # kubeforge installed.
+    case "$p" in "$marker"|` + runtimePendingPath + `) [ -z "$4" ] && continue ;; esac
     if [ -e "$p" ]; then act rm -rf "$p" && did "removed $p" "remove $p"; fi
   done
   [ -n "$4" ] || [ ! -f "$marker" ] && [ -d /var/lib/kubeforge ] && act rmdir /var/lib/kubeforge 2>/dev/null

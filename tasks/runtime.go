@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -23,6 +24,7 @@ import (
 // exactly what kubeforge installed.
 const (
 	runtimeMarkerPath    = "/var/lib/kubeforge/runtime"
+	runtimePendingPath   = "/var/lib/kubeforge/runtime.restart"
 	containerdConfigPath = "/etc/containerd/config.toml"
 	containerdUnitPath   = "/etc/systemd/system/containerd.service"
 	runtimeBinDir        = "/usr/local/bin"
@@ -95,6 +97,7 @@ func decideRuntime(env *Env, h *Host) (RuntimeDecision, error) {
 		found = f.RuntimeVersion
 	}
 	usable := f.CRISocket && f.CRIReady
+	endpoint := env.Inv.Cluster.ContainerRuntimeEndpoint
 	switch {
 	case f.RuntimeMarker != "" && b != nil:
 		return RuntimeDecision{Install: true, Message: "runtime installed by kubeforge (" + f.RuntimeMarker + "): kept as the artifacts have it (" + b.String() + ")"}, nil
@@ -102,14 +105,18 @@ func decideRuntime(env *Env, h *Host) (RuntimeDecision, error) {
 		return RuntimeDecision{Message: "runtime installed by kubeforge (" + f.RuntimeMarker + "); no runtime in the artifacts: left as it is"}, nil
 	case usable && policy != inventory.RuntimeInstallAlways:
 		return RuntimeDecision{Message: found + " (not installed by kubeforge): left as it is"}, nil
+	case f.RuntimeMarker == "" && f.RuntimeVersion == "" && f.CRISocket:
+		// Something holds the socket but is no containerd kubeforge can see (CRI-O, or a containerd off PATH).
+		return RuntimeDecision{Problem: "a runtime that is not containerd (or not on PATH) holds " + endpoint + "; kubeforge installs containerd only where no runtime is",
+			Fix: "use that runtime (it must answer ctr's CRI plugin list), or remove it, or set cluster.containerRuntimeEndpoint to another socket"}, nil
 	case policy == inventory.RuntimeInstallNever:
-		return RuntimeDecision{Problem: found + " answering on the CRI socket, and runtime.install is never",
+		return RuntimeDecision{Problem: found + ", no CRI answering on " + endpoint + ", and runtime.install is never",
 			Fix: "install containerd with its CRI plugin and start it, or set cluster.runtime.install: ifMissing with an artifacts directory that has runtime/"}, nil
 	case b == nil:
-		return RuntimeDecision{Problem: found + " answering on the CRI socket, and the artifacts have no runtime/ to install",
+		return RuntimeDecision{Problem: found + ", no CRI answering on " + endpoint + ", and the artifacts have no runtime/ to install",
 			Fix: "build the artifacts with the runtime (make artifacts), or install containerd >= 2.0 and start it"}, nil
 	case f.RuntimeVersion != "" && policy != inventory.RuntimeInstallAlways:
-		return RuntimeDecision{Problem: found + " is installed but its CRI does not answer on " + env.Inv.Cluster.ContainerRuntimeEndpoint + "; kubeforge does not touch a runtime it did not install",
+		return RuntimeDecision{Problem: found + " is installed but its CRI does not answer on " + endpoint + "; kubeforge does not touch a runtime it did not install",
 			Fix: "fix and start it (journalctl -u containerd), or set cluster.runtime.install: always to replace it with " + b.String()}, nil
 	}
 	what := "installs"
@@ -220,7 +227,12 @@ var bridgeCNIPlugins = map[string]bool{"bridge": true, "host-local": true, "port
 // runtimeFiles is what kubeforge's runtime puts on h: the marker (first), the
 // binaries and CNI plugins of the bundle, containerd's config and unit.
 func runtimeFiles(env *Env, h *Host, b *runtimeBundle) (marker nodefile.File, bins []ssh.File, conf []nodefile.File, err error) {
-	add := func(src, dst string) error {
+	var listed []string // every path the runtime may own: what reset --purge removes
+	add := func(src, dst string, push bool) error {
+		listed = append(listed, dst)
+		if !push {
+			return nil
+		}
 		a, err := env.artifact(src, false)
 		if err != nil {
 			return err
@@ -229,52 +241,74 @@ func runtimeFiles(env *Env, h *Host, b *runtimeBundle) (marker nodefile.File, bi
 		return nil
 	}
 	for _, n := range []string{"containerd", "containerd-shim-runc-v2", "ctr"} {
-		if err := add(filepath.Join(b.dir, "bin", n), runtimeBinDir+"/"+n); err != nil {
+		if err := add(filepath.Join(b.dir, "bin", n), runtimeBinDir+"/"+n, true); err != nil {
 			return marker, nil, nil, err
 		}
 	}
-	if err := add(filepath.Join(b.dir, "bin", "runc"), runcPath); err != nil {
+	if err := add(filepath.Join(b.dir, "bin", "runc"), runcPath, true); err != nil {
 		return marker, nil, nil, err
 	}
 	plugins, _ := filepath.Glob(filepath.Join(b.dir, "cni", "*"))
 	sort.Strings(plugins)
+	bridge := env.Inv.Cluster.CNI.Plugin == inventory.CNIBridge
 	for _, p := range plugins {
-		// The built-in pod network needs only its own plugins (a third of the bytes); another CNI may
-		// delegate to any of the standard ones.
-		if env.Inv.Cluster.CNI.Plugin == inventory.CNIBridge && !bridgeCNIPlugins[filepath.Base(p)] {
+		name := filepath.Base(p)
+		// The built-in pod network needs only its own plugins (a third of the bytes) and keeps them as
+		// the bundle has them. Another CNI may delegate to any standard plugin and often installs its own
+		// copies (Calico's, Cilium's): those are put only where the host has none, never overwritten.
+		if bridge && !bridgeCNIPlugins[name] {
 			continue
 		}
-		if err := add(p, cniBinDir+"/"+filepath.Base(p)); err != nil {
+		if err := add(p, cniBinDir+"/"+name, bridge || !h.Facts.CNIPlugins[name]); err != nil {
 			return marker, nil, nil, err
 		}
 	}
 	conf = []nodefile.File{
-		{Path: containerdConfigPath, Mode: 0o644, Data: []byte(containerdConfig(env, h))},
+		{Path: containerdConfigPath, Mode: 0o644, Data: []byte(containerdConfig(env, h, b))},
 		{Path: containerdUnitPath, Mode: 0o644, Data: []byte(containerdUnit)},
 	}
-	var m strings.Builder
-	fmt.Fprintf(&m, "%s\n# Installed by kubeforge from the artifacts; `kubeforge reset --purge` removes these files:\n", b)
-	for _, f := range bins {
-		m.WriteString(f.Path + "\n")
-	}
 	for _, f := range conf {
-		m.WriteString(f.Path + "\n")
+		listed = append(listed, f.Path)
+	}
+	var m strings.Builder
+	fmt.Fprintf(&m, "%s\n# Installed by kubeforge from the artifacts. `kubeforge reset --purge` removes these files and puts back\n# the file%s copy kept of what was there before.\n", b, replacedSuffix)
+	if r := replacedRuntime(h.Facts); r != "" {
+		m.WriteString("# replaced: " + r + "\n")
+	}
+	for _, p := range listed {
+		m.WriteString(p + "\n")
 	}
 	marker = nodefile.File{Path: runtimeMarkerPath, Mode: 0o644, Data: []byte(m.String())}
 	return marker, bins, conf, nil
+}
+
+// replacedRuntime is the runtime kubeforge's replaced on the host (recorded in
+// the marker once, so the marker is the same on every run), or "".
+func replacedRuntime(f *Facts) string {
+	if f.RuntimeMarker != "" {
+		return f.RuntimeReplaced
+	}
+	return f.RuntimeVersion
+}
+
+// restartsContainerd reports whether a change of path needs containerd
+// restarted: its binaries, runc, config and unit do; CNI plugins (run per pod)
+// and the marker do not.
+func restartsContainerd(path string) bool {
+	return path != runtimeMarkerPath && !strings.HasPrefix(path, cniBinDir+"/")
 }
 
 // containerdConfig is containerd 2.x's config (version 3) for the kubelet:
 // the CRI socket of the inventory, the cgroup driver of the kubelet, the
 // cluster's sandbox image, the CNI paths kubeforge's plugins use, and
 // restrict_oom_score_adj where the host lacks CAP_SYS_RESOURCE.
-func containerdConfig(env *Env, h *Host) string {
+func containerdConfig(env *Env, h *Host, bundle *runtimeBundle) string {
 	sock := strings.TrimPrefix(env.Inv.Cluster.ContainerRuntimeEndpoint, "unix://")
 	systemd := env.Inv.Cluster.Kubelet.CgroupDriver != inventory.CgroupDriverCgroupfs
 	restrict := h.Facts != nil && !h.Facts.CapSysResource
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Written by kubeforge for the kubelet of cluster %q. kubeforge rewrites it on every up.
-version = 3
+version = %d
 
 [grpc]
   address = %q
@@ -283,7 +317,7 @@ version = 3
   sandbox = %q
 
 [plugins."io.containerd.cri.v1.runtime"]
-`, env.Inv.Cluster.Name, sock, manifests.Images(env.Inv)["pause"])
+`, env.Inv.Cluster.Name, containerdConfigVersion(bundle), sock, manifests.Images(env.Inv)["pause"])
 	if restrict {
 		b.WriteString("  # CAP_SYS_RESOURCE is not in this host's bounding set: runc cannot lower oom_score_adj.\n  restrict_oom_score_adj = true\n")
 	}
@@ -303,6 +337,21 @@ version = 3
   conf_dir = "/etc/cni/net.d"
 `, runcPath, systemd, cniBinDir)
 	return b.String()
+}
+
+// containerdConfigVersion is the config schema the bundle's containerd reads
+// without migrating: 4 from containerd 2.4 on (its version.ConfigVersion), 3
+// before. The keys kubeforge writes are the same in both.
+func containerdConfigVersion(b *runtimeBundle) int {
+	v := strings.Split(strings.TrimPrefix(b.versions["containerd"], "v"), ".")
+	if len(v) >= 2 {
+		major, _ := strconv.Atoi(v[0])
+		minor, _ := strconv.Atoi(v[1])
+		if major > 2 || major == 2 && minor >= 4 {
+			return 4
+		}
+	}
+	return 3
 }
 
 // containerdUnit runs the installed containerd (the settings of containerd's
@@ -354,12 +403,28 @@ func InstallRuntime(ctx context.Context, env *Env, h *Host) error {
 	if err != nil {
 		return err
 	}
-	// Replacing a runtime kubeforge did not install: its config is kept aside
-	// (once), and `reset --purge` puts it back.
-	if h.Facts.RuntimeMarker == "" && h.Facts.RuntimeVersion != "" {
-		keep := fmt.Sprintf("if [ -f %[1]s ] && [ ! -e %[1]s%[2]s ]; then cp -p %[1]s %[1]s%[2]s; fi", containerdConfigPath, replacedSuffix)
-		if _, err := h.Client.Run(ctx, keep); err != nil {
-			return fmt.Errorf("keep the replaced runtime's config: %w", err)
+	// Before anything is written: on the first install, a copy of every file
+	// the runtime takes the place of (a replaced runtime's config, a runc or CNI
+	// plugins someone put there), which `reset --purge` puts back; and a flag
+	// that says containerd must restart, removed once it answered. A run cut
+	// short after writing restarts it on the next run.
+	restart := h.Facts.RuntimePending
+	var prep strings.Builder
+	if h.Facts.RuntimeMarker == "" {
+		for _, p := range append(pathsOf(bins), containerdConfigPath, containerdUnitPath) {
+			fmt.Fprintf(&prep, "if [ -e %[1]s ] && [ ! -e %[1]s%[2]s ]; then cp -p %[1]s %[1]s%[2]s; fi\n", ssh.Quote(p), replacedSuffix)
+		}
+	}
+	needsRestart := false
+	for _, f := range append(h.unverified(bins), h.unverified(nodeFiles(conf))...) {
+		needsRestart = needsRestart || restartsContainerd(f.Path)
+	}
+	if needsRestart && !restart {
+		fmt.Fprintf(&prep, "mkdir -p %s && : > %s\n", path.Dir(runtimePendingPath), runtimePendingPath)
+	}
+	if prep.Len() > 0 {
+		if _, err := h.Client.Run(ctx, "set -e\n"+prep.String()); err != nil {
+			return fmt.Errorf("prepare the runtime's install: %w", err)
 		}
 	}
 	// The marker first: from here on the runtime is kubeforge's, and a run cut
@@ -382,8 +447,12 @@ func InstallRuntime(ctx context.Context, env *Env, h *Host) error {
 	if err != nil {
 		return err
 	}
-	changed = append(changed, c...)
-	restart := len(changed) > 0 && !(len(changed) == 1 && changed[0] == runtimeMarkerPath)
+	for _, p := range append(changed, c...) {
+		restart = restart || restartsContainerd(p)
+	}
+	if !restart && h.Facts.CRISocket && h.Facts.CRIReady {
+		return nil // running and answering, as the facts found it, and nothing of it changed
+	}
 	script := "systemctl daemon-reload && systemctl enable -q containerd && "
 	if restart {
 		script += "systemctl restart containerd"
@@ -396,7 +465,31 @@ func InstallRuntime(ctx context.Context, env *Env, h *Host) error {
 	if restart {
 		h.Changed(Change{Kind: ChangeHost, What: "containerd restarted"})
 	}
-	return waitCRI(ctx, env, h, b.versions["containerd"])
+	if err := waitCRI(ctx, env, h, b.versions["containerd"]); err != nil {
+		return err
+	}
+	if restart || needsRestart {
+		if _, err := h.Client.Run(ctx, "rm -f "+runtimePendingPath); err != nil {
+			return fmt.Errorf("clear the runtime's restart flag: %w", err)
+		}
+	}
+	return nil
+}
+
+func pathsOf(files []ssh.File) []string {
+	out := make([]string, len(files))
+	for i, f := range files {
+		out[i] = f.Path
+	}
+	return out
+}
+
+func nodeFiles(files []nodefile.File) []ssh.File {
+	out := make([]ssh.File, len(files))
+	for i, f := range files {
+		out[i] = ssh.File{Path: f.Path, Mode: f.Mode, Data: f.Data}
+	}
+	return out
 }
 
 // waitCRI waits until containerd answers on the CRI socket with version want
@@ -409,7 +502,8 @@ func waitCRI(ctx context.Context, env *Env, h *Host, want string) error {
 	for {
 		out, err := h.Client.Run(ctx, cmd)
 		last = strings.Join(strings.Fields(out), " ")
-		if err == nil && last == strings.TrimPrefix(want, "v")+" ok" || err == nil && last == want+" ok" {
+		// containerd prints its version as built (-X version.Version=v2.4.2).
+		if err == nil && (last == want+" ok" || last == strings.TrimPrefix(want, "v")+" ok") {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -447,10 +541,6 @@ func plannedRuntime(env *Env, h *Host) ([]ssh.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	sf := []ssh.File{{Path: marker.Path, Mode: marker.Mode, Data: marker.Data}}
-	sf = append(sf, bins...)
-	for _, f := range conf {
-		sf = append(sf, ssh.File{Path: f.Path, Mode: f.Mode, Data: f.Data})
-	}
-	return sf, nil
+	sf := append(nodeFiles([]nodefile.File{marker}), bins...)
+	return append(sf, nodeFiles(conf)...), nil
 }

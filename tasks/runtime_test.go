@@ -94,8 +94,9 @@ func TestContainerdConfigFollowsHostAndKubelet(t *testing.T) {
 	env.Inv.SetDefaults()
 	h := env.hostNamed("n1")
 	h.Facts.CapSysResource = true
-	full := containerdConfig(env, h)
-	for _, want := range []string{`version = 3`, `address = "/run/containerd/containerd.sock"`, `sandbox = "registry.k8s.io/pause:3.10.2"`,
+	b := &runtimeBundle{versions: map[string]string{"containerd": "v2.4.2"}}
+	full := containerdConfig(env, h, b)
+	for _, want := range []string{`version = 4`, `address = "/run/containerd/containerd.sock"`, `sandbox = "registry.k8s.io/pause:3.10.2"`,
 		`SystemdCgroup = true`, `BinaryName = "/usr/local/sbin/runc"`, `bin_dirs = ["/opt/cni/bin"]`} {
 		if !strings.Contains(full, want) {
 			t.Errorf("config lacks %s:\n%s", want, full)
@@ -106,8 +107,64 @@ func TestContainerdConfigFollowsHostAndKubelet(t *testing.T) {
 	}
 	h.Facts.CapSysResource = false
 	env.Inv.Cluster.Kubelet.CgroupDriver = inventory.CgroupDriverCgroupfs
-	c := containerdConfig(env, h)
+	c := containerdConfig(env, h, b)
 	if !strings.Contains(c, "restrict_oom_score_adj = true") || !strings.Contains(c, "SystemdCgroup = false") {
 		t.Errorf("without CAP_SYS_RESOURCE and with cgroupfs:\n%s", c)
+	}
+}
+
+func TestCheckRuntimeVersionAndSandbox(t *testing.T) {
+	debian := "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+b1"
+	for _, tc := range []struct {
+		name    string
+		facts   Facts
+		version string
+		want    map[string]string // check ID -> "ok", "warning" or "FAIL"
+	}{
+		{name: "containerd 1.6 on v1.37: a warning", facts: Facts{RuntimeVersion: debian, RuntimeSandbox: "registry.k8s.io/pause:3.10.2", SandboxPresent: true},
+			want: map[string]string{"Runtime": "ok", "RuntimeVersion": "warning", "SandboxImage": "ok"}},
+		{name: "containerd 1.6 on v1.38: refused", version: "v1.38.0", facts: Facts{RuntimeVersion: debian},
+			want: map[string]string{"Runtime": "ok", "RuntimeVersion": "FAIL"}},
+		{name: "a sandbox image neither on the host nor in the artifacts", facts: Facts{RuntimeVersion: debian, RuntimeSandbox: "registry.k8s.io/pause:3.6"},
+			want: map[string]string{"SandboxImage": "FAIL"}},
+		{name: "another sandbox image, present: a warning", facts: Facts{RuntimeVersion: debian, RuntimeSandbox: "registry.k8s.io/pause:3.6", SandboxPresent: true},
+			want: map[string]string{"SandboxImage": "warning"}},
+		{name: "containerd 2 of someone else", facts: Facts{RuntimeVersion: "containerd containerd.io v2.1.4 abc", RuntimeSandbox: "registry.k8s.io/pause:3.10.2", SandboxPresent: true},
+			want: map[string]string{"Runtime": "ok", "RuntimeVersion": "ok", "SandboxImage": "ok"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := observedEnv(t, []string{"n1"}, map[string]bool{"n1": true})
+			env.Inv.Cluster.Artifacts = bundleDir(t)
+			env.Inv.SetDefaults()
+			if tc.version != "" {
+				env.Inv.Cluster.KubernetesVersion = tc.version
+			}
+			h := env.hostNamed("n1")
+			f := tc.facts
+			f.CRISocket, f.CRIReady, f.Listening = true, true, map[int]bool{}
+			h.Facts = &f
+			got := map[string]string{}
+			err := checkRuntime(env, h, func(id string, sev Severity, ok bool, msg, fix string) {
+				switch {
+				case ok:
+					got[id] = "ok"
+				case sev == SeverityWarning:
+					got[id] = "warning"
+				default:
+					got[id] = "FAIL"
+				}
+				if !ok && fix == "" {
+					t.Errorf("%s failed without a fix: %s", id, msg)
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for id, want := range tc.want {
+				if got[id] != want {
+					t.Errorf("%s: %q, want %q (all: %v)", id, got[id], want, got)
+				}
+			}
+		})
 	}
 }

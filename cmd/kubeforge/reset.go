@@ -39,7 +39,11 @@ func newResetCmd(g *globals, stdout io.Writer) *cobra.Command {
 			if !yes && !g.opts.DryRun {
 				q := fmt.Sprintf("Reset %s on %s? This deletes the cluster's data there.", inv.Cluster.Name, strings.Join(names, ", "))
 				if purge {
-					q += fmt.Sprintf(" --purge also removes %s (the cluster's PKI) and the container runtime kubeforge installed.", g.opts.StateDir)
+					q += fmt.Sprintf(" --purge also removes %s (the cluster's PKI)", g.opts.StateDir)
+					if !g.opts.Tasks.KeepArtifacts {
+						q += " and the container runtime kubeforge installed"
+					}
+					q += "."
 				}
 				if err := confirm(stdout, q); err != nil {
 					return err

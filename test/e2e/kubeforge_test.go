@@ -144,7 +144,15 @@ func waitPodsRunning(ctx context.Context, t testing.TB, kc kubernetes.Interface,
 func TestUpOneControlPlaneTwoWorkers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	c, state := startCluster(ctx, t, "kfup", "172.31.248.0/24", 3, 1)
+	// node4 is not in the inventory: it joins with plain `kubeadm join` at the end (a host with Debian's
+	// containerd, kubeforge's kubelet binaries and nothing else).
+	all, state := startCluster(ctx, t, "kfup", "172.31.248.0/24", 4, 1, func(o *harnesslib.Options) {
+		o.NodeImages = map[string]string{"node4": harnesslib.ContainerdImage}
+	})
+	cl := *all
+	cl.Nodes = all.Nodes[:3]
+	cl.Inventory = subsetInventory(t, all, "node1", "node2", "node3")
+	c := &cl
 
 	start := time.Now()
 	out := mustUp(ctx, t, c, state, "--accept-new-host-keys=false")
@@ -252,6 +260,10 @@ func TestUpOneControlPlaneTwoWorkers(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("a host joined with plain kubeadm join starts (the kubelet-config ConfigMap fits cgroup v1)", func(t *testing.T) {
+		kubeadmJoin(ctx, t, all, state, "node4")
+	})
 }
 
 // checkPodsDNSAndService runs a server pod on serverNode behind a ClusterIP Service, and a client pod on clientNode
@@ -332,5 +344,53 @@ func checkBundleRuntime(ctx context.Context, t *testing.T, c *harnesslib.Cluster
 		if !strings.Contains(out, want) {
 			t.Errorf("%s: runtime lacks %q:\n%s", n.Name, want, out)
 		}
+	}
+}
+
+// kubeadmJoin joins the harness host name (with a runtime, not in the inventory) to the cluster with kubeadm's
+// own join, as a user would add a node by hand: kubeforge's kubelet and kubeadm binaries and kubelet unit, the
+// artifacts' images, a token from `kubeadm token create` on the control plane. kubeadm configures the kubelet
+// from the cluster's kubelet-config ConfigMap only, so on this cgroup v1 host the kubelet starts only if the
+// ConfigMap carries failCgroupV1: false. The host has no pod network config, so its Node stays NotReady.
+func kubeadmJoin(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state, name string) {
+	t.Helper()
+	n, _ := c.Node(name)
+	cp, _ := c.Node("node1")
+	art := ArtifactsDir(t)
+	for _, b := range []string{"kubelet", "kubeadm"} {
+		if err := Upload(ctx, c, n, filepath.Join(art, "bin", b), "/usr/bin/"+b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"/usr/lib/systemd/system/kubelet.service", "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf"} {
+		if err := WriteFile(ctx, c, n, f, []byte(MustSSH(ctx, t, c, cp, "root", "cat "+f)+"\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ImportImages(ctx, c, n, art); err != nil {
+		t.Fatal(err)
+	}
+	join := MustSSH(ctx, t, c, cp, "root", "kubeadm token create --ttl 10m --print-join-command --kubeconfig /etc/kubernetes/admin.conf")
+	if !strings.HasPrefix(join, "kubeadm join ") {
+		t.Fatalf("kubeadm token create printed %q", join)
+	}
+	// The harness hosts miss what kubeadm's system checks expect of a VM (kernel config, modules): they are
+	// about the host, not the cluster's config, so they are ignored.
+	out, err := c.SSH(ctx, n, "root", "systemctl daemon-reload && systemctl enable -q kubelet && "+join+" --ignore-preflight-errors=all 2>&1", nil)
+	if err != nil {
+		t.Fatalf("kubeadm join on %s: %v\n%s\nkubelet: %s", name, err, out,
+			MustSSH(ctx, t, c, n, "root", "journalctl -u kubelet -n 20 --no-pager -o cat 2>&1 | tail -20; true"))
+	}
+	cfg := MustSSH(ctx, t, c, n, "root", "grep -E 'failCgroupV1|cgroupDriver' /var/lib/kubelet/config.yaml; systemctl is-active kubelet")
+	if !strings.Contains(cfg, "failCgroupV1: false") || !strings.HasSuffix(cfg, "active") {
+		t.Errorf("%s's kubelet after kubeadm join:\n%s", name, cfg)
+	}
+	kc := clientFor(t, state)
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := kc.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Errorf("no Node %s after kubeadm join: %v", name, err)
 	}
 }
