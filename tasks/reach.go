@@ -127,6 +127,11 @@ func CheckPeerPorts(ctx context.Context, env *Env) error {
 			bySource[pp.from] = append(bySource[pp.from], pp)
 		}
 	}
+	type probe struct {
+		peerPort
+		code string // 0 open, 1 refused, 124 timed out
+	}
+	var probes []probe
 	g, gctx = errgroup.WithContext(ctx)
 	for from, pps := range bySource {
 		g.Go(func() error {
@@ -148,27 +153,64 @@ func CheckPeerPorts(ctx context.Context, env *Env) error {
 					}
 				}
 			}
+			mu.Lock()
+			defer mu.Unlock()
 			for i, pp := range pps {
-				code := codes[i]
-				addr := net.JoinHostPort(pp.to.NodeIP(), strconv.Itoa(pp.port))
-				msg := fmt.Sprintf("%s of %s at %s %s", pp.why, pp.to.Name, addr, peerWord(code))
-				sev := SeverityError
-				if code == "1" && !held[pp.to][pp.port] {
-					sev = SeverityWarning
-					msg += " (or its service restarted since the facts were read)"
-				}
-				env.addCheck(CheckResult{Host: from.Name, ID: "PeerPort", Severity: sev, Passed: code == "0", Message: msg,
-					Fix: "open TCP " + strconv.Itoa(pp.port) + " from " + from.Name + " (" + from.NodeIP() + ") to " + pp.to.Name + " (firewall, security group, routes)"})
+				probes = append(probes, probe{pp, codes[i]})
 			}
 			return nil
 		})
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	// A refusal of a port a service listened on when the facts were read: if the
+	// service still listens, something between the hosts rejects (an error);
+	// if it does not, it restarted meanwhile (a warning).
+	recheck := map[*Host]map[int]bool{}
+	for _, p := range probes {
+		if p.code == "1" && !held[p.to][p.port] {
+			if recheck[p.to] == nil {
+				recheck[p.to] = map[int]bool{}
+			}
+			recheck[p.to][p.port] = true
+		}
+	}
+	stillListening := map[*Host]map[int]bool{}
+	g, gctx = errgroup.WithContext(ctx)
+	for h, ps := range recheck {
+		g.Go(func() error {
+			listening, err := listeningOn(gctx, h, sortedPorts(ps)...)
+			if err != nil {
+				return fmt.Errorf("%s: read its listening ports: %w", h.Name, err)
+			}
+			now := map[int]bool{}
+			for _, p := range listening {
+				now[p] = true
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			stillListening[h] = now
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, p := range probes {
+		addr := net.JoinHostPort(p.to.NodeIP(), strconv.Itoa(p.port))
+		msg := fmt.Sprintf("%s of %s at %s %s", p.why, p.to.Name, addr, peerWord(p.code))
+		sev := SeverityError
+		if p.code == "1" && !held[p.to][p.port] && !stillListening[p.to][p.port] {
+			sev = SeverityWarning
+			msg += " (its service stopped listening since the facts were read)"
+		}
+		env.addCheck(CheckResult{Host: p.from.Name, ID: "PeerPort", Severity: sev, Passed: p.code == "0", Message: msg,
+			Fix: "open TCP " + strconv.Itoa(p.port) + " from " + p.from.Name + " (" + p.from.NodeIP() + ") to " + p.to.Name + " (firewall, security group, routes)"})
+	}
+	return nil
 }
 
-// holdPorts starts a transient unit per port that listens on h's address, and
-// returns the ports that listen within 5 s. None when systemd-run or
-// systemd-socket-activate is missing.
 func holdPorts(ctx context.Context, h *Host, ports []int) (map[int]bool, error) {
 	var script strings.Builder
 	script.WriteString("command -v systemd-run >/dev/null && command -v systemd-socket-activate >/dev/null || exit 0\n")

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/ssh"
 )
 
 // bundleDir makes an artifacts directory with a runtime/VERSIONS (no binaries: decisions only read VERSIONS).
@@ -21,8 +22,11 @@ func bundleDir(t *testing.T) string {
 	return dir
 }
 
+// debianContainerd is `containerd --version` of Debian 12's containerd.
+const debianContainerd = "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+b1"
+
 func TestDecideRuntime(t *testing.T) {
-	debian := "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+b1"
+	debian := debianContainerd
 	for _, tc := range []struct {
 		name      string
 		policy    string
@@ -43,6 +47,8 @@ func TestDecideRuntime(t *testing.T) {
 			facts: Facts{RuntimeVersion: debian, CRISocket: true, CRIReady: true}, install: true, messageIn: "replaces"},
 		{name: "kubeforge's, half installed: finished", policy: inventory.RuntimeInstallIfMissing, bundle: true,
 			facts: Facts{RuntimeMarker: "containerd v2.4.2, runc v1.5.2, CNI plugins v1.9.1"}, install: true},
+		{name: "another runtime holds the socket: never overwritten", policy: inventory.RuntimeInstallAlways, bundle: true,
+			facts: Facts{CRISocket: true}, problem: "not containerd"},
 		{name: "kubeforge's, even with never", policy: inventory.RuntimeInstallNever, bundle: true,
 			facts: Facts{RuntimeMarker: "containerd v2.4.2", CRISocket: true, CRIReady: true}, install: true},
 	} {
@@ -114,7 +120,7 @@ func TestContainerdConfigFollowsHostAndKubelet(t *testing.T) {
 }
 
 func TestCheckRuntimeVersionAndSandbox(t *testing.T) {
-	debian := "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+b1"
+	debian := debianContainerd
 	for _, tc := range []struct {
 		name    string
 		facts   Facts
@@ -166,5 +172,72 @@ func TestCheckRuntimeVersionAndSandbox(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// fullBundle is bundleDir with small stand-ins for the binaries (hashed, never run).
+func fullBundle(t *testing.T) string {
+	dir := bundleDir(t)
+	for _, f := range []string{"bin/containerd", "bin/containerd-shim-runc-v2", "bin/ctr", "bin/runc", "cni/bridge", "cni/host-local", "cni/loopback", "cni/portmap", "cni/macvlan"} {
+		p := filepath.Join(dir, "runtime", f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestRuntimeFilesMarkerAndPlugins(t *testing.T) {
+	env := observedEnv(t, []string{"n1"}, map[string]bool{"n1": true})
+	env.Inv.Cluster.Artifacts = fullBundle(t)
+	env.Inv.SetDefaults()
+	h := env.hostNamed("n1")
+	b, err := env.runtimeBundle()
+	if err != nil || b == nil {
+		t.Fatal(b, err)
+	}
+	paths := func(fs []ssh.File) string { return strings.Join(pathsOf(fs), " ") }
+
+	// The bridge network: only its plugins; the marker names every file, and a replaced runtime once.
+	h.Facts.RuntimeVersion = "containerd github.com/containerd/containerd 1.6.20~ds1"
+	marker, bins, _, err := runtimeFiles(env, h, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := paths(bins); strings.Contains(got, "macvlan") || !strings.Contains(got, "/opt/cni/bin/bridge") || !strings.Contains(got, "/usr/local/sbin/runc") {
+		t.Errorf("bridge network pushes %s", got)
+	}
+	m := string(marker.Data)
+	if !strings.HasPrefix(m, "containerd v2.4.2, runc v1.5.2, CNI plugins v1.9.1\n") || !strings.Contains(m, "\n# replaced: containerd github.com/containerd/containerd 1.6.20~ds1\n") ||
+		!strings.Contains(m, "\n/etc/containerd/config.toml\n") || !strings.Contains(m, "\n/usr/local/bin/ctr\n") {
+		t.Errorf("marker:\n%s", m)
+	}
+	// The next run finds kubeforge's containerd and the marker's record: the same marker.
+	h.Facts.RuntimeMarker, h.Facts.RuntimeReplaced, h.Facts.RuntimeVersion = "containerd v2.4.2, runc v1.5.2, CNI plugins v1.9.1", h.Facts.RuntimeVersion, "containerd github.com/containerd/containerd/v2 v2.4.2 release"
+	again, _, _, err := runtimeFiles(env, h, b)
+	if err != nil || string(again.Data) != m {
+		t.Errorf("the marker changed on the next run (%v):\n%s", err, again.Data)
+	}
+
+	// Another CNI: every plugin, but not over a copy the host has; the marker lists them all either way.
+	env.Inv.Cluster.CNI.Plugin = inventory.CNIManifest
+	h.Facts.CNIPlugins = map[string]bool{"bridge": true}
+	marker, bins, _, err = runtimeFiles(env, h, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := paths(bins); strings.Contains(got, "/opt/cni/bin/bridge") || !strings.Contains(got, "/opt/cni/bin/macvlan") {
+		t.Errorf("another CNI: pushes %s", got)
+	}
+	if !strings.Contains(string(marker.Data), "\n/opt/cni/bin/bridge\n") {
+		t.Errorf("the marker lost a plugin:\n%s", marker.Data)
+	}
+	for p, want := range map[string]bool{"/usr/local/bin/containerd": true, "/etc/containerd/config.toml": true, "/opt/cni/bin/bridge": false, runtimeMarkerPath: false} {
+		if restartsContainerd(p) != want {
+			t.Errorf("restartsContainerd(%s) = %v", p, !want)
+		}
 	}
 }

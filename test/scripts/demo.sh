@@ -65,11 +65,11 @@ fi
 cat >&2 <<MSG
 
 The harness is up.
-  Nodes (systemd + OpenSSH + containerd, on docker network kubeforge-harness):
+  Nodes (bare systemd + OpenSSH hosts: kubeforge up installs containerd from the artifacts; network kubeforge-harness):
 $(sed 's/^/    /' < <("$GO" run ./test/harness status --dir "$HARNESS_DIR" 2>&1))
   Log in:        ssh -F $HARNESS_DIR/ssh_config node1        (user kube has passwordless sudo)
   Inventory:     $INVENTORY
-  Artifacts:     $ARTIFACTS  (bin/, images/*.tar, VERSION: the offline install kubeforge uses)
+  Artifacts:     $ARTIFACTS  (bin/, images/*.tar, runtime/, VERSION: the offline install kubeforge uses)
 MSG
 if ((ran_up)); then
 	cat >&2 <<MSG
