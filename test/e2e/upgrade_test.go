@@ -18,6 +18,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -144,8 +145,17 @@ func loadWebprobe(ctx context.Context, t *testing.T, c *harnesslib.Cluster) {
 // Deployment "web" of 2 replicas behind a Service, with a PodDisruptionBudget
 // of minAvailable 1, and a DaemonSet "probe" (drains leave DaemonSet pods in
 // place) whose pods request the Service's cluster IP every 50 ms.
+//
+// Both request a little CPU, as real workloads do: a BestEffort pod gets
+// cpu.shares 2, so on this machine (every node on the same 2 cores) the
+// image import of upgrade/stage starved the probe on the control plane past
+// its 1 s timeout (CI, 2026-12-02: one request; traced with
+// explainProbeFailures to upgrade/stage on node1), which measured the
+// machine's contention, not the Service's availability.
 func startWebWorkload(ctx context.Context, t *testing.T, kc kubernetes.Interface) {
 	t.Helper()
+	requests := corev1.ResourceRequirements{Requests: corev1.ResourceList{
+		corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("16Mi")}}
 	ns := "upgrade-e2e"
 	if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -160,7 +170,8 @@ func startWebWorkload(ctx context.Context, t *testing.T, kc kubernetes.Interface
 			Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
 				Weight: 100, PodAffinityTerm: corev1.PodAffinityTerm{LabelSelector: &metav1.LabelSelector{MatchLabels: web}, TopologyKey: "kubernetes.io/hostname"}}}}},
 			Containers: []corev1.Container{{Name: "web", Image: webprobeRef, ImagePullPolicy: corev1.PullNever, Args: []string{"serve", ":8080"},
-				Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
+				Resources: requests,
+				Ports:     []corev1.ContainerPort{{ContainerPort: 8080}},
 				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt32(8080)}},
 					PeriodSeconds: 1, FailureThreshold: 1}}},
 		}}}}
@@ -185,7 +196,7 @@ func startWebWorkload(ctx context.Context, t *testing.T, kc kubernetes.Interface
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: probe}, Spec: corev1.PodSpec{
 			Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 			Containers: []corev1.Container{{Name: "probe", Image: webprobeRef, ImagePullPolicy: corev1.PullNever,
-				Args: []string{"probe", "http://" + svc.Spec.ClusterIP + "/"}}},
+				Args: []string{"probe", "http://" + svc.Spec.ClusterIP + "/"}, Resources: requests}},
 		}}}}
 	if _, err := kc.AppsV1().DaemonSets(ns).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -200,8 +211,9 @@ func startWebWorkload(ctx context.Context, t *testing.T, kc kubernetes.Interface
 	var last []string
 	okBefore, failedBefore := -1, -1
 	err = wait.PollUntilContextTimeout(ctx, 5*time.Second, 2*time.Minute, false, func(ctx context.Context) (bool, error) {
-		var ok, failed int
-		ok, failed, last = probeCounts(ctx, t, kc)
+		rep := probeCounts(ctx, t, kc)
+		ok, failed := rep.OK, rep.Failed
+		last = rep.Last
 		quiet := failed == failedBefore && ok > okBefore && okBefore >= 0
 		okBefore, failedBefore = ok, failed
 		return quiet, nil
@@ -212,15 +224,23 @@ func startWebWorkload(ctx context.Context, t *testing.T, kc kubernetes.Interface
 	t.Logf("before the upgrade: the probes' warm-up failures %d (last %v)", failedBefore, last)
 }
 
-// probeCounts sums the probe pods' last report: requests answered, failed,
-// and each pod's last failure.
-func probeCounts(ctx context.Context, t *testing.T, kc kubernetes.Interface) (ok, failed int, last []string) {
+// probeReport is what the probe pods report, summed: requests answered and
+// failed, each pod's last failure, and each node's last 20 failures.
+type probeReport struct {
+	OK, Failed int
+	Last       []string
+	Failures   map[string][]string // node -> "RFC3339Nano error"
+}
+
+// probeCounts reads every probe pod's last report.
+func probeCounts(ctx context.Context, t *testing.T, kc kubernetes.Interface) probeReport {
 	t.Helper()
 	pods, err := kc.CoreV1().Pods("upgrade-e2e").List(ctx, metav1.ListOptions{LabelSelector: "app=probe"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tail := int64(1)
+	rep := probeReport{Failures: map[string][]string{}}
 	for _, p := range pods.Items {
 		if p.Status.Phase != corev1.PodRunning {
 			t.Errorf("probe pod %s on %s is %s: it must run throughout (a restart loses its counts)", p.Name, p.Spec.NodeName, p.Status.Phase)
@@ -243,17 +263,66 @@ func probeCounts(ctx context.Context, t *testing.T, kc kubernetes.Interface) (ok
 		var r struct {
 			OK, Failed int
 			Last       string
+			Failures   []string
 		}
 		if err := json.Unmarshal(b, &r); err != nil {
 			t.Fatalf("probe %s printed %q: %v", p.Name, b, err)
 		}
-		ok += r.OK
-		failed += r.Failed
+		rep.OK += r.OK
+		rep.Failed += r.Failed
 		if r.Last != "" {
-			last = append(last, p.Spec.NodeName+": "+r.Last)
+			rep.Last = append(rep.Last, p.Spec.NodeName+": "+r.Last)
+		}
+		rep.Failures[p.Spec.NodeName] = r.Failures
+	}
+	return rep
+}
+
+// explainProbeFailures logs, for each probe failure after since, what
+// kubeforge was doing then (its run log) and what the probe's node logged
+// (its journal), so that a failed request can be traced to a step.
+func explainProbeFailures(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state string, rep probeReport, since time.Time) {
+	t.Helper()
+	for node, failures := range rep.Failures {
+		for _, f := range failures {
+			at, err := time.Parse(time.RFC3339Nano, strings.SplitN(f, " ", 2)[0])
+			if err != nil || at.Before(since) {
+				continue
+			}
+			var journal string
+			for _, n := range c.Nodes {
+				if n.Name == node {
+					journal = nodeJournal(ctx, c, n, at.Add(-10*time.Second), at.Add(2*time.Second))
+				}
+			}
+			t.Logf("probe failure on %s: %s\nkubeforge's run log from 15 s before:\n%s\n%s's journal from 10 s before:\n%s",
+				node, f, runLogAround(state, at.Add(-15*time.Second), at.Add(2*time.Second)), node, journal)
 		}
 	}
-	return ok, failed, last
+}
+
+// nodeJournal returns the last 80 lines n's journal holds from from to to.
+func nodeJournal(ctx context.Context, c *harnesslib.Cluster, n harnesslib.Node, from, to time.Time) string {
+	out, err := c.SSH(ctx, n, "root", fmt.Sprintf("journalctl -q --no-pager -o short-precise --since @%d --until @%d | tail -n 80",
+		from.Unix(), to.Unix()+1), nil)
+	if err != nil {
+		return err.Error()
+	}
+	return out
+}
+
+// runLogAround returns the lines of kubeforge's run log (<state>/logs/run.log)
+// written between from and to.
+func runLogAround(state string, from, to time.Time) string {
+	b, _ := os.ReadFile(filepath.Join(state, "logs", "run.log"))
+	var lines []string
+	for _, line := range strings.Split(string(b), "\n") {
+		ts, _, ok := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		if at, err := time.Parse(time.RFC3339Nano, ts); ok && err == nil && !at.Before(from) && !at.After(to) {
+			lines = append(lines, line)
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // nodeVersions maps each node to its kubelet's version.
@@ -391,7 +460,7 @@ func TestUpgradeOneControlPlaneTwoWorkers(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("%s did not become Ready again: %v", c.Nodes[2].Name, err)
 	}
-	okBefore, failedBefore, _ := probeCounts(ctx, t, kc)
+	before := probeCounts(ctx, t, kc)
 
 	start := time.Now()
 	stop := interruption{Step: "upgrade/workers", Event: "host-start", Host: c.Nodes[1].Name, Delay: 2 * time.Second, Signal: syscall.SIGINT}
@@ -409,14 +478,15 @@ func TestUpgradeOneControlPlaneTwoWorkers(t *testing.T) {
 		t.Fatalf("the second upgrade exited %d", code)
 	}
 	t.Logf("upgrade 1+2: %s until the stop, %s to finish", firstRun.Round(time.Second), time.Since(start2).Round(time.Second))
-	ok, failed, last := probeCounts(ctx, t, kc)
-	ok, failed = ok-okBefore, failed-failedBefore
+	after := probeCounts(ctx, t, kc)
+	ok, failed, last := after.OK-before.OK, after.Failed-before.Failed, after.Last
 	t.Logf("requests to the web Service during the upgrade: %d answered, %d failed (%.3f%%); last failures: %v",
 		ok, failed, 100*float64(failed)/float64(max(1, ok+failed)), last)
 	// The goal is zero; a failure here says the drain, the PDB or the node's
 	// return broke the workload.
 	if ok == 0 || failed > 0 {
 		t.Errorf("the web Service failed %d of %d requests during the upgrade", failed, ok+failed)
+		explainProbeFailures(ctx, t, c, state, after, start)
 	}
 	checkUpgraded(ctx, t, c, newInv, state, 1)
 	refused(ctx, t, c, "kubeforge does not downgrade", "upgrade", "-i", versionInventory(t, c, oldVersion, oldArtifactsDir(t)), "--state-dir", state)
@@ -430,6 +500,7 @@ type apiWatch struct {
 	polls     int
 	noneSince time.Time
 	longest   time.Duration // with no server answering
+	longestAt time.Time     // when that time began
 	gaps      map[string]time.Duration
 	stop      chan struct{}
 	done      chan struct{}
@@ -483,7 +554,7 @@ func watchAPI(t *testing.T, state string, c *harnesslib.Cluster, cps int) *apiWa
 				case w.noneSince.IsZero():
 					w.noneSince = now
 				case now.Sub(w.noneSince) > w.longest:
-					w.longest = now.Sub(w.noneSince)
+					w.longest, w.longestAt = now.Sub(w.noneSince), w.noneSince
 				}
 				w.mu.Unlock()
 			}
@@ -492,10 +563,10 @@ func watchAPI(t *testing.T, state string, c *harnesslib.Cluster, cps int) *apiWa
 	return w
 }
 
-func (w *apiWatch) Stop() (polls int, longest time.Duration, gaps map[string]time.Duration) {
+func (w *apiWatch) Stop() (polls int, longest time.Duration, longestAt time.Time, gaps map[string]time.Duration) {
 	close(w.stop)
 	<-w.done
-	return w.polls, w.longest, w.gaps
+	return w.polls, w.longest, w.longestAt, w.gaps
 }
 
 // TestUpgradeThreeControlPlanes: a v1.36 cluster of 3 control planes and a
@@ -524,14 +595,18 @@ func TestUpgradeThreeControlPlanes(t *testing.T) {
 	t.Logf("after the kill: %v", nodeVersions(ctx, t, clientFor(t, state)))
 	code, _ := kubeforge(ctx, t, "upgrade", "-i", newInv, "--state-dir", state)
 	took := time.Since(start)
-	polls, longest, gaps := w.Stop()
+	polls, longest, longestAt, gaps := w.Stop()
 	if code != 0 {
 		t.Fatalf("the second upgrade exited %d", code)
 	}
 	t.Logf("upgrade 3+1 (killed once, resumed): %s; API polled %d times from the workstation: longest time with no API server answering %s; per server %v",
 		took.Round(time.Second), polls, longest, gaps)
 	if longest > 0 {
-		t.Errorf("for %s no API server answered", longest)
+		t.Errorf("for %s from %s no API server answered; kubeforge's run log from 15 s before:\n%s", longest,
+			longestAt.UTC().Format(time.RFC3339Nano), runLogAround(state, longestAt.Add(-15*time.Second), longestAt.Add(longest+time.Second)))
+		for _, n := range c.Nodes[:3] {
+			t.Logf("%s's journal from 5 s before:\n%s", n.Name, nodeJournal(ctx, c, n, longestAt.Add(-5*time.Second), longestAt.Add(longest)))
+		}
 	}
 	checkUpgraded(ctx, t, c, newInv, state, 3)
 }

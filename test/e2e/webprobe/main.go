@@ -5,7 +5,8 @@
 //	webprobe serve :8080        answers "ok <hostname>"; on SIGTERM it keeps
 //	                            answering for 5 s (endpoints follow), then stops
 //	webprobe probe URL          GET every 50 ms (1 s timeout); prints one JSON line
-//	                            {"ok":N,"failed":M,"last":"..."} every second
+//	                            {"ok":N,"failed":M,"last":"...","failures":[...]} every
+//	                            second (failures: the last 20, with their times)
 package main
 
 import (
@@ -58,12 +59,13 @@ func probe(url string) {
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	var ok, failed int
 	last := ""
+	var failures []string
 	report := time.NewTicker(time.Second)
 	tick := time.NewTicker(50 * time.Millisecond)
 	for {
 		select {
 		case <-report.C:
-			b, _ := json.Marshal(map[string]any{"ok": ok, "failed": failed, "last": last})
+			b, _ := json.Marshal(map[string]any{"ok": ok, "failed": failed, "last": last, "failures": failures})
 			fmt.Println(string(b))
 		case <-tick.C:
 			resp, err := client.Get(url)
@@ -75,7 +77,10 @@ func probe(url string) {
 			}
 			if err != nil {
 				failed++
-				last = time.Now().UTC().Format(time.RFC3339) + " " + err.Error()
+				last = time.Now().UTC().Format(time.RFC3339Nano) + " " + err.Error()
+				if failures = append(failures, last); len(failures) > 20 {
+					failures = failures[1:]
+				}
 				continue
 			}
 			ok++
