@@ -171,6 +171,8 @@ type EndpointStats struct {
 	Normalised   int64    `json:"normalised"`
 	Modelled     int64    `json:"modelled"`
 	Unrecorded   int64    `json:"unrecorded"`
+	MaxCmdBytes  int64    `json:"maxCmdBytes"`
+	OverArgMax   int64    `json:"overArgMax"` // commands longer than a real sshd can exec (MAX_ARG_STRLEN)
 	SFTPSessions int64    `json:"sftpSessions"`
 	SFTPFiles    int64    `json:"sftpFiles"`
 	SFTPBytes    int64    `json:"sftpBytes"`
@@ -196,7 +198,7 @@ func (e *Endpoint) snapshot() EndpointStats {
 		Conns: s.Conns.Load(), Handshakes: s.Handshakes.Load(), Refused: s.Refused.Load(), Failed: s.Failed.Load(),
 		AuthRejected: s.AuthRejected.Load(), Commands: s.Commands.Load(), Exact: s.Exact.Load(),
 		Normalised: s.Normalised.Load(), Modelled: s.Modelled.Load(), Unrecorded: s.Unrecorded.Load(),
-		SFTPSessions: s.SFTPSessions.Load(), SFTPFiles: s.SFTPFiles.Load(), SFTPBytes: s.SFTPBytes.Load(), Samples: samples}
+		MaxCmdBytes: s.MaxCmdBytes.Load(), OverArgMax: s.OverArgMax.Load(), SFTPSessions: s.SFTPSessions.Load(), SFTPFiles: s.SFTPFiles.Load(), SFTPBytes: s.SFTPBytes.Load(), Samples: samples}
 }
 
 // Summary returns every endpoint's statistics and their total.
@@ -217,6 +219,8 @@ func (f *Fleet) Summary() Summary {
 		t.Normalised += s.Normalised
 		t.Modelled += s.Modelled
 		t.Unrecorded += s.Unrecorded
+		t.MaxCmdBytes = max(t.MaxCmdBytes, s.MaxCmdBytes)
+		t.OverArgMax += s.OverArgMax
 		t.SFTPSessions += s.SFTPSessions
 		t.SFTPFiles += s.SFTPFiles
 		t.SFTPBytes += s.SFTPBytes

@@ -80,10 +80,16 @@ type Stats struct {
 	Normalised   atomic.Int64 // ...answered from a recorded command after normalisation
 	Modelled     atomic.Int64 // ...answered by the network model
 	Unrecorded   atomic.Int64 // ...answered exit 127
+	MaxCmdBytes  atomic.Int64 // the longest command
+	OverArgMax   atomic.Int64 // commands a real sshd could not run (longer than Linux's MAX_ARG_STRLEN)
 	SFTPSessions atomic.Int64
 	SFTPFiles    atomic.Int64 // files written and closed
 	SFTPBytes    atomic.Int64 // bytes received over SFTP
 }
+
+// maxArgStrlen is Linux's limit on one argument (MAX_ARG_STRLEN, 32 pages, with its NUL): sshd runs a
+// command as `$SHELL -c COMMAND`, so a longer command fails there with E2BIG.
+const maxArgStrlen = 32 * 4096
 
 // NewFleet makes the endpoints' keys and listeners; Serve starts answering.
 func NewFleet(o Options) (*Fleet, error) {
@@ -271,6 +277,14 @@ func (f *Fleet) session(e *Endpoint, user string, ch ssh.Channel, reqs <-chan *s
 // exec answers one command and returns its exit status.
 func (f *Fleet) exec(e *Endpoint, ch ssh.Channel, cmd string) int {
 	e.Stats.Commands.Add(1)
+	for n := int64(len(cmd)); ; {
+		if m := e.Stats.MaxCmdBytes.Load(); n <= m || e.Stats.MaxCmdBytes.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	if len(cmd) >= maxArgStrlen {
+		e.Stats.OverArgMax.Add(1)
+	}
 	go io.Copy(io.Discard, ch) // stdin, if any
 	if out, ok := f.model(e, unwrapShell(cmd)); ok {
 		e.Stats.Modelled.Add(1)

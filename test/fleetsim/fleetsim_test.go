@@ -106,6 +106,9 @@ func fleetProblems(f *Fleet, events []event) map[string][]string {
 		if s.Unrecorded > 0 {
 			add(e.Name, "%d unrecorded commands: %q", s.Unrecorded, s.Samples)
 		}
+		if s.OverArgMax > 0 {
+			add(e.Name, "%d commands too long for a real sshd (longest %d bytes)", s.OverArgMax, s.MaxCmdBytes)
+		}
 		for _, step := range []string{"connect", "facts", "preflight/host"} {
 			if r := ended[step][e.Name]; len(r) != 1 || (r[0] != "ok " && r[0] != "changed ") {
 				add(e.Name, "step %s ended %q (want once, ok)", step, r)
@@ -165,7 +168,8 @@ func TestPreflightOnASimulatedFleet(t *testing.T) {
 		t.Errorf("%d peer-port checks, want %d", peer, want)
 	}
 	sum := f.Summary().Total
-	t.Logf("fleet: %d commands (%d exact, %d normalised, %d modelled), %d unrecorded", sum.Commands, sum.Exact, sum.Normalised, sum.Modelled, sum.Unrecorded)
+	t.Logf("fleet: %d commands (%d exact, %d normalised, %d modelled), %d unrecorded, the longest %d bytes",
+		sum.Commands, sum.Exact, sum.Normalised, sum.Modelled, sum.Unrecorded, sum.MaxCmdBytes)
 }
 
 // The checks must see an endpoint that refuses: kubeforge's connect fails on it alone, and the
