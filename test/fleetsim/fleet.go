@@ -282,8 +282,11 @@ func (f *Fleet) exec(e *Endpoint, ch ssh.Channel, cmd string) int {
 			break
 		}
 	}
-	if len(cmd) >= maxArgStrlen {
+	if len(cmd) >= maxArgStrlen { // as OpenSSH's session.c: execve fails, perror(shell), exit 1
 		e.Stats.OverArgMax.Add(1)
+		fmt.Fprintf(ch.Stderr(), "/bin/sh: Argument list too long (fleetsim: a real sshd runs the command as one argument "+
+			"of the user's shell, and Linux limits one argument to %d bytes; this one has %d)\n", maxArgStrlen-1, len(cmd))
+		return 1
 	}
 	go io.Copy(io.Discard, ch) // stdin, if any
 	if out, ok := f.model(e, unwrapShell(cmd)); ok {

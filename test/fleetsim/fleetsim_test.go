@@ -231,3 +231,23 @@ func TestUnrecordedCommandsAreCountedAndAnswered127(t *testing.T) {
 		t.Errorf("stats: %d unrecorded, samples %q", s.Unrecorded, s.Samples)
 	}
 }
+
+// A command too long for one argument fails as it would on a real sshd, whatever was recorded.
+func TestCommandsTooLongForSSHDFailAsThere(t *testing.T) {
+	f, _ := startFleet(t, Options{N: 1, ControlPlanes: 1, Base: netip.MustParseAddr("127.7.12.1")})
+	e := f.Endpoints[0]
+	sess, err := dialEndpoint(t, f, e).NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	sess.Stderr = &stderr
+	err = sess.Run("sh -c 'true " + strings.Repeat("x", maxArgStrlen) + "'")
+	var ee interface{ ExitStatus() int }
+	if !errors.As(err, &ee) || ee.ExitStatus() != 1 || !strings.Contains(stderr.String(), "Argument list too long") {
+		t.Errorf("a %d-byte command: err %v, stderr %q; want exit 1, Argument list too long", maxArgStrlen, err, stderr.String())
+	}
+	if s := e.snapshot(); s.OverArgMax != 1 || s.Unrecorded != 0 {
+		t.Errorf("stats: %d over the limit, %d unrecorded; want 1, 0", s.OverArgMax, s.Unrecorded)
+	}
+}

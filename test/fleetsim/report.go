@@ -141,6 +141,11 @@ func writeReport(w io.Writer, byN map[int][]benchRun) {
 		fmt.Fprintf(w, " T(%d)/T(%d) = %.2f for %.1f× the hosts.", hi.n, lo.n, hi.wall/lo.wall, float64(hi.n)/float64(lo.n))
 	}
 	fmt.Fprintln(w)
+	if len(rows) > 1 {
+		lo, hi := rows[0], rows[len(rows)-1]
+		fmt.Fprintf(w, "- kubeforge's CPU time (less disturbed by other load than wall time): T(%d)/T(%d) = %.2f for %.1f× the hosts.\n",
+			hi.n, lo.n, hi.cpu/lo.cpu, float64(hi.n)/float64(lo.n))
+	}
 	ra, rb, _ := fit(xs, rsss)
 	fmt.Fprintf(w, "- Memory: %.0f MB + %.1f MB per 100 hosts (linear fit).\n", ra, rb*100)
 	var longest []string
