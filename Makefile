@@ -15,7 +15,7 @@ OLD_VERSION := v1.36.3
 ARTIFACTS_OLD ?= $(CURDIR)/.cache/artifacts-$(OLD_VERSION)
 HARNESS_DIR ?= $(CURDIR)/.harness
 
-.PHONY: all build test unit integration parity e2e e2e-interrupt-matrix e2e-upgrade-matrix demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime clean
+.PHONY: all build test unit integration parity e2e e2e-interrupt-matrix e2e-upgrade-matrix demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime bench-fleet clean
 
 all: build
 
@@ -89,6 +89,11 @@ bench-runtime: build artifacts node-image
 # backup and restore times against etcd's database size, on a real 1+1 harness cluster (docs/benchmarks.md, P4)
 bench-restore: build artifacts node-image
 	bash test/scripts/bench-restore.sh
+
+# kubeforge's preflight (connect + facts + preflight) against a SIMULATED fleet of 100, 300 and 1000 hosts
+# (test/fleetsim, one process on loopback): wall time and peak RSS of the orchestrator, not of Kubernetes.
+bench-fleet: build
+	GO=$(GO) KUBEFORGE=$(CURDIR)/$(BIN) bash test/scripts/bench-fleet.sh
 
 clean:
 	rm -rf bin
