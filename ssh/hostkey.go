@@ -44,20 +44,48 @@ func (e *HostKeyError) Error() string {
 func (e *HostKeyError) Unwrap() error { return e.Err }
 
 // hostKeys builds host key callbacks and records accepted keys. One per pool, so writes are serialized.
+// The known_hosts files are parsed once per pool, not once per dial (at 1,000 hosts re-parsing a file of
+// 1,000 lines on every dial was most of the connect step's CPU and of the process's heap), and parsed again
+// when one of them changed (by stat: size and modification time) or the pool recorded a key.
 type hostKeys struct {
-	mu sync.Mutex
+	mu     sync.Mutex
+	parsed map[string]xssh.HostKeyCallback // files and their stats -> the callback of knownhosts.New
+	parses int                             // how many times files were parsed (tests)
+}
+
+// known returns the known_hosts callback for files, parsing them only when the pool has not yet, or when
+// one of them changed since. Called with h.mu held.
+func (h *hostKeys) known(files []string, stats []os.FileInfo) (xssh.HostKeyCallback, error) {
+	var key strings.Builder
+	for i, f := range files {
+		fmt.Fprintf(&key, "%s\x00%d\x00%d\x00", f, stats[i].Size(), stats[i].ModTime().UnixNano())
+	}
+	if cb, ok := h.parsed[key.String()]; ok {
+		return cb, nil
+	}
+	h.parses++
+	cb, err := knownhosts.New(files...)
+	if err != nil {
+		return nil, err
+	}
+	if h.parsed == nil {
+		h.parsed = map[string]xssh.HostKeyCallback{}
+	}
+	h.parsed[key.String()] = cb
+	return cb, nil
 }
 
 // callback returns the HostKeyCallback for cfg and the host key algorithms to ask for
 // (those of the keys already known for the host, so a known host is checked against its recorded key type).
 func (h *hostKeys) callback(cfg *Config) (xssh.HostKeyCallback, []string, error) {
 	var files []string
+	var stats []os.FileInfo
 	for _, f := range append(slices.Clone(cfg.KnownHostsFiles), cfg.KnownHostsWrite) {
 		if f == "" || slices.Contains(files, f) {
 			continue
 		}
-		if _, err := os.Stat(f); err == nil {
-			files = append(files, f)
+		if st, err := os.Stat(f); err == nil {
+			files, stats = append(files, f), append(stats, st)
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return nil, nil, fmt.Errorf("read known_hosts %s: %w", f, err)
 		}
@@ -66,7 +94,7 @@ func (h *hostKeys) callback(cfg *Config) (xssh.HostKeyCallback, []string, error)
 	var known xssh.HostKeyCallback
 	var err error
 	if len(files) > 0 {
-		known, err = knownhosts.New(files...)
+		known, err = h.known(files, stats)
 	}
 	h.mu.Unlock()
 	if err != nil {
@@ -126,6 +154,7 @@ func (h *hostKeys) record(file, addr string, key xssh.PublicKey) error {
 	if err := writeFileAtomic(file, data, 0o600); err != nil {
 		return fmt.Errorf("record host key in %s: %w", file, err)
 	}
+	clear(h.parsed) // the next dial reads the new key even where the file's stat looks the same
 	return nil
 }
 

@@ -1339,3 +1339,57 @@ func TestLostBastionIsRedialled(t *testing.T) {
 		t.Errorf("bastion tunnels = %d, want 2 (the redial went through it)", got)
 	}
 }
+
+// The known_hosts files are parsed once per pool, and again when one changes:
+// a key replaced in the file is seen by the next dial.
+func TestKnownHostsParsedOnceAndReread(t *testing.T) {
+	a, _, err := sshtest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := sshtest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "known_hosts")
+	write := func(k xssh.Signer, at time.Time) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(knownhosts.Line([]string{"[127.0.0.1]:2222"}, k.PublicKey())+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(file, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	write(a, now)
+	cfg := &Config{Host: "node1", Address: "127.0.0.1", Port: 2222, KnownHostsFiles: []string{file}, Logger: slog.New(slog.DiscardHandler)}
+	var h hostKeys
+	for i := range 3 {
+		cb, _, err := h.callback(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cb("", nil, a.PublicKey()); err != nil {
+			t.Fatalf("dial %d: the recorded key is refused: %v", i, err)
+		}
+	}
+	if h.parses != 1 {
+		t.Errorf("3 dials parsed the unchanged file %d times, want once", h.parses)
+	}
+	write(b, now.Add(time.Second)) // the host was reinstalled and its line replaced
+	cb, _, err := h.callback(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hk *HostKeyError
+	if err := cb("", nil, a.PublicKey()); !errors.As(err, &hk) || !hk.Changed {
+		t.Errorf("after the file changed, the old key: %v; want a changed-key error", err)
+	}
+	if err := cb("", nil, b.PublicKey()); err != nil {
+		t.Errorf("after the file changed, the new key is refused: %v", err)
+	}
+	if h.parses != 2 {
+		t.Errorf("the changed file was parsed %d times in all, want 2", h.parses)
+	}
+}
