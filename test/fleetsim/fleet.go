@@ -227,21 +227,27 @@ func (f *Fleet) handle(e *Endpoint, c net.Conn) {
 	c.SetDeadline(time.Time{})
 	e.Stats.Handshakes.Add(1)
 	go ssh.DiscardRequests(reqs) // keepalive@openssh.com: answered "not understood", as by OpenSSH
+	serveSessions(chans, "fleetsim", func(ch ssh.Channel, reqs <-chan *ssh.Request) { f.session(e, sc.User(), ch, reqs) })
+}
+
+// serveSessions accepts a connection's session channels (and rejects any other kind, as who says what) and
+// serves each with serve in its own goroutine, until the connection ends and every session is done.
+func serveSessions(chans <-chan ssh.NewChannel, who string, serve func(ssh.Channel, <-chan *ssh.Request)) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
-			nc.Reject(ssh.UnknownChannelType, "fleetsim: only session channels")
+			nc.Reject(ssh.UnknownChannelType, who+": only session channels")
 			continue
 		}
-		ch, creqs, err := nc.Accept()
+		ch, reqs, err := nc.Accept()
 		if err != nil {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f.session(e, sc.User(), ch, creqs)
+			serve(ch, reqs)
 		}()
 	}
 }

@@ -252,26 +252,12 @@ func (r *recorder) proxy(u *upstream, c net.Conn, cfg *ssh.ServerConfig) error {
 		return fmt.Errorf("connect to %s: %w", u.addr, err)
 	}
 	defer upc.Close()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for nc := range chans {
-		if nc.ChannelType() != "session" {
-			nc.Reject(ssh.UnknownChannelType, "fleetsim record: only session channels")
-			continue
+	serveSessions(chans, "fleetsim record", func(ch ssh.Channel, reqs <-chan *ssh.Request) {
+		defer ch.Close()
+		if err := u.session(upc, sc.User(), ch, reqs); err != nil {
+			fmt.Fprintf(os.Stderr, "fleetsim record: %s: %v\n", u.name, err)
 		}
-		ch, creqs, err := nc.Accept()
-		if err != nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer ch.Close()
-			if err := u.session(upc, sc.User(), ch, creqs); err != nil {
-				fmt.Fprintf(os.Stderr, "fleetsim record: %s: %v\n", u.name, err)
-			}
-		}()
-	}
+	})
 	return nil
 }
 
