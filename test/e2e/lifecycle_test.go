@@ -76,6 +76,7 @@ func subsetInventory(t testing.TB, c *harnesslib.Cluster, names ...string) strin
 	return p
 }
 
+// readyNodes maps each Node to whether it is Ready, as kubeforge judges it.
 func readyNodes(ctx context.Context, kc kubernetes.Interface) map[string]bool {
 	out := map[string]bool{}
 	nodes, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
@@ -86,6 +87,15 @@ func readyNodes(ctx context.Context, kc kubernetes.Interface) map[string]bool {
 		for _, c := range n.Status.Conditions {
 			if c.Type == corev1.NodeReady {
 				out[n.Name] = c.Status == corev1.ConditionTrue
+			}
+		}
+		// Ready as kubeforge judges it: the node lifecycle controller has also
+		// lifted its not-ready and unreachable taints (seconds after the
+		// condition; CI on 2026-12-02 started an upgrade in between, which
+		// refused the node).
+		for _, tn := range n.Spec.Taints {
+			if tn.Key == corev1.TaintNodeNotReady || tn.Key == corev1.TaintNodeUnreachable {
+				out[n.Name] = false
 			}
 		}
 	}

@@ -493,18 +493,26 @@ func TestUpgradeOneControlPlaneTwoWorkers(t *testing.T) {
 }
 
 // apiWatch polls every control plane's API server (/readyz, from the
-// workstation) every 200 ms until stopped, and records the longest time no
-// server answered and each server's own longest gap.
+// workstation, all at once) every 200 ms until stopped, and records the
+// longest time no server answered, the servers' errors then, and each
+// server's own longest gap. A server answers when /readyz says ok within
+// apiAnswerTimeout: an answer that is slow because every node shares this
+// machine's 2 cores is still an answer (CI on 2026-12-02 saw all three take
+// over 1 s, the former timeout, while upgrade/stage imported images on every
+// node); a refused connection or a not-ready server is not.
 type apiWatch struct {
-	mu        sync.Mutex
-	polls     int
-	noneSince time.Time
-	longest   time.Duration // with no server answering
-	longestAt time.Time     // when that time began
-	gaps      map[string]time.Duration
-	stop      chan struct{}
-	done      chan struct{}
+	mu         sync.Mutex
+	polls      int
+	noneSince  time.Time
+	longest    time.Duration // with no server answering
+	longestAt  time.Time     // when that time began
+	longestErr []string      // the servers' errors at its end
+	gaps       map[string]time.Duration
+	stop       chan struct{}
+	done       chan struct{}
 }
+
+const apiAnswerTimeout = 5 * time.Second
 
 func watchAPI(t *testing.T, state string, c *harnesslib.Cluster, cps int) *apiWatch {
 	t.Helper()
@@ -513,7 +521,7 @@ func watchAPI(t *testing.T, state string, c *harnesslib.Cluster, cps int) *apiWa
 	for _, n := range c.Nodes[:cps] {
 		cfg := restConfig(t, state)
 		cfg.Host = "https://" + n.Address + ":6443"
-		cfg.Timeout = time.Second
+		cfg.Timeout = apiAnswerTimeout
 		kc, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -530,23 +538,36 @@ func watchAPI(t *testing.T, state string, c *harnesslib.Cluster, cps int) *apiWa
 			case <-w.stop:
 				return
 			case now := <-tick.C:
-				anyUp := false
+				errs := map[string]error{}
+				var mu sync.Mutex
+				var wg sync.WaitGroup
 				for name, kc := range clients {
-					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-					_, err := kc.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-					cancel()
-					w.mu.Lock()
+					wg.Go(func() {
+						ctx, cancel := context.WithTimeout(context.Background(), apiAnswerTimeout)
+						defer cancel()
+						_, err := kc.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+						mu.Lock()
+						errs[name] = err
+						mu.Unlock()
+					})
+				}
+				wg.Wait()
+				w.mu.Lock()
+				anyUp := false
+				var failed []string
+				for name, err := range errs {
 					if err == nil {
 						anyUp = true
 						delete(down, name)
-					} else if down[name].IsZero() {
+						continue
+					}
+					failed = append(failed, fmt.Sprintf("%s: %v", name, err))
+					if down[name].IsZero() {
 						down[name] = now
 					} else if d := now.Sub(down[name]); d > w.gaps[name] {
 						w.gaps[name] = d
 					}
-					w.mu.Unlock()
 				}
-				w.mu.Lock()
 				w.polls++
 				switch {
 				case anyUp:
@@ -554,7 +575,7 @@ func watchAPI(t *testing.T, state string, c *harnesslib.Cluster, cps int) *apiWa
 				case w.noneSince.IsZero():
 					w.noneSince = now
 				case now.Sub(w.noneSince) > w.longest:
-					w.longest, w.longestAt = now.Sub(w.noneSince), w.noneSince
+					w.longest, w.longestAt, w.longestErr = now.Sub(w.noneSince), w.noneSince, failed
 				}
 				w.mu.Unlock()
 			}
@@ -563,10 +584,10 @@ func watchAPI(t *testing.T, state string, c *harnesslib.Cluster, cps int) *apiWa
 	return w
 }
 
-func (w *apiWatch) Stop() (polls int, longest time.Duration, longestAt time.Time, gaps map[string]time.Duration) {
+func (w *apiWatch) Stop() (polls int, longest time.Duration, longestAt time.Time, longestErr []string, gaps map[string]time.Duration) {
 	close(w.stop)
 	<-w.done
-	return w.polls, w.longest, w.longestAt, w.gaps
+	return w.polls, w.longest, w.longestAt, w.longestErr, w.gaps
 }
 
 // TestUpgradeThreeControlPlanes: a v1.36 cluster of 3 control planes and a
@@ -595,15 +616,15 @@ func TestUpgradeThreeControlPlanes(t *testing.T) {
 	t.Logf("after the kill: %v", nodeVersions(ctx, t, clientFor(t, state)))
 	code, _ := kubeforge(ctx, t, "upgrade", "-i", newInv, "--state-dir", state)
 	took := time.Since(start)
-	polls, longest, longestAt, gaps := w.Stop()
+	polls, longest, longestAt, longestErr, gaps := w.Stop()
 	if code != 0 {
 		t.Fatalf("the second upgrade exited %d", code)
 	}
 	t.Logf("upgrade 3+1 (killed once, resumed): %s; API polled %d times from the workstation: longest time with no API server answering %s; per server %v",
 		took.Round(time.Second), polls, longest, gaps)
 	if longest > 0 {
-		t.Errorf("for %s from %s no API server answered; kubeforge's run log from 15 s before:\n%s", longest,
-			longestAt.UTC().Format(time.RFC3339Nano), runLogAround(state, longestAt.Add(-15*time.Second), longestAt.Add(longest+time.Second)))
+		t.Errorf("for %s from %s no API server answered (%s); kubeforge's run log from 15 s before:\n%s", longest,
+			longestAt.UTC().Format(time.RFC3339Nano), strings.Join(longestErr, "; "), runLogAround(state, longestAt.Add(-15*time.Second), longestAt.Add(longest+time.Second)))
 		for _, n := range c.Nodes[:3] {
 			t.Logf("%s's journal from 5 s before:\n%s", n.Name, nodeJournal(ctx, c, n, longestAt.Add(-5*time.Second), longestAt.Add(longest)))
 		}

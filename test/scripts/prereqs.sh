@@ -6,6 +6,7 @@
 #     breaks every `docker run --privileged`) and makes it dockerd's default runtime
 #   - starts dockerd when it is not answering (no systemd needed)
 #   - raises fs.inotify.max_user_instances (each systemd node needs several)
+#   - fences the harness networks: nothing they route may leave this machine (iptables DOCKER-USER)
 set -euo pipefail
 
 log() { printf '[prereqs] %s\n' "$*" >&2; }
@@ -106,11 +107,22 @@ if (($(sysctl -n fs.inotify.max_user_watches) < 524288)); then
 	sysctl -qw fs.inotify.max_user_watches=524288
 fi
 
+# --- egress fence -----------------------------------------------------------------------------------------
+# The test hosts talk to each other and to this machine only: nothing routed from a harness network (a docker
+# bridge br-*) may leave through another interface. Without this, a pod's request to a Service IP that its
+# node's kube-proxy has not programmed yet goes out of this machine's default route.
+fence() {
+	iptables -C DOCKER-USER -i br-+ ! -o br-+ -j DROP 2>/dev/null && return 0
+	iptables -I DOCKER-USER -i br-+ ! -o br-+ -j DROP || die "could not add the harness egress rule to DOCKER-USER"
+	log "harness networks may not send outside this machine (iptables DOCKER-USER -i br-+ ! -o br-+ -j DROP)"
+}
+
 # --- dockerd ----------------------------------------------------------------------------------------------
 docker_ok() { timeout 10 docker info >/dev/null 2>&1; }
 runtime_ok() { [[ "$(timeout 10 docker info --format '{{.DefaultRuntime}}' 2>/dev/null)" == kubeforge-runc ]]; }
 if docker_ok && runtime_ok; then
 	log "dockerd is running with default runtime kubeforge-runc"
+	fence
 	exit 0
 fi
 if docker_ok; then
@@ -120,6 +132,7 @@ if docker_ok; then
 	for _ in $(seq 1 20); do runtime_ok && break; sleep 0.5; done
 	runtime_ok || die "dockerd does not use kubeforge-runc after reload; restart dockerd (see $DAEMON_JSON)"
 	log "dockerd is running with default runtime kubeforge-runc"
+	fence
 	exit 0
 fi
 if [[ "$(ps -p 1 -o comm= 2>/dev/null)" == systemd ]] && command -v systemctl >/dev/null; then
@@ -134,3 +147,4 @@ for _ in $(seq 1 60); do docker_ok && break; sleep 0.5; done
 docker_ok || die "dockerd did not answer within 30s; see $DOCKERD_LOG"
 runtime_ok || die "dockerd's default runtime is not kubeforge-runc; see $DAEMON_JSON"
 log "dockerd is running with default runtime kubeforge-runc"
+fence
