@@ -76,13 +76,14 @@ func WaitNodesRegistered(ctx context.Context, env *Env) error {
 
 // WaitNodesReady waits until every host's Node is Ready.
 func WaitNodesReady(ctx context.Context, env *Env) error {
-	return env.waitNodes(ctx, "Ready", nodeReady)
+	return env.waitNodes(ctx, "Ready", NodeReady)
 }
 
-// nodeReady: the Ready condition is true and the node lifecycle controller
-// has lifted its not-ready and unreachable taints, so the kubelet admits pods
-// (it refuses those that do not tolerate a NoExecute taint).
-func nodeReady(n *corev1.Node) bool {
+// NodeReady reports whether n is Ready as kubeforge judges it: the Ready
+// condition is true and the node lifecycle controller has lifted its
+// not-ready and unreachable taints, so the kubelet admits pods (it refuses
+// those that do not tolerate a NoExecute taint).
+func NodeReady(n *corev1.Node) bool {
 	for _, t := range n.Spec.Taints {
 		if t.Key == corev1.TaintNodeNotReady || t.Key == corev1.TaintNodeUnreachable {
 			return false

@@ -231,8 +231,8 @@ func TestNodeReadyWaitsForTheLifecycleTaintsToGo(t *testing.T) {
 			Spec:   corev1.NodeSpec{Taints: []corev1.Taint{{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule}}},
 			Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{ready}}}, true},
 	} {
-		if got := nodeReady(&tc.node); got != tc.ready {
-			t.Errorf("%s: nodeReady = %v", tc.name, got)
+		if got := NodeReady(&tc.node); got != tc.ready {
+			t.Errorf("%s: NodeReady = %v", tc.name, got)
 		}
 	}
 }

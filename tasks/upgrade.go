@@ -136,7 +136,7 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 		}
 		u.Running[h.Name] = running
 		ours := n.Annotations[UpgradeCordonAnnotation] != ""
-		if !nodeReady(n) && !ours {
+		if !NodeReady(n) && !ours {
 			problems = append(problems, h.Name+" is not Ready")
 		}
 		for _, c := range n.Status.Conditions {
@@ -699,8 +699,8 @@ func (e *Env) waitNodeVersion(ctx context.Context, h *Host, version string) erro
 			last = err.Error()
 			return false, nil
 		}
-		last = fmt.Sprintf("kubelet %s, Ready %v", n.Status.NodeInfo.KubeletVersion, nodeReady(n))
-		return nodeReady(n) && n.Status.NodeInfo.KubeletVersion == version, nil
+		last = fmt.Sprintf("kubelet %s, Ready %v", n.Status.NodeInfo.KubeletVersion, NodeReady(n))
+		return NodeReady(n) && n.Status.NodeInfo.KubeletVersion == version, nil
 	})
 	if err != nil {
 		return fmt.Errorf("node %s is not Ready on %s after %s (%s); the node stays cordoned: look at `journalctl -u kubelet` on it, fix, and run upgrade again",
@@ -753,8 +753,8 @@ func VerifyUpgrade(ctx context.Context, env *Env) error {
 		if err != nil {
 			return fmt.Errorf("get node %s: %w", h.Name, err)
 		}
-		if v := n.Status.NodeInfo.KubeletVersion; v != u.To || !nodeReady(n) || n.Spec.Unschedulable && n.Annotations[UpgradeCordonAnnotation] != "" {
-			problems = append(problems, fmt.Sprintf("%s: kubelet %s, Ready %v, cordoned %v", h.Name, v, nodeReady(n), n.Spec.Unschedulable))
+		if v := n.Status.NodeInfo.KubeletVersion; v != u.To || !NodeReady(n) || n.Spec.Unschedulable && n.Annotations[UpgradeCordonAnnotation] != "" {
+			problems = append(problems, fmt.Sprintf("%s: kubelet %s, Ready %v, cordoned %v", h.Name, v, NodeReady(n), n.Spec.Unschedulable))
 		}
 		if !h.IsControlPlane() {
 			continue

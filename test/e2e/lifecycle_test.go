@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kubeforge/kubeforge/tasks"
 	"github.com/kubeforge/kubeforge/test/harnesslib"
 )
 
@@ -76,28 +77,16 @@ func subsetInventory(t testing.TB, c *harnesslib.Cluster, names ...string) strin
 	return p
 }
 
-// readyNodes maps each Node to whether it is Ready, as kubeforge judges it.
+// readyNodes maps each Node to whether it is Ready, as kubeforge judges it
+// (condition true, not-ready and unreachable taints lifted).
 func readyNodes(ctx context.Context, kc kubernetes.Interface) map[string]bool {
 	out := map[string]bool{}
 	nodes, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return out
 	}
-	for _, n := range nodes.Items {
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady {
-				out[n.Name] = c.Status == corev1.ConditionTrue
-			}
-		}
-		// Ready as kubeforge judges it: the node lifecycle controller has also
-		// lifted its not-ready and unreachable taints (seconds after the
-		// condition; CI on 2026-12-02 started an upgrade in between, which
-		// refused the node).
-		for _, tn := range n.Spec.Taints {
-			if tn.Key == corev1.TaintNodeNotReady || tn.Key == corev1.TaintNodeUnreachable {
-				out[n.Name] = false
-			}
-		}
+	for i := range nodes.Items {
+		out[nodes.Items[i].Name] = tasks.NodeReady(&nodes.Items[i])
 	}
 	return out
 }

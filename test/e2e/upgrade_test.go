@@ -290,10 +290,8 @@ func explainProbeFailures(ctx context.Context, t *testing.T, c *harnesslib.Clust
 				continue
 			}
 			var journal string
-			for _, n := range c.Nodes {
-				if n.Name == node {
-					journal = nodeJournal(ctx, c, n, at.Add(-10*time.Second), at.Add(2*time.Second))
-				}
+			if n, ok := c.Node(node); ok {
+				journal = nodeJournal(ctx, c, n, at.Add(-10*time.Second), at.Add(2*time.Second))
 			}
 			t.Logf("probe failure on %s: %s\nkubeforge's run log from 15 s before:\n%s\n%s's journal from 10 s before:\n%s",
 				node, f, runLogAround(state, at.Add(-15*time.Second), at.Add(2*time.Second)), node, journal)
