@@ -143,6 +143,11 @@ func (r *Runner) step(ctx context.Context, env *tasks.Env, s Step, sink EventSin
 		}
 		errs = append(errs, r.hosts(ctx, env, s, sink, failed, batch)...)
 	}
+	if s.After != nil {
+		actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute) // also after a timeout or a cancel
+		errs = append(errs, s.After(actx, env, hosts))
+		acancel()
+	}
 	err := errors.Join(errs...)
 	sink.Event(Event{Type: EventStepEnd, Step: s.Name, Result: resultOf(err), Duration: time.Since(start), Err: err})
 	return err

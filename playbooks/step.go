@@ -37,6 +37,10 @@ type Step struct {
 	// BeforeBatch runs before each batch's hosts start (the upgrade cordons
 	// the whole batch before draining any of it).
 	BeforeBatch tasks.BatchFunc
+	// After runs once the step's hosts have finished, whatever their
+	// outcome, with all the step's hosts (the artifacts step stops the peer
+	// servers it started). Its error fails the step.
+	After tasks.BatchFunc
 	// ReadOnly marks the steps that only look (connect, facts, preflight, the
 	// plan): a dry run runs these and stops before the first other step.
 	ReadOnly bool

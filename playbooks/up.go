@@ -36,8 +36,14 @@ func stepRuntime() Step {
 }
 
 func stepArtifacts() Step {
-	return Step{Name: "artifacts", Help: "push kubelet, kubectl and image tarballs; import missing images",
-		Hosts: inventory.SelectAll, Run: tasks.PushArtifacts, Timeout: 30 * time.Minute}
+	return Step{Name: "artifacts/push", Help: "kubelet, kubectl, CNI plugins and image tarballs: one host from here, the others in batches from hosts that hold verified copies (--fanout each)",
+		Hosts: inventory.SelectAll, Run: tasks.PushArtifacts, Timeout: 30 * time.Minute,
+		Batches: tasks.ArtifactBatches, BeforeBatch: tasks.StartPeerServers, After: tasks.StopPeerServers}
+}
+
+func stepImport() Step {
+	return Step{Name: "artifacts/import", Help: "import the images containerd lacks from the pushed tarballs",
+		Hosts: inventory.SelectAll, Run: tasks.ImportArtifactImages, Timeout: 30 * time.Minute}
 }
 
 func stepInit() Step {
@@ -118,7 +124,7 @@ func Up(*inventory.Inventory) Playbook {
 	return Playbook{Name: "up", Steps: []Step{
 		tolerant(stepConnect()), stepFacts(), stepSeed(), stepPreflightHost(), stepPreflightCluster(),
 		stepCerts(), stepProbe(), stepObserve(), stepPlan(),
-		stepRender(), stepPrepare(), stepRuntime(), stepArtifacts(),
+		stepRender(), stepPrepare(), stepRuntime(), stepArtifacts(), stepImport(),
 		stepInit(), stepBootstrap(), stepEtcd(), stepCIDRs(), stepNetwork(), stepJoinCP(), stepToken(), stepJoinWorkers(),
 		stepKubeProxyRestart(), stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepForgetBootstrap(), stepTokenCleanup(),
 	}}

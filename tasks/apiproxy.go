@@ -55,7 +55,7 @@ func startAPIProxy(ctx context.Context, env *Env, h *Host) error {
 	}
 	restart := len(changed) > 0
 	for _, c := range h.Changes() {
-		if c.Kind == ChangeFile && c.What == manifests.APIProxyUnitPath {
+		if c.Kind == ChangeFile && (c.What == manifests.APIProxyUnitPath || c.What == manifests.APIProxyBinaryPath) {
 			restart = true
 		}
 	}

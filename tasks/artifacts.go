@@ -184,24 +184,71 @@ func slicesCompact(s []string) []string {
 	return out
 }
 
-// PushArtifacts pushes kubelet (and kubectl, kubeadm on control planes) and the
-// image tarballs from the inventory's artifacts directory, then imports the
-// images containerd does not have yet. Without an artifacts directory the
-// host must already have kubelet; images are then pulled by the kubelet.
+// PushArtifacts puts kubelet (and kubectl, kubeadm on control planes), the
+// CNI plugins and the image tarballs of the inventory's artifacts directory
+// on h: from a peer that holds a verified copy where one serves, from the
+// workstation otherwise (docs/artifacts.md). Without an artifacts directory
+// the host must already have kubelet; images are then pulled by the kubelet.
 func PushArtifacts(ctx context.Context, env *Env, h *Host) error {
-	dir := env.Inv.Cluster.Artifacts
-	if dir == "" {
+	if env.Inv.Cluster.Artifacts == "" {
 		if h.Facts != nil && h.Facts.KubeletVersion == "" {
 			return fmt.Errorf("no kubelet at /usr/bin/kubelet and no cluster.artifacts directory to push one from; install kubelet %s or set cluster.artifacts", env.Inv.Cluster.KubernetesVersion)
 		}
 		h.Log.Info("unchanged", "what", "artifacts (none configured)")
 		return nil
 	}
-	files, imgs, err := artifactFiles(env, h)
+	files, _, err := artifactFiles(env, h)
 	if err != nil {
 		return err
 	}
-	if err := uploadDedup(ctx, h, files); err != nil {
+	d := env.distribution()
+	if d.serves(h) || (env.Inv.UsesAPIProxy() && !h.IsControlPlane()) {
+		// The hosts that will serve their peers need kubeforge itself; a
+		// proxied worker runs it as its API proxy: one copy, fetched like the rest.
+		bin, err := apiProxyBinary(env, h)
+		if err != nil {
+			return err
+		}
+		if d.serves(h) {
+			files = append(files, ssh.File{Path: PeerBinaryPath, Mode: 0o755, Source: bin.Source, SHA256: bin.SHA256})
+		}
+		if env.Inv.UsesAPIProxy() && !h.IsControlPlane() {
+			files = append(files, bin)
+		}
+	}
+	err = uploadDedup(ctx, h, files, func(ctx context.Context, unique []ssh.File) ([]string, error) {
+		diffs, err := h.Client.Check(ctx, unique)
+		if err != nil {
+			return nil, err
+		}
+		stale := map[string]bool{}
+		for _, df := range diffs {
+			stale[df.Path] = true
+		}
+		var todo []ssh.File
+		for _, f := range unique {
+			if stale[f.Path] {
+				todo = append(todo, f)
+			}
+		}
+		return d.obtain(ctx, env, h, todo)
+	})
+	if err != nil {
+		return err
+	}
+	h.verify(files)
+	d.hold(h, files)
+	return nil
+}
+
+// ImportArtifactImages imports the artifacts' image tarballs (pushed by
+// PushArtifacts) whose images containerd on h lacks.
+func ImportArtifactImages(ctx context.Context, env *Env, h *Host) error {
+	if env.Inv.Cluster.Artifacts == "" {
+		return nil
+	}
+	_, imgs, err := artifactFiles(env, h)
+	if err != nil {
 		return err
 	}
 	return importImages(ctx, h, imgs)
@@ -280,7 +327,8 @@ func missingImages(ctx context.Context, h *Host, imgs []*localArtifact) ([]*loca
 // uploadDedup uploads each distinct content once and copies it on the host
 // to the other paths that want the same bytes (kubelet, kubectl and kubeadm
 // are often one multi-call binary).
-func uploadDedup(ctx context.Context, h *Host, files []ssh.File) error {
+// obtain puts the distinct contents on h and returns the paths it wrote.
+func uploadDedup(ctx context.Context, h *Host, files []ssh.File, obtain func(context.Context, []ssh.File) ([]string, error)) error {
 	if files = h.unverified(files); len(files) == 0 {
 		return nil
 	}
@@ -295,7 +343,10 @@ func uploadDedup(ctx context.Context, h *Host, files []ssh.File) error {
 		first[f.SHA256] = f.Path
 		unique = append(unique, f)
 	}
-	changed, err := h.Client.Upload(ctx, unique)
+	if obtain == nil {
+		obtain = h.Client.Upload
+	}
+	changed, err := obtain(ctx, unique)
 	if err != nil {
 		return fmt.Errorf("push artifacts: %w", err)
 	}

@@ -44,6 +44,7 @@ type Options struct {
 	Upgrade           bool              // the run is `kubeforge upgrade`: the cluster may run another version
 	MaxUnavailable    string            // upgrade: workers per batch, a count or a percentage ("" = 1)
 	DrainTimeout      time.Duration     // upgrade, scale --remove: how long one node's drain may take (0: 2 min)
+	Fanout            int               // hosts one peer feeds artifacts to at once; 0: every host from the workstation
 }
 
 // Env is the typed environment that steps share. A step's outputs are named
@@ -62,6 +63,7 @@ type Env struct {
 	hosts       map[string]*Host
 	preflight   []CheckResult
 	artifacts   map[string]*artifactEntry
+	dist        *distribution // how the artifacts step gets files to the hosts
 	certInfos   []pki.CertInfo
 	podCIDRs    map[string]string
 	probes      map[string]*etcdProbe

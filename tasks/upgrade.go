@@ -424,7 +424,7 @@ func StageUpgrade(ctx context.Context, env *Env, h *Host) error {
 			files[i].Path = stagedBinDir(env.Upgrade.To) + "/" + path.Base(f.Path)
 		}
 	}
-	if err := uploadDedup(ctx, h, files); err != nil {
+	if err := uploadDedup(ctx, h, files, nil); err != nil {
 		return err
 	}
 	return importImages(ctx, h, imgs)

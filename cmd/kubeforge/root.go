@@ -12,6 +12,7 @@ import (
 
 	"github.com/kubeforge/kubeforge/inventory"
 	"github.com/kubeforge/kubeforge/playbooks"
+	"github.com/kubeforge/kubeforge/tasks"
 )
 
 // exitCode carries a process exit code through cobra.
@@ -60,6 +61,9 @@ generates the cluster PKI locally, pushes files over SFTP and joins the nodes, i
 			if g.opts.Concurrency < 1 {
 				return fmt.Errorf("--concurrency must be at least 1")
 			}
+			if g.opts.Tasks.Fanout < 0 {
+				return fmt.Errorf("--fanout must be 0 (no host-to-host copies) or more")
+			}
 			g.opts.Tasks.AcceptNewHostKeys = g.acceptNewHostKeys
 			g.opts.Tasks.IgnorePreflight = map[string]bool{}
 			for _, id := range g.ignorePreflight {
@@ -87,6 +91,7 @@ generates the cluster PKI locally, pushes files over SFTP and joins the nodes, i
 		newBackupCmd(g, stdout),
 		newRestoreCmd(g, stdout),
 		newAPIProxyCmd(),
+		newPeerServeCmd(),
 		newCertsCmd(g, stdout),
 		newRenderCmd(g, stdout),
 		newKubeconfigCmd(g, stdout),
@@ -104,6 +109,7 @@ func changing(cmd *cobra.Command, g *globals) {
 	f.StringSliceVar(&g.opts.Only, "only", nil, "run only these steps (connect and facts always run)")
 	f.StringSliceVar(&g.ignorePreflight, "ignore-preflight-errors", nil, "preflight check IDs to ignore, or all")
 	f.DurationVar(&g.opts.Tasks.WaitTimeout, "wait-timeout", 5*time.Minute, "how long to wait for the control plane and nodes")
+	f.IntVar(&g.opts.Tasks.Fanout, "fanout", tasks.DefaultFanout, "hosts each host that holds the artifacts feeds at once, over the cluster network (0: every host gets them from here)")
 }
 
 func newInventoryCmd(g *globals, stdout, stderr io.Writer) *cobra.Command {

@@ -56,6 +56,10 @@ func finish(w io.Writer, g *globals, res *playbooks.RunResult) {
 	changes := res.Env.Changes()
 	fmt.Fprintln(w)
 	res.Summary.Write(w, changes)
+	if d := res.Env.Distribution(); d.Uploaded+d.Fetched > 0 {
+		fmt.Fprintf(w, "Artifacts: %d files (%s) sent from here, %d (%s) fetched from peers, %d fallbacks.\n",
+			d.Uploaded, mib(d.UploadedBytes), d.Fetched, mib(d.FetchedBytes), d.Fallbacks)
+	}
 	for _, msg := range res.Env.Warnings() {
 		fmt.Fprintln(w, "warning: "+msg)
 	}
@@ -79,6 +83,8 @@ func finish(w io.Writer, g *globals, res *playbooks.RunResult) {
 		}
 	}
 }
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 func stepList(p playbooks.Playbook) string {
 	s := ""

@@ -133,7 +133,34 @@ func interruptionsOf(pb playbooks.Playbook, joinCP, joinWorker string) []interru
 	out = append(out, interruption{Step: "workers/join", Event: "host-start", Host: joinWorker, Delay: 1500 * time.Millisecond, Signal: syscall.SIGKILL})
 	// In the middle of the runtime's upload to a bare host (the marker is written, the binaries are not).
 	out = append(out, interruption{Step: "runtime/install", Event: "host-start", Host: joinWorker, Delay: 700 * time.Millisecond, Signal: syscall.SIGKILL})
+	out = append(out, midFetch(joinWorker))
 	return out
+}
+
+// midFetch is a SIGKILL of kubeforge while a worker fetches the artifacts
+// from its peer: the peer server must exit with its SSH session, and the
+// half-fetched file must not be used.
+func midFetch(worker string) interruption {
+	return interruption{Step: "artifacts/push", Event: "host-start", Host: worker, Delay: 400 * time.Millisecond, Signal: syscall.SIGKILL}
+}
+
+// checkNoPeerServer waits (10 s: sshd ends the sessions of a dead client)
+// until no host runs a peer server or listens for one.
+func checkNoPeerServer(ctx context.Context, t *testing.T, c *harnesslib.Cluster) {
+	t.Helper()
+	for _, n := range c.Nodes {
+		var got string
+		for i := 0; i < 20; i++ {
+			got = strings.TrimSpace(MustSSH(ctx, t, c, n, "root", "{ pgrep -fa '[p]eer-serve'; ss -Hltnp | grep kubeforge; } || true"))
+			if got == "" {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if got != "" {
+			t.Errorf("%s still serves after kubeforge was killed:\n%s", n.Name, got)
+		}
+	}
 }
 
 // TestInterruptedUpConverges stops the first `up` of a cluster at a point,
@@ -169,6 +196,7 @@ func TestInterruptedUpConverges(t *testing.T) {
 			if !matrix {
 				points = []interruption{
 					{Step: "runtime/install", Event: "host-start", Host: sh.joinW, Delay: 700 * time.Millisecond, Signal: syscall.SIGKILL},
+					midFetch(sh.joinW),
 					{Step: "control-plane/init", Event: "step-end", Signal: syscall.SIGKILL},
 					{Step: "network/cidrs", Event: "step-end", Signal: syscall.SIGINT}, // Node objects exist, no kubelet joined
 					{Step: "workers/join", Event: "host-start", Host: sh.joinW, Delay: 1500 * time.Millisecond, Signal: syscall.SIGKILL},
@@ -191,6 +219,9 @@ func TestInterruptedUpConverges(t *testing.T) {
 					}()
 					if !upInterrupted(ctx, t, c, state, p) {
 						t.Fatalf("the run never reached %s", p)
+					}
+					if p.Step == "artifacts/push" {
+						checkNoPeerServer(ctx, t, c)
 					}
 					start := time.Now()
 					mustUp(ctx, t, c, state)

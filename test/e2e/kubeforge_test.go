@@ -189,6 +189,10 @@ func TestUpOneControlPlaneTwoWorkers(t *testing.T) {
 		t.Errorf("kubectl get nodes:\n%s", got)
 	}
 
+	t.Run("artifacts went host to host; nothing is left serving", func(t *testing.T) {
+		checkPeerDistribution(ctx, t, c, state, out, "node1", "node2", "node3")
+	})
+
 	t.Run("files and modes on the hosts are kubeadm's", func(t *testing.T) {
 		cp, _ := c.Node("node1")
 		w, _ := c.Node("node2")
@@ -392,5 +396,43 @@ func kubeadmJoin(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state
 	})
 	if err != nil {
 		t.Errorf("no Node %s after kubeadm join: %v", name, err)
+	}
+}
+
+// checkPeerDistribution checks, after a first `up` of a seed and its
+// workers, that the seed got the artifacts from the workstation and served
+// them, that the workers fetched them from it (verified, nothing uploaded
+// to them but their own files), and that no peer server process or
+// listener is left on any host.
+func checkPeerDistribution(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state, out, seed string, fetchers ...string) {
+	t.Helper()
+	if !strings.Contains(out, "fetched from peers, 0 fallbacks") {
+		t.Errorf("up's summary does not report a peer distribution without fallbacks:\n%s", out)
+	}
+	read := func(host string) string {
+		b, err := os.ReadFile(filepath.Join(state, "logs", host+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if l := read(seed); !strings.Contains(l, "serving artifacts to peers") || !strings.Contains(l, "stopped serving artifacts") {
+		t.Errorf("%s's log does not show it serving and stopping", seed)
+	}
+	for _, h := range fetchers {
+		l := read(h)
+		if !strings.Contains(l, "fetched from a peer") || !strings.Contains(l, "path=/usr/bin/kubelet") {
+			t.Errorf("%s's log does not show kubelet fetched from a peer", h)
+		}
+		if strings.Contains(l, `msg=uploaded path=/usr/bin/kubelet`) {
+			t.Errorf("%s got kubelet from the workstation too", h)
+		}
+	}
+	for _, n := range c.Nodes {
+		got := MustSSH(ctx, t, c, n, "root", "ss -Hltnp | grep -c kubeforge || true; pgrep -fc '[p]eer-serve' || true; ls -a /usr/bin /var/lib/kubeforge/artifacts/images | grep -c kubeforge- || true")
+		if f := strings.Fields(got); len(f) != 3 || f[0] != "0" || f[1] != "0" || f[2] != "0" {
+			t.Errorf("%s after up: listening sockets of kubeforge, peer-serve processes, temp files: %q; want 0 0 0\n%s", n.Name, got,
+				MustSSH(ctx, t, c, n, "root", "ss -Hltnp; ps -eo pid,args | grep -v ']$'"))
+		}
 	}
 }

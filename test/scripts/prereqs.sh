@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # prereqs.sh: make this machine able to run kubeforge's test harness. Idempotent.
-#   - installs Debian's docker.io, debootstrap, jq, openssh-client, iptables, ... when missing (gcc, libc6-dev,
+#   - installs Debian's docker.io, debootstrap, jq, openssh-client, openssh-server and sudo (the integration tests), iptables, ... when missing (gcc, libc6-dev,
 #     libseccomp-dev and pkg-config build a static runc for the bundle)
 #   - installs a runc wrapper that drops CAP_SYS_RESOURCE (some VMs remove it from the bounding set, which
 #     breaks every `docker run --privileged`) and makes it dockerd's default runtime
@@ -12,7 +12,7 @@ set -euo pipefail
 log() { printf '[prereqs] %s\n' "$*" >&2; }
 die() { printf '[prereqs] error: %s\n' "$*" >&2; exit 1; }
 
-PKGS=(docker.io containerd runc debootstrap jq openssh-client iptables ca-certificates gcc libc6-dev libseccomp-dev pkg-config)
+PKGS=(docker.io containerd runc debootstrap jq openssh-client openssh-server sudo iptables ca-certificates gcc libc6-dev libseccomp-dev pkg-config)
 WRAPPER=/usr/local/sbin/kubeforge-runc
 DAEMON_JSON=/etc/docker/daemon.json
 DOCKERD_LOG=/var/log/dockerd.log

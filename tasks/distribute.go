@@ -1,0 +1,454 @@
+package tasks
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kubeforge/kubeforge/ssh"
+)
+
+// How artifacts reach the hosts (docs/artifacts.md). The workstation uploads
+// each file to the first host that needs it; the other hosts fetch it from
+// hosts that already hold a verified copy, over the cluster network, in
+// levels: each holder feeds at most Options.Fanout hosts of the next level at
+// once, so the workstation sends about one copy of each artifact whatever
+// the number of hosts. Every fetched file is checked against the digest the
+// workstation computed before it is renamed into place; a file a peer could
+// not deliver comes from the workstation. A holder serves with `kubeforge
+// peer-serve`, run over SSH for the length of the step: it binds the host's
+// cluster address, answers only a one-time secret and exits when its SSH
+// session ends.
+
+// PeerBinaryPath is where the hosts that serve their peers keep the kubeforge
+// binary that runs peer-serve (removed with the artifacts by reset).
+const PeerBinaryPath = RemoteArtifactsDir + "/bin/kubeforge"
+
+// DefaultFanout is how many hosts one holder feeds at once.
+const DefaultFanout = 4
+
+// distribution is the artifacts step's state for one run.
+type distribution struct {
+	mu      sync.Mutex
+	off     string         // why peers are not used ("" when they are)
+	level   map[string]int // host -> its batch
+	last    int            // the last batch: its hosts serve no one
+	held    bool           // batch 0 is the hosts that held everything already
+	holders []*holder      // hosts whose copies are verified, in the order they got them
+	servers map[string]*peerServer
+	bad     map[string]string // holder -> why it serves no more
+	stats   DistributionStats
+}
+
+// holder is a host with verified copies of files (digest -> path).
+type holder struct {
+	h     *Host
+	files map[string]string
+}
+
+// peerServer is a peer-serve running on a holder.
+type peerServer struct {
+	holder  *holder
+	proc    *ssh.Process
+	port    int
+	secret  string
+	clients int // hosts of the current batch sent to it
+}
+
+// DistributionStats says where the artifacts came from in this run.
+type DistributionStats struct {
+	Uploaded      int   `json:"uploaded"`      // files sent by the workstation
+	UploadedBytes int64 `json:"uploadedBytes"` //
+	Fetched       int   `json:"fetched"`       // files fetched from peers
+	FetchedBytes  int64 `json:"fetchedBytes"`  //
+	Fallbacks     int   `json:"fallbacks"`     // files a peer failed to deliver, then uploaded
+}
+
+func (e *Env) distribution() *distribution {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.dist == nil {
+		e.dist = &distribution{level: map[string]int{}, servers: map[string]*peerServer{}, bad: map[string]string{}}
+	}
+	return e.dist
+}
+
+// Distribution returns where this run's artifacts came from.
+func (e *Env) Distribution() DistributionStats {
+	d := e.distribution()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats
+}
+
+// peersOff says why h's artifacts cannot go host to host ("" when they can).
+func peersOff(env *Env, hosts []*Host) string {
+	switch {
+	case env.Inv.Cluster.Artifacts == "":
+		return "no artifacts directory"
+	case env.Opts.Fanout <= 0:
+		return "--fanout 0"
+	case len(hosts) < 2:
+		return "one host"
+	}
+	for _, h := range hosts {
+		if h.Facts == nil || goArch[h.Facts.Arch] != runtime.GOARCH || runtime.GOOS != "linux" {
+			return fmt.Sprintf("this kubeforge is %s/%s and cannot serve on %s", runtime.GOOS, runtime.GOARCH, h.Name)
+		}
+	}
+	return ""
+}
+
+// ArtifactBatches orders the artifacts step: the hosts that already hold every
+// file the plan checked come first (they only serve), then one host gets
+// everything from the workstation, then each batch is at most Fanout times
+// as large as the holders before it. Control planes come first: they need
+// every file a worker needs, and kubectl and kubeadm too.
+func ArtifactBatches(env *Env, hosts []*Host) [][]*Host {
+	d := env.distribution()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.off = peersOff(env, hosts); d.off != "" {
+		env.Log.Info("artifacts go from here to every host", "why", d.off)
+		return [][]*Host{hosts}
+	}
+	var held, rest []*Host
+	for _, h := range hosts {
+		files, _, err := artifactFiles(env, h)
+		if err == nil && len(h.unverified(files)) == 0 {
+			held = append(held, h)
+		} else {
+			rest = append(rest, h)
+		}
+	}
+	sort.SliceStable(rest, func(i, j int) bool { return rest[i].IsControlPlane() && !rest[j].IsControlPlane() })
+	var batches [][]*Host
+	if len(held) > 0 {
+		batches = append(batches, held)
+		d.held = true
+	}
+	pool := len(held)
+	for len(rest) > 0 {
+		n := max(1, pool*env.Opts.Fanout)
+		if pool == 0 {
+			n = 1
+		}
+		n = min(n, len(rest))
+		batches = append(batches, rest[:n])
+		pool += n
+		rest = rest[n:]
+	}
+	for i, b := range batches {
+		for _, h := range b {
+			d.level[h.Name] = i
+		}
+	}
+	d.last = len(batches) - 1
+	return batches
+}
+
+// serves reports whether h gets kubeforge's binary with its artifacts, to
+// serve a later batch: the hosts that held everything already get it only
+// when they are picked to serve (StartPeerServers), so a converged fleet is
+// not sent one copy per host.
+func (d *distribution) serves(h *Host) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l, ok := d.level[h.Name]
+	return d.off == "" && ok && l < d.last && !(d.held && l == 0)
+}
+
+// StartPeerServers runs before each batch of the artifacts step: it starts
+// peer-serve on enough holders to feed the batch (Fanout hosts each),
+// preferring those that hold the most files and those already serving.
+func StartPeerServers(ctx context.Context, env *Env, batch []*Host) error {
+	d := env.distribution()
+	d.mu.Lock()
+	if d.off != "" || len(d.holders) == 0 {
+		d.mu.Unlock()
+		return nil
+	}
+	for _, s := range d.servers {
+		s.clients = 0
+	}
+	want := (len(batch) + env.Opts.Fanout - 1) / env.Opts.Fanout
+	cands := make([]*holder, 0, len(d.holders))
+	for _, ho := range d.holders {
+		if d.bad[ho.h.Name] == "" {
+			cands = append(cands, ho)
+		}
+	}
+	sort.SliceStable(cands, func(i, j int) bool {
+		_, si := d.servers[cands[i].h.Name]
+		_, sj := d.servers[cands[j].h.Name]
+		if si != sj {
+			return si
+		}
+		return len(cands[i].files) > len(cands[j].files)
+	})
+	var start []*holder
+	running := 0
+	for _, ho := range cands {
+		if running+len(start) >= want {
+			break
+		}
+		if _, ok := d.servers[ho.h.Name]; ok {
+			running++
+		} else {
+			start = append(start, ho)
+		}
+	}
+	d.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, ho := range start {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := startPeerServer(ctx, env, ho)
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if err != nil {
+				d.bad[ho.h.Name] = err.Error()
+				env.warn(fmt.Sprintf("%s cannot serve artifacts to its peers (they come from elsewhere): %v", ho.h.Name, err))
+				return
+			}
+			d.servers[ho.h.Name] = s
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// peerServeIdle: a server no client visits for this long exits by itself
+// (its SSH session normally ends it long before).
+const peerServeIdle = 10 * time.Minute
+
+func startPeerServer(ctx context.Context, env *Env, ho *holder) (*peerServer, error) {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	bin, err := apiProxyBinary(env, ho.h)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ho.files[bin.SHA256]; !ok {
+		bin.Path = PeerBinaryPath
+		changed, err := ho.h.Client.Upload(ctx, []ssh.File{bin})
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range changed {
+			ho.h.Changed(Change{Kind: ChangeFile, What: p})
+		}
+		if len(changed) > 0 {
+			var n int64
+			if fi, err := os.Stat(bin.Source); err == nil {
+				n = fi.Size()
+			}
+			env.distribution().count(func(st *DistributionStats) { st.Uploaded++; st.UploadedBytes += n })
+		}
+		ho.files[bin.SHA256] = PeerBinaryPath
+	}
+	s := &peerServer{holder: ho, secret: hex.EncodeToString(secret)}
+	cfg, err := json.Marshal(map[string]any{
+		"listen": net.JoinHostPort(ho.h.NodeIP(), "0"), "secret": s.secret, "files": ho.files,
+		"maxClients": env.Opts.Fanout, "idle": peerServeIdle.String(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	proc, err := ho.h.Client.Start(ctx, ssh.Quote(ho.files[bin.SHA256])+" peer-serve", append(cfg, '\n'))
+	if err != nil {
+		return nil, err
+	}
+	line, err := proc.Line(20 * time.Second)
+	if err == nil {
+		s.port, err = ssh.PeerPort(line)
+	}
+	if err != nil {
+		_, _ = proc.Stop(5 * time.Second)
+		return nil, err
+	}
+	s.proc = proc
+	ho.h.Log.Info("serving artifacts to peers", "addr", net.JoinHostPort(ho.h.NodeIP(), strconv.Itoa(s.port)), "files", len(ho.files))
+	return s, nil
+}
+
+// StopPeerServers runs after the artifacts step (whatever its outcome): it
+// ends every peer-serve and waits for each to exit.
+func StopPeerServers(ctx context.Context, env *Env, _ []*Host) error {
+	d := env.distribution()
+	d.mu.Lock()
+	servers := d.servers
+	d.servers = map[string]*peerServer{}
+	st := d.stats
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := s.proc.Stop(15 * time.Second)
+			if err != nil {
+				env.warn(fmt.Sprintf("the artifact server on %s did not stop cleanly: %v", s.holder.h.Name, err))
+				return
+			}
+			s.holder.h.Log.Info("stopped serving artifacts", "stats", strings.TrimSpace(out))
+		}()
+	}
+	wg.Wait()
+	if st.Fetched+st.Uploaded > 0 {
+		env.Log.Info("artifacts distributed", "uploaded", st.Uploaded, "uploaded_bytes", st.UploadedBytes,
+			"fetched_from_peers", st.Fetched, "fetched_bytes", st.FetchedBytes, "fallbacks", st.Fallbacks)
+	}
+	return nil
+}
+
+// source picks, for a file with digest sum, the least loaded running server
+// that holds it (nil: none).
+func (d *distribution) source(sum string, counted map[*peerServer]bool) *peerServer {
+	var best *peerServer
+	for _, s := range d.servers {
+		if _, ok := s.holder.files[sum]; !ok || d.bad[s.holder.h.Name] != "" {
+			continue
+		}
+		if best == nil || s.clients < best.clients || (s.clients == best.clients && s.holder.h.Name < best.holder.h.Name) {
+			best = s
+		}
+	}
+	if best != nil && !counted[best] {
+		best.clients++
+		counted[best] = true
+	}
+	return best
+}
+
+// obtain puts the distinct-content files (already known to differ on h) on
+// h: from peers where a server holds them, from the workstation otherwise or
+// when a peer fails. It returns the paths written.
+func (d *distribution) obtain(ctx context.Context, env *Env, h *Host, files []ssh.File) ([]string, error) {
+	var fetch []ssh.PeerFile
+	var direct []ssh.File
+	from := map[string]*peerServer{}
+	d.mu.Lock()
+	counted := map[*peerServer]bool{}
+	for _, f := range files {
+		var s *peerServer
+		if d.off == "" && f.SHA256 != "" && f.Source != "" {
+			s = d.source(f.SHA256, counted)
+		}
+		if s == nil {
+			direct = append(direct, f)
+			continue
+		}
+		st, err := os.Stat(f.Source)
+		if err != nil {
+			direct = append(direct, f)
+			continue
+		}
+		from[f.Path] = s
+		fetch = append(fetch, ssh.PeerFile{File: f, Size: st.Size(), Addr: s.holder.h.NodeIP(), Port: s.port, Secret: s.secret})
+	}
+	d.mu.Unlock()
+
+	var changed []string
+	if len(fetch) > 0 {
+		res, err := h.Client.Fetch(ctx, fetch)
+		if err != nil {
+			return nil, err
+		}
+		var failed []string
+		unreachable := 0
+		for i, r := range res {
+			if r.OK {
+				changed = append(changed, r.Path)
+				d.count(func(st *DistributionStats) { st.Fetched++; st.FetchedBytes += fetch[i].Size })
+				continue
+			}
+			s := from[r.Path]
+			d.mu.Lock()
+			if strings.HasPrefix(r.Reason, "digest-mismatch") && d.bad[s.holder.h.Name] == "" {
+				// A copy that does not match its digest, or a transfer cut short or too slow: no more clients for it.
+				d.bad[s.holder.h.Name] = r.Reason
+			}
+			d.stats.Fallbacks++
+			d.mu.Unlock()
+			if r.Reason == "unreachable" {
+				unreachable++
+			}
+			failed = append(failed, fmt.Sprintf("%s from %s (%s)", r.Path, s.holder.h.Name, r.Reason))
+			direct = append(direct, fetch[i].File)
+		}
+		if len(failed) > 0 {
+			env.warn(fmt.Sprintf("%s: %d of %d files could not be fetched from peers and were uploaded from here: %s",
+				h.Name, len(failed), len(res), strings.Join(failed, "; ")))
+		}
+		d.mu.Lock()
+		if unreachable == len(res) && d.stats.Fetched == 0 && d.off == "" {
+			// Nobody got anything from a peer and this host reached none: the
+			// cluster network does not carry the servers' ports. Direct from now on.
+			d.off = "peers cannot reach each other: " + h.Name + " could not connect to " + fetch[0].Addr
+			env.Log.Warn("artifacts go from here to every host from now on", "why", d.off)
+		}
+		d.mu.Unlock()
+	}
+	if len(direct) > 0 {
+		up, err := h.Client.Upload(ctx, direct)
+		if err != nil {
+			return changed, err
+		}
+		var n int64
+		for _, f := range direct {
+			if st, err := os.Stat(f.Source); err == nil && containsPath(up, f.Path) {
+				n += st.Size()
+			}
+		}
+		d.count(func(st *DistributionStats) { st.Uploaded += len(up); st.UploadedBytes += n })
+		changed = append(changed, up...)
+	}
+	return changed, nil
+}
+
+func containsPath(ps []string, p string) bool {
+	for _, x := range ps {
+		if x == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *distribution) count(f func(*DistributionStats)) {
+	d.mu.Lock()
+	f(&d.stats)
+	d.mu.Unlock()
+}
+
+// hold records that h now holds verified copies of files.
+func (d *distribution) hold(h *Host, files []ssh.File) {
+	ho := &holder{h: h, files: map[string]string{}}
+	for _, f := range files {
+		if f.SHA256 != "" && f.Source != "" {
+			if _, ok := ho.files[f.SHA256]; !ok {
+				ho.files[f.SHA256] = f.Path
+			}
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.off == "" {
+		d.holders = append(d.holders, ho)
+	}
+}

@@ -1,0 +1,92 @@
+package tasks
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestArtifactBatchesGrowByFanout: one host gets everything from the
+// workstation, then each batch is at most fanout times the holders before
+// it; control planes come first; hosts that hold everything already come
+// before all (they only serve); and peers are off where they cannot work.
+func TestArtifactBatchesGrowByFanout(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("peers need a linux kubeforge")
+	}
+	arch := map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[runtime.GOARCH]
+	art := t.TempDir()
+	os.MkdirAll(filepath.Join(art, "bin"), 0o755)
+	for _, b := range []string{"kubelet", "kubectl", "kubeadm"} {
+		os.WriteFile(filepath.Join(art, "bin", b), []byte("binary "+b), 0o755)
+	}
+	setup := func(workers int, cpsAt []int, fanout int) *Env {
+		var order []string
+		cps := map[string]bool{}
+		for i := 0; i < workers; i++ {
+			n := fmt.Sprintf("h%02d", i)
+			order = append(order, n)
+		}
+		for _, i := range cpsAt {
+			cps[order[i]] = true
+		}
+		env := observedEnv(t, order, cps)
+		env.Inv.Cluster.Artifacts = art
+		env.Opts.Fanout = fanout
+		for _, h := range env.Hosts(env.Inv.Hosts) {
+			h.Facts.Arch = arch
+		}
+		return env
+	}
+	shape := func(env *Env) string {
+		var parts []string
+		for _, b := range ArtifactBatches(env, env.Hosts(env.Inv.Hosts)) {
+			var names []string
+			for _, h := range b {
+				names = append(names, h.Name)
+			}
+			parts = append(parts, strings.Join(names, ","))
+		}
+		return strings.Join(parts, " | ")
+	}
+
+	env := setup(10, []int{7}, 4)
+	if got, want := shape(env), "h07 | h00,h01,h02,h03 | h04,h05,h06,h08,h09"; got != want {
+		t.Errorf("10 hosts, fanout 4:\n got %s\nwant %s", got, want)
+	}
+	d := env.distribution()
+	if !d.serves(env.hostNamed("h07")) || !d.serves(env.hostNamed("h00")) || d.serves(env.hostNamed("h09")) {
+		t.Errorf("serves: the seed and the middle batch do, the last batch does not")
+	}
+
+	// Two hosts already hold every file: they come first, and feed 8.
+	env = setup(12, []int{0}, 4)
+	for _, n := range []string{"h03", "h05"} {
+		h := env.hostNamed(n)
+		files, _, err := artifactFiles(env, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.verify(files)
+	}
+	if got, want := shape(env), "h03,h05 | h00,h01,h02,h04,h06,h07,h08,h09 | h10,h11"; got != want {
+		t.Errorf("2 holders:\n got %s\nwant %s", got, want)
+	}
+	if d := env.distribution(); d.serves(env.hostNamed("h03")) {
+		t.Errorf("a host that held everything gets kubeforge's binary only when it is picked to serve")
+	}
+
+	for name, env := range map[string]*Env{"fanout 0": setup(5, []int{0}, 0), "one host": setup(1, []int{0}, 4)} {
+		if got := len(ArtifactBatches(env, env.Hosts(env.Inv.Hosts))); got != 1 {
+			t.Errorf("%s: %d batches, want 1 (direct)", name, got)
+		}
+	}
+	env = setup(3, []int{0}, 4)
+	env.hostNamed("h02").Facts.Arch = "riscv64"
+	if got := len(ArtifactBatches(env, env.Hosts(env.Inv.Hosts))); got != 1 || !strings.Contains(env.distribution().off, "h02") {
+		t.Errorf("a host of another architecture: %d batches, off %q; want 1 and a reason naming h02", got, env.distribution().off)
+	}
+}
