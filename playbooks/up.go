@@ -37,8 +37,8 @@ func stepRuntime() Step {
 
 func stepArtifacts() Step {
 	return Step{Name: "artifacts/push", Help: "kubelet, kubectl, CNI plugins and image tarballs: one host from here, the others in batches from hosts that hold verified copies (--fanout each)",
-		Hosts: inventory.SelectAll, Run: tasks.PushArtifacts, Timeout: 30 * time.Minute,
-		Batches: tasks.ArtifactBatches, BeforeBatch: tasks.StartPeerServers, After: tasks.StopPeerServers}
+		Hosts: inventory.SelectAll, Run: tasks.ArtifactPush.Run, Timeout: 30 * time.Minute,
+		Batches: tasks.ArtifactPush.Batches, BeforeBatch: tasks.StartPeerServers, After: tasks.StopPeerServers}
 }
 
 func stepImport() Step {

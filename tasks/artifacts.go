@@ -184,65 +184,38 @@ func slicesCompact(s []string) []string {
 	return out
 }
 
-// PushArtifacts puts kubelet (and kubectl, kubeadm on control planes), the
+// ArtifactPush puts kubelet (and kubectl, kubeadm on control planes), the
 // CNI plugins and the image tarballs of the inventory's artifacts directory
-// on h: from a peer that holds a verified copy where one serves, from the
+// (and kubeforge itself on a worker that runs the API proxy) on the hosts:
+// from a peer that holds a verified copy where one serves, from the
 // workstation otherwise (docs/artifacts.md). Without an artifacts directory
 // the host must already have kubelet; images are then pulled by the kubelet.
-func PushArtifacts(ctx context.Context, env *Env, h *Host) error {
+var ArtifactPush = PeerPush{Files: artifactPushFiles}
+
+func artifactPushFiles(env *Env, h *Host) ([]ssh.File, error) {
 	if env.Inv.Cluster.Artifacts == "" {
 		if h.Facts != nil && h.Facts.KubeletVersion == "" {
-			return fmt.Errorf("no kubelet at /usr/bin/kubelet and no cluster.artifacts directory to push one from; install kubelet %s or set cluster.artifacts", env.Inv.Cluster.KubernetesVersion)
+			return nil, fmt.Errorf("no kubelet at /usr/bin/kubelet and no cluster.artifacts directory to push one from; install kubelet %s or set cluster.artifacts", env.Inv.Cluster.KubernetesVersion)
 		}
 		h.Log.Info("unchanged", "what", "artifacts (none configured)")
-		return nil
+		return nil, nil
 	}
 	files, _, err := artifactFiles(env, h)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	d := env.distribution()
-	if d.serves(h) || (env.Inv.UsesAPIProxy() && !h.IsControlPlane()) {
-		// The hosts that will serve their peers need kubeforge itself; a
-		// proxied worker runs it as its API proxy: one copy, fetched like the rest.
+	if env.Inv.UsesAPIProxy() && !h.IsControlPlane() {
 		bin, err := apiProxyBinary(env, h)
-		if err != nil {
-			return err
-		}
-		if d.serves(h) {
-			files = append(files, ssh.File{Path: PeerBinaryPath, Mode: 0o755, Source: bin.Source, SHA256: bin.SHA256})
-		}
-		if env.Inv.UsesAPIProxy() && !h.IsControlPlane() {
-			files = append(files, bin)
-		}
-	}
-	err = uploadDedup(ctx, h, files, func(ctx context.Context, unique []ssh.File) ([]string, error) {
-		diffs, err := h.Client.Check(ctx, unique)
 		if err != nil {
 			return nil, err
 		}
-		stale := map[string]bool{}
-		for _, df := range diffs {
-			stale[df.Path] = true
-		}
-		var todo []ssh.File
-		for _, f := range unique {
-			if stale[f.Path] {
-				todo = append(todo, f)
-			}
-		}
-		return d.obtain(ctx, env, h, todo)
-	})
-	if err != nil {
-		return err
+		files = append(files, bin)
 	}
-	h.verify(files)
-	d.hold(h, files)
-	return nil
+	return files, nil
 }
 
 // ImportArtifactImages imports the artifacts' image tarballs (pushed by
-// PushArtifacts) whose images containerd on h lacks.
+// ArtifactPush) whose images containerd on h lacks.
 func ImportArtifactImages(ctx context.Context, env *Env, h *Host) error {
 	if env.Inv.Cluster.Artifacts == "" {
 		return nil

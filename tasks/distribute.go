@@ -94,8 +94,6 @@ func (e *Env) Distribution() DistributionStats {
 // peersOff says why h's artifacts cannot go host to host ("" when they can).
 func peersOff(env *Env, hosts []*Host) string {
 	switch {
-	case env.Inv.Cluster.Artifacts == "":
-		return "no artifacts directory"
 	case env.Opts.Fanout <= 0:
 		return "--fanout 0"
 	case len(hosts) < 2:
@@ -109,27 +107,39 @@ func peersOff(env *Env, hosts []*Host) string {
 	return ""
 }
 
-// ArtifactBatches orders the artifacts step: the hosts that already hold every
-// file the plan checked come first (they only serve), then one host gets
-// everything from the workstation, then each batch is at most Fanout times
-// as large as the holders before it. Control planes come first: they need
-// every file a worker needs, and kubectl and kubeadm too.
-func ArtifactBatches(env *Env, hosts []*Host) [][]*Host {
+// PeerPush is a host step that puts files on the hosts, host to host where
+// it can (one per run: the Env keeps one distribution). Its Batches, and
+// StartPeerServers and StopPeerServers, go in the step with its Run.
+type PeerPush struct {
+	// Files lists what h must hold (each with Source and SHA256 to go host
+	// to host; others come from the workstation).
+	Files func(env *Env, h *Host) ([]ssh.File, error)
+}
+
+// Batches orders the step: the hosts that already hold every file the plan
+// checked come first (they only serve), then one host gets everything from
+// the workstation, then each batch is at most Fanout times as large as the
+// holders before it. Control planes come first: they need every file a
+// worker needs, and kubectl and kubeadm too.
+func (p PeerPush) Batches(env *Env, hosts []*Host) [][]*Host {
 	d := env.distribution()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.off = peersOff(env, hosts); d.off != "" {
-		env.Log.Info("artifacts go from here to every host", "why", d.off)
-		return [][]*Host{hosts}
-	}
 	var held, rest []*Host
 	for _, h := range hosts {
-		files, _, err := artifactFiles(env, h)
+		files, err := p.Files(env, h)
 		if err == nil && len(h.unverified(files)) == 0 {
 			held = append(held, h)
 		} else {
 			rest = append(rest, h)
 		}
+	}
+	if d.off = peersOff(env, hosts); d.off == "" && len(rest) == 0 {
+		d.off = "every host holds its files"
+	}
+	if d.off != "" {
+		env.Log.Info("files go from here to every host that lacks them", "why", d.off)
+		return [][]*Host{hosts}
 	}
 	sort.SliceStable(rest, func(i, j int) bool { return rest[i].IsControlPlane() && !rest[j].IsControlPlane() })
 	var batches [][]*Host
@@ -140,9 +150,6 @@ func ArtifactBatches(env *Env, hosts []*Host) [][]*Host {
 	pool := len(held)
 	for len(rest) > 0 {
 		n := max(1, pool*env.Opts.Fanout)
-		if pool == 0 {
-			n = 1
-		}
 		n = min(n, len(rest))
 		batches = append(batches, rest[:n])
 		pool += n
@@ -155,6 +162,47 @@ func ArtifactBatches(env *Env, hosts []*Host) [][]*Host {
 	}
 	d.last = len(batches) - 1
 	return batches
+}
+
+// Run puts h's files on it: from peers where a server holds them, from the
+// workstation otherwise. Contents shared by several paths travel once.
+func (p PeerPush) Run(ctx context.Context, env *Env, h *Host) error {
+	files, err := p.Files(env, h)
+	if err != nil || len(files) == 0 {
+		return err
+	}
+	d := env.distribution()
+	if d.serves(h) {
+		// The hosts that will serve their peers need kubeforge itself: one copy, fetched like the rest.
+		bin, err := apiProxyBinary(env, h)
+		if err != nil {
+			return err
+		}
+		files = append(files, ssh.File{Path: PeerBinaryPath, Mode: 0o755, Source: bin.Source, SHA256: bin.SHA256})
+	}
+	err = uploadDedup(ctx, h, files, func(ctx context.Context, unique []ssh.File) ([]string, error) {
+		diffs, err := h.Client.Check(ctx, unique)
+		if err != nil {
+			return nil, err
+		}
+		stale := map[string]bool{}
+		for _, df := range diffs {
+			stale[df.Path] = true
+		}
+		var todo []ssh.File
+		for _, f := range unique {
+			if stale[f.Path] {
+				todo = append(todo, f)
+			}
+		}
+		return d.obtain(ctx, env, h, todo)
+	})
+	if err != nil {
+		return err
+	}
+	h.verify(files)
+	d.hold(h, files)
+	return nil
 }
 
 // serves reports whether h gets kubeforge's binary with its artifacts, to

@@ -43,7 +43,7 @@ func TestArtifactBatchesGrowByFanout(t *testing.T) {
 	}
 	shape := func(env *Env) string {
 		var parts []string
-		for _, b := range ArtifactBatches(env, env.Hosts(env.Inv.Hosts)) {
+		for _, b := range ArtifactPush.Batches(env, env.Hosts(env.Inv.Hosts)) {
 			var names []string
 			for _, h := range b {
 				names = append(names, h.Name)
@@ -80,13 +80,13 @@ func TestArtifactBatchesGrowByFanout(t *testing.T) {
 	}
 
 	for name, env := range map[string]*Env{"fanout 0": setup(5, []int{0}, 0), "one host": setup(1, []int{0}, 4)} {
-		if got := len(ArtifactBatches(env, env.Hosts(env.Inv.Hosts))); got != 1 {
+		if got := len(ArtifactPush.Batches(env, env.Hosts(env.Inv.Hosts))); got != 1 {
 			t.Errorf("%s: %d batches, want 1 (direct)", name, got)
 		}
 	}
 	env = setup(3, []int{0}, 4)
 	env.hostNamed("h02").Facts.Arch = "riscv64"
-	if got := len(ArtifactBatches(env, env.Hosts(env.Inv.Hosts))); got != 1 || !strings.Contains(env.distribution().off, "h02") {
+	if got := len(ArtifactPush.Batches(env, env.Hosts(env.Inv.Hosts))); got != 1 || !strings.Contains(env.distribution().off, "h02") {
 		t.Errorf("a host of another architecture: %d batches, off %q; want 1 and a reason naming h02", got, env.distribution().off)
 	}
 }

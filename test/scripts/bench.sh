@@ -88,7 +88,8 @@ mkdir -p "$RUN/src" "$RUN/out"
 : >"$RESULTS"
 
 log "building the bench programs"
-"$GO" build -o "$WORK/fanout" ./test/bench/fanout
+# Stripped, as `make build` builds kubeforge: the hosts that serve their peers run this binary.
+"$GO" build -trimpath -ldflags "-s -w" -o "$WORK/fanout" ./test/bench/fanout
 "$GO" build -o "$WORK/measure" ./test/bench/measure
 "$GO" build -o "$WORK/report" ./test/bench/report
 
@@ -114,6 +115,8 @@ KNOWN=$RUN/known_hosts
 # --- hosts -------------------------------------------------------------------------------------------------------
 log "starting $MAXN hosts on $NET ($SUBNET_PREFIX.0/24)"
 docker network create --subnet "$SUBNET_PREFIX.0/24" --label "$LABEL" "$NET" >/dev/null
+BRIDGE=br-$(docker network inspect -f '{{.Id}}' "$NET" | cut -c1-12)
+[[ -r /sys/class/net/$BRIDGE/statistics/tx_bytes ]] || die "no bridge $BRIDGE for $NET"
 addr() { echo "$SUBNET_PREFIX.$((10 + $1))"; }
 for i in $(seq 1 "$MAXN"); do
 	docker run -d --name "kfbench-node$i" --hostname "bench$i" --network "$NET" --ip "$(addr "$i")" \
@@ -158,7 +161,7 @@ done
 
 wipe() { # wipe N: remove the pushed files from the first N hosts (outside the measurement)
 	local i
-	for i in $(seq 1 "$1"); do docker exec "kfbench-node$i" sh -c "rm -rf $DEST/* $DEST/.[!.]*" & done
+	for i in $(seq 1 "$1"); do docker exec "kfbench-node$i" sh -c "rm -rf $DEST/* $DEST/.[!.]* /var/lib/kubeforge" & done
 	wait
 }
 
@@ -166,16 +169,23 @@ record() { # record TOOL MODE N REP MEASURE_JSON [TOOL_JSON]
 	local extra=${6:-}
 	[[ -n "$extra" && -s "$extra" ]] || extra=/dev/null
 	jq -c -n --arg tool "$1" --arg mode "$2" --argjson n "$3" --argjson rep "$4" \
-		--slurpfile m "$5" --slurpfile t "$extra" \
-		'{kind: "run", tool: $tool, mode: $mode, n: $n, rep: $rep, measure: $m[0], detail: ($t[0] // null)}' >>"$RESULTS"
+		--slurpfile m "$5" --slurpfile t "$extra" --argjson wire "$((WIRE1 - WIRE0))" \
+		'{kind: "run", tool: $tool, mode: $mode, n: $n, rep: $rep, measure: $m[0], detail: ($t[0] // null), wire_bytes: $wire}' >>"$RESULTS"
 }
+
+# The bytes this machine sent onto the bench network: the bridge's transmit counter counts what the host sends to
+# the containers, not what they send each other (that is switched between their ports).
+BRIDGE=
+wire() { cat "/sys/class/net/$BRIDGE/statistics/tx_bytes"; }
 
 run_kubeforge() { # MODE N REP
 	local mode=$1 n=$2 rep=$3 expect=0 out=$RUN/out/kf-$2-$1-$3
 	[[ $mode == cold ]] && expect=$((3 * n))
+	WIRE0=$(wire)
 	"$WORK/measure" -o "$out.measure" -- "$WORK/fanout" -i "$RUN/inventory-$n.yaml" -src "$RUN/src" -dest "$DEST" \
-		-concurrency "$n" -expect-changed "$expect" -state-dir "$RUN/state" >"$out.json" 2>"$out.log" ||
+		-concurrency "$n" -fanout "${BENCH_FANOUT:-4}" -expect-changed "$expect" -state-dir "$RUN/state" >"$out.json" 2>"$out.log" ||
 		die "kubeforge $mode N=$n failed: $(tail -n 5 "$out.log")"
+	WIRE1=$(wire)
 	record kubeforge "$mode" "$n" "$rep" "$out.measure" "$out.json"
 	log "  kubeforge $mode N=$n: $(jq -r '"\(.wall_s|.*100|round/100)s wall, \(.user_s+.sys_s|.*100|round/100)s cpu, \(.max_rss_mb|round) MB"' "$out.measure")"
 }
@@ -183,10 +193,12 @@ run_kubeforge() { # MODE N REP
 run_ansible() { # MODE N REP
 	local mode=$1 n=$2 rep=$3 out=$RUN/out/an-$2-$1-$3 cp want
 	cp=$(mktemp -d "$RUN/cp.XXXXXX") # a fresh control socket dir: every run starts with no connection, as kubeforge does
+	WIRE0=$(wire)
 	ANSIBLE_CONFIG=$ROOT/test/bench/ansible/ansible.cfg ANSIBLE_SSH_CONTROL_PATH_DIR=$cp ANSIBLE_LOCAL_TEMP=$RUN/ansible-tmp \
 		ANSIBLE_HOME=$RUN/ansible-home \
 		"$WORK/measure" -o "$out.measure" -- ansible-playbook -i "$RUN/hosts-$n.ini" -f "$n" -e "bench_src=$RUN/src" \
 		test/bench/ansible/fanout.yml >"$out.log" 2>&1 || die "ansible $mode N=$n failed: $(tail -n 20 "$out.log")"
+	WIRE1=$(wire)
 	rm -rf "$cp"
 	# The recap must show every host ok, the copy task changed on a cold run and nothing changed on a warm one.
 	want=0

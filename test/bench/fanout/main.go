@@ -25,10 +25,12 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/peer"
 	"github.com/kubeforge/kubeforge/playbooks"
 	"github.com/kubeforge/kubeforge/ssh"
 	"github.com/kubeforge/kubeforge/tasks"
@@ -44,6 +46,10 @@ type Report struct {
 	HostSteps   map[string]map[string]float64 `json:"host_steps"`
 	Changed     int                           `json:"changed"` // files written, all hosts
 	Facts       map[string]string             `json:"facts"`   // one host's facts, to show they were read
+	Fanout      int                           `json:"fanout"`
+	Uploaded    int64                         `json:"uploaded_bytes"` // file bytes sent from here (kubeforge's count)
+	Fetched     int64                         `json:"fetched_bytes"`  // file bytes hosts fetched from peers
+	Fallbacks   int                           `json:"fallbacks"`
 }
 
 // recorder keeps step and per-host durations from the runner's events.
@@ -77,14 +83,23 @@ func main() {
 	expect := flag.Int("expect-changed", -1, "fail unless exactly this many files were written (-1: no check)")
 	stateDir := flag.String("state-dir", "", "state dir (known_hosts it writes, logs); default: a temp dir")
 	verbose := flag.Bool("v", false, "log at debug level to stderr")
+	fanout := flag.Int("fanout", tasks.DefaultFanout, "hosts a peer feeds at once (0: every host from here), as kubeforge up --fanout")
+	if len(os.Args) > 1 && os.Args[1] == "peer-serve" {
+		// The hosts that serve their peers run this binary, as they run kubeforge's.
+		if err := peer.Run(context.Background(), os.Stdin, os.Stdout, slog.New(slog.NewTextHandler(os.Stderr, nil))); err != nil {
+			fmt.Fprintln(os.Stderr, "peer-serve:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	flag.Parse()
-	if err := run(*invPath, *srcDir, *dest, *conc, *command, *cpuProfile, *expect, *stateDir, *verbose); err != nil {
+	if err := run(*invPath, *srcDir, *dest, *conc, *command, *cpuProfile, *expect, *stateDir, *verbose, *fanout); err != nil {
 		fmt.Fprintln(os.Stderr, "fanout:", err)
 		os.Exit(1)
 	}
 }
 
-func run(invPath, srcDir, dest string, conc int, command, cpuProfile string, expect int, stateDir string, verbose bool) error {
+func run(invPath, srcDir, dest string, conc int, command, cpuProfile string, expect int, stateDir string, verbose bool, fanout int) error {
 	if invPath == "" || srcDir == "" {
 		return fmt.Errorf("usage: fanout -i INVENTORY -src DIR [-dest DIR] [-concurrency N] [-cpuprofile FILE]")
 	}
@@ -137,23 +152,10 @@ func run(invPath, srcDir, dest string, conc int, command, cpuProfile string, exp
 	}
 	hashS := time.Since(hstart).Seconds()
 
-	env := tasks.NewEnv(inv, stateDir, log, tasks.Options{})
+	env := tasks.NewEnv(inv, stateDir, log, tasks.Options{Fanout: fanout})
 	defer env.Close()
-	var mu sync.Mutex
-	changed := 0
-	upload := func(ctx context.Context, env *tasks.Env, h *tasks.Host) error {
-		paths, err := h.Client.Upload(ctx, files)
-		if err != nil {
-			return fmt.Errorf("upload files: %w", err)
-		}
-		for _, p := range paths {
-			h.Changed(tasks.Change{Kind: tasks.ChangeFile, What: p})
-		}
-		mu.Lock()
-		changed += len(paths)
-		mu.Unlock()
-		return nil
-	}
+	// The upload is kubeforge's artifacts step: host to host where it can.
+	push := tasks.PeerPush{Files: func(*tasks.Env, *tasks.Host) ([]ssh.File, error) { return files, nil }}
 	runCommand := func(ctx context.Context, env *tasks.Env, h *tasks.Host) error {
 		_, err := h.Client.Run(ctx, command)
 		return err
@@ -161,7 +163,8 @@ func run(invPath, srcDir, dest string, conc int, command, cpuProfile string, exp
 	pb := playbooks.Playbook{Name: "bench-fanout", Steps: []playbooks.Step{
 		{Name: "connect", Hosts: inventory.SelectAll, Run: tasks.Connect},
 		{Name: "facts", Hosts: inventory.SelectAll, Run: tasks.GatherFacts},
-		{Name: "upload", Hosts: inventory.SelectAll, Run: upload},
+		{Name: "upload", Hosts: inventory.SelectAll, Run: push.Run, Batches: push.Batches,
+			BeforeBatch: tasks.StartPeerServers, After: tasks.StopPeerServers},
 		{Name: "command", Hosts: inventory.SelectAll, Run: runCommand},
 	}}
 	rec := &recorder{steps: map[string]float64{}, hosts: map[string]map[string]float64{}}
@@ -171,9 +174,19 @@ func run(invPath, srcDir, dest string, conc int, command, cpuProfile string, exp
 	if err := r.Run(ctx, env, pb); err != nil {
 		return err
 	}
+	changed := 0
+	for _, h := range env.Hosts(inv.Hosts) {
+		for _, c := range h.Changes() {
+			if c.Kind == tasks.ChangeFile && strings.HasPrefix(c.What, dest+"/") {
+				changed++
+			}
+		}
+	}
+	dist := env.Distribution()
 	rep := Report{
 		Hosts: len(inv.Hosts), Concurrency: conc, WallS: time.Since(start).Seconds(), HashS: hashS,
 		Steps: rec.steps, HostSteps: rec.hosts, Changed: changed, Facts: someFacts(env, inv),
+		Fanout: fanout, Uploaded: dist.UploadedBytes, Fetched: dist.FetchedBytes, Fallbacks: dist.Fallbacks,
 	}
 	line, err := json.Marshal(rep)
 	if err != nil {

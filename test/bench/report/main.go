@@ -44,6 +44,10 @@ type Detail struct {
 	HostSteps map[string]map[string]float64 `json:"host_steps"`
 	Changed   int                           `json:"changed"`
 	Facts     map[string]string             `json:"facts"`
+	Fanout    int                           `json:"fanout"`
+	Uploaded  int64                         `json:"uploaded_bytes"`
+	Fetched   int64                         `json:"fetched_bytes"`
+	Fallbacks int                           `json:"fallbacks"`
 }
 
 // Record is one line of results.jsonl.
@@ -56,6 +60,7 @@ type Record struct {
 	Measure *Measure `json:"measure"`
 	Small   *Measure `json:"small"` // scp: the same scp of a small file (connection cost)
 	Detail  *Detail  `json:"detail"`
+	Wire    int64    `json:"wire_bytes"` // bytes this machine sent onto the bench network during the run
 
 	// meta
 	Date    string `json:"date"`
@@ -178,6 +183,7 @@ var (
 	cpu  = func(r Record) float64 { return r.Measure.UserS + r.Measure.SysS }
 	rss  = func(r Record) float64 { return r.Measure.MaxRSSMB }
 	pss  = func(r Record) float64 { return r.Measure.TreePSSMB }
+	sent = func(r Record) float64 { return float64(r.Wire) / 1e6 }
 )
 
 // ratio is Ansible's over kubeforge's value, per repetition (the runs of one repetition are interleaved).
@@ -273,15 +279,16 @@ func readOptional(p string) string {
 // table is the main results table (markdown, also printed).
 func (d *data) table() string {
 	var b strings.Builder
-	fmt.Fprintln(&b, "| N | run | kubeforge wall s | Ansible wall s | Ansible ÷ kubeforge | kubeforge CPU s | Ansible CPU s | kubeforge peak RSS MB | Ansible peak RSS MB (largest process / tree PSS) |")
-	fmt.Fprintln(&b, "|---:|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(&b, "| N | run | kubeforge wall s | Ansible wall s | Ansible ÷ kubeforge | kubeforge CPU s | Ansible CPU s | kubeforge peak RSS MB | Ansible peak RSS MB (largest process / tree PSS) | MB sent from here: kubeforge / Ansible |")
+	fmt.Fprintln(&b, "|---:|---|---|---|---|---|---|---|---|---|")
 	for _, n := range d.ns {
 		for _, mode := range []string{"cold", "warm"} {
-			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s | %s / %s |\n", n, mode,
+			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s |\n", n, mode,
 				d.stat("kubeforge", mode, n, wall), d.stat("ansible", mode, n, wall), d.ratio(mode, n, wall).fmt("%.1f×"),
 				d.stat("kubeforge", mode, n, cpu), d.stat("ansible", mode, n, cpu),
 				d.stat("kubeforge", mode, n, rss).fmt("%.0f"),
-				d.stat("ansible", mode, n, rss).fmt("%.0f"), d.stat("ansible", mode, n, pss).fmt("%.0f"))
+				d.stat("ansible", mode, n, rss).fmt("%.0f"), d.stat("ansible", mode, n, pss).fmt("%.0f"),
+				d.stat("kubeforge", mode, n, sent).fmt("%.0f"), d.stat("ansible", mode, n, sent).fmt("%.0f"))
 		}
 	}
 	return b.String()
@@ -413,6 +420,14 @@ func (d *data) targets(p func(string, ...any), scpSecs float64) {
 				}
 			}
 		}
+	}
+	for _, n := range d.ns {
+		if n < 2 || len(d.runs[key{"kubeforge", "cold", n}]) == 0 || d.meta.SizeMB == 0 {
+			continue
+		}
+		// The payload: one SizeMB file and two small ones.
+		copies := d.stat("kubeforge", "cold", n, sent).med / (float64(d.meta.SizeMB) * 1.048576)
+		p("- bytes sent from here ≤ 2 copies of the payload at N = %d (cold): %.2f copies → %s\n", n, copies, verdict(copies <= 2))
 	}
 	if len(d.runs[key{"kubeforge", "cold", hi}]) > 0 {
 		r := d.stat("kubeforge", "cold", hi, rss)
