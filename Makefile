@@ -19,7 +19,11 @@ HARNESS_DIR ?= $(CURDIR)/.harness
 
 all: build
 
+# kubeforge-peer (the artifact server of the hosts that feed their peers, docs/artifacts.md) for both
+# architectures first: kubeforge embeds them.
 build:
+	for arch in amd64 arm64; do CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w" \
+		-o cmd/kubeforge/peerbin/kubeforge-peer-linux-$$arch ./cmd/kubeforge-peer || exit 1; done
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o $(BIN) ./cmd/kubeforge
 
 # Everything a fresh Debian machine needs, then every test: unit, integration (real OpenSSH), e2e (real clusters).

@@ -1,13 +1,16 @@
 package tasks
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -15,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubeforge/kubeforge/internal/atomicfile"
 	"github.com/kubeforge/kubeforge/ssh"
 )
 
@@ -30,9 +34,10 @@ import (
 // cluster address, answers only a one-time secret and exits when its SSH
 // session ends.
 
-// PeerBinaryPath is where the hosts that serve their peers keep the kubeforge
-// binary that runs peer-serve (removed with the artifacts by reset).
-const PeerBinaryPath = RemoteArtifactsDir + "/bin/kubeforge"
+// PeerBinaryPath is where the hosts that serve their peers keep the binary
+// that runs peer-serve: kubeforge-peer (3 MB), or kubeforge itself when this
+// build does not carry it (removed with the artifacts by reset).
+const PeerBinaryPath = RemoteArtifactsDir + "/bin/kubeforge-peer"
 
 // DefaultFanout is how many hosts one holder feeds at once.
 const DefaultFanout = 4
@@ -46,7 +51,8 @@ type distribution struct {
 	held    bool           // batch 0 is the hosts that held everything already
 	holders []*holder      // hosts whose copies are verified, in the order they got them
 	servers map[string]*peerServer
-	bad     map[string]string // holder -> why it serves no more
+	bad     map[string]string   // holder -> why it serves no more
+	server  map[string]ssh.File // GOARCH -> the binary that runs peer-serve
 	stats   DistributionStats
 }
 
@@ -78,7 +84,7 @@ func (e *Env) distribution() *distribution {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.dist == nil {
-		e.dist = &distribution{level: map[string]int{}, servers: map[string]*peerServer{}, bad: map[string]string{}}
+		e.dist = &distribution{level: map[string]int{}, servers: map[string]*peerServer{}, bad: map[string]string{}, server: map[string]ssh.File{}}
 	}
 	return e.dist
 }
@@ -91,8 +97,9 @@ func (e *Env) Distribution() DistributionStats {
 	return d.stats
 }
 
-// peersOff says why h's artifacts cannot go host to host ("" when they can).
-func peersOff(env *Env, hosts []*Host) string {
+// peersOff says why files cannot go host to host ("" when they can), after
+// finding the binary each host's server would run.
+func (d *distribution) peersOff(env *Env, hosts []*Host) string {
 	switch {
 	case env.Opts.Fanout <= 0:
 		return "--fanout 0"
@@ -100,11 +107,56 @@ func peersOff(env *Env, hosts []*Host) string {
 		return "one host"
 	}
 	for _, h := range hosts {
-		if h.Facts == nil || goArch[h.Facts.Arch] != runtime.GOARCH || runtime.GOOS != "linux" {
-			return fmt.Sprintf("this kubeforge is %s/%s and cannot serve on %s", runtime.GOOS, runtime.GOARCH, h.Name)
+		arch := ""
+		if h.Facts != nil {
+			arch = goArch[h.Facts.Arch]
 		}
+		if _, ok := d.server[arch]; ok || arch == "" {
+			if arch == "" {
+				return "the architecture of " + h.Name + " is not known"
+			}
+			continue
+		}
+		f, err := peerServerFile(env, arch)
+		if err != nil {
+			return fmt.Sprintf("no server binary for %s (linux/%s): %v", h.Name, arch, err)
+		}
+		d.server[arch] = f
 	}
 	return ""
+}
+
+// peerServerFile is the binary that runs peer-serve on linux/arch: the
+// kubeforge-peer this build carries (written once into the state dir's
+// cache), else this kubeforge when it is linux/arch itself.
+func peerServerFile(env *Env, arch string) (ssh.File, error) {
+	if env.Opts.PeerServer != nil {
+		if b, ok := env.Opts.PeerServer(arch); ok {
+			p := filepath.Join(env.StateDir, "cache", "kubeforge-peer-linux-"+arch)
+			if old, err := os.ReadFile(p); err != nil || !bytes.Equal(old, b) {
+				if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+					return ssh.File{}, err
+				}
+				if err := atomicfile.Write(p, b, 0o700); err != nil {
+					return ssh.File{}, err
+				}
+			}
+			sum := sha256.Sum256(b)
+			return ssh.File{Path: PeerBinaryPath, Mode: 0o755, Source: p, SHA256: hex.EncodeToString(sum[:])}, nil
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return ssh.File{}, err
+	}
+	if runtime.GOOS != "linux" || runtime.GOARCH != arch {
+		return ssh.File{}, fmt.Errorf("this kubeforge is %s/%s and carries no kubeforge-peer for linux/%s (build it with make build)", runtime.GOOS, runtime.GOARCH, arch)
+	}
+	a, err := env.artifact(self, false)
+	if err != nil {
+		return ssh.File{}, err
+	}
+	return ssh.File{Path: PeerBinaryPath, Mode: 0o755, Source: self, SHA256: a.sha256}, nil
 }
 
 // PeerPush is a host step that puts files on the hosts, host to host where
@@ -134,7 +186,7 @@ func (p PeerPush) Batches(env *Env, hosts []*Host) [][]*Host {
 			rest = append(rest, h)
 		}
 	}
-	if d.off = peersOff(env, hosts); d.off == "" && len(rest) == 0 {
+	if d.off = d.peersOff(env, hosts); d.off == "" && len(rest) == 0 {
 		d.off = "every host holds its files"
 	}
 	if d.off != "" {
@@ -172,13 +224,9 @@ func (p PeerPush) Run(ctx context.Context, env *Env, h *Host) error {
 		return err
 	}
 	d := env.distribution()
-	if d.serves(h) {
-		// The hosts that will serve their peers need kubeforge itself: one copy, fetched like the rest.
-		bin, err := apiProxyBinary(env, h)
-		if err != nil {
-			return err
-		}
-		files = append(files, ssh.File{Path: PeerBinaryPath, Mode: 0o755, Source: bin.Source, SHA256: bin.SHA256})
+	if bin, ok := d.serverFor(h); ok {
+		// The hosts that will serve their peers need the server's binary: fetched like the rest.
+		files = append(files, bin)
 	}
 	err = uploadDedup(ctx, h, files, func(ctx context.Context, unique []ssh.File) ([]string, error) {
 		diffs, err := h.Client.Check(ctx, unique)
@@ -205,15 +253,18 @@ func (p PeerPush) Run(ctx context.Context, env *Env, h *Host) error {
 	return nil
 }
 
-// serves reports whether h gets kubeforge's binary with its artifacts, to
-// serve a later batch: the hosts that held everything already get it only
-// when they are picked to serve (StartPeerServers), so a converged fleet is
-// not sent one copy per host.
-func (d *distribution) serves(h *Host) bool {
+// serverFor returns the server binary h gets with its files, to serve a
+// later batch. The hosts that held everything already get it only when they
+// are picked to serve (StartPeerServers).
+func (d *distribution) serverFor(h *Host) (ssh.File, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	l, ok := d.level[h.Name]
-	return d.off == "" && ok && l < d.last && !(d.held && l == 0)
+	if d.off != "" || !ok || l >= d.last || (d.held && l == 0) || h.Facts == nil {
+		return ssh.File{}, false
+	}
+	f, ok := d.server[goArch[h.Facts.Arch]]
+	return f, ok
 }
 
 // StartPeerServers runs before each batch of the artifacts step: it starts
@@ -287,12 +338,14 @@ func startPeerServer(ctx context.Context, env *Env, ho *holder) (*peerServer, er
 	if _, err := rand.Read(secret); err != nil {
 		return nil, err
 	}
-	bin, err := apiProxyBinary(env, ho.h)
-	if err != nil {
-		return nil, err
+	d := env.distribution()
+	d.mu.Lock()
+	bin, ok := d.server[goArch[ho.h.Facts.Arch]]
+	d.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("no server binary for linux/%s", ho.h.Facts.Arch)
 	}
 	if _, ok := ho.files[bin.SHA256]; !ok {
-		bin.Path = PeerBinaryPath
 		changed, err := ho.h.Client.Upload(ctx, []ssh.File{bin})
 		if err != nil {
 			return nil, err
@@ -305,7 +358,7 @@ func startPeerServer(ctx context.Context, env *Env, ho *holder) (*peerServer, er
 			if fi, err := os.Stat(bin.Source); err == nil {
 				n = fi.Size()
 			}
-			env.distribution().count(func(st *DistributionStats) { st.Uploaded++; st.UploadedBytes += n })
+			d.count(func(st *DistributionStats) { st.Uploaded++; st.UploadedBytes += n })
 		}
 		ho.files[bin.SHA256] = PeerBinaryPath
 	}

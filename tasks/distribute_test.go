@@ -58,8 +58,12 @@ func TestArtifactBatchesGrowByFanout(t *testing.T) {
 		t.Errorf("10 hosts, fanout 4:\n got %s\nwant %s", got, want)
 	}
 	d := env.distribution()
-	if !d.serves(env.hostNamed("h07")) || !d.serves(env.hostNamed("h00")) || d.serves(env.hostNamed("h09")) {
-		t.Errorf("serves: the seed and the middle batch do, the last batch does not")
+	serves := func(n string) bool { _, ok := d.serverFor(env.hostNamed(n)); return ok }
+	if !serves("h07") || !serves("h00") || serves("h09") {
+		t.Errorf("server binary: the seed and the middle batch get it, the last batch does not")
+	}
+	if f := d.server[runtime.GOARCH]; f.Path != PeerBinaryPath || f.SHA256 == "" {
+		t.Errorf("the server binary for %s: %+v", runtime.GOARCH, f)
 	}
 
 	// Two hosts already hold every file: they come first, and feed 8.
@@ -75,8 +79,18 @@ func TestArtifactBatchesGrowByFanout(t *testing.T) {
 	if got, want := shape(env), "h03,h05 | h00,h01,h02,h04,h06,h07,h08,h09 | h10,h11"; got != want {
 		t.Errorf("2 holders:\n got %s\nwant %s", got, want)
 	}
-	if d := env.distribution(); d.serves(env.hostNamed("h03")) {
+	if _, ok := env.distribution().serverFor(env.hostNamed("h03")); ok {
 		t.Errorf("a host that held everything gets kubeforge's binary only when it is picked to serve")
+	}
+
+	// A build that carries kubeforge-peer sends it (from the state dir's cache), not itself.
+	env = setup(3, []int{0}, 4)
+	env.Opts.PeerServer = func(arch string) ([]byte, bool) { return []byte("peer for " + arch), true }
+	ArtifactPush.Batches(env, env.Hosts(env.Inv.Hosts))
+	if f := env.distribution().server[runtime.GOARCH]; !strings.HasSuffix(f.Source, "kubeforge-peer-linux-"+runtime.GOARCH) {
+		t.Errorf("with an embedded kubeforge-peer the server binary is %+v", f)
+	} else if b, _ := os.ReadFile(f.Source); string(b) != "peer for "+runtime.GOARCH {
+		t.Errorf("%s holds %q", f.Source, b)
 	}
 
 	for name, env := range map[string]*Env{"fanout 0": setup(5, []int{0}, 0), "one host": setup(1, []int{0}, 4)} {

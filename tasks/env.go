@@ -45,6 +45,9 @@ type Options struct {
 	MaxUnavailable    string            // upgrade: workers per batch, a count or a percentage ("" = 1)
 	DrainTimeout      time.Duration     // upgrade, scale --remove: how long one node's drain may take (0: 2 min)
 	Fanout            int               // hosts one peer feeds artifacts to at once; 0: every host from the workstation
+	// PeerServer returns the kubeforge-peer binary for linux/GOARCH, when
+	// this build carries one; else the hosts that serve run kubeforge itself.
+	PeerServer func(goarch string) ([]byte, bool)
 }
 
 // Env is the typed environment that steps share. A step's outputs are named

@@ -65,6 +65,7 @@ generates the cluster PKI locally, pushes files over SFTP and joins the nodes, i
 				return fmt.Errorf("--fanout must be 0 (no host-to-host copies) or more")
 			}
 			g.opts.Tasks.AcceptNewHostKeys = g.acceptNewHostKeys
+			g.opts.Tasks.PeerServer = peerServer
 			g.opts.Tasks.IgnorePreflight = map[string]bool{}
 			for _, id := range g.ignorePreflight {
 				g.opts.Tasks.IgnorePreflight[strings.TrimSpace(id)] = true

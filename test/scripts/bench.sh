@@ -88,8 +88,9 @@ mkdir -p "$RUN/src" "$RUN/out"
 : >"$RESULTS"
 
 log "building the bench programs"
-# Stripped, as `make build` builds kubeforge: the hosts that serve their peers run this binary.
-"$GO" build -trimpath -ldflags "-s -w" -o "$WORK/fanout" ./test/bench/fanout
+"$GO" build -o "$WORK/fanout" ./test/bench/fanout
+# The hosts that serve their peers run kubeforge-peer, as kubeforge (make build) embeds it.
+CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-s -w" -o "$WORK/kubeforge-peer" ./cmd/kubeforge-peer
 "$GO" build -o "$WORK/measure" ./test/bench/measure
 "$GO" build -o "$WORK/report" ./test/bench/report
 
@@ -174,8 +175,7 @@ record() { # record TOOL MODE N REP MEASURE_JSON [TOOL_JSON]
 }
 
 # The bytes this machine sent onto the bench network: the bridge's transmit counter counts what the host sends to
-# the containers, not what they send each other (that is switched between their ports).
-BRIDGE=
+# the containers, not what they send each other (that is switched between their ports). BRIDGE is set above.
 wire() { cat "/sys/class/net/$BRIDGE/statistics/tx_bytes"; }
 
 run_kubeforge() { # MODE N REP
@@ -183,7 +183,7 @@ run_kubeforge() { # MODE N REP
 	[[ $mode == cold ]] && expect=$((3 * n))
 	WIRE0=$(wire)
 	"$WORK/measure" -o "$out.measure" -- "$WORK/fanout" -i "$RUN/inventory-$n.yaml" -src "$RUN/src" -dest "$DEST" \
-		-concurrency "$n" -fanout "${BENCH_FANOUT:-4}" -expect-changed "$expect" -state-dir "$RUN/state" >"$out.json" 2>"$out.log" ||
+		-concurrency "$n" -fanout "${BENCH_FANOUT:-4}" -peer-binary "$WORK/kubeforge-peer" -expect-changed "$expect" -state-dir "$RUN/state" >"$out.json" 2>"$out.log" ||
 		die "kubeforge $mode N=$n failed: $(tail -n 5 "$out.log")"
 	WIRE1=$(wire)
 	record kubeforge "$mode" "$n" "$rep" "$out.measure" "$out.json"
@@ -252,7 +252,7 @@ CIPHER=$(ssh -v "${SSHOPTS[@]}" "root@$(addr 1)" true 2>&1 | awk '/kex: client->
 # --- profile: kubeforge at the largest N, cold -------------------------------------------------------------------
 log "CPU profile of kubeforge, N=$MAXN cold"
 wipe "$MAXN"
-"$WORK/fanout" -i "$RUN/inventory-$MAXN.yaml" -src "$RUN/src" -dest "$DEST" -expect-changed $((3 * MAXN)) \
+"$WORK/fanout" -i "$RUN/inventory-$MAXN.yaml" -src "$RUN/src" -dest "$DEST" -expect-changed $((3 * MAXN)) -peer-binary "$WORK/kubeforge-peer" \
 	-cpuprofile "$RUN/cpu.pprof" -state-dir "$RUN/state" >"$RUN/out/profile.json" 2>>"$RUN/out/profile.log" ||
 	die "profiled run failed"
 "$GO" tool pprof -top -nodecount=22 "$WORK/fanout" "$RUN/cpu.pprof" 2>/dev/null | sed -n '1,30p' >"$RUN/profile-top.txt" || true
@@ -284,9 +284,10 @@ log "wrote $DOC and $PLOT (raw results: $RESULTS)"
 }
 
 # --- P2: the cost of `up` (BENCH_UP=1) -----------------------------------------------------------------------------
-# A harness of 10 systemd nodes (instance kfbup, 172.31.241.0/24): node1 control plane + node2-3 workers for `up`,
-# node4 for `scale` +1, node5-7 for `scale` +3, node8-10 for kubeadm init/join driven by an ssh shell loop. The
-# artifacts are pushed to every node first (`up --only node/prepare,artifacts`, not timed). Writes DIR/up.md.
+# A harness of 15 systemd nodes (instance kfbup, 172.31.241.0/24): node1 control plane + node2-3 workers for `up`,
+# node4 for `scale` +1, node5-7 for `scale` +3, node11-15 for `scale` +5, node8-10 for kubeadm init/join driven by
+# an ssh shell loop. The artifacts are pushed to every node first (`up --only node/prepare,artifacts`, not timed).
+# Writes DIR/up.md.
 bench_up() {
 	local dir=$1 H ART=${ARTIFACTS:-$ROOT/.cache/artifacts} KF=$ROOT/bin/kubeforge t0 t1
 	mkdir -p "$dir"
@@ -302,9 +303,9 @@ bench_up() {
 	trap 'up_down; cleanup' EXIT
 	up_down # fresh hosts: a harness left by an interrupted run would already hold a cluster
 	rm -rf "$dir/state"
-	log "P2: harness of 10 nodes (kfbup, 172.31.241.0/24)"
+	log "P2: harness of 15 nodes (kfbup, 172.31.241.0/24)"
 	# Hosts with Debian's containerd: kubeadm needs a runtime there, and both tools must do the same work.
-	"$GO" run ./test/harness up 10 --name-prefix kfbup --subnet 172.31.241.0/24 --dir "$H" --artifacts "$ART" --image kubeforge-node:bookworm-containerd \
+	"$GO" run ./test/harness up 15 --name-prefix kfbup --subnet 172.31.241.0/24 --dir "$H" --artifacts "$ART" --image kubeforge-node:bookworm-containerd \
 		>"$dir/harness.log" 2>&1 || { echo "Not measured: harness up failed (see $dir/harness.log)." >"$md"; return 1; }
 	local inv=$H/inventory.yaml
 	subset() { # subset OUT NAME...: the harness inventory with only the named hosts
@@ -316,10 +317,11 @@ bench_up() {
 			/^  - name:/ {k = index(keep, " " $3 " ") > 0}
 			k {print}' "$inv" >"$out"
 	}
-	subset "$dir/all.yaml" node1 node2 node3 node4 node5 node6 node7 node8 node9 node10
+	subset "$dir/all.yaml" node1 node2 node3 node4 node5 node6 node7 node8 node9 node10 node11 node12 node13 node14 node15
 	subset "$dir/base.yaml" node1 node2 node3
 	subset "$dir/plus1.yaml" node1 node2 node3 node4
 	subset "$dir/plus3.yaml" node1 node2 node3 node4 node5 node6 node7
+	subset "$dir/plus5.yaml" node1 node2 node3 node4 node5 node6 node7 node11 node12 node13 node14 node15
 	subset "$dir/kubeadm.yaml" node8 node9 node10
 	# node8 is a worker in the harness inventory; kubeforge pushes kubeadm only to control planes: make it one.
 	sed -i '/- name: node8/,/- name:/ s/- worker/- control-plane/' "$dir/kubeadm.yaml"
@@ -360,16 +362,20 @@ bench_up() {
 	up2=$(echo "$t1 - $t0" | bc)
 	# stdout holds the JSON events, then the summary table: read the events only.
 	changed2=$(jq -R 'fromjson? | select(.type=="host-end" and .result=="changed")' "$dir/up2.jsonl" | jq -s length)
-	log "P2: scale +1, then +3"
+	log "P2: scale +1, then +3, then +5"
 	t0=$(date +%s.%N)
 	"$KF" scale -i "$dir/plus1.yaml" --state-dir "$sd/kf" --output json >"$dir/scale1.jsonl" 2>"$dir/scale1.err" || true
 	t1=$(date +%s.%N)
-	local s1 s3
+	local s1 s3 s5
 	s1=$(echo "$t1 - $t0" | bc)
 	t0=$(date +%s.%N)
 	"$KF" scale -i "$dir/plus3.yaml" --state-dir "$sd/kf" --output json >"$dir/scale3.jsonl" 2>"$dir/scale3.err" || true
 	t1=$(date +%s.%N)
 	s3=$(echo "$t1 - $t0" | bc)
+	t0=$(date +%s.%N)
+	"$KF" scale -i "$dir/plus5.yaml" --state-dir "$sd/kf" --output json >"$dir/scale5.jsonl" 2>"$dir/scale5.err" || true
+	t1=$(date +%s.%N)
+	s5=$(echo "$t1 - $t0" | bc)
 
 	log "P2: kubeadm init/join over ssh (node8 + node9, node10)"
 	local cfg=$dir/kubeadm-config.yaml a8
@@ -430,7 +436,7 @@ systemctl daemon-reload && systemctl enable -q kubelet" || true
 	((ok)) || ka="failed (see $dir/kubeadm-*.log)"
 
 	{
-		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on a 10-node harness (1 control plane + 2 workers for \`up\`; artifacts already on the hosts)."
+		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on a 15-node harness (1 control plane + 2 workers for \`up\`; artifacts already on the hosts)."
 		echo
 		echo "| what | s |"
 		echo "|---|---:|"
@@ -441,6 +447,14 @@ systemctl daemon-reload && systemctl enable -q kubelet" || true
 		echo "| second \`up\` (converged), wall; host-steps reported changed: $changed2 | $up2 |"
 		echo "| \`scale\` +1 worker | $s1 |"
 		echo "| \`scale\` +3 workers | $s3 |"
+		echo "| \`scale\` +5 workers | $s5 |"
+		echo "| \`scale\` +5 ÷ +1 (goal ≤ 1.3) | $(echo "scale=2; $s5 / $s1" | bc) |"
+		echo
+		echo "\`scale\` per step (wall s; steps under 0.05 s in all three left out):"
+		echo
+		echo "| step | +1 | +3 | +5 |"
+		echo "|---|---:|---:|---:|"
+		scale_steps "$dir/scale1.jsonl" "$dir/scale3.jsonl" "$dir/scale5.jsonl"
 		echo
 		echo "\`kubeforge up\` per step (wall s):"
 		echo
@@ -449,6 +463,18 @@ systemctl daemon-reload && systemctl enable -q kubelet" || true
 		jq -R -r 'fromjson? | select(.type=="step-end") | "| \(.step) | \(.durationMs/1000*100|round/100) |"' "$dir/up1.jsonl"
 	} >"$md"
 	log "P2 done: $md"
+}
+
+# scale_steps F1 F3 F5: the step-end durations of three `--output json` runs side by side, in the playbook's order.
+scale_steps() {
+	jq -R -n -r '
+		[inputs | (fromjson? // empty) | select(.type == "step-end") + {f: input_filename}] as $e
+		| ($e | map(select(.f == $ARGS.positional[2]) | .step)) as $order
+		| $order[] as $s
+		| [$ARGS.positional[] as $f | $e | map(select(.f == $f and .step == $s)) | .[0].durationMs
+			| if . == null then "-" else (. / 1000 * 100 | round / 100 | tostring) end] as $v
+		| select([$v[] | tonumber? // 0] | max >= 0.05)
+		| "| \($s) | \($v[0]) | \($v[1]) | \($v[2]) |"' "$@" --args "$@"
 }
 
 main "$@"; exit $?

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strings"
@@ -84,6 +85,7 @@ func main() {
 	stateDir := flag.String("state-dir", "", "state dir (known_hosts it writes, logs); default: a temp dir")
 	verbose := flag.Bool("v", false, "log at debug level to stderr")
 	fanout := flag.Int("fanout", tasks.DefaultFanout, "hosts a peer feeds at once (0: every host from here), as kubeforge up --fanout")
+	peerBinary := flag.String("peer-binary", "", "kubeforge-peer for this machine's architecture, as kubeforge embeds it (default: the hosts that serve run this program)")
 	if len(os.Args) > 1 && os.Args[1] == "peer-serve" {
 		// The hosts that serve their peers run this binary, as they run kubeforge's.
 		if err := peer.Run(context.Background(), os.Stdin, os.Stdout, slog.New(slog.NewTextHandler(os.Stderr, nil))); err != nil {
@@ -93,13 +95,13 @@ func main() {
 		return
 	}
 	flag.Parse()
-	if err := run(*invPath, *srcDir, *dest, *conc, *command, *cpuProfile, *expect, *stateDir, *verbose, *fanout); err != nil {
+	if err := run(*invPath, *srcDir, *dest, *conc, *command, *cpuProfile, *expect, *stateDir, *verbose, *fanout, *peerBinary); err != nil {
 		fmt.Fprintln(os.Stderr, "fanout:", err)
 		os.Exit(1)
 	}
 }
 
-func run(invPath, srcDir, dest string, conc int, command, cpuProfile string, expect int, stateDir string, verbose bool, fanout int) error {
+func run(invPath, srcDir, dest string, conc int, command, cpuProfile string, expect int, stateDir string, verbose bool, fanout int, peerBinary string) error {
 	if invPath == "" || srcDir == "" {
 		return fmt.Errorf("usage: fanout -i INVENTORY -src DIR [-dest DIR] [-concurrency N] [-cpuprofile FILE]")
 	}
@@ -152,7 +154,15 @@ func run(invPath, srcDir, dest string, conc int, command, cpuProfile string, exp
 	}
 	hashS := time.Since(hstart).Seconds()
 
-	env := tasks.NewEnv(inv, stateDir, log, tasks.Options{Fanout: fanout})
+	opts := tasks.Options{Fanout: fanout}
+	if peerBinary != "" {
+		b, err := os.ReadFile(peerBinary)
+		if err != nil {
+			return err
+		}
+		opts.PeerServer = func(goarch string) ([]byte, bool) { return b, goarch == runtime.GOARCH }
+	}
+	env := tasks.NewEnv(inv, stateDir, log, opts)
 	defer env.Close()
 	// The upload is kubeforge's artifacts step: host to host where it can.
 	push := tasks.PeerPush{Files: func(*tasks.Env, *tasks.Host) ([]ssh.File, error) { return files, nil }}
