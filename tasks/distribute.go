@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/kubeforge/kubeforge/internal/atomicfile"
 	"github.com/kubeforge/kubeforge/ssh"
 )
@@ -309,24 +311,30 @@ func StartPeerServers(ctx context.Context, env *Env, batch []*Host) error {
 	}
 	d.mu.Unlock()
 
-	var wg sync.WaitGroup
-	for _, ho := range start {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s, err := startPeerServer(ctx, env, ho)
-			d.mu.Lock()
-			defer d.mu.Unlock()
-			if err != nil {
-				d.bad[ho.h.Name] = err.Error()
-				env.warn(fmt.Sprintf("%s cannot serve artifacts to its peers (they come from elsewhere): %v", ho.h.Name, err))
-				return
-			}
-			d.servers[ho.h.Name] = s
-		}()
-	}
-	wg.Wait()
+	inParallel(len(start), func(i int) {
+		ho := start[i]
+		s, err := startPeerServer(ctx, env, ho)
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if err != nil {
+			d.bad[ho.h.Name] = err.Error()
+			env.warn(fmt.Sprintf("%s cannot serve artifacts to its peers (they come from elsewhere): %v", ho.h.Name, err))
+			return
+		}
+		d.servers[ho.h.Name] = s
+	})
 	return nil
+}
+
+// inParallel runs f(0), ..., f(n-1), 32 at once: servers start and stop on
+// many holders together, between the runner's batches.
+func inParallel(n int, f func(i int)) {
+	var g errgroup.Group
+	g.SetLimit(32)
+	for i := range n {
+		g.Go(func() error { f(i); return nil })
+	}
+	_ = g.Wait()
 }
 
 // peerServeIdle: a server no client visits for this long exits by itself
@@ -392,24 +400,22 @@ func startPeerServer(ctx context.Context, env *Env, ho *holder) (*peerServer, er
 func StopPeerServers(ctx context.Context, env *Env, _ []*Host) error {
 	d := env.distribution()
 	d.mu.Lock()
-	servers := d.servers
+	servers := make([]*peerServer, 0, len(d.servers))
+	for _, s := range d.servers {
+		servers = append(servers, s)
+	}
 	d.servers = map[string]*peerServer{}
 	st := d.stats
 	d.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, s := range servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out, err := s.proc.Stop(15 * time.Second)
-			if err != nil {
-				env.warn(fmt.Sprintf("the artifact server on %s did not stop cleanly: %v", s.holder.h.Name, err))
-				return
-			}
-			s.holder.h.Log.Info("stopped serving artifacts", "stats", strings.TrimSpace(out))
-		}()
-	}
-	wg.Wait()
+	inParallel(len(servers), func(i int) {
+		s := servers[i]
+		out, err := s.proc.Stop(15 * time.Second)
+		if err != nil {
+			env.warn(fmt.Sprintf("the artifact server on %s did not stop cleanly: %v", s.holder.h.Name, err))
+			return
+		}
+		s.holder.h.Log.Info("stopped serving artifacts", "stats", strings.TrimSpace(out))
+	})
 	if st.Fetched+st.Uploaded > 0 {
 		env.Log.Info("artifacts distributed", "uploaded", st.Uploaded, "uploaded_bytes", st.UploadedBytes,
 			"fetched_from_peers", st.Fetched, "fetched_bytes", st.FetchedBytes, "fallbacks", st.Fallbacks)
