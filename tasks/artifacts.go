@@ -316,9 +316,6 @@ func uploadDedup(ctx context.Context, h *Host, files []ssh.File, obtain func(con
 		first[f.SHA256] = f.Path
 		unique = append(unique, f)
 	}
-	if obtain == nil {
-		obtain = h.Client.Upload
-	}
 	changed, err := obtain(ctx, unique)
 	if err != nil {
 		return fmt.Errorf("push artifacts: %w", err)

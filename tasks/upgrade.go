@@ -411,20 +411,29 @@ func (u *UpgradePlan) WriteJSON(w io.Writer) error {
 // the node's turn comes: the running kubelet's binary is not replaced before.
 func stagedBinDir(version string) string { return RemoteArtifactsDir + "/staged/" + version }
 
-// StageUpgrade pushes the target version to a host that the plan upgrades:
-// the image tarballs (imported now, as kubeadm's pre-pull) and the binaries
-// into a staging directory; nothing that runs changes.
-func StageUpgrade(ctx context.Context, env *Env, h *Host) error {
-	files, imgs, err := artifactFiles(env, h)
+// StagePush puts the target version on a host that the plan upgrades: the
+// image tarballs and the binaries, into a staging directory (nothing that
+// runs changes), host to host as the artifacts step does (docs/artifacts.md).
+var StagePush = PeerPush{Files: stagedFiles}
+
+func stagedFiles(env *Env, h *Host) ([]ssh.File, error) {
+	files, _, err := artifactFiles(env, h)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for i, f := range files {
 		if strings.HasPrefix(f.Path, "/usr/bin/") {
 			files[i].Path = stagedBinDir(env.Upgrade.To) + "/" + path.Base(f.Path)
 		}
 	}
-	if err := uploadDedup(ctx, h, files, nil); err != nil {
+	return files, nil
+}
+
+// ImportUpgradeImages imports the target version's images (kubeadm's
+// pre-pull) that containerd on h lacks, from the staged tarballs.
+func ImportUpgradeImages(ctx context.Context, env *Env, h *Host) error {
+	_, imgs, err := artifactFiles(env, h)
+	if err != nil {
 		return err
 	}
 	return importImages(ctx, h, imgs)

@@ -639,7 +639,7 @@ func TestInterruptedUpgradeConverges(t *testing.T) {
 		t.Skip("the upgrade interruption matrix runs with KUBEFORGE_UPGRADE_MATRIX=1 (make e2e-upgrade-matrix)")
 	}
 	var points []interruption
-	for _, s := range []string{"upgrade/snapshot", "upgrade/stage", "upgrade/control-planes", "upgrade/cluster"} {
+	for _, s := range []string{"upgrade/snapshot", "upgrade/stage", "upgrade/import", "upgrade/control-planes", "upgrade/cluster"} {
 		points = append(points, interruption{Step: s, Event: "step-end", Signal: syscall.SIGKILL})
 	}
 	for _, d := range []time.Duration{12 * time.Second, 30 * time.Second} {
