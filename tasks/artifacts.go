@@ -321,7 +321,9 @@ func uploadDedup(ctx context.Context, h *Host, files []ssh.File, obtain func(con
 		return fmt.Errorf("push artifacts: %w", err)
 	}
 	for _, p := range changed {
-		h.Changed(Change{Kind: ChangeFile, What: p})
+		if p != PeerBinaryPath { // kubeforge's transport, like the digest cache: not the cluster's state
+			h.Changed(Change{Kind: ChangeFile, What: p})
+		}
 	}
 	if len(copies) == 0 {
 		return nil

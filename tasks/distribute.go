@@ -38,7 +38,10 @@ import (
 
 // PeerBinaryPath is where the hosts that serve their peers keep the binary
 // that runs peer-serve: kubeforge-peer (3 MB), or kubeforge itself when this
-// build does not carry it (removed with the artifacts by reset).
+// build does not carry it (removed with the artifacts by reset). Like the
+// digest cache it is kubeforge's own transport, not the cluster's state: it
+// is written where a run needs a server, and neither planned nor reported
+// as a change.
 const PeerBinaryPath = RemoteArtifactsDir + "/bin/kubeforge-peer"
 
 // DefaultFanout is how many hosts one holder feeds at once.
@@ -354,12 +357,9 @@ func startPeerServer(ctx context.Context, env *Env, ho *holder) (*peerServer, er
 		return nil, fmt.Errorf("no server binary for linux/%s", ho.h.Facts.Arch)
 	}
 	if _, ok := ho.files[bin.SHA256]; !ok {
-		changed, err := ho.h.Client.Upload(ctx, []ssh.File{bin})
+		changed, err := ho.h.Client.Upload(ctx, []ssh.File{bin}) // not a change of the host's state (see PeerBinaryPath)
 		if err != nil {
 			return nil, err
-		}
-		for _, p := range changed {
-			ho.h.Changed(Change{Kind: ChangeFile, What: p})
 		}
 		if len(changed) > 0 {
 			var n int64
