@@ -56,11 +56,15 @@ for p in "${CNI_PLUGINS[@]}"; do pkgs+=("$PL/plugins/$p@$CNI_VERSION"); done
 CGO_ENABLED=0 GOBIN=$NEW/cni go install -ldflags "-s -w -X $PL/pkg/utils/buildversion.BuildVersion=$CNI_VERSION" "${pkgs[@]}" ||
 	die "building the CNI plugins failed (output above)"
 
-# Smoke checks: each binary runs and says the version built.
-"$NEW/bin/containerd" --version | grep -q " ${CONTAINERD_VERSION} " || die "containerd reports: $("$NEW/bin/containerd" --version)"
-"$NEW/bin/runc" --version | grep -q "^runc version ${RUNC_VERSION#v}$" || die "runc reports: $("$NEW/bin/runc" --version | head -1)"
-"$NEW/bin/runc" --version | grep -q '^libseccomp: ' || die "runc was built without seccomp"
-"$NEW/cni/bridge" 2>&1 | grep -q "plugin $CNI_VERSION" || die "bridge reports: $("$NEW/cni/bridge" 2>&1 | head -1)"
+# Smoke checks: each binary runs and says the version built. Each output is read whole before it is matched: a
+# `| grep -q` under pipefail fails at random when grep exits before the binary has written everything (SIGPIPE).
+out=$("$NEW/bin/containerd" --version 2>&1 || true)
+[[ "$out" == *" ${CONTAINERD_VERSION} "* ]] || die "containerd reports: $out"
+out=$("$NEW/bin/runc" --version 2>&1 || true)
+grep -qx "runc version ${RUNC_VERSION#v}" <<<"$out" || die "runc reports: $(head -1 <<<"$out")"
+grep -q '^libseccomp: ' <<<"$out" || die "runc was built without seccomp"
+out=$("$NEW/cni/bridge" 2>&1 || true)
+[[ "$out" == *"plugin $CNI_VERSION"* ]] || die "bridge reports: $(head -1 <<<"$out")"
 printf 'containerd %s\nrunc %s\ncni-plugins %s\n' "$CONTAINERD_VERSION" "$RUNC_VERSION" "$CNI_VERSION" >"$NEW/VERSIONS"
 (cd "$NEW" && find bin cni VERSIONS -type f | sort | xargs sha256sum >SHA256SUMS)
 rm -rf "$DIR/bin" "$DIR/cni"
