@@ -65,10 +65,18 @@ func TestPeerFetchFallsBack(t *testing.T) {
 	killed := make(chan string, 1)
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
-	go func() { // kill the seed's server once a worker has received the first bytes of the image (its second file)
+	go func() {
+		// Freeze the seed's server as soon as it runs, wait until a worker has started a fetch (its temporary file
+		// exists: connected, request sent), then kill the server: that transfer is cut, whatever this machine's speed.
 		w, _ := c.Node("node2")
+		frozen := false
 		for wctx.Err() == nil {
-			if out, err := c.SSH(wctx, w, "root", "find /var/lib/kubeforge/artifacts/images -name '.*.kubeforge-*' -size +0 2>/dev/null | head -1", nil); err == nil && strings.TrimSpace(out) != "" {
+			if !frozen {
+				out, err := c.SSH(wctx, seed, "root", "ss -Hltnp | grep -q kubeforge-pe && pkill -STOP -f '[p]eer-serve' && echo frozen", nil)
+				frozen = err == nil && strings.TrimSpace(out) == "frozen"
+				continue
+			}
+			if out, err := c.SSH(wctx, w, "root", "find /usr/bin /var/lib/kubeforge/artifacts/images -name '.*.kubeforge-*' 2>/dev/null | head -1", nil); err == nil && strings.TrimSpace(out) != "" {
 				got, _ := c.SSH(wctx, seed, "root", "pkill -KILL -f '[p]eer-serve' && echo killed", nil)
 				killed <- strings.TrimSpace(got)
 				return
