@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -518,7 +519,7 @@ func (d *distribution) obtain(ctx context.Context, env *Env, h *Host, files []ss
 		}
 		var n int64
 		for _, f := range direct {
-			if st, err := os.Stat(f.Source); err == nil && containsPath(up, f.Path) {
+			if st, err := os.Stat(f.Source); err == nil && slices.Contains(up, f.Path) {
 				n += st.Size()
 			}
 		}
@@ -526,15 +527,6 @@ func (d *distribution) obtain(ctx context.Context, env *Env, h *Host, files []ss
 		changed = append(changed, up...)
 	}
 	return changed, nil
-}
-
-func containsPath(ps []string, p string) bool {
-	for _, x := range ps {
-		if x == p {
-			return true
-		}
-	}
-	return false
 }
 
 func (d *distribution) count(f func(*DistributionStats)) {
