@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -251,11 +252,13 @@ func probeCounts(ctx context.Context, t *testing.T, kc kubernetes.Interface) pro
 				t.Errorf("probe pod %s on %s restarted %d times: its counts started again", p.Name, p.Spec.NodeName, cs.RestartCount)
 			}
 		}
-		// The logs come through the node's kubelet, which an upgrade has just restarted: retry.
+		// The logs come through the node's kubelet, which an upgrade has just
+		// restarted, and a pod that has just started has not reported yet
+		// (it reports every second): retry until a report is there.
 		var b []byte
 		err := wait.PollUntilContextTimeout(ctx, 2*time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
 			b, err = kc.CoreV1().Pods("upgrade-e2e").GetLogs(p.Name, &corev1.PodLogOptions{TailLines: &tail}).DoRaw(ctx)
-			return err == nil, nil
+			return err == nil && len(bytes.TrimSpace(b)) > 0, nil
 		})
 		if err != nil {
 			t.Fatalf("logs of %s on %s: %v", p.Name, p.Spec.NodeName, err)
