@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -76,10 +78,39 @@ func TestHAWithoutALoadBalancer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	c, state := startCluster(ctx, t, "kfna", "172.31.239.0/24", 6, 3)
-	five := subsetInventory(t, c, "node1", "node2", "node3", "node4", "node5")
-	mustUp(ctx, t, c, state, "-i", five)
 	cp1, cp2, cp3, w4, w5, w6 := c.Nodes[0], c.Nodes[1], c.Nodes[2], c.Nodes[3], c.Nodes[4], c.Nodes[5]
+	// One control plane and a worker first: the worker talks to node1 directly.
+	if code, _ := kubeforge(ctx, t, "up", "-i", subsetInventory(t, c, "node1", "node4"), "--state-dir", state); code != 0 {
+		t.Fatalf("up with one control plane exited %d", code)
+	}
+	if server, active, _ := proxyView(ctx, t, c, w4); server != "https://"+cp1.Address+":6443" || active == "active" {
+		t.Errorf("one control plane: node4's kubelet server %q, proxy %q; want node1 and no proxy", server, active)
+	}
+	// scale adds the second and third control planes and a worker at once: etcd
+	// ends with 3 voting members, every API server answers, and the workers
+	// (the one already there too) move to the node-local proxy, kube-proxy too.
+	five := subsetInventory(t, c, "node1", "node2", "node3", "node4", "node5")
+	start := time.Now()
+	if code, _ := kubeforge(ctx, t, "scale", "-i", five, "--state-dir", state); code != 0 {
+		t.Fatalf("scale +2 control planes +1 worker exited %d", code)
+	}
+	t.Logf("scale +2 control planes +1 worker: %s", time.Since(start).Round(time.Millisecond))
+	if voters, learners := etcdMembers(ctx, t, state, cp1); voters != 3 || learners != 0 {
+		t.Errorf("etcd has %d voting members and %d learners; want 3 and 0", voters, learners)
+	}
+	for _, n := range c.Nodes[:3] {
+		cfg := restConfig(t, state)
+		cfg.Host = "https://" + n.Address + ":6443"
+		body, err := kubernetes.NewForConfigOrDie(cfg).Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err != nil || string(body) != "ok" {
+			t.Errorf("API server on %s: %q %v", n.Name, body, err)
+		}
+	}
 	checkProxies(ctx, t, c, []harnesslib.Node{w4, w5}, cp1, cp2, cp3)
+	if err := serviceAnswers(ctx, c, w4, 5); err != nil {
+		t.Error(err)
+	}
+	checkNodesWhole(ctx, t, state, c.Nodes[:5], 3)
 	if kp := kubectl(ctx, t, state, "-n", "kube-system", "get", "configmap", "kube-proxy", "-o", "jsonpath={.data.kubeconfig\\.conf}"); !strings.Contains(kp, "server: https://127.0.0.1:6443") {
 		t.Errorf("kube-proxy's kubeconfig does not name 127.0.0.1:6443:\n%s", kp)
 	}
@@ -150,6 +181,29 @@ func TestHAWithoutALoadBalancer(t *testing.T) {
 			t.Errorf("%s not Ready after node2's API server hung and resumed: %v", n.Name, ready)
 		}
 	}
+
+	// A controlPlaneEndpoint named (here node2's address stands for a load
+	// balancer): the workers move to it and their proxies are removed.
+	withEndpoint := filepath.Join(c.Dir, "endpoint.yaml")
+	data, err := os.ReadFile(c.Inventory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := cp2.Address + ":6443"
+	data = []byte(strings.Replace(string(data), "cluster:\n", "cluster:\n  controlPlaneEndpoint: "+ep+"\n", 1))
+	if err := os.WriteFile(withEndpoint, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustUp(ctx, t, c, state, "-i", withEndpoint)
+	for _, w := range []harnesslib.Node{w4, w5, w6} {
+		if server, active, ups := proxyView(ctx, t, c, w); server != "https://"+ep || active == "active" || len(ups) != 0 {
+			t.Errorf("with an endpoint: %s's kubelet server %q, proxy %q, upstreams %v; want %s and no proxy", w.Name, server, active, ups, ep)
+		}
+	}
+	if kp := kubectl(ctx, t, state, "-n", "kube-system", "get", "configmap", "kube-proxy", "-o", "jsonpath={.data.kubeconfig\\.conf}"); !strings.Contains(kp, "server: https://"+ep) {
+		t.Errorf("kube-proxy's kubeconfig does not name the endpoint:\n%s", kp)
+	}
+	checkNodesWhole(ctx, t, state, c.Nodes, 3)
 }
 
 // survivesLoss stops control plane lost for two minutes. Meanwhile, through

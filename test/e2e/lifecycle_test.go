@@ -480,69 +480,6 @@ func forgeKnownHosts(t testing.TB, known string) string {
 	return strings.Join(out, "\n") + "\n"
 }
 
-// TestScaleAddsControlPlanes: a single control plane, then scale adds a
-// second and a third: etcd ends with 3 voting members and every API server answers.
-func TestScaleAddsControlPlanes(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	c, state := startCluster(ctx, t, "kfcp", "172.31.247.0/24", 4, 3)
-	if code, _ := kubeforge(ctx, t, "up", "-i", subsetInventory(t, c, "node1", "node4"), "--state-dir", state); code != 0 {
-		t.Fatalf("up with one control plane exited %d", code)
-	}
-	w := c.Nodes[3]
-	if server, active, _ := proxyView(ctx, t, c, w); server != "https://"+c.Nodes[0].Address+":6443" || active == "active" {
-		t.Errorf("one control plane: node4's kubelet server %q, proxy %q; want node1 and no proxy", server, active)
-	}
-	start := time.Now()
-	if code, _ := kubeforge(ctx, t, "scale", "-i", c.Inventory, "--state-dir", state); code != 0 {
-		t.Fatalf("scale exited %d", code)
-	}
-	t.Logf("scale +2 control planes: %s", time.Since(start).Round(time.Millisecond))
-	if voters, learners := etcdMembers(ctx, t, state, c.Nodes[0]); voters != 3 || learners != 0 {
-		t.Errorf("etcd has %d voting members and %d learners; want 3 and 0", voters, learners)
-	}
-	kc := clientFor(t, state)
-	for name, ok := range readyNodes(ctx, kc) {
-		if !ok {
-			t.Errorf("%s not Ready", name)
-		}
-	}
-	for _, n := range c.Nodes[:3] {
-		cfg := restConfig(t, state)
-		cfg.Host = "https://" + n.Address + ":6443"
-		body, err := kubernetes.NewForConfigOrDie(cfg).Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		if err != nil || string(body) != "ok" {
-			t.Errorf("API server on %s: %q %v", n.Name, body, err)
-		}
-	}
-	// Several control planes: the worker moved to the node-local proxy (docs/ha.md), kube-proxy too.
-	checkProxies(ctx, t, c, []harnesslib.Node{w}, c.Nodes[:3]...)
-	if err := serviceAnswers(ctx, c, w, 5); err != nil {
-		t.Error(err)
-	}
-	checkNodesWhole(ctx, t, state, c.Nodes, 3)
-	// A controlPlaneEndpoint named (here node2's address stands for a load balancer): the worker
-	// moves to it and the proxy is removed.
-	withEndpoint := filepath.Join(c.Dir, "endpoint.yaml")
-	data, err := os.ReadFile(c.Inventory)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep := c.Nodes[1].Address + ":6443"
-	data = []byte(strings.Replace(string(data), "cluster:\n", "cluster:\n  controlPlaneEndpoint: "+ep+"\n", 1))
-	if err := os.WriteFile(withEndpoint, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	mustUp(ctx, t, c, state, "-i", withEndpoint)
-	if server, active, ups := proxyView(ctx, t, c, w); server != "https://"+ep || (active == "active") || len(ups) != 0 {
-		t.Errorf("with an endpoint: node4's kubelet server %q, proxy %q, upstreams %v; want %s and no proxy", server, active, ups, ep)
-	}
-	if kp := kubectl(ctx, t, state, "-n", "kube-system", "get", "configmap", "kube-proxy", "-o", "jsonpath={.data.kubeconfig\\.conf}"); !strings.Contains(kp, "server: https://"+ep) {
-		t.Errorf("kube-proxy's kubeconfig does not name the endpoint:\n%s", kp)
-	}
-	checkNodesWhole(ctx, t, state, c.Nodes, 3)
-}
-
 // checkResolvedDNS: on hosts whose /etc/resolv.conf is systemd-resolved's stub, every kubelet uses resolved's
 // upstream list, CoreDNS runs without restarting (with the stub it would forward to itself, and its loop plugin
 // would make it exit), and a pod resolves kubernetes.default and another Service's name.

@@ -285,8 +285,8 @@ log "wrote $DOC and $PLOT (raw results: $RESULTS)"
 
 # --- P2: the cost of `up` (BENCH_UP=1) -----------------------------------------------------------------------------
 # A harness of 15 systemd nodes (instance kfbup, 172.31.241.0/24): node1 control plane + node2-3 workers for `up`,
-# node4 for `scale` +1, node5-7 for `scale` +3, node11-15 for `scale` +5, node8-10 for kubeadm init/join driven by
-# an ssh shell loop. The artifacts are pushed to every node first (`up --only node/prepare,artifacts`, not timed).
+# node4 for `scale` +1, node5-7 for `scale` +3, node11-15 for `scale` +5 (each onto the 1+2 cluster, removed after),
+# node8-10 for kubeadm init/join driven by an ssh shell loop. The artifacts are pushed to every node first (`up --only node/prepare,artifacts`, not timed).
 # Writes DIR/up.md.
 bench_up() {
 	local dir=$1 H ART=${ARTIFACTS:-$ROOT/.cache/artifacts} KF=$ROOT/bin/kubeforge t0 t1
@@ -320,8 +320,8 @@ bench_up() {
 	subset "$dir/all.yaml" node1 node2 node3 node4 node5 node6 node7 node8 node9 node10 node11 node12 node13 node14 node15
 	subset "$dir/base.yaml" node1 node2 node3
 	subset "$dir/plus1.yaml" node1 node2 node3 node4
-	subset "$dir/plus3.yaml" node1 node2 node3 node4 node5 node6 node7
-	subset "$dir/plus5.yaml" node1 node2 node3 node4 node5 node6 node7 node11 node12 node13 node14 node15
+	subset "$dir/plus3.yaml" node1 node2 node3 node5 node6 node7
+	subset "$dir/plus5.yaml" node1 node2 node3 node11 node12 node13 node14 node15
 	subset "$dir/kubeadm.yaml" node8 node9 node10
 	# node8 is a worker in the harness inventory; kubeforge pushes kubeadm only to control planes: make it one.
 	sed -i '/- name: node8/,/- name:/ s/- worker/- control-plane/' "$dir/kubeadm.yaml"
@@ -353,6 +353,8 @@ bench_up() {
 		ks=$("${SSHH[@]}" "$w" 'echo $(( $(date +%s) - $(cut -d. -f1 /proc/uptime) + $(systemctl show -p ExecMainStartTimestampMonotonic --value kubelet) / 1000000 ))')
 		local d=$(($(date -d "$created" +%s) - ks))
 		((d > floor_nodes)) && floor_nodes=$d
+		# What the worker's kubelet logged from its start to Ready, for reading the floor (not parsed).
+		"${SSHH[@]}" "$w" 'journalctl -u kubelet -o short-precise --no-pager' >"$dir/kubelet-$w.log" 2>&1 || true
 	done
 	log "P2: second up (converged)"
 	t0=$(date +%s.%N)
@@ -362,20 +364,22 @@ bench_up() {
 	up2=$(echo "$t1 - $t0" | bc)
 	# stdout holds the JSON events, then the summary table: read the events only.
 	changed2=$(jq -R 'fromjson? | select(.type=="host-end" and .result=="changed")' "$dir/up2.jsonl" | jq -s length)
-	log "P2: scale +1, then +3, then +5"
-	t0=$(date +%s.%N)
-	"$KF" scale -i "$dir/plus1.yaml" --state-dir "$sd/kf" --output json >"$dir/scale1.jsonl" 2>"$dir/scale1.err" || true
-	t1=$(date +%s.%N)
-	local s1 s3 s5
-	s1=$(echo "$t1 - $t0" | bc)
-	t0=$(date +%s.%N)
-	"$KF" scale -i "$dir/plus3.yaml" --state-dir "$sd/kf" --output json >"$dir/scale3.jsonl" 2>"$dir/scale3.err" || true
-	t1=$(date +%s.%N)
-	s3=$(echo "$t1 - $t0" | bc)
-	t0=$(date +%s.%N)
-	"$KF" scale -i "$dir/plus5.yaml" --state-dir "$sd/kf" --output json >"$dir/scale5.jsonl" 2>"$dir/scale5.err" || true
-	t1=$(date +%s.%N)
-	s5=$(echo "$t1 - $t0" | bc)
+	# Each scale starts from the same 1+2 cluster: the hosts it added are removed again (`scale --remove`, not
+	# timed) before the next one, so +1, +3 and +5 differ by k alone, not by the size of the cluster they join.
+	log "P2: scale +1, +3, +5, each onto the 1+2 cluster"
+	local s1 s3 s5 k
+	for k in 1 3 5; do
+		local added
+		added=$(awk '/^  - name:/ {print $3}' "$dir/plus$k.yaml" | grep -vxE 'node[123]' | tr '\n' ' ')
+		t0=$(date +%s.%N)
+		"$KF" scale -i "$dir/plus$k.yaml" --state-dir "$sd/kf" --output json >"$dir/scale$k.jsonl" 2>"$dir/scale$k.err" || true
+		t1=$(date +%s.%N)
+		printf -v "s$k" %s "$(echo "$t1 - $t0" | bc)"
+		# --remove takes the hosts to remove by name, comma-separated.
+		# shellcheck disable=SC2086
+		"$KF" scale -i "$dir/plus$k.yaml" --state-dir "$sd/kf" --remove "$(echo $added | tr ' ' ',')" >"$dir/remove$k.log" 2>&1 ||
+			log "P2: removing $added after scale +$k failed (see $dir/remove$k.log)"
+	done
 
 	log "P2: kubeadm init/join over ssh (node8 + node9, node10)"
 	local cfg=$dir/kubeadm-config.yaml a8
@@ -436,7 +440,7 @@ systemctl daemon-reload && systemctl enable -q kubelet" || true
 	((ok)) || ka="failed (see $dir/kubeadm-*.log)"
 
 	{
-		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on a 15-node harness (1 control plane + 2 workers for \`up\`; artifacts already on the hosts)."
+		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on a 15-node harness (1 control plane + 2 workers for \`up\`; artifacts already on the hosts; each \`scale\` joins that 1+2 cluster, the hosts it added removed before the next)."
 		echo
 		echo "| what | s |"
 		echo "|---|---:|"
