@@ -135,13 +135,7 @@ func CheckPeerPorts(ctx context.Context, env *Env) error {
 	g, gctx = errgroup.WithContext(ctx)
 	for from, pps := range bySource {
 		g.Go(func() error {
-			var script strings.Builder
-			for i, pp := range pps {
-				// bash's /dev/tcp: exit 0 open, 1 refused, 124 timed out; all probes at once.
-				fmt.Fprintf(&script, "( timeout 3 bash -c '</dev/tcp/%s/%d' 2>/dev/null; echo \"%d $?\" ) &\n", pp.to.NodeIP(), pp.port, i)
-			}
-			script.WriteString("wait\n")
-			out, err := from.Client.Run(gctx, script.String())
+			out, err := from.Client.RunInput(gctx, "sh -s", strings.NewReader(probeScript(pps)))
 			if err != nil {
 				return fmt.Errorf("%s: test reachability: %w", from.Name, err)
 			}
@@ -209,6 +203,26 @@ func CheckPeerPorts(ctx context.Context, env *Env) error {
 			Fix: "open TCP " + strconv.Itoa(p.port) + " from " + p.from.Name + " (" + p.from.NodeIP() + ") to " + p.to.Name + " (firewall, security group, routes)"})
 	}
 	return nil
+}
+
+// probeBatch is how many probes a host runs at once: a fleet's worth of
+// peers must not start a thousand processes together.
+const probeBatch = 64
+
+// probeScript tests each of pps from one host with bash's /dev/tcp (exit 0
+// open, 1 refused, 124 timed out), probeBatch at a time, printing "INDEX
+// CODE" lines. It goes on stdin: one command line of a thousand peers'
+// probes would pass Linux's limit on one argument (128 KiB).
+func probeScript(pps []peerPort) string {
+	var script strings.Builder
+	for i, pp := range pps {
+		fmt.Fprintf(&script, "( timeout 3 bash -c '</dev/tcp/%s/%d' 2>/dev/null; echo \"%d $?\" ) &\n", pp.to.NodeIP(), pp.port, i)
+		if (i+1)%probeBatch == 0 {
+			script.WriteString("wait\n")
+		}
+	}
+	script.WriteString("wait\n")
+	return script.String()
 }
 
 func holdPorts(ctx context.Context, h *Host, ports []int) (map[int]bool, error) {

@@ -294,8 +294,19 @@ func (f *Fleet) exec(e *Endpoint, ch ssh.Channel, cmd string) int {
 			"of the user's shell, and Linux limits one argument to %d bytes; this one has %d)\n", maxArgStrlen-1, len(cmd))
 		return 1
 	}
-	go io.Copy(io.Discard, ch) // stdin, if any
-	if out, ok := f.model(e, unwrapShell(cmd)); ok {
+	script := unwrapShell(cmd)
+	if script == "sh -s" {
+		// The script comes on stdin (kubeforge sends long ones so): read it whole, as the shell would.
+		b, err := io.ReadAll(io.LimitReader(ch, 16<<20))
+		if err != nil {
+			fmt.Fprintf(ch.Stderr(), "fleetsim: read the script from stdin: %v\n", err)
+			return 1
+		}
+		script = string(b)
+	} else {
+		go io.Copy(io.Discard, ch) // stdin, if any
+	}
+	if out, ok := f.model(e, script); ok {
 		e.Stats.Modelled.Add(1)
 		io.WriteString(ch, out)
 		return 0
