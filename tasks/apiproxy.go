@@ -64,7 +64,7 @@ func startAPIProxy(ctx context.Context, env *Env, h *Host) error {
 		start = "systemctl daemon-reload; systemctl restart " + manifests.APIProxyUnit
 	}
 	out, err := h.Client.Run(ctx, "set -e; systemctl is-enabled -q "+manifests.APIProxyUnit+" 2>/dev/null || systemctl daemon-reload; "+
-		"systemctl enable -q "+manifests.APIProxyUnit+"; a=$(systemctl is-active "+manifests.APIProxyUnit+" || true); "+start+"; echo $a")
+		"systemctl --no-reload enable -q "+manifests.APIProxyUnit+"; a=$(systemctl is-active "+manifests.APIProxyUnit+" || true); "+start+"; echo $a")
 	if err != nil {
 		return fmt.Errorf("start the API proxy: %w", err)
 	}

@@ -120,7 +120,12 @@ printf 'capbnd\t%s\n' "$(awk '/^CapBnd:/ {print $2}' /proc/1/status 2>/dev/null)
 printf 'resolved\t%s\n' "$(systemctl is-active systemd-resolved 2>/dev/null)"
 printf 'cp\t%s\n' "$(command -v cp)"
 printf 'etcddir\t%s\n' "$(ls -A /var/lib/etcd 2>/dev/null | head -n1)"
-printf 'kubelet\t%s\n' "$(/usr/bin/kubelet --version 2>/dev/null)"
+# The kubelet's --version (the binary is large: ~0.4 s to start) as recorded at its last start, while the binary is
+# the one recorded (size, ctime, inode: any write or rename over it changes them); else asked of the binary.
+kv=; kk=$(stat -c '%s %.9Z %i' /usr/bin/kubelet 2>/dev/null); case "$kk" in *Z*) kk=;; esac
+[ -z "$kk" ] || [ ! -r ` + kubeletVersionPath + ` ] || { { IFS= read -r ck; IFS= read -r cv; } < ` + kubeletVersionPath + `; [ "$ck" = "$kk" ] && kv=$cv; }
+[ -n "$kv" ] || [ ! -e /usr/bin/kubelet ] || kv=$(/usr/bin/kubelet --version 2>/dev/null)
+printf 'kubelet\t%s\n' "$kv"
 printf 'kubeletactive\t%s\n' "$(systemctl is-active kubelet 2>/dev/null)"
 printf 'kubeletconf\t%s\n' "$(test -f /etc/kubernetes/kubelet.conf && echo yes)"
 printf 'staticpods\t%s\n' "$(test -f /etc/kubernetes/manifests/kube-apiserver.yaml && echo yes)"
@@ -128,7 +133,7 @@ printf 'uid\t%s\n' "$(id -u)"
 printf 'etcddata\t%s\n' "$(test -d /var/lib/etcd/member && echo yes)"
 printf 'apiproxyunit\t%s\n' "$(test -f ` + manifests.APIProxyUnitPath + ` && echo yes)"
 printf 'heldpods\t%s\n' "$(ls ` + heldManifests + `/*.yaml >/dev/null 2>&1 && echo yes)"
-printf 'restore\t%s\n' "$(tr -d '\n' < ` + restoreMarkerPath + ` 2>/dev/null)"
+printf 'restore\t%s\n' "$( (tr -d '\n' < ` + restoreMarkerPath + `) 2>/dev/null)"
 for d in ` + strings.Join(manifests.TrustStorePaths, " ") + `; do [ -d "$d" ] && printf 'truststore\t%s\n' "$d"; done
 m=/etc/kubernetes/manifests/etcd.yaml
 if [ -f $m ]; then

@@ -32,6 +32,11 @@ func kubeletInputs(h *Host) []string {
 // the next run restarts the kubelet.
 const kubeletStampPath = "/var/lib/kubeforge/kubelet.started"
 
+// kubeletVersionPath caches `kubelet --version` for the facts: the binary's
+// size, ctime and inode, then its output, written when kubeforge starts the
+// kubelet. The facts use it only while the binary is still that file.
+const kubeletVersionPath = "/var/lib/kubeforge/kubelet.version"
+
 // kubeletFingerprint is a shell command printing a digest of h's kubelet
 // inputs' names, sizes, ctimes and inodes: every atomic write (rename over)
 // changes it.
@@ -73,11 +78,15 @@ func startKubelet(ctx context.Context, env *Env, h *Host) error {
 	script := `set -e
 f=$(` + kubeletFingerprint(h) + `)
 if systemctl is-active -q kubelet && [ "$(cat ` + kubeletStampPath + ` 2>/dev/null)" = "$f" ]; then echo unchanged; exit 0; fi
-systemctl daemon-reload
-systemctl enable -q kubelet
-systemctl restart kubelet
 mkdir -p ` + dirOf(kubeletStampPath) + `
+# The binary's version, for the facts of later runs, read while the kubelet restarts.
+( k=$(stat -c '%s %.9Z %i' /usr/bin/kubelet) && v=$(/usr/bin/kubelet --version) &&
+  printf '%s\n%s\n' "$k" "$v" > ` + kubeletVersionPath + `.tmp && mv -f ` + kubeletVersionPath + `.tmp ` + kubeletVersionPath + ` ) >/dev/null 2>&1 </dev/null &
+systemctl daemon-reload
+systemctl --no-reload enable -q kubelet
+systemctl restart kubelet
 printf '%s\n' "$f" > ` + kubeletStampPath + `.tmp && mv -f ` + kubeletStampPath + `.tmp ` + kubeletStampPath + `
+wait
 echo restarted`
 	out, err := h.Client.Run(ctx, script)
 	if err != nil {

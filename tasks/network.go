@@ -98,7 +98,10 @@ func PodNetwork(ctx context.Context, env *Env, h *Host) error {
 	cmd := "sh " + routesPath
 	for _, c := range changed {
 		if strings.HasSuffix(c, ".service") {
-			cmd = "systemctl daemon-reload && systemctl enable -q kubeforge-routes.service && " + cmd
+			// The unit only sets the routes at boot (this run sets them itself), so systemd
+			// needs no reload for it, unless it has an older copy of the unit loaded.
+			cmd = "systemctl --no-reload enable -q kubeforge-routes.service && " +
+				"{ [ \"$(systemctl show -p NeedDaemonReload --value kubeforge-routes.service)\" != yes ] || systemctl daemon-reload; } && " + cmd
 		}
 	}
 	if _, err := h.Client.Run(ctx, cmd); err != nil {

@@ -453,7 +453,7 @@ func InstallRuntime(ctx context.Context, env *Env, h *Host) error {
 	if !restart && h.Facts.CRISocket && h.Facts.CRIReady {
 		return nil // running and answering, as the facts found it, and nothing of it changed
 	}
-	script := "systemctl daemon-reload && systemctl enable -q containerd && "
+	script := "systemctl daemon-reload && systemctl --no-reload enable -q containerd && "
 	if restart {
 		script += "systemctl restart containerd"
 	} else {

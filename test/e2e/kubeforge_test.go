@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubeforge/kubeforge/ssh"
 	"github.com/kubeforge/kubeforge/test/harnesslib"
 )
 
@@ -265,9 +267,52 @@ func TestUpOneControlPlaneTwoWorkers(t *testing.T) {
 		}
 	})
 
+	t.Run("the facts read the kubelet's version from its record while the binary is the one recorded", func(t *testing.T) {
+		checkKubeletVersionRecord(ctx, t, c, state, c.Nodes[1])
+	})
+
 	t.Run("a host joined with plain kubeadm join starts (the kubelet-config ConfigMap fits cgroup v1)", func(t *testing.T) {
 		kubeadmJoin(ctx, t, all, state, "node4")
 	})
+}
+
+// checkKubeletVersionRecord: after up, n holds the record of its kubelet's
+// --version keyed by the binary's size, ctime and inode. The facts take the
+// version from it while the key matches (a forged version shows), and ask the
+// binary when it does not (a forged key). The record is put back after.
+func checkKubeletVersionRecord(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state string, n harnesslib.Node) {
+	t.Helper()
+	const rec = "/var/lib/kubeforge/kubelet.version"
+	got := MustSSH(ctx, t, c, n, "root", "cat "+rec+"; stat -c '%s %.9Z %i' /usr/bin/kubelet; /usr/bin/kubelet --version")
+	lines := strings.Split(strings.TrimSpace(got), "\n")
+	if len(lines) != 4 || lines[0] != lines[2] || lines[1] != lines[3] || !strings.HasPrefix(lines[1], "Kubernetes v") {
+		t.Fatalf("%s: %s is not the binary's key and version:\n%s", n.Name, rec, got)
+	}
+	defer MustSSH(ctx, t, c, n, "root", "printf '%s\\n%s\\n' "+ssh.Quote(lines[0])+" "+ssh.Quote(lines[1])+" > "+rec)
+	factsSay := func(key, version string) string {
+		t.Helper()
+		MustSSH(ctx, t, c, n, "root", "printf '%s\\n%s\\n' "+ssh.Quote(key)+" "+ssh.Quote(version)+" > "+rec)
+		log := filepath.Join(state, "logs", n.Name+".log")
+		before, _ := os.ReadFile(log)
+		if code, out := kubeforge(ctx, t, "preflight", "-i", c.Inventory, "--state-dir", state); code != 0 {
+			t.Fatalf("preflight exited %d:\n%s", code, out)
+		}
+		after, err := os.ReadFile(log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`msg=facts .* kubelet=(\S+)`).FindAllStringSubmatch(string(after[len(before):]), -1)
+		if len(m) == 0 {
+			t.Fatalf("%s's log of the preflight has no facts record", n.Name)
+		}
+		return m[len(m)-1][1]
+	}
+	if v := factsSay(lines[0], "Kubernetes v1.99.0-recorded"); v != "v1.99.0-recorded" {
+		t.Errorf("with the record's key matching the binary, the facts say kubelet %s; want the recorded v1.99.0-recorded", v)
+	}
+	if v, want := factsSay("1 2.000000000 3", "Kubernetes v1.99.0-recorded"), strings.TrimPrefix(lines[1], "Kubernetes "); v != want {
+		t.Errorf("with a record of another binary, the facts say kubelet %s; want the binary's own %s", v, want)
+	}
 }
 
 // checkPodsDNSAndService runs a server pod on serverNode behind a ClusterIP Service, and a client pod on clientNode

@@ -299,6 +299,9 @@ func (u *upstream) session(upc *ssh.Client, user string, ch ssh.Channel, reqs <-
 			return fmt.Errorf("run %q upstream: %w", shorten(p.Value, 100), err)
 		}
 		ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(code)}))
+		if unwrapShell(p.Value) == "sh -s" {
+			return nil // a script on stdin (the peer probes): the network model answers it, never the recording
+		}
 		u.mu.Lock()
 		u.exchanges = append(u.exchanges, Exchange{User: user, Cmd: p.Value, Stdout: stdout.String(), Stderr: stderr.String(),
 			Exit: code, StdinBytes: stdin.n, DurationMS: float64(d.Microseconds()) / 1000})

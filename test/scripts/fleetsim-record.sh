@@ -3,8 +3,8 @@
 # from (test/fleetsim/README.md). It starts its own harness (1 control plane + 1 worker, bare node image), puts
 # `fleetsim record` (one SSH proxy per host) in front of it, runs `kubeforge preflight` through the proxies as root
 # and as the sudo user kube, then test/bench/fanout (connect, facts, an upload of a 2 MiB file and two small ones to
-# /opt/bench, `uname -a`) as kube and as root, so that an upload step can be replayed too; writes the recording and
-# takes the harness down.
+# /opt/bench, `uname -a`; direct, -fanout 0: the simulated fleet replays no peer transfer) as kube and as root,
+# so that an upload step can be replayed too; writes the recording and takes the harness down.
 #
 # Needs `make prereqs artifacts node-image`. Environment: ARTIFACTS (default .cache/artifacts),
 # FLEETSIM_HARNESS_DIR (/tmp/fleetsim-h), FLEETSIM_PREFIX (kffs), FLEETSIM_SUBNET (172.31.227.0/24),
@@ -40,7 +40,7 @@ IMAGE=$(docker inspect -f '{{.Config.Image}}' "$PREFIX-node1")
 	-source "test/harness: $PREFIX-node1 (control plane) and $PREFIX-node2 (worker), image $IMAGE, $(uname -r); kubeforge $(git describe --always --dirty)" \
 	-- sh -c '"$0" preflight -i "$FLEETSIM_DIR/inventory-root.yaml" && "$0" preflight -i "$FLEETSIM_DIR/inventory-kube.yaml" &&
 		for u in kube root; do
-			"$1/fanout" -i "$FLEETSIM_DIR/inventory-$u.yaml" -src "$1/src" -dest /opt/bench >/dev/null || exit
+			"$1/fanout" -i "$FLEETSIM_DIR/inventory-$u.yaml" -src "$1/src" -dest /opt/bench -fanout 0 >/dev/null || exit
 			for h in node1 node2; do ssh -F "$2/ssh_config" "$h" rm -rf /opt/bench /var/lib/kubeforge/sums || exit; done # not through the proxy: both uploads cold
 		done' \
 	"$BIN/kubeforge" "$BIN" "$HDIR"
