@@ -108,6 +108,7 @@ func Run(ctx context.Context, opts *Options, build func(*inventory.Inventory) Pl
 	defer lock.Release()
 	logs := newHostLogs(filepath.Join(opts.StateDir, "logs"), opts.Verbose, opts.Stderr)
 	defer logs.Close()
+	opts.Tasks.Concurrency = opts.Concurrency // the bound of the fan-outs inside a step too
 	env := tasks.NewEnv(inv, opts.StateDir, logs.main, opts.Tasks)
 	env.Logs = logs.host
 	defer env.Close()

@@ -45,6 +45,7 @@ type Options struct {
 	MaxUnavailable    string            // upgrade: workers per batch, a count or a percentage ("" = 1)
 	DrainTimeout      time.Duration     // upgrade, scale --remove: how long one node's drain may take (0: 2 min)
 	Fanout            int               // hosts one peer feeds artifacts to at once; 0: every host from the workstation
+	Concurrency       int               // hosts a step's own fan-out works on at once (the runner's --concurrency; 0: 20)
 	// PeerServer returns the kubeforge-peer binary for linux/GOARCH, when
 	// this build carries one; else the hosts that serve run kubeforge itself.
 	PeerServer func(goarch string) ([]byte, bool)
@@ -248,4 +249,13 @@ func (e *Env) Unreachable(name string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.unreachable[name]
+}
+
+// concurrency is how many hosts a step's own fan-out (one session per host)
+// works on at once: the runner's bound, so --concurrency holds inside steps too.
+func (o Options) concurrency() int {
+	if o.Concurrency > 0 {
+		return o.Concurrency
+	}
+	return 20
 }

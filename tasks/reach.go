@@ -81,6 +81,7 @@ func CheckPeerPorts(ctx context.Context, env *Env) error {
 	var mu sync.Mutex
 	held := map[*Host]map[int]bool{}
 	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(env.Opts.concurrency())
 	for h, ps := range want {
 		g.Go(func() error {
 			bound, err := holdPorts(gctx, h, sortedPorts(ps))
@@ -133,6 +134,7 @@ func CheckPeerPorts(ctx context.Context, env *Env) error {
 	}
 	var probes []probe
 	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(env.Opts.concurrency())
 	for from, pps := range bySource {
 		g.Go(func() error {
 			out, err := from.Client.RunInput(gctx, "sh -s", strings.NewReader(probeScript(pps)))
@@ -172,6 +174,7 @@ func CheckPeerPorts(ctx context.Context, env *Env) error {
 	}
 	stillListening := map[*Host]map[int]bool{}
 	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(env.Opts.concurrency())
 	for h, ps := range recheck {
 		g.Go(func() error {
 			listening, err := listeningOn(gctx, h, sortedPorts(ps)...)

@@ -367,14 +367,18 @@ bench_up() {
 	# Each scale starts from the same 1+2 cluster: the hosts it added are removed again (`scale --remove`, not
 	# timed) before the next one, so +1, +3 and +5 differ by k alone, not by the size of the cluster they join.
 	log "P2: scale +1, +3, +5, each onto the 1+2 cluster"
-	local s1 s3 s5 k
+	local s1 s3 s5 hc1 hc3 hc5 mc1 mc3 mc5 k h0 m0
 	for k in 1 3 5; do
 		local added
 		added=$(awk '/^  - name:/ {print $3}' "$dir/plus$k.yaml" | grep -vxE 'node[123]' | tr '\n' ' ')
+		h0=$(cpu_hosts kfbup) m0=$(cpu_machine)
 		t0=$(date +%s.%N)
 		"$KF" scale -i "$dir/plus$k.yaml" --state-dir "$sd/kf" --output json >"$dir/scale$k.jsonl" 2>"$dir/scale$k.err" || true
 		t1=$(date +%s.%N)
 		printf -v "s$k" %s "$(echo "$t1 - $t0" | bc)"
+		# Where the CPU went: the 15 hosts' containers (cgroup accounting) and the whole machine (/proc/stat).
+		printf -v "hc$k" %.1f "$(echo "($(cpu_hosts kfbup) - $h0) / 1000000000" | bc -l)"
+		printf -v "mc$k" %.1f "$(echo "($(cpu_machine) - $m0) / $(getconf CLK_TCK)" | bc -l)"
 		# --remove takes the hosts to remove by name, comma-separated.
 		# shellcheck disable=SC2086
 		"$KF" scale -i "$dir/plus$k.yaml" --state-dir "$sd/kf" --remove "$(echo $added | tr ' ' ',')" >"$dir/remove$k.log" 2>&1 ||
@@ -454,6 +458,16 @@ systemctl daemon-reload && systemctl enable -q kubelet" || true
 		echo "| \`scale\` +5 workers | $s5 |"
 		echo "| \`scale\` +5 ÷ +1 (goal ≤ 1.3) | $(echo "scale=2; $s5 / $s1" | bc) |"
 		echo
+		echo "CPU during each \`scale\` (CPU-seconds; the machine has $(nproc) cores, so busy ÷ $(nproc) is the wall time"
+		echo "the work needs even with no waiting at all):"
+		echo
+		echo "| | +1 | +3 | +5 |"
+		echo "|---|---:|---:|---:|"
+		echo "| wall | $s1 | $s3 | $s5 |"
+		echo "| the 15 hosts (containers' cgroups) | $hc1 | $hc3 | $hc5 |"
+		echo "| whole machine busy (hosts + kubeforge + dockerd + kernel) | $mc1 | $mc3 | $mc5 |"
+		echo "| busy ÷ $(nproc) cores | $(echo "scale=1; $mc1 / $(nproc)" | bc) | $(echo "scale=1; $mc3 / $(nproc)" | bc) | $(echo "scale=1; $mc5 / $(nproc)" | bc) |"
+		echo
 		echo "\`scale\` per step (wall s; steps under 0.05 s in all three left out):"
 		echo
 		echo "| step | +1 | +3 | +5 |"
@@ -468,6 +482,23 @@ systemctl daemon-reload && systemctl enable -q kubelet" || true
 	} >"$md"
 	log "P2 done: $md"
 }
+
+# cpu_hosts PREFIX: CPU nanoseconds used so far by the running containers named PREFIX* (cgroup v1 cpuacct, or v2).
+cpu_hosts() {
+	local id s=0 u
+	for id in $(docker ps -q --no-trunc --filter "name=^$1"); do
+		if [[ -r /sys/fs/cgroup/cpuacct/docker/$id/cpuacct.usage ]]; then
+			u=$(cat "/sys/fs/cgroup/cpuacct/docker/$id/cpuacct.usage")
+		else
+			u=$(awk '$1 == "usage_usec" {print $2 * 1000}' "/sys/fs/cgroup/system.slice/docker-$id.scope/cpu.stat" 2>/dev/null)
+		fi
+		s=$((s + ${u:-0}))
+	done
+	echo "$s"
+}
+
+# cpu_machine: clock ticks the whole machine has spent busy (user, nice, system, irq, softirq; /proc/stat).
+cpu_machine() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; }
 
 # scale_steps F1 F3 F5: the step-end durations of three `--output json` runs side by side, in the playbook's order.
 scale_steps() {
