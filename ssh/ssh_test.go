@@ -1393,3 +1393,52 @@ func TestKnownHostsParsedOnceAndReread(t *testing.T) {
 		t.Errorf("the changed file was parsed %d times in all, want 2", h.parses)
 	}
 }
+
+// TestCheckSmallFilesInOneBatch: the small files are stated and hashed together;
+// every reason still comes out per file, names with spaces included, and a
+// symlink or a directory at a path is no file.
+func TestCheckSmallFilesInOneBatch(t *testing.T) {
+	dir := t.TempDir()
+	c := dial(t, startHost(t, sshtest.Options{}))
+	write := func(name, data string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	same := write("same file", "A", 0o644)
+	content := write("content", "old", 0o644)
+	mode := write("mode", "M", 0o644)
+	owner := write("owner", "O", 0o644)
+	if err := os.Chown(owner, 1, 1); err != nil {
+		t.Skip("cannot chown:", err)
+	}
+	target := write("target", "L", 0o644)
+	link := filepath.Join(dir, "link")
+	os.Symlink(target, link)
+	sub := filepath.Join(dir, "sub")
+	os.Mkdir(sub, 0o755)
+	files := []File{
+		{Path: same, Data: []byte("A")},
+		{Path: content, Data: []byte("new")},
+		{Path: mode, Mode: 0o600, Data: []byte("M")},
+		{Path: owner, Data: []byte("O")},
+		{Path: link, Data: []byte("L")},
+		{Path: sub, Data: []byte("D")},
+		{Path: filepath.Join(dir, "absent"), Data: []byte("X")},
+	}
+	diffs, err := c.Check(context.Background(), files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Reason{}
+	for _, d := range diffs {
+		got[d.Path] = d.Reason
+	}
+	want := map[string]Reason{content: ReasonContent, mode: ReasonMode, owner: ReasonOwner, link: ReasonMissing,
+		sub: ReasonMissing, filepath.Join(dir, "absent"): ReasonMissing}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("diffs = %v\nwant    %v", got, want)
+	}
+}

@@ -227,14 +227,28 @@ func (c *Client) stale(ctx context.Context, ups []*upload) ([]*upload, error) {
 }
 
 // diff returns, for each upload, why the remote file differs ("" when it matches), with ONE command.
+// Large files go through the sums cache one by one (chk); the small ones are stated and hashed by
+// one stat and one sha256sum for all of them: a control plane's ~40 small files cost two processes,
+// not ~200.
 func (c *Client) diff(ctx context.Context, ups []*upload) ([]Reason, error) {
 	if len(ups) == 0 {
 		return nil, nil
 	}
 	var script strings.Builder
 	script.WriteString(c.checkScript())
+	small := map[string]int{} // path -> index, for the batched stat and sha256sum
+	var list []string
 	for i, u := range ups {
-		fmt.Fprintf(&script, "chk %d %s %d\n", i, Quote(u.Path), boolInt(u.cached()))
+		if u.cached() || strings.ContainsAny(u.Path, "\\\n") { // sha256sum escapes such names: one by one
+			fmt.Fprintf(&script, "chk %d %s %d\n", i, Quote(u.Path), boolInt(u.cached()))
+			continue
+		}
+		small[u.Path] = i
+		list = append(list, u.Path)
+	}
+	if len(list) > 0 {
+		// Missing files print nothing on stdout (their errors are dropped).
+		fmt.Fprintf(&script, "echo '#stat'; stat -c '%%a %%u %%g %%f %%n' -- %[1]s 2>/dev/null; echo '#sum'; sha256sum -- %[1]s 2>/dev/null; true\n", quoteAll(list))
 	}
 	out, err := c.run(ctx, script.String(), nil, true)
 	if err != nil {
@@ -244,30 +258,61 @@ func (c *Client) diff(ctx context.Context, ups []*upload) ([]Reason, error) {
 	for i := range reasons {
 		reasons[i] = ReasonMissing
 	}
+	type stated struct{ mode, uid, gid string }
+	stats := map[int]stated{}
+	sums := map[int]string{}
+	section := ""
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text()) // index mode uid gid digest -
-		if len(fields) < 5 {
-			continue
-		}
-		i, err := strconv.Atoi(fields[0])
-		if err != nil || i < 0 || i >= len(ups) {
-			continue
-		}
-		mode, err := strconv.ParseUint(fields[1], 8, 32)
-		u := ups[i]
+		line := sc.Text()
 		switch {
-		case fields[4] != u.digest:
-			reasons[i] = ReasonContent
-		case err != nil || os.FileMode(mode) != u.perm:
-			reasons[i] = ReasonMode
-		case fields[2] != "0" || fields[3] != "0":
-			reasons[i] = ReasonOwner
-		default:
-			reasons[i] = ""
+		case line == "#stat" || line == "#sum":
+			section = line
+		case section == "#stat": // mode uid gid rawmode(hex) path
+			f := strings.SplitN(line, " ", 5)
+			if len(f) < 5 {
+				continue
+			}
+			i, ok := small[f[4]]
+			raw, err := strconv.ParseUint(f[3], 16, 32)
+			if ok && err == nil && raw&0o170000 == 0o100000 { // a regular file, not a link
+				stats[i] = stated{f[0], f[1], f[2]}
+			}
+		case section == "#sum": // digest, two spaces (or " *"), path
+			d, rest, ok := strings.Cut(line, " ")
+			if i, found := small[rest[min(1, len(rest)):]]; ok && found {
+				sums[i] = d
+			}
+		default: // chk: index mode uid gid digest -
+			f := strings.Fields(line)
+			if len(f) < 5 {
+				continue
+			}
+			if i, err := strconv.Atoi(f[0]); err == nil && i >= 0 && i < len(ups) {
+				reasons[i] = compare(ups[i], f[1], f[2], f[3], f[4])
+			}
+		}
+	}
+	for i, st := range stats {
+		if d, ok := sums[i]; ok {
+			reasons[i] = compare(ups[i], st.mode, st.uid, st.gid, d)
 		}
 	}
 	return reasons, nil
+}
+
+// compare says why the remote file with this octal mode, owner and digest is not u ("" when it is).
+func compare(u *upload, mode, uid, gid, digest string) Reason {
+	m, err := strconv.ParseUint(mode, 8, 32)
+	switch {
+	case digest != u.digest:
+		return ReasonContent
+	case err != nil || os.FileMode(m) != u.perm:
+		return ReasonMode
+	case uid != "0" || gid != "0":
+		return ReasonOwner
+	}
+	return ""
 }
 
 // sftpClient returns the connection's SFTP session, opening it on first use (and redialling a
