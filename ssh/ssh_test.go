@@ -1442,3 +1442,55 @@ func TestCheckSmallFilesInOneBatch(t *testing.T) {
 		t.Errorf("diffs = %v\nwant    %v", got, want)
 	}
 }
+
+// TestCopyFilesRecordsWhatItWrote: a copy on the host is made once, lands
+// atomically with its mode, and its digest is in the sums cache, so the next
+// check of the copy reads the cache (a wrong cached digest shows it).
+func TestCopyFilesRecordsWhatItWrote(t *testing.T) {
+	h := startHost(t, sshtest.Options{})
+	ctx := context.Background()
+	c, err := newTestPool(t, Limits{}).Dial(ctx, h.config("copy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	data := bytes.Repeat([]byte("k"), 2<<20)
+	from, to := filepath.Join(dir, "kubelet"), filepath.Join(dir, "kubectl")
+	if err := os.WriteFile(from, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	cp := []Copy{{From: from, To: to, Mode: 0o755, SHA256: hex.EncodeToString(sum[:])}}
+	for i, want := range []int{1, 0} {
+		out, err := c.CopyFiles(ctx, cp, false)
+		if err != nil || len(out) != want {
+			t.Fatalf("copy %d: wrote %v, err %v; want %d files", i, out, err, want)
+		}
+	}
+	if got, err := os.ReadFile(to); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the copy differs (err %v)", err)
+	}
+	if fi, _ := os.Stat(to); fi.Mode().Perm() != 0o755 {
+		t.Errorf("mode %v, want 0755", fi.Mode().Perm())
+	}
+	assertNoTemp(t, dir)
+	// The check of the copy answers from the cache: make the cached digest lie.
+	entries, _ := os.ReadDir(h.sums)
+	if len(entries) != 1 {
+		t.Fatalf("digest cache has %d entries; want 1", len(entries))
+	}
+	e := filepath.Join(h.sums, entries[0].Name())
+	rec, _ := os.ReadFile(e)
+	lines := strings.SplitN(string(rec), "\n", 2)
+	os.WriteFile(e, []byte(lines[0]+"\n"+strings.Repeat("0", 64)+"\n"), 0o644)
+	diffs, err := c.Check(ctx, []File{{Path: to, Mode: 0o755, Source: from}})
+	if err != nil || len(diffs) != 1 || diffs[0].Reason != ReasonContent {
+		t.Fatalf("check of the copy = %v, %v; want content differs from the cached digest", diffs, err)
+	}
+	if _, err := c.CopyFiles(ctx, []Copy{{From: filepath.Join(dir, "absent"), To: to, Mode: 0o755, SHA256: cp[0].SHA256}}, false); err == nil {
+		t.Error("a missing source was not an error")
+	}
+	if out, err := c.CopyFiles(ctx, []Copy{{From: filepath.Join(dir, "absent"), To: to, Mode: 0o755, SHA256: cp[0].SHA256}}, true); err != nil || len(out) != 0 {
+		t.Errorf("ifExists with a missing source: wrote %v, err %v; want nothing", out, err)
+	}
+}

@@ -307,10 +307,10 @@ func uploadDedup(ctx context.Context, h *Host, files []ssh.File, obtain func(con
 	}
 	first := map[string]string{}
 	var unique []ssh.File
-	var copies [][2]string
+	var copies []ssh.Copy
 	for _, f := range files {
 		if src, ok := first[f.SHA256]; ok && f.SHA256 != "" {
-			copies = append(copies, [2]string{src, f.Path})
+			copies = append(copies, ssh.Copy{From: src, To: f.Path, Mode: 0o755, SHA256: f.SHA256})
 			continue
 		}
 		first[f.SHA256] = f.Path
@@ -328,16 +328,11 @@ func uploadDedup(ctx context.Context, h *Host, files []ssh.File, obtain func(con
 	if len(copies) == 0 {
 		return nil
 	}
-	var script strings.Builder
-	for _, c := range copies {
-		fmt.Fprintf(&script, "if ! cmp -s %[1]s %[2]s; then install -m 0755 %[1]s %[2]s.kubeforge-tmp && mv -f %[2]s.kubeforge-tmp %[2]s && echo %[2]s; fi\n",
-			ssh.Quote(c[0]), ssh.Quote(c[1]))
-	}
-	out, err := h.Client.Run(ctx, script.String())
+	out, err := h.Client.CopyFiles(ctx, copies, false)
 	if err != nil {
 		return fmt.Errorf("install artifacts: %w", err)
 	}
-	for _, p := range strings.Fields(out) {
+	for _, p := range out {
 		h.Changed(Change{Kind: ChangeFile, What: p})
 	}
 	return nil

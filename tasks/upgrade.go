@@ -447,22 +447,20 @@ func installStaged(ctx context.Context, env *Env, h *Host) error {
 		return err
 	}
 	dir := stagedBinDir(env.Upgrade.To)
-	var script strings.Builder
+	var copies []ssh.Copy
 	keep := []string{}
 	for _, f := range files {
 		if strings.HasPrefix(f.Path, "/usr/bin/") {
-			src := ssh.Quote(dir + "/" + path.Base(f.Path))
-			fmt.Fprintf(&script, "if [ -f %[1]s ] && ! cmp -s %[1]s %[2]s; then install -m 0755 %[1]s %[2]s.kubeforge-tmp && mv -f %[2]s.kubeforge-tmp %[2]s && echo %[2]s; fi\n",
-				src, ssh.Quote(f.Path))
+			copies = append(copies, ssh.Copy{From: dir + "/" + path.Base(f.Path), To: f.Path, Mode: 0o755, SHA256: f.SHA256})
 		} else {
 			keep = append(keep, f.Path)
 		}
 	}
-	out, err := h.Client.Run(ctx, "set -e\n"+script.String())
+	out, err := h.Client.CopyFiles(ctx, copies, true)
 	if err != nil {
 		return fmt.Errorf("install the new binaries: %w", err)
 	}
-	for _, p := range strings.Fields(out) {
+	for _, p := range out {
 		h.Changed(Change{Kind: ChangeFile, What: p})
 	}
 	// The binaries are in place (or were already): the staged copies and the
