@@ -158,7 +158,7 @@ func (r *Runner) step(ctx context.Context, env *tasks.Env, s Step, sink EventSin
 func (r *Runner) hosts(ctx context.Context, env *tasks.Env, s Step, sink EventSink, failed map[string]bool, hosts []*tasks.Host) []error {
 	limit := r.Concurrency
 	if limit <= 0 {
-		limit = 20
+		limit = tasks.DefaultConcurrency
 	}
 	if s.Serial {
 		limit = 1

@@ -1449,10 +1449,7 @@ func TestCheckSmallFilesInOneBatch(t *testing.T) {
 func TestCopyFilesRecordsWhatItWrote(t *testing.T) {
 	h := startHost(t, sshtest.Options{})
 	ctx := context.Background()
-	c, err := newTestPool(t, Limits{}).Dial(ctx, h.config("copy"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dial(t, h)
 	dir := t.TempDir()
 	data := bytes.Repeat([]byte("k"), 2<<20)
 	from, to := filepath.Join(dir, "kubelet"), filepath.Join(dir, "kubectl")

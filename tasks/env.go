@@ -257,5 +257,9 @@ func (o Options) concurrency() int {
 	if o.Concurrency > 0 {
 		return o.Concurrency
 	}
-	return 20
+	return DefaultConcurrency
 }
+
+// DefaultConcurrency is how many hosts are worked on at once when no
+// --concurrency is given.
+const DefaultConcurrency = 20

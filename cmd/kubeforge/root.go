@@ -76,7 +76,7 @@ generates the cluster PKI locally, pushes files over SFTP and joins the nodes, i
 	f := root.PersistentFlags()
 	f.StringVarP(&g.opts.Inventory, "inventory", "i", "", "inventory file (YAML, kind: Cluster)")
 	f.StringVar(&g.opts.StateDir, "state-dir", "", "state directory (default <inventory dir>/<cluster name>.kubeforge)")
-	f.IntVar(&g.opts.Concurrency, "concurrency", 20, "hosts worked on at once")
+	f.IntVar(&g.opts.Concurrency, "concurrency", tasks.DefaultConcurrency, "hosts worked on at once")
 	f.BoolVarP(&g.opts.Verbose, "verbose", "v", false, "log every command to stderr too")
 	f.StringVar(&g.opts.Output, "output", "text", "progress format: text or json (one event per line)")
 	f.BoolVar(&g.acceptNewHostKeys, "accept-new-host-keys", false, "trust and record unknown SSH host keys (changed keys are always refused)")
