@@ -4,7 +4,7 @@
 //
 //	webprobe serve :8080        answers "ok <hostname>"; on SIGTERM it keeps
 //	                            answering for 5 s (endpoints follow), then stops
-//	webprobe probe URL          GET every 50 ms (1 s timeout); prints one JSON line
+//	webprobe probe URL          GET every 50 ms (5 s timeout); prints one JSON line
 //	                            {"ok":N,"failed":M,"last":"...","failures":[...]} every
 //	                            second (failures: the last 20, with their times)
 package main
@@ -56,7 +56,11 @@ func serve(addr string) {
 }
 
 func probe(url string) {
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	// 5 s, not 1: on this 2-core machine, with two upgrades importing
+	// images at once, a live endpoint has taken over 1 s to answer, and a
+	// slow answer is an answer. A dead endpoint (a Service rule left
+	// pointing at a deleted pod) never answers, so it still counts.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	var ok, failed int
 	last := ""
 	var failures []string
