@@ -95,17 +95,7 @@ func TestHAWithoutALoadBalancer(t *testing.T) {
 		t.Fatalf("scale +2 control planes +1 worker exited %d", code)
 	}
 	t.Logf("scale +2 control planes +1 worker: %s", time.Since(start).Round(time.Millisecond))
-	if voters, learners := etcdMembers(ctx, t, state, cp1); voters != 3 || learners != 0 {
-		t.Errorf("etcd has %d voting members and %d learners; want 3 and 0", voters, learners)
-	}
-	for _, n := range c.Nodes[:3] {
-		cfg := restConfig(t, state)
-		cfg.Host = "https://" + n.Address + ":6443"
-		body, err := kubernetes.NewForConfigOrDie(cfg).Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		if err != nil || string(body) != "ok" {
-			t.Errorf("API server on %s: %q %v", n.Name, body, err)
-		}
-	}
+	checkThreeControlPlanes(ctx, t, state, cp1, c.Nodes[:3])
 	checkProxies(ctx, t, c, []harnesslib.Node{w4, w5}, cp1, cp2, cp3)
 	if err := serviceAnswers(ctx, c, w4, 5); err != nil {
 		t.Error(err)

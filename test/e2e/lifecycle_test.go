@@ -203,20 +203,7 @@ func TestThreeControlPlanes(t *testing.T) {
 			t.Errorf("%s not Ready", name)
 		}
 	}
-	// etcd's own view, with the API server's etcd client certificate from node1's rendered tree.
-	voters, learners := etcdMembers(ctx, t, state, c.Nodes[0])
-	if voters != 3 || learners != 0 {
-		t.Errorf("etcd has %d voting members and %d learners; want 3 and 0", voters, learners)
-	}
-	// Every API server answers on its own address.
-	for _, n := range c.Nodes[:3] {
-		cfg := restConfig(t, state)
-		cfg.Host = "https://" + n.Address + ":6443"
-		body, err := kubernetes.NewForConfigOrDie(cfg).Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		if err != nil || string(body) != "ok" {
-			t.Errorf("API server on %s: %q %v", n.Name, body, err)
-		}
-	}
+	checkThreeControlPlanes(ctx, t, state, c.Nodes[0], c.Nodes[:3])
 	// Stop node3 (a control plane): the API answers and the other nodes stay Ready.
 	if _, err := dockerCmd(ctx, "stop", "-t", "5", c.Nodes[2].Container); err != nil {
 		t.Fatal(err)
@@ -505,4 +492,23 @@ func checkResolvedDNS(ctx context.Context, t *testing.T, c *harnesslib.Cluster, 
 		_ = kc.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{})
 	}
 	_ = kc.CoreV1().Services("default").Delete(ctx, "web", metav1.DeleteOptions{})
+}
+
+// checkThreeControlPlanes: etcd's own view (asked through from, with the API
+// server's etcd client certificate from its rendered tree) is 3 voting
+// members and no learner, and every API server in cps answers /readyz on its
+// own address.
+func checkThreeControlPlanes(ctx context.Context, t *testing.T, state string, from harnesslib.Node, cps []harnesslib.Node) {
+	t.Helper()
+	if voters, learners := etcdMembers(ctx, t, state, from); voters != 3 || learners != 0 {
+		t.Errorf("etcd has %d voting members and %d learners; want 3 and 0", voters, learners)
+	}
+	for _, n := range cps {
+		cfg := restConfig(t, state)
+		cfg.Host = "https://" + n.Address + ":6443"
+		body, err := kubernetes.NewForConfigOrDie(cfg).Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err != nil || string(body) != "ok" {
+			t.Errorf("API server on %s: %q %v", n.Name, body, err)
+		}
+	}
 }
