@@ -66,6 +66,31 @@ func serviceAnswers(ctx context.Context, c *harnesslib.Cluster, node harnesslib.
 	return nil
 }
 
+// checkServiceAnswers fails the test when serviceAnswers does, and logs what
+// decides where the Service's connections go: its EndpointSlices as the API
+// has them, the worker's NAT rules for it, and the worker's proxy and
+// kube-proxy logs. (CI on 2026-12-03 saw "No route to host" once, 2 min into
+// node1's loss, with nothing else logged.)
+func checkServiceAnswers(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state string, w harnesslib.Node, n int) {
+	t.Helper()
+	err := serviceAnswers(ctx, c, w, n)
+	if err == nil {
+		return
+	}
+	t.Error(err)
+	eps, lerr := clientFor(t, state).DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
+	if lerr != nil {
+		t.Logf("the kubernetes Service's EndpointSlices: %v", lerr)
+	}
+	for _, es := range eps.Items {
+		for _, e := range es.Endpoints {
+			t.Logf("EndpointSlice %s: %v ready=%v", es.Name, e.Addresses, e.Conditions.Ready != nil && *e.Conditions.Ready)
+		}
+	}
+	out, _ := c.SSH(ctx, w, "root", "iptables-save -t nat | grep -F 'default/kubernetes:https'; journalctl -u kubeforge-apiproxy --since -3min --no-pager -o short-iso | tail -20; crictl logs --tail 30 $(crictl ps -q --name kube-proxy) 2>&1", nil)
+	t.Logf("on %s: the Service's NAT rules, the proxy's and kube-proxy's last lines:\n%s", w.Name, out)
+}
+
 // TestHAWithoutALoadBalancer: 3 control planes and 2 workers with no
 // controlPlaneEndpoint. Each worker's kubelet and kube-proxy reach the API
 // through the node-local proxy. The first control plane (the one the cluster
@@ -97,9 +122,7 @@ func TestHAWithoutALoadBalancer(t *testing.T) {
 	t.Logf("scale +2 control planes +1 worker: %s", time.Since(start).Round(time.Millisecond))
 	checkThreeControlPlanes(ctx, t, state, cp1, c.Nodes[:3])
 	checkProxies(ctx, t, c, []harnesslib.Node{w4, w5}, cp1, cp2, cp3)
-	if err := serviceAnswers(ctx, c, w4, 5); err != nil {
-		t.Error(err)
-	}
+	checkServiceAnswers(ctx, t, c, state, w4, 5)
 	checkNodesWhole(ctx, t, state, c.Nodes[:5], 3)
 	if kp := kubectl(ctx, t, state, "-n", "kube-system", "get", "configmap", "kube-proxy", "-o", "jsonpath={.data.kubeconfig\\.conf}"); !strings.Contains(kp, "server: https://127.0.0.1:6443") {
 		t.Errorf("kube-proxy's kubeconfig does not name 127.0.0.1:6443:\n%s", kp)
@@ -159,9 +182,7 @@ func TestHAWithoutALoadBalancer(t *testing.T) {
 		t.Logf("hung API server out of rotation on node4 within %s", took.Round(time.Second))
 	}
 	for _, w := range []harnesslib.Node{w4, w5} {
-		if err := serviceAnswers(ctx, c, w, 3); err != nil {
-			t.Error(err)
-		}
+		checkServiceAnswers(ctx, t, c, state, w, 3)
 	}
 	MustSSH(ctx, t, c, cp2, "root", "pkill -CONT -f '^kube-apiserver'")
 	time.Sleep(45 * time.Second)
@@ -257,9 +278,7 @@ func survivesLoss(ctx context.Context, t *testing.T, c *harnesslib.Cluster, stat
 		if slices.Contains(w.Roles, "control-plane") {
 			continue
 		}
-		if err := serviceAnswers(ctx, c, w, 5); err != nil {
-			t.Error(err)
-		}
+		checkServiceAnswers(ctx, t, c, state, w, 5)
 	}
 	if _, err := dockerCmd(ctx, "start", lost.Container); err != nil {
 		t.Fatal(err)
