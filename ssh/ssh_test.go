@@ -1479,7 +1479,9 @@ func TestCopyFilesRecordsWhatItWrote(t *testing.T) {
 	e := filepath.Join(h.sums, entries[0].Name())
 	rec, _ := os.ReadFile(e)
 	lines := strings.SplitN(string(rec), "\n", 2)
-	os.WriteFile(e, []byte(lines[0]+"\n"+strings.Repeat("0", 64)+"\n"), 0o644)
+	if err := os.WriteFile(e, []byte(lines[0]+"\n"+strings.Repeat("0", 64)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	diffs, err := c.Check(ctx, []File{{Path: to, Mode: 0o755, Source: from}})
 	if err != nil || len(diffs) != 1 || diffs[0].Reason != ReasonContent {
 		t.Fatalf("check of the copy = %v, %v; want content differs from the cached digest", diffs, err)

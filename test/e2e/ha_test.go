@@ -81,10 +81,11 @@ func checkServiceAnswers(ctx context.Context, t *testing.T, c *harnesslib.Cluste
 	eps, lerr := clientFor(t, state).DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
 	if lerr != nil {
 		t.Logf("the kubernetes Service's EndpointSlices: %v", lerr)
-	}
-	for _, es := range eps.Items {
-		for _, e := range es.Endpoints {
-			t.Logf("EndpointSlice %s: %v ready=%v", es.Name, e.Addresses, e.Conditions.Ready != nil && *e.Conditions.Ready)
+	} else {
+		for _, es := range eps.Items {
+			for _, e := range es.Endpoints {
+				t.Logf("EndpointSlice %s: %v ready=%v", es.Name, e.Addresses, e.Conditions.Ready != nil && *e.Conditions.Ready)
+			}
 		}
 	}
 	out, _ := c.SSH(ctx, w, "root", "iptables-save -t nat | grep -F 'default/kubernetes:https'; journalctl -u kubeforge-apiproxy --since -3min --no-pager -o short-iso | tail -20; crictl logs --tail 30 $(crictl ps -q --name kube-proxy) 2>&1", nil)
