@@ -38,6 +38,7 @@ type apiServer struct {
 	failNext atomic.Int32 // /readyz answers 500 this many more times
 	hang     atomic.Bool  // /readyz does not answer
 	accepted atomic.Int32 // connections accepted
+	checks   atomic.Int32 // /readyz requests answered
 }
 
 func newAPIServer(t *testing.T, name string) *apiServer {
@@ -52,6 +53,7 @@ func newAPIServer(t *testing.T, name string) *apiServer {
 			<-r.Context().Done()
 			return
 		}
+		defer s.checks.Add(1)
 		if n := s.failNext.Load(); n > 0 && s.failNext.CompareAndSwap(n, n-1) {
 			w.WriteHeader(http.StatusInternalServerError)
 			return
@@ -235,15 +237,9 @@ func TestProxyTakesAHungServerOutOfRotation(t *testing.T) {
 func TestProxyClosesConnectionsOfAnUpstreamThatFails(t *testing.T) {
 	a := newAPIServer(t, "a")
 	f := start(t, a.Certificate(), a.addr())
-	f.eventually("a healthy", func() bool { return len(f.p.Healthy()) == 1 })
-	c := f.client(true)
-	if _, err := f.get(c); err != nil {
-		t.Fatal(err)
-	}
-	u := f.p.upstreams[a.addr()]
-	f.eventually("the kept-alive connection tracked", func() bool { u.mu.Lock(); defer u.mu.Unlock(); return len(u.conns) == 2 })
+	_, u := f.keptAlive(a)
 	a.status.Store(500)
-	f.eventually("its connections closed", func() bool { u.mu.Lock(); defer u.mu.Unlock(); return len(u.conns) == 0 })
+	f.eventually("its connections closed", func() bool { return tracked(u) == 0 })
 }
 
 func TestProxyFollowsTheUpstreamFile(t *testing.T) {
@@ -309,16 +305,11 @@ func TestHealthNeedsFallFailuresToLeaveAndRisePassesToReturn(t *testing.T) {
 func TestProxyKeepsAnUpstreamAndItsConnectionsThroughFewerThanFallFailedChecks(t *testing.T) {
 	a := newAPIServer(t, "a")
 	f := start(t, a.Certificate(), a.addr())
-	f.eventually("a healthy", func() bool { return len(f.p.Healthy()) == 1 })
-	c := f.client(true)
-	if _, _, err := f.getReused(c); err != nil {
-		t.Fatal(err)
-	}
-	u := f.p.upstreams[a.addr()]
-	f.eventually("the kept-alive connection tracked", func() bool { return tracked(u) == 2 })
+	c, u := f.keptAlive(a)
 	a.failNext.Store(2) // two slow or failed answers in a row: a loaded server
 	f.eventually("the two failed checks", func() bool { return a.failNext.Load() == 0 })
-	f.eventually("a passing check after them", func() bool { return a.failNext.Load() == 0 && len(f.p.Healthy()) == 1 })
+	after := a.checks.Load()
+	f.eventually("two checks after them", func() bool { return a.checks.Load() >= after+2 })
 	if n := tracked(u); n != 2 {
 		t.Errorf("after two failed checks a carries %d connections; want its 2 kept", n)
 	}
@@ -333,13 +324,7 @@ func TestProxyKeepsAnUpstreamAndItsConnectionsThroughFewerThanFallFailedChecks(t
 func TestProxyKeepsTheConnectionsOfASlowUpstreamUntilItIsHung(t *testing.T) {
 	a := newAPIServer(t, "a")
 	f := startWith(t, options{timeout: 300 * time.Millisecond, hung: 6}, a.Certificate(), a.addr())
-	f.eventually("a healthy", func() bool { return len(f.p.Healthy()) == 1 })
-	c := f.client(true)
-	if _, _, err := f.getReused(c); err != nil {
-		t.Fatal(err)
-	}
-	u := f.p.upstreams[a.addr()]
-	f.eventually("the kept-alive connection tracked", func() bool { return tracked(u) == 2 })
+	c, u := f.keptAlive(a)
 	a.hang.Store(true) // /readyz takes longer than the timeout; other requests are served
 	f.eventually("a out of rotation", func() bool { return len(f.p.Healthy()) == 0 })
 	if n := tracked(u); n != 2 {
@@ -436,6 +421,20 @@ func (l *failingListener) Accept() (net.Conn, error) {
 	}
 	l.fails.Store(0)
 	return l.Listener.Accept()
+}
+
+// keptAlive makes a request to s through the proxy on a kept-alive client,
+// and waits until s's upstream carries its connection.
+func (f *fixture) keptAlive(s *apiServer) (*http.Client, *upstream) {
+	f.t.Helper()
+	f.eventually(s.name+" healthy", func() bool { return slices.Contains(f.p.Healthy(), s.addr()) })
+	c := f.client(true)
+	if _, err := f.get(c); err != nil {
+		f.t.Fatal(err)
+	}
+	u := f.p.upstreams[s.addr()]
+	f.eventually("the kept-alive connection tracked", func() bool { return tracked(u) == 2 })
+	return c, u
 }
 
 // getReused is get that also says whether the request went on a kept-alive connection.
