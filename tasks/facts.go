@@ -55,13 +55,14 @@ type Facts struct {
 	// 127.0.0.53 stub, which pods cannot use.
 	Resolved bool
 	HasCp    bool // cp is on PATH (the kubelet runs it for some volume types; kubeadm checks it)
-	// EtcdDirUsed: /var/lib/etcd exists and is not empty.
+	// EtcdDirUsed: etcd's data dir (/var/lib/etcd or the inventory's
+	// data-dir) exists and is not empty.
 	EtcdDirUsed    bool
 	KubeletVersion string // empty when absent
 	KubeletActive  bool
 	KubeletConf    bool   // /etc/kubernetes/kubelet.conf exists: the host is a node already
 	StaticPods     bool   // /etc/kubernetes/manifests holds kubeforge's control-plane pods
-	EtcdData       bool   // /var/lib/etcd/member exists: this host holds an etcd member's data
+	EtcdData       bool   // <etcd data dir>/member exists: this host holds an etcd member's data
 	HeldPods       bool   // a restore holds the control-plane manifests aside (kubeforge-restore-held)
 	APIProxyUnit   bool   // the node-local API proxy's unit is installed
 	RestoreMarker  string // /var/lib/kubeforge/restore.json: a restore under way
@@ -81,9 +82,15 @@ type Facts struct {
 	KubeletInputs, KubeletStarted string
 	ResolvConf                    bool // the kubelet's resolvConf (cluster.kubelet.resolvConf) is readable
 	UID                           int
+	// Disk is the filesystem of each directory a run writes to (diskDirs and
+	// etcd's data dir), measured at its nearest existing ancestor.
+	Disk map[string]DiskFree
 }
 
-// factsScript prints "key<TAB>value" lines; it only reads.
+// factsScript prints "key<TAB>value" lines; it only reads. $1 is the CRI
+// socket, $2 the kubelet's resolvConf, $3 the command that fingerprints the
+// kubelet's inputs, $4 etcd's data dir; $4 and the rest are the directories
+// whose free space is measured.
 var factsScript = `set +e
 . /etc/os-release 2>/dev/null
 printf 'os\t%s\nosversion\t%s\nosname\t%s\n' "$ID" "$VERSION_ID" "$PRETTY_NAME"
@@ -119,7 +126,7 @@ printf 'sandbox\t%s\n' "$sb"
 printf 'capbnd\t%s\n' "$(awk '/^CapBnd:/ {print $2}' /proc/1/status 2>/dev/null)"
 printf 'resolved\t%s\n' "$(systemctl is-active systemd-resolved 2>/dev/null)"
 printf 'cp\t%s\n' "$(command -v cp)"
-printf 'etcddir\t%s\n' "$(ls -A /var/lib/etcd 2>/dev/null | head -n1)"
+printf 'etcddir\t%s\n' "$(ls -A "$4" 2>/dev/null | head -n1)"
 # The kubelet's --version (the binary is large: ~0.4 s to start) as recorded at its last start, while the binary is
 # the one recorded (size, ctime, inode: any write or rename over it changes them); else asked of the binary.
 kv=; kk=$(stat -c '%s %.9Z %i' /usr/bin/kubelet 2>/dev/null); case "$kk" in *Z*) kk=;; esac
@@ -130,7 +137,7 @@ printf 'kubeletactive\t%s\n' "$(systemctl is-active kubelet 2>/dev/null)"
 printf 'kubeletconf\t%s\n' "$(test -f /etc/kubernetes/kubelet.conf && echo yes)"
 printf 'staticpods\t%s\n' "$(test -f /etc/kubernetes/manifests/kube-apiserver.yaml && echo yes)"
 printf 'uid\t%s\n' "$(id -u)"
-printf 'etcddata\t%s\n' "$(test -d /var/lib/etcd/member && echo yes)"
+printf 'etcddata\t%s\n' "$(test -d "$4/member" && echo yes)"
 printf 'apiproxyunit\t%s\n' "$(test -f ` + manifests.APIProxyUnitPath + ` && echo yes)"
 printf 'heldpods\t%s\n' "$(ls ` + heldManifests + `/*.yaml >/dev/null 2>&1 && echo yes)"
 printf 'restore\t%s\n' "$( (tr -d '\n' < ` + restoreMarkerPath + `) 2>/dev/null)"
@@ -152,6 +159,8 @@ fi
 printf 'kubeletinputs\t%s\n' "$(eval "$3")"
 printf 'kubeletstarted\t%s\n' "$(cat ` + kubeletStampPath + ` 2>/dev/null)"
 [ -z "$2" ] || printf 'resolvconf\t%s\n' "$(test -r "$2" && echo yes)"
+shift 3
+` + diskScript + `
 printf 'clock\t%s\n' "$(date +%s.%N)"
 `
 
@@ -160,7 +169,11 @@ func GatherFacts(ctx context.Context, env *Env, h *Host) error {
 	sock := strings.TrimPrefix(env.Inv.Cluster.ContainerRuntimeEndpoint, "unix://")
 	before := time.Now()
 	resolv := env.Inv.Cluster.Kubelet.ResolvConf
-	out, err := h.Client.Run(ctx, "sh -s -- "+ssh.Quote(sock)+" "+ssh.Quote(resolv)+" "+ssh.Quote(kubeletFingerprint(h))+" <<'KUBEFORGE_FACTS'\n"+factsScript+"KUBEFORGE_FACTS")
+	cmd := "sh -s -- " + ssh.Quote(sock) + " " + ssh.Quote(resolv) + " " + ssh.Quote(kubeletFingerprint(h))
+	for _, d := range append([]string{manifests.EtcdDataDirOf(env.Inv)}, diskDirs...) {
+		cmd += " " + ssh.Quote(d)
+	}
+	out, err := h.Client.Run(ctx, cmd+" <<'KUBEFORGE_FACTS'\n"+factsScript+"KUBEFORGE_FACTS")
 	after := time.Now()
 	if err != nil {
 		return fmt.Errorf("gather facts: %w", err)
@@ -286,6 +299,8 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 			f.KubeletStarted = v
 		case "uid":
 			f.UID, _ = strconv.Atoi(v)
+		case "disk":
+			f.parseDisk(v)
 		case "clock":
 			secs, err := strconv.ParseFloat(v, 64)
 			if err == nil {

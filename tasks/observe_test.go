@@ -60,6 +60,7 @@ func TestDecideRolesFromObservedState(t *testing.T) {
 		order   []string
 		data    []string // control planes holding etcd data
 		marker  string   // a control plane with a restore under way
+		via     string   // the control plane whose etcd answered (default: the first with data)
 		members func(env *Env) []EtcdMember
 		wantErr string
 		init    string
@@ -95,6 +96,16 @@ func TestDecideRolesFromObservedState(t *testing.T) {
 			members: func(env *Env) []EtcdMember {
 				return []EtcdMember{member(env, "cp1", 1, false, true), member(env, "cp2", 2, false, true), member(env, "cp3", 3, false, true)}
 			}, joins: "cp1", etcd: "remove:cp1"},
+		{name: "etcd answers but no host shows its data (a data dir not looked in): refused, no voter removed",
+			order: []string{"cp1", "cp2", "cp3"}, via: "cp1",
+			members: func(env *Env) []EtcdMember {
+				return []EtcdMember{member(env, "cp1", 1, false, true), member(env, "cp2", 2, false, true), member(env, "cp3", 3, false, true)}
+			}, wantErr: "the one that just answered"},
+		{name: "two of three voters without data: refused, no majority would stay",
+			order: []string{"cp1", "cp2", "cp3"}, data: []string{"cp1"},
+			members: func(env *Env) []EtcdMember {
+				return []EtcdMember{member(env, "cp1", 1, false, true), member(env, "cp2", 2, false, true), member(env, "cp3", 3, false, true)}
+			}, wantErr: "would remove 2 of the 3 voting etcd members"},
 		{name: "data on a host that is no member: refused",
 			order: []string{"cp1", "cp2", "cp3"}, data: []string{"cp1", "cp2"},
 			members: func(env *Env) []EtcdMember { return []EtcdMember{member(env, "cp1", 1, false, true)} },
@@ -120,7 +131,11 @@ func TestDecideRolesFromObservedState(t *testing.T) {
 			}
 			env.Cluster = &ClusterFacts{Joined: map[string]bool{}, Credential: map[string]bool{}, Nodes: map[string]bool{}}
 			if tc.members != nil {
-				env.Cluster.Etcd = &EtcdFacts{ClusterID: 0xabc, Via: tc.data[0], Members: tc.members(env)}
+				via := tc.via
+				if via == "" {
+					via = tc.data[0]
+				}
+				env.Cluster.Etcd = &EtcdFacts{ClusterID: 0xabc, Via: via, Members: tc.members(env)}
 			}
 			err := DecideRoles(context.Background(), env)
 			if tc.wantErr != "" {
@@ -438,5 +453,30 @@ func TestRemovalPlanListsThePodsTheDrainEvicts(t *testing.T) {
 	env.Kube = fake.NewClientset()
 	if err := env.planNode(context.Background(), env.hostNamed("cp1"), td); err != nil || td.Node != "" {
 		t.Errorf("removal plan of a host without a Node: node %q, err %v", td.Node, err)
+	}
+}
+
+// A host marked `remove: true` is left out of the run's inventory; removing it
+// finds it among the leaving hosts (it panicked, issue 26 item 1).
+func TestRemovingAHostMarkedRemoveTrue(t *testing.T) {
+	env := observedEnv(t, []string{"cp1", "w1"}, map[string]bool{"cp1": true})
+	full := env.Inv
+	full.Host("w1").Remove = true
+	env.Inv, env.Leaving = full.Active(), env.Hosts(full.Leaving())
+	env.Kube = fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "w1"}})
+	env.Opts.Force = true
+	if got := env.removalTargets(); len(got) != 1 || got[0].Name != "w1" {
+		t.Fatalf("removal targets = %v; want w1", got)
+	}
+	td := env.teardown("w1")
+	td.Node, td.Unreachable = "w1", "connection refused" // through the API only: no host to reset here
+	if err := env.removeNode(context.Background(), td); err != nil {
+		t.Fatalf("remove w1: %v", err)
+	}
+	if _, err := env.Kube.CoreV1().Nodes().Get(context.Background(), "w1", metav1.GetOptions{}); err == nil {
+		t.Error("the Node of w1 is still there")
+	}
+	if err := env.removeNode(context.Background(), env.teardown("nobody")); err == nil || !strings.Contains(err.Error(), "nobody") {
+		t.Errorf("removing a host that is nowhere: %v; want an error naming it", err)
 	}
 }

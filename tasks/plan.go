@@ -103,6 +103,38 @@ type ErrRefused struct{ Reason string }
 
 func (e *ErrRefused) Error() string { return "refusing to change the cluster: " + e.Reason }
 
+// quorumGuard refuses a plan whose etcd removals could cost the cluster its
+// quorum or a live member: removing the member that just answered (its host
+// holds its data, whatever the facts say), or so many voters that those left
+// would not be a majority of the voters now. A voter "without data" is
+// removed because it is believed dead; when that belief is wrong (a data dir
+// the facts did not look in), this is what stops the loss of every member.
+func quorumGuard(f *EtcdFacts, actions []EtcdAction, dataDir string) error {
+	voters := 0
+	for _, m := range f.Members {
+		if !m.Learner {
+			voters++
+		}
+	}
+	var removed []string
+	for _, a := range actions {
+		if a.Action != "remove" || a.Host == "" {
+			continue
+		}
+		if a.Host == f.Via {
+			return &ErrRefused{Reason: fmt.Sprintf("the plan would remove the etcd member of %s, the one that just answered, because %s shows no data in %s: "+
+				"etcd's data dir is not where kubeforge looks (cluster.etcd.extraArgs.data-dir must name it), or the facts are wrong; nothing was changed", a.Host, a.Host, dataDir)}
+		}
+		removed = append(removed, a.Host)
+	}
+	if len(removed) > 0 && 2*len(removed) >= voters {
+		return &ErrRefused{Reason: fmt.Sprintf("the plan would remove %d of the %d voting etcd members (%s: no data seen in %s), leaving no majority: "+
+			"check etcd's data dir on those hosts; if they really lost their data, restore the cluster from a backup (`kubeforge restore`); nothing was changed",
+			len(removed), voters, strings.Join(removed, ", "), dataDir)}
+	}
+	return nil
+}
+
 // DecideRoles decides, from etcd's membership and each control plane's data,
 // who initialises (only when no control plane holds etcd data or
 // membership), who joins, and how etcd's membership is reconciled; and from
@@ -147,10 +179,10 @@ func DecideRoles(_ context.Context, env *Env) error {
 			if len(why) > 0 {
 				seen = " (" + strings.Join(why, "; ") + "; a certificate error means the data belongs to a cluster of another CA than this state dir's)"
 			}
-			return &ErrRefused{Reason: fmt.Sprintf("%s hold(s) etcd data (/var/lib/etcd/member) but no etcd member answers%s, "+
+			return &ErrRefused{Reason: fmt.Sprintf("%s hold(s) etcd data (%s/member) but no etcd member answers%s, "+
 				"so a new cluster would split from it. Start etcd there (`systemctl start kubelet`; "+
 				"look at `crictl ps -a`), restore it from a backup, or, if that data is to be discarded, "+
-				"`kubeforge reset --hosts %s`; then run again", strings.Join(withData, ", "), seen, strings.Join(withData, ","))}
+				"`kubeforge reset --hosts %s`; then run again", strings.Join(withData, ", "), manifests.EtcdDataDirOf(env.Inv), seen, strings.Join(withData, ","))}
 		}
 		init := env.Host(env.Inv.FirstControlPlane())
 		p.Init = init.Name
@@ -192,6 +224,9 @@ func DecideRoles(_ context.Context, env *Env) error {
 			default:
 				p.JoinCP = append(p.JoinCP, cp.Name)
 			}
+		}
+		if err := quorumGuard(cf.Etcd, p.Etcd, manifests.EtcdDataDirOf(env.Inv)); err != nil {
+			return err
 		}
 		leaving := map[string]string{}
 		for _, h := range env.Leaving {
@@ -429,8 +464,9 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 	if kubelet != "" {
 		hp.Restarts = append(hp.Restarts, RestartPlan{What: "kubelet", Reason: kubelet})
 	}
+	var missing []*localArtifact
 	if len(imgs) > 0 {
-		missing := imgs // a runtime not running yet has no image
+		missing = imgs // a runtime not running yet has no image
 		if h.Facts.CRISocket && h.Facts.CRIReady {
 			if missing, err = missingImages(ctx, h, imgs); err != nil {
 				return err
@@ -439,6 +475,14 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 		for _, a := range missing {
 			hp.Images = append(hp.Images, path.Base(a.path))
 		}
+	}
+	// Room for all of it, before anything is written (a full disk fails an upload half-way).
+	full, err := checkDiskSpace(env, h, sf, differ, missing)
+	if err != nil {
+		return err
+	}
+	if failed := env.addChecks(full); len(failed) > 0 {
+		return &PreflightError{Failed: failed}
 	}
 	for _, f := range later {
 		hp.Later = append(hp.Later, FilePlan{Path: f.Path, Reason: "written once every node's pod CIDR is assigned"})

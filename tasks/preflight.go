@@ -119,8 +119,9 @@ func PreflightHost(ctx context.Context, env *Env, h *Host) error {
 			"stop what listens there (`ss -ltnp` on the host shows it), or `kubeforge reset` a previous install")
 		// A new control plane's etcd starts from an empty data dir (kubeadm's DirAvailable--var-lib-etcd).
 		if h.IsControlPlane() && !f.StaticPods && f.RestoreMarker == "" && !f.HeldPods {
-			add("DirAvailable--var-lib-etcd", SeverityError, !f.EtcdDirUsed, "/var/lib/etcd "+map[bool]string{true: "is not empty", false: "empty or absent"}[f.EtcdDirUsed],
-				"this host is no member of the cluster: move /var/lib/etcd away (it may be another cluster's data), or `kubeforge reset` it")
+			dir := manifests.EtcdDataDirOf(env.Inv)
+			add("DirAvailable--var-lib-etcd", SeverityError, !f.EtcdDirUsed, dir+" "+map[bool]string{true: "is not empty", false: "empty or absent"}[f.EtcdDirUsed],
+				"this host is no member of the cluster: move "+dir+" away (it may be another cluster's data), or `kubeforge reset` it")
 		}
 	}
 	return checkReach(ctx, env, h)
@@ -244,13 +245,27 @@ func PreflightCluster(ctx context.Context, env *Env) error {
 	return nil
 }
 
-func (e *Env) addCheck(r CheckResult) {
+// addChecks records rs and returns those that fail the run (failed, an
+// error, not ignored).
+func (e *Env) addChecks(rs []CheckResult) []CheckResult {
+	var failed []CheckResult
+	for _, r := range rs {
+		if r = e.addCheck(r); !r.Passed && !r.Ignored && r.Severity == SeverityError {
+			failed = append(failed, r)
+		}
+	}
+	return failed
+}
+
+// addCheck records r, marked ignored when the user said so, and returns it.
+func (e *Env) addCheck(r CheckResult) CheckResult {
 	if !r.Passed && (e.Opts.IgnorePreflight[r.ID] || e.Opts.IgnorePreflight["all"]) {
 		r.Ignored = true
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.preflight = append(e.preflight, r)
+	return r
 }
 
 // PreflightResults returns the checks run so far, by host then ID.

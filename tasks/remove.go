@@ -52,7 +52,10 @@ func RemoveNodes(ctx context.Context, env *Env) error {
 }
 
 func (e *Env) removeNode(ctx context.Context, t *TeardownPlan) error {
-	h := e.Host(e.Inv.Host(t.Host))
+	h := e.target(t.Host)
+	if h == nil {
+		return fmt.Errorf("%s is neither in the inventory nor marked for removal", t.Host)
+	}
 	if t.Unreachable != "" {
 		if !e.Opts.Force {
 			return fmt.Errorf("%s; pass --force to remove it through the API without resetting the host", t.Unreachable)

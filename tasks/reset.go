@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/kubeforge/kubeforge/manifests"
+	"github.com/kubeforge/kubeforge/ssh"
 )
 
 // resetScript tears down what kubeforge and Kubernetes left on a host. It
@@ -11,9 +14,10 @@ import (
 // keeps going past errors: a half-reset host is worse than a noisy one.
 // $1 = "artifacts" also removes the pushed binaries and images; $2 = "plan"
 // only looks, and prints what it would do (the line's second form); $3 is the
-// pod subnet; $4 = "runtime" also removes the runtime kubeforge installed.
+// pod subnet; $4 = "runtime" also removes the runtime kubeforge installed;
+// $5 is etcd's data dir (an absolute path without blanks: validated).
 const resetScript = `set +e
-plan=$2
+plan=$2 etcd=${5:-/var/lib/etcd}
 did() { if [ -n "$plan" ]; then echo "$2"; else echo "$1"; fi; }
 act() { [ -n "$plan" ] || "$@"; }
 if systemctl list-unit-files kubelet.service >/dev/null 2>&1 && systemctl is-enabled -q kubelet 2>/dev/null || systemctl is-active -q kubelet 2>/dev/null; then
@@ -44,7 +48,7 @@ unmount() { for m in $1; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/nul
 act unmount "$mnts"
 n=$(echo $mnts | wc -w)
 [ -n "$mnts" ] && did "unmounted $n kubelet mounts" "unmount $n kubelet mounts"
-for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/etcd.before-restore-* /var/lib/kubeforge/kubelet.started /var/lib/kubeforge/restore.json /etc/kubeforge/pod-routes.sh /etc/cni/net.d/10-kubeforge.conflist \
+for p in /etc/kubernetes /var/lib/kubelet $etcd $etcd.before-restore-* /var/lib/kubeforge/kubelet.started /var/lib/kubeforge/restore.json /etc/kubeforge/pod-routes.sh /etc/cni/net.d/10-kubeforge.conflist \
          /usr/lib/systemd/system/kubelet.service /usr/lib/systemd/system/kubelet.service.d \
          /etc/systemd/system/kubeforge-routes.service /etc/systemd/system/kubeforge-apiproxy.service /etc/kubeforge/apiproxy-upstreams \
          /usr/local/bin/kubeforge-apiproxy /etc/sysctl.d/99-kubeforge.conf /etc/modules-load.d/kubeforge.conf \
@@ -81,6 +85,8 @@ if [ -n "$1" ]; then
         act unmount "$mnts"
         if [ -n "$(ls -A "$d" 2>/dev/null)" ]; then act find "$d" -mindepth 1 -maxdepth 1 -exec rm -rf {} + && did "emptied $d" "empty $d"; fi
       done
+      # containerd makes /opt/containerd (its "opt" plugin's root) at its first start.
+      if [ -e ` + containerdOptDir + ` ]; then act rm -rf ` + containerdOptDir + ` && did "removed ` + containerdOptDir + `" "remove ` + containerdOptDir + `"; fi
     fi
     act systemctl daemon-reload 2>/dev/null
     # The replaced runtime runs again, with its own unit and config.
@@ -117,18 +123,49 @@ fi
 `
 
 // resetCheckScript prints what is still left after a reset, one line each.
+// $1 is etcd's data dir. After a purge of a runtime kubeforge installed, $2
+// is "own" (it ran on a bare host: nothing of it may stay) or "replaced" (the
+// files it took the place of are back), and the rest are the files its
+// marker listed.
 const resetCheckScript = `set +e
+etcd=$1; mode=$2; shift; [ $# -gt 0 ] && shift
+if [ -n "$mode" ]; then
+  [ -e ` + runtimeMarkerPath + ` ] && echo "` + runtimeMarkerPath + ` left"
+  for p in "$@"; do
+    [ -e "$p` + replacedSuffix + `" ] && echo "$p` + replacedSuffix + ` left"
+    [ "$mode" = own ] && [ -e "$p" ] && echo "$p left"
+  done
+  if [ "$mode" = own ]; then
+    [ -e ` + containerdOptDir + ` ] && echo "` + containerdOptDir + ` left"
+    [ -n "$(ls -A /var/lib/containerd /run/containerd 2>/dev/null | grep -v ':$' | grep .)" ] && echo "containerd data left"
+    pgrep -x containerd >/dev/null && echo "containerd still running"
+  fi
+fi
 for p in 6443 2379 2380 10250 10257 10259; do
   if cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk -v p=$(printf '%04X' $p) 'NR>1 && $4=="0A" {split($2,a,":"); if (a[2]==p) f=1} END {exit !f}'; then echo "port $p still listening"; fi
 done
 awk '$2 ~ "^/var/lib/kubelet" {print "mount " $2 " left"}' /proc/mounts
-for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd; do [ -e "$p" ] && echo "$p left"; done
+for p in /etc/kubernetes /var/lib/kubelet "$etcd"; do [ -e "$p" ] && echo "$p left"; done
 true
 `
 
 // ResetHost tears down kubeforge's cluster on the host and verifies that
 // nothing is left listening, mounted or on disk.
 func ResetHost(ctx context.Context, env *Env, h *Host) error {
+	check := "sh -s -- " + ssh.Quote(manifests.EtcdDataDirOf(env.Inv))
+	if env.purgesRuntime() {
+		// What the purge must remove, read before it removes the marker that lists it.
+		mode, files, err := installedRuntime(ctx, h)
+		if err != nil {
+			return fmt.Errorf("reset: %w", err)
+		}
+		if mode != "" {
+			check += " " + ssh.Quote(mode)
+			for _, f := range files {
+				check += " " + ssh.Quote(f)
+			}
+		}
+	}
 	lines, err := runReset(ctx, env, h, false)
 	if err != nil {
 		return fmt.Errorf("reset: %w", err)
@@ -136,7 +173,7 @@ func ResetHost(ctx context.Context, env *Env, h *Host) error {
 	for _, l := range lines {
 		h.Changed(Change{Kind: ChangeHost, What: l})
 	}
-	left, err := h.Client.Run(ctx, resetCheckScript)
+	left, err := h.Client.Run(ctx, check+" <<'KUBEFORGE_RESET_CHECK'\n"+resetCheckScript+"KUBEFORGE_RESET_CHECK")
 	if err != nil {
 		return fmt.Errorf("verify reset: %w", err)
 	}
@@ -144,4 +181,27 @@ func ResetHost(ctx context.Context, env *Env, h *Host) error {
 		return fmt.Errorf("reset incomplete: %s", strings.ReplaceAll(left, "\n", "; "))
 	}
 	return nil
+}
+
+// installedRuntime reads the runtime marker on h: "own" for a runtime
+// kubeforge installed on a host that had none, "replaced" for one that took
+// another's place, "" for none; and the files the marker lists.
+func installedRuntime(ctx context.Context, h *Host) (mode string, files []string, err error) {
+	out, err := h.Client.Run(ctx, "cat "+runtimeMarkerPath+" 2>/dev/null; true")
+	if err != nil {
+		return "", nil, fmt.Errorf("read the runtime marker: %w", err)
+	}
+	if strings.TrimSpace(out) == "" {
+		return "", nil, nil
+	}
+	mode = "own"
+	for _, l := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(l, "# replaced: "):
+			mode = "replaced"
+		case strings.HasPrefix(l, "/"):
+			files = append(files, l)
+		}
+	}
+	return mode, files, nil
 }

@@ -33,6 +33,9 @@ const (
 	// replacedSuffix names the config of a runtime kubeforge replaced
 	// (runtime.install: always), kept for `reset --purge` to restore.
 	replacedSuffix = ".before-kubeforge"
+	// containerdOptDir is the root of containerd's "opt" plugin, made at its
+	// first start: part of the runtime kubeforge installs.
+	containerdOptDir = "/opt/containerd"
 )
 
 // runtimeBundle is the runtime/ part of an artifacts directory.

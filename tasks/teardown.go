@@ -91,11 +91,11 @@ func runReset(ctx context.Context, env *Env, h *Host, plan bool) ([]string, erro
 		mode = "plan"
 	}
 	runtime := ""
-	if env.Opts.PurgeRuntime && artifacts != "" {
+	if env.purgesRuntime() {
 		runtime = "runtime"
 	}
 	out, err := h.Client.Run(ctx, "sh -s -- "+ssh.Quote(artifacts)+" "+ssh.Quote(mode)+" "+ssh.Quote(env.Inv.Cluster.PodSubnet)+" "+ssh.Quote(runtime)+
-		" <<'KUBEFORGE_RESET'\n"+resetScript+"KUBEFORGE_RESET")
+		" "+ssh.Quote(manifests.EtcdDataDirOf(env.Inv))+" <<'KUBEFORGE_RESET'\n"+resetScript+"KUBEFORGE_RESET")
 	if err != nil {
 		return nil, err
 	}
@@ -107,6 +107,10 @@ func runReset(ctx context.Context, env *Env, h *Host, plan bool) ([]string, erro
 	}
 	return lines, nil
 }
+
+// purgesRuntime: this reset also removes the runtime kubeforge installed
+// (--purge, which keeps no artifacts).
+func (e *Env) purgesRuntime() bool { return e.Opts.PurgeRuntime && !e.Opts.KeepArtifacts }
 
 // PlanReset records, reading only, what the reset will remove on h.
 func PlanReset(ctx context.Context, env *Env, h *Host) error {
@@ -221,7 +225,24 @@ func (e *Env) removeMember(ctx context.Context, t *TeardownPlan) error {
 		}
 		return fmt.Errorf("remove the etcd member %s of %s: %w", t.EtcdMember, t.Host, err)
 	}
-	e.Host(e.Inv.Host(t.Host)).Changed(Change{Kind: ChangeEtcd, What: "removed member " + t.EtcdMember})
+	if h := e.target(t.Host); h != nil {
+		h.Changed(Change{Kind: ChangeEtcd, What: "removed member " + t.EtcdMember})
+	}
+	return nil
+}
+
+// target is the run-time host a teardown names: one of the inventory's, or
+// one marked `remove: true`, which the run's inventory leaves out (nil for
+// neither).
+func (e *Env) target(name string) *Host {
+	if ih := e.Inv.Host(name); ih != nil {
+		return e.Host(ih)
+	}
+	for _, h := range e.Leaving {
+		if h.Name == name {
+			return h
+		}
+	}
 	return nil
 }
 

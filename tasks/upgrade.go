@@ -918,22 +918,15 @@ func CheckUpgradeSpace(ctx context.Context, env *Env, h *Host) error {
 			incoming += st.Size()
 		}
 	}
-	dirs := []string{"/var/lib/containerd", manifests.KubeletDir, "/var/lib/kubeforge"}
-	script := "for d in"
-	for _, d := range dirs {
-		script += " " + ssh.Quote(d)
+	if h.Facts == nil {
+		return fmt.Errorf("read free disk space: no facts gathered")
 	}
-	script += `; do p=$d; while [ ! -e "$p" ]; do p=$(dirname "$p"); done; df -Pk "$p" | awk -v d="$d" 'NR==2 {print d, $2, $4}'; done`
-	out, err := h.Client.Run(ctx, script)
-	if err != nil {
-		return fmt.Errorf("read free disk space: %w", err)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		var dir string
-		var sizeK, availK int64
-		if _, err := fmt.Sscan(line, &dir, &sizeK, &availK); err != nil || sizeK <= 0 {
-			return fmt.Errorf("read free disk space: unexpected df output %q", line)
+	for _, dir := range []string{"/var/lib/containerd", manifests.KubeletDir, RemoteArtifactsDir} {
+		_, fs, ok := h.Facts.diskOf(dir)
+		if !ok || fs.SizeKB <= 0 {
+			return fmt.Errorf("read free disk space: the facts have no filesystem for %s", dir)
 		}
+		sizeK, availK := fs.SizeKB, fs.AvailKB
 		after := float64(sizeK*1024-availK*1024+incoming) / float64(sizeK*1024) * 100
 		if limit := diskLimit(env.Inv); after > limit {
 			return fmt.Errorf("%s's filesystem is %.0f%% used and the upgrade adds %d MB (binaries, image tarballs and their unpacked layers): "+

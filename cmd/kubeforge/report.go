@@ -22,10 +22,9 @@ func report(w io.Writer, err error, g *globals) int {
 		fmt.Fprintln(w, "Nothing was changed on any host.")
 		return 2
 	}
-	var perr *tasks.PreflightError
-	if errors.As(err, &perr) {
+	if failed := preflightFailures(err); len(failed) > 0 {
 		fmt.Fprintf(w, "error: preflight failed; nothing was changed on any host.\n")
-		tasks.WritePreflightTable(w, perr.Failed, true)
+		tasks.WritePreflightTable(w, failed, true)
 		fmt.Fprintf(w, "Fix the hosts above and run the command again, or skip a check with --ignore-preflight-errors=ID.\n")
 		return 1
 	}
@@ -61,6 +60,26 @@ func report(w io.Writer, err error, g *globals) int {
 	fmt.Fprintf(w, "\nThe full log of each host is in %s/logs/<host>.log.\n", g.opts.StateDir)
 	fmt.Fprintf(w, "Nothing was rolled back. Fix the cause and run the same command again: finished steps are skipped.\n")
 	return 1
+}
+
+// preflightFailures gathers the failed checks of every preflight error in
+// err (the plan's disk checks fail per host, joined).
+func preflightFailures(err error) []tasks.CheckResult {
+	var perr *tasks.PreflightError
+	if errors.As(err, &perr) && perr == err {
+		return perr.Failed
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []tasks.CheckResult
+		for _, e := range j.Unwrap() {
+			out = append(out, preflightFailures(e)...)
+		}
+		return out
+	}
+	if u := errors.Unwrap(err); u != nil {
+		return preflightFailures(u)
+	}
+	return nil
 }
 
 func collectHostErrors(err error, out *[]*playbooks.HostError) {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kubeforge/kubeforge/tasks"
@@ -292,6 +293,8 @@ func convergeThreeControlPlanes(ctx context.Context, t *testing.T, c *harnesslib
 		t.Fatal("reset --hosts node1 failed")
 	}
 	teardownMatchesChanges(t, rp, lastChanges(t, state))
+	// The reset removed etcd's data where the inventory put it, and nothing was ever made at the default.
+	MustSSH(ctx, t, c, c.Nodes[0], "root", "test ! -e "+customEtcdDir+" && test ! -e /var/lib/etcd")
 	if voters, learners := etcdMembers(ctx, t, state, c.Nodes[1]); voters != 2 || learners != 0 {
 		t.Errorf("after reset --hosts node1 etcd has %d voters, %d learners; want 2 and 0 (the member removed before the wipe)", voters, learners)
 	}
@@ -305,13 +308,32 @@ func convergeThreeControlPlanes(ctx context.Context, t *testing.T, c *harnesslib
 	checkBackup(ctx, t, c, state, 3)
 	// A control plane reset while its member stays (as an older kubeforge or a
 	// reinstall leaves it): up removes the stale voter and the host rejoins.
-	MustSSH(ctx, t, c, c.Nodes[2], "root", "systemctl stop kubelet; crictl rm -fa >/dev/null 2>&1; ctr -n k8s.io tasks ls -q | xargs -r -n1 ctr -n k8s.io tasks kill -s SIGKILL; sleep 2; rm -rf /var/lib/etcd")
+	MustSSH(ctx, t, c, c.Nodes[2], "root", "test -d "+customEtcdDir+"/member && test ! -e /var/lib/etcd && systemctl stop kubelet; crictl rm -fa >/dev/null 2>&1; ctr -n k8s.io tasks ls -q | xargs -r -n1 ctr -n k8s.io tasks kill -s SIGKILL; sleep 2; rm -rf "+customEtcdDir)
 	p = dryRunPlan(ctx, t, c.Inventory, state)
 	if strings.Join(p.JoinCP, ",") != "node3" || len(p.Etcd) != 1 || p.Etcd[0].Action != "remove" || p.Etcd[0].Host != "node3" {
 		t.Errorf("with node3's etcd data gone the plan is joins=%v etcd=%+v; want its stale member removed and node3 to rejoin", p.JoinCP, p.Etcd)
 	}
 	mustUp(ctx, t, c, state)
 	checkWhole(ctx, t, c, state, 3)
+	// Converged on the non-default values: the next plan is empty; the API server serves the extra SAN; pods
+	// and Services take their addresses from the custom subnets.
+	if p := dryRunPlan(ctx, t, c.Inventory, state); !p.Empty() {
+		t.Errorf("a converged cluster with non-default values plans changes: init=%q joins=%v etcd=%+v hosts=%+v", p.Init, p.JoinCP, p.Etcd, p.Hosts)
+	}
+	if out := MustSSH(ctx, t, c, c.Nodes[0], "root", "echo | openssl s_client -connect "+c.Nodes[0].Address+":6443 2>/dev/null | openssl x509 -noout -ext subjectAltName"); !strings.Contains(out, "DNS:"+customSAN) {
+		t.Errorf("the API server's certificate lacks %s:\n%s", customSAN, out)
+	}
+	kc := clientFor(t, state)
+	if svc, err := kc.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{}); err != nil || !strings.HasPrefix(svc.Spec.ClusterIP, "10.128.") {
+		t.Errorf("the kubernetes Service is not in %s: %v %v", customServiceSubnet, svc, err)
+	}
+	if nodes, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
+		for _, n := range nodes.Items {
+			if !strings.HasPrefix(n.Spec.PodCIDR, "10.240.") {
+				t.Errorf("%s has pod CIDR %q; want one of %s", n.Name, n.Spec.PodCIDR, customPodSubnet)
+			}
+		}
+	}
 }
 
 // reorderHosts returns the inventory with its hosts in the given order.
