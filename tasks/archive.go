@@ -291,7 +291,13 @@ type etcdChecksum struct {
 }
 
 func (e *etcdChecksum) Write(p []byte) (int, error) {
-	b := append(e.tail, p...)
+	if len(p) >= sha256.Size {
+		e.h.Write(e.tail)
+		e.h.Write(p[:len(p)-sha256.Size])
+		e.tail = append(e.tail[:0], p[len(p)-sha256.Size:]...)
+		return len(p), nil
+	}
+	b := append(e.tail, p...) // fewer than 2*sha256.Size bytes
 	if len(b) > sha256.Size {
 		e.h.Write(b[:len(b)-sha256.Size])
 		b = b[len(b)-sha256.Size:]

@@ -85,7 +85,7 @@ func (k *BackupKey) checkManifest(manifest, entry []byte) error {
 		return fmt.Errorf("%s is not an %s kubeforge wrote", macName, macAlgorithm)
 	}
 	if !k.present() {
-		return fmt.Errorf("it was authenticated with backup key %s, and there is no key file at %s", m.KeyID, k.Path)
+		return fmt.Errorf("it was authenticated with backup key %s, and there is no key file at %s", m.KeyID, k)
 	}
 	want, err := k.SignManifest(manifest)
 	if err != nil {

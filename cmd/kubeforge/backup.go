@@ -61,11 +61,12 @@ func newRestoreCmd(g *globals, stdout io.Writer) *cobra.Command {
 		Short: "Rebuild the control plane from a backup archive: etcd's data on every control plane, then converge",
 		Long: "Rebuild the control plane from an archive that `kubeforge backup` wrote. The archive is checked before any host\n" +
 			"is contacted (its MAC under the backup key, every size and sha256, the snapshot's checksum, its CA against the\n" +
-			"state dir's; an empty state dir takes the archive's PKI). Nothing is written to the state dir or a host until\n" +
-			"every check has passed (--dry-run writes nothing at all). On every control plane: the static pods are held aside, etcd's data is made from the\n" +
-			"snapshot with etcd's own restore code (a new etcd cluster whose members are the inventory's control planes;\n" +
-			"revisions bumped so every watch relists), the old data is kept beside the data directory, and the control\n" +
-			"plane is started again. Workers are not touched: their kubelets reconnect. Then `up` converges the cluster.\n" +
+			"state dir's; an empty state dir takes the archive's PKI). Nothing but the run's log is written to the state dir,\n" +
+			"and nothing to a host, until every check has passed. On every control plane: the static pods are held aside,\n" +
+			"etcd's data is made from the snapshot with etcd's own restore code (a new etcd cluster whose members are the\n" +
+			"inventory's control planes; revisions bumped so every watch relists), the old data is kept beside the data\n" +
+			"directory, and the control plane is started again. Workers are not touched: their kubelets reconnect. Then\n" +
+			"`up` converges the cluster.\n" +
 			"An interrupted restore resumes where it stopped when run again with the same archive.\n\nSteps, in order:\n\n" +
 			stepList(playbooks.Restore(tasks.RestoreOptions{})(&inventory.Inventory{})),
 		Args: cobra.NoArgs,
