@@ -82,8 +82,8 @@ func stepRemovalPlan() Step {
 
 // Backup is the playbook behind `kubeforge backup`: it reads the control
 // planes only and writes an archive on the workstation (etcd snapshot, PKI,
-// inventory, manifest of sha256 sums).
-func Backup(out string) func(*inventory.Inventory) Playbook {
+// inventory, manifest of sha256 sums and sizes, its MAC under the backup key).
+func Backup(o tasks.BackupOptions) func(*inventory.Inventory) Playbook {
 	return func(*inventory.Inventory) Playbook {
 		cps := func(s Step) Step {
 			s.Hosts = inventory.SelectControlPlanes
@@ -93,17 +93,18 @@ func Backup(out string) func(*inventory.Inventory) Playbook {
 			cps(stepConnect()), cps(stepFacts()),
 			{Name: "certs/load", Help: "load the cluster PKI from the state dir (a backup makes none)", Local: tasks.LoadPKI, Always: true},
 			stepProbe(),
-			{Name: "backup", Help: "snapshot etcd from a voting member, verify it, write it with the PKI and inventory to one archive",
-				Local: tasks.TakeBackup(out), Timeout: 30 * time.Minute},
+			{Name: "backup", Help: "snapshot etcd from a voting member, verify it, write it with the PKI and inventory to one archive, authenticated by the backup key",
+				Local: tasks.TakeBackup(o), Timeout: 30 * time.Minute},
 		}}
 	}
 }
 
 // Restore is the playbook behind `kubeforge restore`: the archive is checked
-// before any host is contacted; the control planes are read, the restore
-// planned, their pods held, etcd's data made from the snapshot and placed,
-// the control planes started and the result verified. Workers are not
-// touched: their kubelets reconnect.
+// before any host is contacted; the control planes are read and the restore
+// planned, all without writing to the state dir or a host; then the state
+// dir gets the PKI, the control planes' pods are held, etcd's data made from
+// the snapshot and placed, the control planes started and the result
+// verified. Workers are not touched: their kubelets reconnect.
 func Restore(o tasks.RestoreOptions) func(*inventory.Inventory) Playbook {
 	return func(*inventory.Inventory) Playbook {
 		cps := func(s Step) Step {
@@ -111,11 +112,16 @@ func Restore(o tasks.RestoreOptions) func(*inventory.Inventory) Playbook {
 			return s
 		}
 		return Playbook{Name: "restore", Steps: []Step{
-			{Name: "restore/verify", Help: "check the archive: manifest, every entry's sha256, the snapshot's checksum, the CA against the state dir's",
+			{Name: "restore/verify", Help: "check the archive: its MAC under the backup key, every entry's size and sha256, the snapshot's checksum, the CA against the state dir's",
 				Local: tasks.VerifyArchive(o), Always: true, ReadOnly: true},
-			cps(stepConnect()), cps(stepFacts()), stepCerts(), stepProbe(),
+			cps(stepConnect()), cps(stepFacts()),
+			{Name: "restore/certs", Help: "the state dir's PKI, or the archive's when it has none, with what is missing made, in memory",
+				Local: tasks.RestoreCerts, Always: true, ReadOnly: true},
+			stepProbe(),
 			{Name: "restore/plan", Help: "the Kubernetes minor running against the archive's; a restore under way; old data to keep, pods to stop",
 				Local: tasks.PlanRestore(o), Always: true, ReadOnly: true},
+			{Name: "restore/save", Help: "every check passed: write the PKI and admin.conf to the state dir, extract the snapshot",
+				Local: tasks.SaveRestoreState, Always: true},
 			cps(stepPrepare()), cps(stepRuntime()), cps(stepArtifacts()), cps(stepImport()),
 			{Name: "restore/stop", Help: "hold the control-plane static pods aside and wait until etcd and the API server are down",
 				Hosts: inventory.SelectControlPlanes, Run: tasks.StopForRestore, Timeout: 5 * time.Minute},

@@ -23,7 +23,8 @@ import (
 )
 
 // BackupManifest is manifest.json, the first entry of a backup archive: what
-// the archive holds and the sha256 of every other entry.
+// the archive holds, and the sha256 and size of every other entry. The
+// second entry, manifest.hmac, authenticates it (see BackupKey).
 type BackupManifest struct {
 	Cluster           string            `json:"cluster"`
 	ClusterID         string            `json:"clusterID"` // etcd's, hex
@@ -31,8 +32,9 @@ type BackupManifest struct {
 	Members           []string          `json:"members"`   // name=peerURL
 	KubernetesVersion string            `json:"kubernetesVersion"`
 	Time              time.Time         `json:"time"`
-	Via               string            `json:"via"` // the control plane whose etcd made the snapshot
-	Files             map[string]string `json:"files"`
+	Via               string            `json:"via"`             // the control plane whose etcd made the snapshot
+	Files             map[string]string `json:"files"`           // entry -> sha256, hex
+	Sizes             map[string]int64  `json:"sizes,omitempty"` // entry -> bytes (absent in archives of older kubeforge)
 }
 
 // BackupResult is what `kubeforge backup` prints.
@@ -41,6 +43,17 @@ type BackupResult struct {
 	Path   string // the archive
 	SHA256 string // of the archive
 	Size   int64  // of the snapshot
+	// Key is the backup key file whose MAC the archive carries, KeyID its
+	// ID; KeyCreated: this backup made the key file.
+	Key        string
+	KeyID      string
+	KeyCreated bool
+}
+
+// BackupOptions are the choices of `kubeforge backup`.
+type BackupOptions struct {
+	To  string // the archive, or a directory for it ("": <state dir>/backups)
+	Key string // the backup key file ("": $KUBEFORGE_BACKUP_KEY, else <state dir>/backup.key)
 }
 
 // snapshotName is the snapshot's entry in the archive.
@@ -55,21 +68,25 @@ func LoadPKI(_ context.Context, env *Env) error {
 	return nil
 }
 
-// TakeBackup returns the step that writes a backup archive to out (a
-// directory, or the archive's path; "" is <state dir>/backups): a snapshot
+// TakeBackup returns the step that writes a backup archive: a snapshot
 // taken with etcd's own API from a live voting member, checked against the
-// checksum etcd appends, with the cluster PKI and the inventory, and
-// manifest.json listing the sha256 of each. The archive is written to a
-// temporary name, synced and renamed, mode 0600: it holds the CA keys and
-// every Secret of the cluster.
-func TakeBackup(out string) LocalFunc {
+// checksum etcd appends, with the cluster PKI and the inventory;
+// manifest.json listing the sha256 and size of each; manifest.hmac, its
+// HMAC under the backup key (made on the first backup when it is the state
+// dir's). The archive is written to a temporary name, synced and renamed,
+// mode 0600: it holds the CA keys and every Secret of the cluster.
+func TakeBackup(o BackupOptions) LocalFunc {
 	return func(ctx context.Context, env *Env) error {
 		via, members, err := env.snapshotSource()
 		if err != nil {
 			return err
 		}
+		key, created, err := backupKey(env, o.Key)
+		if err != nil {
+			return err
+		}
 		now := time.Now().UTC()
-		path, err := backupPath(env, out, now)
+		path, err := backupPath(env, o.To, now)
 		if err != nil {
 			return err
 		}
@@ -97,18 +114,18 @@ func TakeBackup(out string) LocalFunc {
 		if err != nil {
 			return fmt.Errorf("etcd snapshot on %s: %w", via.Name, err)
 		}
-		sum := sha256.New()
-		size, err := io.Copy(io.MultiWriter(snap, sum), rc)
+		sum, etcd := sha256.New(), &etcdChecksum{h: sha256.New()}
+		size, err := io.Copy(io.MultiWriter(snap, sum, etcd), rc)
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("receive the etcd snapshot from %s: %w", via.Name, err)
 		}
-		if err := verifySnapshot(snap, size); err != nil {
+		if err := etcd.check(size); err != nil {
 			return fmt.Errorf("the snapshot from %s is damaged: %w", via.Name, err)
 		}
 		m := BackupManifest{Cluster: env.Inv.Cluster.Name, ClusterID: hexID(st.Header.ClusterId), Revision: st.Header.Revision,
 			Members: members, KubernetesVersion: env.serverVersion(ctx), Time: now, Via: via.Name,
-			Files: map[string]string{snapshotName: hex.EncodeToString(sum.Sum(nil))}}
+			Files: map[string]string{snapshotName: hex.EncodeToString(sum.Sum(nil))}, Sizes: map[string]int64{snapshotName: size}}
 		extra, err := backupFiles(env)
 		if err != nil {
 			return err
@@ -116,13 +133,15 @@ func TakeBackup(out string) LocalFunc {
 		for name, data := range extra {
 			s := sha256.Sum256(data)
 			m.Files[name] = hex.EncodeToString(s[:])
+			m.Sizes[name] = int64(len(data))
 		}
-		archiveSum, err := writeArchive(path, m, extra, snap, size)
+		archiveSum, err := writeArchive(path, m, key, extra, snap, size)
 		if err != nil {
 			return err
 		}
 		env.mu.Lock()
-		env.Backup = &BackupResult{BackupManifest: m, Path: path, SHA256: archiveSum, Size: size}
+		env.Backup = &BackupResult{BackupManifest: m, Path: path, SHA256: archiveSum, Size: size,
+			Key: key.Path, KeyID: key.ID(), KeyCreated: created}
 		env.mu.Unlock()
 		return nil
 	}
@@ -187,29 +206,6 @@ func backupPath(env *Env, out string, now time.Time) (string, error) {
 	return filepath.Abs(out)
 }
 
-// verifySnapshot checks the sha256 etcd appends to a snapshot (the check
-// `etcdutl snapshot restore` makes) over the size bytes of f.
-func verifySnapshot(f *os.File, size int64) error {
-	if size < sha256.Size || (size-sha256.Size)%512 != 0 {
-		return fmt.Errorf("%d bytes: no checksum at its end", size)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	h := sha256.New()
-	if _, err := io.CopyN(h, f, size-sha256.Size); err != nil {
-		return err
-	}
-	want := make([]byte, sha256.Size)
-	if _, err := io.ReadFull(f, want); err != nil {
-		return err
-	}
-	if !bytes.Equal(h.Sum(nil), want) {
-		return fmt.Errorf("its checksum does not match its content")
-	}
-	return nil
-}
-
 // backupFiles are the archive's other entries: the state dir's PKI and the
 // inventory file.
 func backupFiles(env *Env) (map[string][]byte, error) {
@@ -236,8 +232,9 @@ func backupFiles(env *Env) (map[string][]byte, error) {
 }
 
 // writeArchive writes the tar.gz at path through a temporary name: the
-// manifest, the files, then the snapshot; it returns the archive's sha256.
-func writeArchive(path string, m BackupManifest, files map[string][]byte, snap *os.File, size int64) (string, error) {
+// manifest, its MAC under key, the files, then the snapshot; it returns the
+// archive's sha256.
+func writeArchive(path string, m BackupManifest, key *BackupKey, files map[string][]byte, snap *os.File, size int64) (string, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".backup-*")
 	if err != nil {
 		return "", fmt.Errorf("backup: %w", err)
@@ -261,7 +258,14 @@ func writeArchive(path string, m BackupManifest, files map[string][]byte, snap *
 	if err != nil {
 		return "", err
 	}
+	mac, err := key.SignManifest(mj)
+	if err != nil {
+		return "", err
+	}
 	if err := add("manifest.json", int64(len(mj)), bytes.NewReader(mj)); err != nil {
+		return "", fmt.Errorf("write the archive: %w", err)
+	}
+	if err := add(macName, int64(len(mac)), bytes.NewReader(mac)); err != nil {
 		return "", fmt.Errorf("write the archive: %w", err)
 	}
 	names := make([]string, 0, len(files))

@@ -23,31 +23,45 @@ func EnsureCerts(_ context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("load PKI: %w", err)
 	}
-	changes, err := pki.Ensure(env.Inv, b, env.pkiOptions())
+	if err := env.ensurePKI(b); err != nil {
+		return err
+	}
+	if env.Opts.DryRun {
+		return nil // the PKI in memory only: a dry run writes nothing, here either
+	}
+	return env.savePKI()
+}
+
+// ensurePKI makes what is missing or invalid in b, in memory, and makes b
+// the run's PKI.
+func (e *Env) ensurePKI(b *pki.Bundle) error {
+	changes, err := pki.Ensure(e.Inv, b, e.pkiOptions())
 	if err != nil {
 		return fmt.Errorf("generate PKI: %w", err)
 	}
 	for _, c := range changes {
 		if c.Action != "unchanged" {
-			env.Log.Info("certificate", "name", c.Name, "host", c.Host, "action", c.Action, "reason", c.Reason)
+			e.Log.Info("certificate", "name", c.Name, "host", c.Host, "action", c.Action, "reason", c.Reason)
 		}
 	}
-	env.mu.Lock()
-	env.certChanges = changes
-	env.mu.Unlock()
-	if env.Opts.DryRun {
-		env.PKI = b // in memory only: a dry run writes nothing, here either
-		return nil
-	}
-	if err := b.Save(env.PKIDir()); err != nil {
+	e.mu.Lock()
+	e.certChanges = changes
+	e.mu.Unlock()
+	e.PKI = b
+	return nil
+}
+
+// savePKI writes the run's PKI to the state dir (what changed; all of it
+// when it was loaded elsewhere) and admin.conf.
+func (e *Env) savePKI() error {
+	if err := e.PKI.Save(e.PKIDir()); err != nil {
 		return fmt.Errorf("save PKI: %w", err)
 	}
-	env.PKI = b
-	admin, err := b.AdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
+	admin, err := e.PKI.AdminKubeconfig(e.Inv.Cluster.Name, e.Inv.ServerURL())
 	if err != nil {
 		return fmt.Errorf("make admin.conf: %w", err)
 	}
-	return writeLocalTree(filepath.Dir(env.AdminKubeconfigPath()), []nodefile.File{{Path: "/" + filepath.Base(env.AdminKubeconfigPath()), Mode: 0o600, Data: admin}})
+	return writeLocalTree(filepath.Dir(e.AdminKubeconfigPath()), []nodefile.File{{Path: "/" + filepath.Base(e.AdminKubeconfigPath()), Mode: 0o600, Data: admin}})
 }
 
 // loadPKI loads the state dir's PKI for the steps that only read it (reset,

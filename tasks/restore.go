@@ -26,7 +26,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kubeforge/kubeforge/internal/atomicfile"
 	"github.com/kubeforge/kubeforge/manifests"
 	"github.com/kubeforge/kubeforge/pki"
 	"github.com/kubeforge/kubeforge/ssh"
@@ -35,6 +34,12 @@ import (
 // RestoreOptions are the choices of `kubeforge restore`.
 type RestoreOptions struct {
 	From string // the backup archive
+	// Key is the backup key file ("": $KUBEFORGE_BACKUP_KEY, else
+	// <state dir>/backup.key).
+	Key string
+	// AllowUnauthenticated restores an archive whose MAC is absent (an older
+	// kubeforge's), cannot be checked (no key file) or does not match.
+	AllowUnauthenticated bool
 	// AllowOtherVersion restores a snapshot taken at another Kubernetes minor
 	// than the one the cluster runs or the inventory names.
 	AllowOtherVersion bool
@@ -62,7 +67,9 @@ type RestorePlan struct {
 	Revision          int64         `json:"revision"`
 	KubernetesVersion string        `json:"kubernetesVersion"` // the archive's
 	Taken             time.Time     `json:"taken"`
-	Token             string        `json:"token"` // --initial-cluster-token of the restored etcd; a resumed restore keeps it
+	KeyID             string        `json:"keyID,omitempty"`           // the backup key that authenticated the archive
+	Unauthenticated   string        `json:"unauthenticated,omitempty"` // why it was restored without (--allow-unauthenticated)
+	Token             string        `json:"token"`                     // --initial-cluster-token of the restored etcd; a resumed restore keeps it
 	Resumed           bool          `json:"resumed"`
 	Members           []string      `json:"members"` // name=peerURL: the inventory's control planes
 	Hosts             []RestoreHost `json:"hosts"`
@@ -76,7 +83,10 @@ type RestoreHost struct {
 	Install bool `json:"install,omitempty"`
 	// Stop: static pods to take down before the data is replaced.
 	Stop bool `json:"stop,omitempty"`
-	// KeepOldData is where the host's etcd data goes ("" when it has none).
+	// OldData: the host holds etcd data (its facts say so).
+	OldData bool `json:"oldData,omitempty"`
+	// KeepOldData is where etcd data found in the data directory is moved,
+	// never deleted ("" when the restored data is in place already).
 	KeepOldData string `json:"keepOldData,omitempty"`
 	// Placed: a resumed restore finds the restored data there already.
 	Placed bool `json:"placed,omitempty"`
@@ -107,37 +117,57 @@ const restoreBump = 1_000_000_000
 var controlPlanePods = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
 
 // VerifyArchive returns the first step of restore: it opens and checks the
-// archive before any host is contacted, and refuses one whose CA is not the
-// state dir's. A state dir with no PKI takes the archive's.
+// archive (its MAC under the backup key too) before any host is contacted,
+// and refuses one whose CA is not the state dir's. It writes nothing: the
+// PKI the run uses, the state dir's or, when the state dir has none, the
+// archive's, is held in memory until SaveRestoreState.
 func VerifyArchive(o RestoreOptions) LocalFunc {
 	return func(_ context.Context, env *Env) error {
-		a, err := OpenArchive(o.From, filepath.Join(env.StateDir, "restore"))
+		keyPath, _ := BackupKeyPath(env.StateDir, o.Key)
+		key, err := LoadBackupKey(keyPath)
 		if err != nil {
 			return err
+		}
+		if key.present() {
+			env.warnOpenKey(key)
+		}
+		a, err := OpenArchive(o.From, env.restoreDir(), key, o.AllowUnauthenticated)
+		if err != nil {
+			return err
+		}
+		if a.Unauthenticated != "" {
+			env.warn(fmt.Sprintf("the backup %s is restored without authentication (--allow-unauthenticated): %s", a.Path, a.Unauthenticated))
 		}
 		env.mu.Lock()
 		env.Restore = &Restore{Archive: a}
 		env.mu.Unlock()
-		m := a.Manifest
 		b, err := pki.Load(env.PKIDir())
 		if err != nil {
 			return fmt.Errorf("load PKI: %w", err)
 		}
 		if b.CACert() == nil {
-			env.Log.Info("the state dir has no PKI: taking the archive's", "dir", env.PKIDir())
-			return writeArchivePKI(env.PKIDir(), a.Files)
+			env.Log.Info("the state dir has no PKI: taking the archive's once every check has passed", "dir", env.PKIDir())
+			if b, err = archivePKI(a.Files); err != nil {
+				return err
+			}
+			env.PKI = b
+			return nil
 		}
 		if !samePEM(b.CACertPEM(), a.Files["pki/ca.crt"]) {
 			return &ErrRefused{Reason: fmt.Sprintf("the backup %s is of another cluster: its CA is not the CA in %s. "+
 				"Restore it with the state dir of the cluster it came from (--state-dir), or with an empty state dir, "+
 				"which takes the archive's PKI", a.Path, env.PKIDir())}
 		}
-		if m.Cluster != env.Inv.Cluster.Name {
+		if m := a.Manifest; m.Cluster != env.Inv.Cluster.Name {
 			env.warn(fmt.Sprintf("the backup is of cluster %q; the inventory names %q (same CA: restoring)", m.Cluster, env.Inv.Cluster.Name))
 		}
+		env.PKI = b
 		return nil
 	}
 }
+
+// restoreDir is where restore extracts the snapshot and makes each member's data.
+func (e *Env) restoreDir() string { return filepath.Join(e.StateDir, "restore") }
 
 // samePEM reports whether two PEM texts hold the same first certificate.
 func samePEM(a, b []byte) bool {
@@ -146,27 +176,58 @@ func samePEM(a, b []byte) bool {
 	return pa != nil && pb != nil && bytes.Equal(pa.Bytes, pb.Bytes)
 }
 
-// writeArchivePKI writes the archive's pki/ entries into dir: keys 0600,
-// certificates 0644, each through a temporary name.
-func writeArchivePKI(dir string, files map[string][]byte) error {
+// archivePKI loads the archive's pki/ entries as a bundle. pki.Load reads a
+// directory, so they go to a private temporary one outside the state dir,
+// removed before it returns; SaveRestoreState writes the bundle to the state
+// dir.
+func archivePKI(files map[string][]byte) (*pki.Bundle, error) {
+	tmp, err := os.MkdirTemp("", "kubeforge-restore-pki-")
+	if err != nil {
+		return nil, fmt.Errorf("read the archive's PKI: %w", err)
+	}
+	defer os.RemoveAll(tmp)
 	for name, data := range files {
 		rel, ok := strings.CutPrefix(name, "pki/")
 		if !ok {
 			continue
 		}
-		p := filepath.Join(dir, filepath.FromSlash(rel))
+		p := filepath.Join(tmp, filepath.FromSlash(rel))
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return err
+			return nil, fmt.Errorf("read the archive's PKI: %w", err)
 		}
-		mode := fs.FileMode(0o644)
-		if strings.HasSuffix(rel, ".key") {
-			mode = 0o600
-		}
-		if err := atomicfile.Write(p, data, mode); err != nil {
-			return fmt.Errorf("write the archive's PKI: %w", err)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			return nil, fmt.Errorf("read the archive's PKI: %w", err)
 		}
 	}
-	return nil
+	b, err := pki.Load(tmp)
+	if err != nil {
+		return nil, fmt.Errorf("read the archive's PKI: %w", err)
+	}
+	if b.CACert() == nil {
+		return nil, fmt.Errorf("read the archive's PKI: it holds no cluster CA")
+	}
+	return b, nil
+}
+
+// RestoreCerts is restore's certs step: the PKI VerifyArchive chose, with
+// what is missing or invalid made (a new host's certificates), in memory
+// only; SaveRestoreState writes it once the restore is decided.
+func RestoreCerts(_ context.Context, env *Env) error {
+	if env.PKI == nil {
+		return fmt.Errorf("restore: no PKI: restore/verify did not run")
+	}
+	return env.ensurePKI(env.PKI)
+}
+
+// SaveRestoreState runs once every check has passed and the restore is
+// decided: it writes the run's PKI (the archive's, when the state dir had
+// none) and admin.conf to the state dir, each file through a temporary name
+// with its final mode, and extracts the snapshot to a private file.
+func SaveRestoreState(_ context.Context, env *Env) error {
+	if err := env.savePKI(); err != nil {
+		return err
+	}
+	return env.Restore.Archive.ExtractSnapshot(env.restoreDir())
 }
 
 // PlanRestore returns the step that decides the restore from what the control
@@ -182,7 +243,8 @@ func PlanRestore(o RestoreOptions) LocalFunc {
 			return err
 		}
 		p := &RestorePlan{Archive: a.Path, SHA256: a.SHA256, Cluster: m.Cluster, FromClusterID: m.ClusterID,
-			Revision: m.Revision, KubernetesVersion: m.KubernetesVersion, Taken: m.Time}
+			Revision: m.Revision, KubernetesVersion: m.KubernetesVersion, Taken: m.Time,
+			KeyID: a.KeyID, Unauthenticated: a.Unauthenticated}
 		var members []string
 		for _, cp := range cps {
 			members = append(members, cp.Name+"="+manifests.EtcdPeerURL(cp.Host))
@@ -208,7 +270,9 @@ func PlanRestore(o RestoreOptions) LocalFunc {
 			rh := RestoreHost{Host: cp.Name, Install: !f.StaticPods && !f.HeldPods, Stop: f.StaticPods}
 			mk := cp.restoreMarker()
 			rh.Placed = mk != nil && mk.Token == p.Token && mk.Phase == "placed"
-			if f.EtcdData && !rh.Placed {
+			if !rh.Placed {
+				// Whatever the facts say, data found in the data directory is moved here, never deleted.
+				rh.OldData = f.EtcdData
 				rh.KeepOldData = manifests.EtcdDataDirOf(env.Inv) + ".before-restore-" + stamp
 			}
 			p.Hosts = append(p.Hosts, rh)
@@ -365,7 +429,7 @@ func PlaceEtcdData(ctx context.Context, env *Env, h *Host) error {
 		h.Log.Info("unchanged", "what", "etcd data (restored by an earlier run)")
 		return nil
 	}
-	work, err := os.MkdirTemp(filepath.Join(env.StateDir, "restore"), h.Name+"-")
+	work, err := os.MkdirTemp(env.restoreDir(), h.Name+"-")
 	if err != nil {
 		return err
 	}
@@ -384,35 +448,39 @@ func PlaceEtcdData(ctx context.Context, env *Env, h *Host) error {
 	if err != nil {
 		return fmt.Errorf("make %s's etcd data from the snapshot: %w", h.Name, err)
 	}
-	dir := manifests.EtcdDataDirOf(env.Inv)
-	staging := dir + "/.kubeforge-restore"
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(tarGz(pw, out)) }()
-	// The old data is moved aside whole, never deleted; a host with none (new) has nothing to keep.
-	keep := `rm -rf "$d/member"`
-	if rh.KeepOldData != "" {
-		keep = fmt.Sprintf(`if [ -d "$d/member" ]; then install -d -m 0700 %[1]s; mv "$d/member" %[1]s/member; fi`, ssh.Quote(rh.KeepOldData))
-	}
-	script := fmt.Sprintf(`set -e
-d=%s; s=%s
-install -d -m 0700 "$d"
-rm -rf "$s"; install -d -m 0700 "$s"
-tar -xzf - -C "$s" --no-same-owner
-[ -d "$s/member/snap" ] && [ -d "$s/member/wal" ] || { echo "the restored data is incomplete" >&2; exit 1; }
-%s
-mv "$s/member" "$d/member"
-rmdir "$s"
-sync`, ssh.Quote(dir), ssh.Quote(staging), keep)
-	if _, err := h.Client.RunInput(ctx, script, pr); err != nil {
+	if _, err := h.Client.RunInput(ctx, placeScript(manifests.EtcdDataDirOf(env.Inv), rh.KeepOldData), pr); err != nil {
 		pr.CloseWithError(err)
 		return fmt.Errorf("place the restored etcd data on %s: %w", h.Name, err)
 	}
 	what := "etcd data restored from the snapshot (revision " + fmt.Sprint(p.Revision) + ")"
-	if rh.KeepOldData != "" {
+	if rh.OldData {
 		what += "; the old data kept in " + rh.KeepOldData
 	}
 	h.Changed(Change{Kind: ChangeEtcd, What: what})
 	return writeMarker(ctx, h, p, "placed")
+}
+
+// placeScript is the host's part of PlaceEtcdData: it unpacks the restored
+// member directory (a tar.gz on stdin) beside the data directory dir, moves
+// the member directory found in dir, if any, to keep (never deleting it; a
+// keep that holds one already is an error) and renames the restored one
+// into place.
+func placeScript(dir, keep string) string {
+	return fmt.Sprintf(`set -e
+d=%s; s=%s; k=%s
+install -d -m 0700 "$d"
+rm -rf "$s"; install -d -m 0700 "$s"
+tar -xzf - -C "$s" --no-same-owner
+[ -d "$s/member/snap" ] && [ -d "$s/member/wal" ] || { echo "the restored data is incomplete" >&2; exit 1; }
+if [ -e "$d/member" ] || [ -L "$d/member" ]; then
+  [ ! -e "$k/member" ] || { echo "$k/member exists: not moving $d/member over it" >&2; exit 1; }
+  install -d -m 0700 "$k"; mv "$d/member" "$k/member"
+fi
+mv "$s/member" "$d/member"
+rmdir "$s"
+sync`, ssh.Quote(dir), ssh.Quote(dir+"/.kubeforge-restore"), ssh.Quote(keep))
 }
 
 // tarGz writes the tree under root as a gzip-compressed tar (etcd's

@@ -851,7 +851,7 @@ func UpgradeSnapshot(ctx context.Context, env *Env) error {
 		return nil
 	}
 	name := fmt.Sprintf("pre-upgrade-%s-to-%s-%s.tar.gz", env.Upgrade.From, env.Upgrade.To, time.Now().UTC().Format("20060102T150405Z"))
-	if err := TakeBackup(filepath.Join(env.StateDir, "backups", name))(ctx, env); err != nil {
+	if err := TakeBackup(BackupOptions{To: filepath.Join(env.StateDir, "backups", name)})(ctx, env); err != nil {
 		return fmt.Errorf("the pre-upgrade snapshot: %w (nothing was changed)", err)
 	}
 	env.Log.Info("pre-upgrade snapshot", "path", env.Backup.Path, "sha256", env.Backup.SHA256)

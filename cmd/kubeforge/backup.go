@@ -14,16 +14,19 @@ import (
 )
 
 func newBackupCmd(g *globals, stdout io.Writer) *cobra.Command {
-	var out string
+	var o tasks.BackupOptions
 	cmd := &cobra.Command{
 		Use:   "backup",
 		Short: "Write the cluster's etcd snapshot, PKI and inventory to one archive on this workstation",
 		Long: "Write the cluster's etcd snapshot (taken with etcd's own API from a live voting member and checked against\n" +
-			"its checksum), the cluster PKI and the inventory to one tar.gz with a manifest of sha256 sums.\n" +
-			"The archive holds the CA keys and every Secret of the cluster: it is written mode 0600; keep it as a secret.",
+			"its checksum), the cluster PKI and the inventory to one tar.gz with a manifest of sha256 sums and sizes,\n" +
+			"authenticated by an HMAC under the backup key: <state dir>/backup.key, made on the first backup, or the file\n" +
+			"--backup-key or $" + tasks.BackupKeyEnv + " names. Keep a copy of the key apart from the backups (a password\n" +
+			"manager): restore checks the archive with it. The archive holds the CA keys and every Secret of the cluster:\n" +
+			"it is written mode 0600; keep it as a secret.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			res, err := playbooks.Run(cmd.Context(), &g.opts, playbooks.Backup(out))
+			res, err := playbooks.Run(cmd.Context(), &g.opts, playbooks.Backup(o))
 			if err != nil || res == nil {
 				return err
 			}
@@ -37,10 +40,16 @@ func newBackupCmd(g *globals, stdout io.Writer) *cobra.Command {
 			fmt.Fprintf(stdout, "  members     %v\n", b.Members)
 			fmt.Fprintf(stdout, "  kubernetes  %s\n", b.KubernetesVersion)
 			fmt.Fprintf(stdout, "  time        %s\n", b.Time.Format("2006-01-02T15:04:05Z"))
+			fmt.Fprintf(stdout, "  key         %s (id %s)\n", b.Key, b.KeyID)
+			if b.KeyCreated {
+				fmt.Fprintf(stdout, "\nA new backup key was made: %s. Keep a copy of it apart from the backups (a password manager):\n"+
+					"restore checks every archive with it, and on another workstation it takes --backup-key FILE.\n", b.Key)
+			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&out, "to", "o", "", "the archive's path, or a directory for it (default <state dir>/backups)")
+	cmd.Flags().StringVarP(&o.To, "to", "o", "", "the archive's path, or a directory for it (default <state dir>/backups)")
+	cmd.Flags().StringVar(&o.Key, "backup-key", "", "the backup key file (default $"+tasks.BackupKeyEnv+", else <state dir>/backup.key, made on the first backup)")
 	return cmd
 }
 
@@ -51,11 +60,13 @@ func newRestoreCmd(g *globals, stdout io.Writer) *cobra.Command {
 		Use:   "restore",
 		Short: "Rebuild the control plane from a backup archive: etcd's data on every control plane, then converge",
 		Long: "Rebuild the control plane from an archive that `kubeforge backup` wrote. The archive is checked before any host\n" +
-			"is contacted (every sha256, the snapshot's checksum, its CA against the state dir's; an empty state dir takes\n" +
-			"the archive's PKI). On every control plane: the static pods are held aside, etcd's data is made from the\n" +
-			"snapshot with etcd's own restore code (a new etcd cluster whose members are the inventory's control planes;\n" +
-			"revisions bumped so every watch relists), the old data is kept beside the data directory, and the control\n" +
-			"plane is started again. Workers are not touched: their kubelets reconnect. Then `up` converges the cluster.\n" +
+			"is contacted (its MAC under the backup key, every size and sha256, the snapshot's checksum, its CA against the\n" +
+			"state dir's; an empty state dir takes the archive's PKI). Nothing but the run's log is written to the state dir,\n" +
+			"and nothing to a host, until every check has passed. On every control plane: the static pods are held aside,\n" +
+			"etcd's data is made from the snapshot with etcd's own restore code (a new etcd cluster whose members are the\n" +
+			"inventory's control planes; revisions bumped so every watch relists), the old data is kept beside the data\n" +
+			"directory, and the control plane is started again. Workers are not touched: their kubelets reconnect. Then\n" +
+			"`up` converges the cluster.\n" +
 			"An interrupted restore resumes where it stopped when run again with the same archive.\n\nSteps, in order:\n\n" +
 			stepList(playbooks.Restore(tasks.RestoreOptions{})(&inventory.Inventory{})),
 		Args: cobra.NoArgs,
@@ -93,6 +104,8 @@ func newRestoreCmd(g *globals, stdout io.Writer) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.From, "from", "", "the backup archive (written by kubeforge backup)")
 	_ = cmd.MarkFlagRequired("from")
+	f.StringVar(&o.Key, "backup-key", "", "the backup key file the archive was made with (default $"+tasks.BackupKeyEnv+", else <state dir>/backup.key)")
+	f.BoolVar(&o.AllowUnauthenticated, "allow-unauthenticated", false, "restore an archive whose MAC is absent (an older kubeforge's) or cannot be checked: only one you trust")
 	f.BoolVar(&o.AllowOtherVersion, "allow-other-version", false, "restore a backup taken at another Kubernetes minor than the cluster runs")
 	f.BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	f.BoolVar(&noConverge, "no-converge", false, "stop after the control plane is restored; do not run up")
@@ -109,6 +122,11 @@ func writeRestore(w io.Writer, r *tasks.Restore, dryRun bool) {
 	}
 	fmt.Fprintf(w, "\nRestore of %s from %s\n", p.Cluster, p.Archive)
 	fmt.Fprintf(w, "  backup      etcd cluster %s, revision %d, Kubernetes %s, taken %s\n", p.FromClusterID, p.Revision, p.KubernetesVersion, p.Taken.Format("2006-01-02T15:04:05Z"))
+	if p.Unauthenticated != "" {
+		fmt.Fprintf(w, "  key         NOT AUTHENTICATED (--allow-unauthenticated): %s\n", p.Unauthenticated)
+	} else {
+		fmt.Fprintf(w, "  key         authenticated by backup key %s\n", p.KeyID)
+	}
 	fmt.Fprintf(w, "  members     %s (token %s%s)\n", strings.Join(p.Members, ", "), p.Token, map[bool]string{true: ", resumed", false: ""}[p.Resumed])
 	for _, h := range p.Hosts {
 		var do []string
@@ -121,7 +139,7 @@ func writeRestore(w io.Writer, r *tasks.Restore, dryRun bool) {
 		switch {
 		case h.Placed:
 			do = append(do, "restored data in place already")
-		case h.KeepOldData != "":
+		case h.OldData:
 			do = append(do, "keep its etcd data in "+h.KeepOldData, "place the restored data")
 		default:
 			do = append(do, "place the restored data")

@@ -21,8 +21,10 @@ import (
 )
 
 // checkBackup runs `kubeforge backup` on a running cluster and checks the
-// archive: mode 0600, every entry's sha256 as its manifest says, a snapshot
-// whose etcd checksum holds, the cluster's etcd ID and members.
+// archive: mode 0600, its manifest's MAC under the state dir's backup key
+// (made 0600 by the first backup), every entry's sha256 and size as its
+// manifest says, a snapshot whose etcd checksum holds, the cluster's etcd
+// ID and members.
 func checkBackup(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state string, members int) {
 	t.Helper()
 	dir := t.TempDir()
@@ -47,6 +49,7 @@ func checkBackup(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state
 	}
 	tr := tar.NewReader(gz)
 	var m tasks.BackupManifest
+	var manifest, mac []byte
 	entries := map[string][]byte{}
 	for {
 		h, err := tr.Next()
@@ -60,10 +63,15 @@ func checkBackup(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h.Name == "manifest.json" {
+		switch h.Name {
+		case "manifest.json":
 			if err := json.Unmarshal(b, &m); err != nil {
 				t.Fatal(err)
 			}
+			manifest = b
+			continue
+		case "manifest.hmac":
+			mac = b
 			continue
 		}
 		entries[h.Name] = b
@@ -73,8 +81,25 @@ func checkBackup(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state
 	}
 	for name, want := range m.Files {
 		sum := sha256.Sum256(entries[name])
-		if hex.EncodeToString(sum[:]) != want {
-			t.Errorf("%s: sha256 differs from the manifest", name)
+		if hex.EncodeToString(sum[:]) != want || m.Sizes[name] != int64(len(entries[name])) {
+			t.Errorf("%s: sha256 or size differs from the manifest", name)
+		}
+	}
+	keyPath := filepath.Join(state, "backup.key")
+	if fi, err := os.Stat(keyPath); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("backup key %s: %v %v; want mode 0600", keyPath, fi, err)
+	}
+	key, err := tasks.LoadBackupKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, err := key.SignManifest(manifest); err != nil || !bytes.Equal(want, mac) {
+		t.Errorf("manifest.hmac is not the MAC of manifest.json under %s (%v)", keyPath, err)
+	}
+	secret, _ := os.ReadFile(keyPath)
+	for name, b := range entries {
+		if bytes.Contains(b, bytes.TrimSpace(secret)) {
+			t.Errorf("%s holds the backup key", name)
 		}
 	}
 	snap := entries["etcd/snapshot.db"]

@@ -16,7 +16,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
+	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -32,6 +34,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubeforge/kubeforge/tasks"
 	"github.com/kubeforge/kubeforge/test/harnesslib"
 )
 
@@ -98,8 +101,9 @@ func takeBackup(ctx context.Context, t *testing.T, inv, state string) string {
 	return p
 }
 
-// restoreRefusals: a damaged, a truncated and another cluster's archive are
-// each refused before any host is touched.
+// restoreRefusals: a damaged, a truncated, another cluster's (signed with
+// the backup key), and a rewritten one signed with another key are each
+// refused before any host is touched, and leave the state dir as it was.
 func restoreRefusals(ctx context.Context, t *testing.T, c *harnesslib.Cluster, inv, state, archive string, watch harnesslib.Node) {
 	t.Helper()
 	good, err := os.ReadFile(archive)
@@ -109,15 +113,28 @@ func restoreRefusals(ctx context.Context, t *testing.T, c *harnesslib.Cluster, i
 	dir := t.TempDir()
 	flipped := append([]byte(nil), good...)
 	flipped[len(flipped)*2/3] ^= 0x01
-	other := otherClusterArchive(t, good)
+	key, err := tasks.LoadBackupKey(filepath.Join(state, "backup.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKeyFile := filepath.Join(dir, "other.key")
+	if err := os.WriteFile(otherKeyFile, []byte(strings.Repeat("5a", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	otherKey, err := tasks.LoadBackupKey(otherKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	before := nodeState(ctx, t, c, watch)
+	stateBefore := dirDigest(t, state)
 	for _, tc := range []struct {
 		name, want string
 		data       []byte
 	}{
 		{"one-byte-changed", "cannot be restored", flipped},
 		{"truncated", "cannot be restored", good[:len(good)/2]},
-		{"other-cluster", "of another cluster", other},
+		{"other-cluster", "of another cluster", otherClusterArchive(t, good, key)},
+		{"signed-by-another-key", "it was authenticated with backup key", otherClusterArchive(t, good, otherKey)},
 	} {
 		p := filepath.Join(dir, tc.name+".tar.gz")
 		if err := os.WriteFile(p, tc.data, 0o600); err != nil {
@@ -134,11 +151,46 @@ func restoreRefusals(ctx context.Context, t *testing.T, c *harnesslib.Cluster, i
 	if after := nodeState(ctx, t, c, watch); after != before {
 		t.Errorf("a refused restore changed %s", watch.Name)
 	}
+	if after := dirDigest(t, state); after != stateBefore {
+		t.Errorf("a refused restore changed the state dir:\nbefore %s\nafter  %s", stateBefore, after)
+	}
+}
+
+// dirDigest lists dir's files but its logs (every run writes those) with
+// their modes and sha256.
+func dirDigest(t *testing.T, dir string) string {
+	t.Helper()
+	var out strings.Builder
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if d.IsDir() && (rel == "logs") {
+			return filepath.SkipDir
+		}
+		fi, err := d.Info()
+		if err != nil || !fi.Mode().IsRegular() || strings.HasSuffix(rel, ".lock") {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		fmt.Fprintf(&out, "%s %v %x\n", rel, fi.Mode().Perm(), sum[:6])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
 }
 
 // otherClusterArchive is the archive with another CA (its manifest's sums
-// made to match): what a backup of another cluster looks like to restore.
-func otherClusterArchive(t *testing.T, good []byte) []byte {
+// and sizes made to match, signed with backupKey): what a backup of another
+// cluster looks like to restore.
+func otherClusterArchive(t *testing.T, good []byte, backupKey *tasks.BackupKey) []byte {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -159,7 +211,11 @@ func otherClusterArchive(t *testing.T, good []byte) []byte {
 	files := m["files"].(map[string]any)
 	sum := sha256.Sum256(entries["pki/ca.crt"])
 	files["pki/ca.crt"] = hex.EncodeToString(sum[:])
+	m["sizes"].(map[string]any)["pki/ca.crt"] = len(entries["pki/ca.crt"])
 	entries["manifest.json"], _ = json.Marshal(m)
+	if entries["manifest.hmac"], err = backupKey.SignManifest(entries["manifest.json"]); err != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
 	gz := gzip.NewWriter(&out)
 	tw := tar.NewWriter(gz)
