@@ -193,7 +193,9 @@ func TestPlanAccuracy(t *testing.T) {
 	if code, _ := kubeforge(ctx, t, "certs", "renew", "apiserver", "-i", c.Inventory, "--state-dir", state); code != 0 {
 		t.Fatal("certs renew failed")
 	}
+	stopWatch := watchKeys(ctx, t, c, c.Nodes[0], "certs renew and up")
 	p = step("a certificate re-issued")
+	stopWatch()
 	var restarts []string
 	for _, r := range planHost(p, "node1").Restarts {
 		restarts = append(restarts, r.What)

@@ -156,9 +156,13 @@ func TestUpOneControlPlaneTwoWorkers(t *testing.T) {
 	cl.Inventory = subsetInventory(t, all, "node1", "node2", "node3")
 	c := &cl
 
+	// An unprivileged local user on the control plane and on a worker watches every file the first up writes.
+	stopCP, stopW := watchKeys(ctx, t, c, c.Nodes[0], "the first up"), watchKeys(ctx, t, c, c.Nodes[1], "the first up")
 	start := time.Now()
 	out := mustUp(ctx, t, c, state, "--accept-new-host-keys=false")
 	t.Logf("first up: %s", time.Since(start).Round(time.Millisecond))
+	stopCP()
+	stopW()
 	if !strings.Contains(out, "The cluster is up") {
 		t.Errorf("up did not say how to use the cluster:\n%s", out)
 	}

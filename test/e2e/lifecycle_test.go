@@ -275,7 +275,10 @@ func TestPreflightFailureAndTimeout(t *testing.T) {
 		t.Errorf("exit %d; want 1", code)
 	}
 	MustSSH(ctx, t, c, n, "root", "rm /etc/systemd/system/kubelet.service.d/99-broken.conf && systemctl daemon-reload")
+	// Every file as the sudo user goes through staging: a local user watches it.
+	stopWatch := watchKeys(ctx, t, c, n, "up as a sudo user")
 	out = mustUp(ctx, t, c, state)
+	stopWatch()
 	if ready := readyNodes(ctx, clientFor(t, state)); !ready["node1"] {
 		t.Errorf("node1 not Ready after the resumed up: %v", ready)
 	}

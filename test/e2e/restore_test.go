@@ -281,7 +281,9 @@ func checkRestoreInPlace(ctx context.Context, t *testing.T, c *harnesslib.Cluste
 	archive := takeBackup(ctx, t, inv, state)
 	deleteWorkload(ctx, t, kc)
 	restoreRefusals(ctx, t, c, inv, state, archive, nodes[0])
+	stopWatch := watchKeys(ctx, t, c, nodes[0], "restore")
 	out := restoreConverges(ctx, t, inv, state, archive)
+	stopWatch()
 	if !strings.Contains(out, "No changes") {
 		t.Errorf("the up after an in-place restore changed something:\n%s", out)
 	}
