@@ -14,6 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	yamlv2 "go.yaml.in/yaml/v2"
 	"gopkg.in/yaml.v3"
 )
 
@@ -232,7 +233,8 @@ func (d *decoded) addSyntax(err error, data []byte) {
 	}
 	line, _ := strconv.Atoi(m[1])
 	problem := m[2]
-	if at := firstFailingLine(data, problem); at > 0 && at != line {
+	at := mistakeLine(data, problem)
+	if at > 0 && at != line {
 		d.add(at, "", fmt.Sprintf("YAML syntax error: %s (in the block that starts at line %d)", problem, line), syntaxHint)
 		return
 	}
@@ -241,31 +243,36 @@ func (d *decoded) addSyntax(err error, data []byte) {
 
 const syntaxHint = "check the indentation (spaces, not tabs), the \"- \" of list items and the quoting on this line"
 
-// firstFailingLine returns the smallest n such that the first n lines of data
-// fail to parse with the message problem, or 0. Once a prefix fails so, every
-// longer one does: a binary search needs log2(lines) parses.
-func firstFailingLine(data []byte, problem string) int {
+// mistakeLine returns the line of the mistake behind the YAML syntax error
+// problem in data, or 0 when no parse fails so. It is the line of the token at
+// which the parse fails (yaml.v2 names it; yaml.v3 names the start of the
+// enclosing block, which can be far above), unless a shorter prefix of the
+// file already fails so: then the mistake began earlier (a bracket or a quote
+// never closed) and it is the first line at which a prefix fails. Once a prefix
+// fails so, every longer one does, so a binary search finds that line.
+//
+// The parses are yaml.v2's: it shares libyaml's parser and messages with
+// yaml.v3 and builds lighter trees. yaml.v3's serve when yaml.v2 does not fail
+// with problem.
+func mistakeLine(data []byte, problem string) int {
 	lines := bytes.SplitAfter(data, []byte("\n"))
 	offsets := make([]int, len(lines)+1)
 	for i, l := range lines {
 		offsets[i+1] = offsets[i] + len(l)
 	}
-	fails := func(n int) bool {
-		dec := yaml.NewDecoder(bytes.NewReader(data[:offsets[n]]))
-		for {
-			var node yaml.Node
-			err := dec.Decode(&node)
-			if err == nil {
-				continue
-			}
-			m := syntaxLineRe.FindStringSubmatch(err.Error())
-			return m != nil && m[2] == problem
+	fails := func(n int) bool { return yamlv2FailLine(data[:offsets[n]], problem) > 0 }
+	hi := min(yamlv2FailLine(data, problem), len(lines))
+	if hi <= 0 {
+		fails = func(n int) bool { return yamlv3Fails(data[:offsets[n]], problem) }
+		if !fails(len(lines)) {
+			return 0
 		}
+		hi = len(lines)
 	}
-	if !fails(len(lines)) {
-		return 0
+	if hi == 1 || !fails(hi-1) {
+		return hi
 	}
-	lo, hi := 1, len(lines) // fails(hi)
+	lo, hi := 1, hi-1 // fails(hi)
 	for lo < hi {
 		mid := (lo + hi) / 2
 		if fails(mid) {
@@ -275,6 +282,54 @@ func firstFailingLine(data []byte, problem string) int {
 		}
 	}
 	return lo
+}
+
+// yamlv2FailLine returns the line of the token at which yaml.v2 fails to
+// parse data with the message problem, or 0 when it does not fail so.
+func yamlv2FailLine(data []byte, problem string) int {
+	var skip struct{} // only the parse matters
+	err := yamlv2.Unmarshal(data, &skip)
+	if err == nil {
+		return 0
+	}
+	m := syntaxLineRe.FindStringSubmatch(err.Error())
+	if m == nil || m[2] != problem {
+		return 0
+	}
+	line, _ := strconv.Atoi(m[1])
+	if yamlv2ParserProblems[problem] {
+		line++ // yaml.v2 counts the parser's lines from 0, the scanner's from 1
+	}
+	return max(line, 1)
+}
+
+// yamlv2ParserProblems are the problems libyaml's parser (not its scanner) reports.
+var yamlv2ParserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected <stream-start>":   true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found duplicate %TAG directive":         true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
+}
+
+// yamlv3Fails reports whether yaml.v3 fails to parse data with the message problem.
+func yamlv3Fails(data []byte, problem string) bool {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var node yaml.Node
+		err := dec.Decode(&node)
+		if err == nil {
+			continue
+		}
+		m := syntaxLineRe.FindStringSubmatch(err.Error())
+		return m != nil && m[2] == problem
+	}
 }
 
 // addTypeError turns one entry of a *yaml.TypeError into a problem.
