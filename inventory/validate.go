@@ -1,15 +1,12 @@
 package inventory
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -302,36 +299,42 @@ func (c *checker) extraArgs(at path, args map[string]string) {
 }
 
 // kubeletConfig checks that kubelet.config merges into a
-// KubeletConfiguration: known fields, values of the right type.
+// KubeletConfiguration as the renderer merges it (MergeKubeletConfig): known
+// fields spelt in their case, values of the right type.
 func (c *checker) kubeletConfig(at path, cfg map[string]any) {
-	if len(cfg) == 0 {
+	_, err := MergeKubeletConfig(&kubeletv1beta1.KubeletConfiguration{}, cfg)
+	var kerr *KubeletConfigError
+	if err == nil || !errors.As(err, &kerr) {
+		if err != nil {
+			c.errorf(at, "", "kubelet.config: %v", err)
+		}
 		return
 	}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		c.errorf(at, "kubelet.config holds KubeletConfiguration fields, such as {maxPods: 200}", "invalid kubelet.config: %v", err)
-		return
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var kc kubeletv1beta1.KubeletConfiguration
-	if err := dec.Decode(&kc); err != nil {
-		msg := strings.TrimPrefix(err.Error(), "json: ")
-		hint := "the fields are those of KubeletConfiguration (kubelet.config.k8s.io/v1beta1), such as maxPods, evictionHard, systemReserved"
-		if field, ok := strings.CutPrefix(msg, "unknown field "); ok {
-			field = strings.Trim(field, `"`)
-			if near, _ := nearestField(reflect.TypeOf(kubeletv1beta1.KubeletConfiguration{}), "json", field); near != "" {
-				hint = fmt.Sprintf("did you mean %s?", near)
+	hint := "the fields are those of KubeletConfiguration (kubelet.config.k8s.io/v1beta1), such as maxPods, evictionHard, systemReserved"
+	for _, p := range kerr.Problems {
+		field := at
+		if p.Field != "" {
+			field = at.with(kubeletConfigPath(p.Field)...)
+		}
+		switch {
+		case p.Unknown:
+			h := hint
+			name := p.Field[strings.LastIndex(p.Field, ".")+1:]
+			if t := kubeletStructAt(p.Field); t != nil {
+				if near, _ := nearestField(t, "json", name); strings.EqualFold(near, name) {
+					h = fmt.Sprintf("field names are case-sensitive: write %s", near)
+				} else if near != "" {
+					h = fmt.Sprintf("did you mean %s?", near)
+				}
 			}
-			c.errorf(at.with(field), hint, "kubelet.config: unknown KubeletConfiguration field %+.80q", field)
-			return
+			c.errorf(field, h, "kubelet.config: unknown KubeletConfiguration field %+.80q", p.Field)
+		case p.Want != "":
+			c.errorf(field, hint, "kubelet.config.%s: a %s value where KubeletConfiguration wants %s", p.Field, p.Got, p.Want)
+		case p.Field != "":
+			c.errorf(field, hint, "kubelet.config.%s: %s", p.Field, p.Message)
+		default:
+			c.errorf(field, hint, "kubelet.config: %s", p.Message)
 		}
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			c.errorf(at.with(typeErr.Field), hint, "kubelet.config.%s: a %s value where KubeletConfiguration wants %s", typeErr.Field, typeErr.Value, typeErr.Type)
-			return
-		}
-		c.errorf(at, hint, "kubelet.config: %s", msg)
 	}
 }
 
