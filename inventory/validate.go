@@ -434,7 +434,7 @@ func (c *checker) artifacts(at path, dir, k8s string) {
 // ssh checks SSH settings; top says whether s is the inventory-wide block
 // (where defaults made port, user and timeout non-zero).
 func (c *checker) ssh(at path, s *SSH, top bool) {
-	if s.Port != 0 || top {
+	if s.Port != 0 || top || c.written(at.with("port")) != nil {
 		c.port(at.with("port"), s.Port)
 	}
 	if s.User != "" || top {
@@ -478,13 +478,35 @@ func (c *checker) identityFiles(at path, files []string) {
 	}
 }
 
+// port checks the port at at. p is its value after defaults; a port written
+// as 0 is checked as 0, not taken as unset (which defaults).
 func (c *checker) port(at path, p int) {
-	if n := c.loc.node(at...); n != nil && n.Kind == yaml.ScalarNode && n.Value == "0" {
-		p = 0 // written as 0: not "unset" (which defaults to 22)
+	if n := c.written(at); n != nil {
+		var v int
+		if n.Decode(&v) == nil {
+			p = v
+		}
 	}
 	if p < 1 || p > 65535 {
-		c.errorf(at, "a TCP port between 1 and 65535", "invalid port %d", p)
+		hint := "a TCP port between 1 and 65535"
+		if p == 0 {
+			hint += "; leave port out for the default"
+		}
+		c.errorf(at, hint, "invalid port %d: port must be 1-65535", p)
 	}
+}
+
+// written returns the scalar the file holds at at (through an alias), or nil
+// when the field is not written there.
+func (c *checker) written(at path) *yaml.Node {
+	n := c.loc.node(at...)
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n == nil || n.Kind != yaml.ScalarNode {
+		return nil
+	}
+	return n
 }
 
 var userRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$`)
@@ -571,7 +593,7 @@ func (c *checker) hosts() {
 		}
 		// A port or user inherited from an ssh block was checked there.
 		inherited := c.inv.EffectiveSSH(&Host{SSH: h.SSH})
-		if h.Port != inherited.Port {
+		if h.Port != inherited.Port || c.written(at.with("port")) != nil {
 			c.port(at.with("port"), h.Port)
 		}
 		if h.User != inherited.User {
