@@ -79,13 +79,20 @@ func Parse(data []byte, path string) (*Inventory, error) {
 	return inv, nil
 }
 
-// within reports whether field is failed or holds it ("hosts[0]" holds
-// "hosts[0].roles").
-func within(failed, field string) bool {
-	if field == "" || !strings.HasPrefix(failed, field) {
+// caused reports whether a problem about field can be an effect of failed,
+// a value that could not be decoded and was left empty: field is failed,
+// holds it ("hosts[0]" holds "hosts[0].roles") or lies within it. The field
+// "" is the whole document.
+func caused(failed, field string) bool {
+	return failed == "" || below(failed, field) || below(field, failed)
+}
+
+// below reports whether field a is b or lies within it.
+func below(a, b string) bool {
+	if b == "" || !strings.HasPrefix(a, b) {
 		return false
 	}
-	rest := failed[len(field):]
+	rest := a[len(b):]
 	return rest == "" || rest[0] == '.' || rest[0] == '['
 }
 
@@ -95,7 +102,15 @@ type decoded struct {
 	file     string
 	root     *yaml.Node // the document's top-level mapping
 	problems []Problem
-	failed   []string // fields whose value could not be decoded
+	failed   []string     // fields whose value could not be decoded ("" for the whole document)
+	dupKeys  map[int]bool // lines of keys already reported as written twice
+}
+
+// fail records the field at path as not decoded; a nil path (not found) is none.
+func (d *decoded) fail(at []any) {
+	if len(at) > 0 {
+		d.failed = append(d.failed, fieldString(at))
+	}
 }
 
 func (d *decoded) add(line int, field, msg, hint string) {
@@ -108,6 +123,7 @@ var (
 	unknownRe          = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
 	unmarshalNoValueRe = regexp.MustCompile("^cannot unmarshal !!(\\w+) into (\\S+)$")
 	unmarshalRe        = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
+	duplicateKeyRe     = regexp.MustCompile(`^mapping key ("(?:[^"\\]|\\.)*") already defined at line (\d+)$`)
 	quotedRe           = regexp.MustCompile(`"((?:[^"\\]|\\.)*)"`)
 )
 
@@ -349,6 +365,29 @@ func (d *decoded) addTypeError(msg string) {
 		})
 		return
 	}
+	if m := duplicateKeyRe.FindStringSubmatch(msg); m != nil {
+		// yaml.v3 leaves a mapping with a key written twice empty: report
+		// the key, and nothing that the empty mapping causes.
+		if d.dupKeys[line] {
+			return // a third time: the second one's message says it
+		}
+		if d.dupKeys == nil {
+			d.dupKeys = map[int]bool{}
+		}
+		d.dupKeys[line] = true
+		name, err := strconv.Unquote(m[1])
+		if err != nil {
+			name = m[1]
+		}
+		at := locator{root: d.root}.findKey(line, name)
+		if at != nil {
+			d.failed = append(d.failed, fieldString(at[:len(at)-1]))
+		}
+		d.problems = append(d.problems, Problem{File: d.file, Line: line, Field: fieldString(at),
+			Message: fmt.Sprintf("mapping key %s already defined at line %s", m[1], m[2]),
+			Hint:    "write each key once in a mapping; remove or rename one of them"})
+		return
+	}
 	if m := unmarshalNoValueRe.FindStringSubmatch(msg); m != nil {
 		// A mapping or list where a value belongs: when an alias brought it,
 		// yaml.v3 names the anchor's line; the mistake is at the alias.
@@ -360,7 +399,7 @@ func (d *decoded) addTypeError(msg string) {
 			line = n.Line
 		}
 		field := fieldString(at)
-		d.failed = append(d.failed, field)
+		d.fail(at)
 		what := map[string]string{"map": "a mapping", "seq": "a list"}[m[1]]
 		if what == "" {
 			what = "a " + m[1]
@@ -377,7 +416,7 @@ func (d *decoded) addTypeError(msg string) {
 			value = n.Value
 		}
 		field := fieldString(at)
-		d.failed = append(d.failed, field)
+		d.fail(at)
 		d.problems = append(d.problems, Problem{File: d.file, Line: line, Field: field,
 			Message: fmt.Sprintf("%s is not %s", describeValue(value, tag), typeDescription(typ, tag, value)), Hint: typeHint(typ)})
 		return
@@ -386,7 +425,7 @@ func (d *decoded) addTypeError(msg string) {
 	if q := quotedRe.FindStringSubmatch(msg); q != nil {
 		at, _ := locator{root: d.root}.findValue(line, q[1])
 		field = fieldString(at)
-		d.failed = append(d.failed, field)
+		d.fail(at)
 	}
 	d.add(line, field, msg, "")
 }

@@ -48,6 +48,18 @@ func TestMisleadingInventoriesGetExactlyTheirProblem(t *testing.T) {
 		{"a host's bastion port written as 0",
 			head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    ssh:\n      bastion: {address: jump, port: 0} " + marker + "\n",
 			"hosts[0].ssh.bastion.port", "port must be 1-65535", ""},
+		{"a top-level key written twice, and nothing about what is present",
+			"apiVersion: kubeforge.io/v1alpha1\napiVersion: kubeforge.io/v1alpha1 " + marker + "\nkind: Cluster\n" + oneCP,
+			"apiVersion", `mapping key "apiVersion" already defined at line 1`, "once"},
+		{"hosts written twice",
+			head + oneCP + "hosts: " + marker + "\n  - {name: w1, address: 10.0.0.2, roles: [worker]}\n",
+			"hosts", `mapping key "hosts" already defined at line 3`, ""},
+		{"a host's key written twice, and nothing about the host",
+			head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    address: 10.0.0.2 " + marker + "\n",
+			"hosts[0].address", `mapping key "address" already defined at line 5`, ""},
+		{"a label written twice",
+			head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    labels:\n      a: x\n      \"a\": y " + marker + "\n",
+			"hosts[0].labels.a", `mapping key "a" already defined at line 8`, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -86,7 +86,7 @@ func (c *checker) finish(inv *Inventory) error {
 	for _, p := range c.problems[decoding:] {
 		drop := false
 		for _, f := range c.decodeFailed {
-			if within(f, p.Field) {
+			if caused(f, p.Field) {
 				drop = true
 			}
 		}
