@@ -635,9 +635,10 @@ func (l locator) walk(path []any) (*yaml.Node, int, bool) {
 		return nil, 0, false
 	}
 	line := n.Line
+	aliased := false // below an alias the line stays the alias's: the mistake is in using it there
 	for _, p := range path {
 		for n.Kind == yaml.AliasNode && n.Alias != nil {
-			n = n.Alias
+			n, aliased = n.Alias, true
 		}
 		switch p := p.(type) {
 		case string:
@@ -647,7 +648,10 @@ func (l locator) walk(path []any) (*yaml.Node, int, bool) {
 			found := false
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				if n.Content[i].Value == p {
-					line, n, found = n.Content[i].Line, n.Content[i+1], true
+					if !aliased {
+						line = n.Content[i].Line
+					}
+					n, found = n.Content[i+1], true
 					break
 				}
 			}
@@ -659,7 +663,9 @@ func (l locator) walk(path []any) (*yaml.Node, int, bool) {
 				return nil, line, false
 			}
 			n = n.Content[p]
-			line = n.Line
+			if !aliased {
+				line = n.Line
+			}
 		}
 	}
 	return n, line, true

@@ -17,49 +17,56 @@ func TestMisleadingInventoriesGetExactlyTheirProblem(t *testing.T) {
 		field string // the problem's field
 		want  string // a substring of its message
 		hint  string // a substring of its hint
+		more  int    // errors after it, all on the same line (0 for most)
 	}{
 		{"a kubelet config key in the wrong case, which render refuses",
 			head + "cluster:\n  kubelet:\n    config:\n      maxpods: 200 " + marker + "\n" + oneCP,
-			"cluster.kubelet.config.maxpods", `unknown KubeletConfiguration field "maxpods"`, "case-sensitive: write maxPods"},
+			"cluster.kubelet.config.maxpods", `unknown KubeletConfiguration field "maxpods"`, "case-sensitive: write maxPods", 0},
 		{"a nested kubelet config key in the wrong case",
 			head + "cluster:\n  kubelet:\n    config:\n      authentication:\n        webhook:\n          cacheTtl: 2m " + marker + "\n" + oneCP,
-			"cluster.kubelet.config.authentication.webhook.cacheTtl", `unknown KubeletConfiguration field "authentication.webhook.cacheTtl"`, "write cacheTTL"},
+			"cluster.kubelet.config.authentication.webhook.cacheTtl", `unknown KubeletConfiguration field "authentication.webhook.cacheTtl"`, "write cacheTTL", 0},
 		{"a kubelet config kind, which render refuses",
 			head + "cluster:\n  kubelet:\n    config:\n      kind: Other " + marker + "\n" + oneCP,
-			"cluster.kubelet.config.kind", `"kind" cannot be overridden`, ""},
+			"cluster.kubelet.config.kind", `"kind" cannot be overridden`, "", 0},
 		{"a nested kubelet config value of the wrong type",
 			head + "cluster:\n  kubelet:\n    config:\n      authentication:\n        webhook:\n          cacheTTL: 5 " + marker + "\n" + oneCP,
-			"cluster.kubelet.config.authentication.webhook.cacheTTL", "a number value where KubeletConfiguration wants string", ""},
+			"cluster.kubelet.config.authentication.webhook.cacheTTL", "a number value where KubeletConfiguration wants string", "", 0},
 		{"a host's port written as 0",
 			head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    port: 0 " + marker + "\n    roles: [control-plane]\n",
-			"hosts[0].port", "invalid port 0: port must be 1-65535", "leave port out"},
+			"hosts[0].port", "invalid port 0: port must be 1-65535", "leave port out", 0},
 		{"a host's port written as 0 in flow style",
 			head + "hosts:\n  - {name: cp1, address: 10.0.0.1, port: 0, roles: [control-plane]} " + marker + "\n",
-			"hosts[0].port", "port must be 1-65535", ""},
+			"hosts[0].port", "port must be 1-65535", "", 0},
 		{"a host's ssh port written as 0x0",
 			head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    ssh:\n      port: 0x0 " + marker + "\n",
-			"hosts[0].ssh.port", "port must be 1-65535", ""},
+			"hosts[0].ssh.port", "port must be 1-65535", "", 0},
 		{"the ssh port written as 0",
 			head + "ssh:\n  port: 0 " + marker + "\n" + oneCP,
-			"ssh.port", "port must be 1-65535", ""},
+			"ssh.port", "port must be 1-65535", "", 0},
 		{"a bastion's port written as 0",
 			head + "ssh:\n  bastion:\n    address: jump.example.com\n    port: 0 " + marker + "\n" + oneCP,
-			"ssh.bastion.port", "port must be 1-65535", ""},
+			"ssh.bastion.port", "port must be 1-65535", "", 0},
 		{"a host's bastion port written as 0",
 			head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    ssh:\n      bastion: {address: jump, port: 0} " + marker + "\n",
-			"hosts[0].ssh.bastion.port", "port must be 1-65535", ""},
+			"hosts[0].ssh.bastion.port", "port must be 1-65535", "", 0},
 		{"a top-level key written twice, and nothing about what is present",
 			"apiVersion: kubeforge.io/v1alpha1\napiVersion: kubeforge.io/v1alpha1 " + marker + "\nkind: Cluster\n" + oneCP,
-			"apiVersion", `mapping key "apiVersion" already defined at line 1`, "once"},
+			"apiVersion", `mapping key "apiVersion" already defined at line 1`, "once", 0},
 		{"hosts written twice",
 			head + oneCP + "hosts: " + marker + "\n  - {name: w1, address: 10.0.0.2, roles: [worker]}\n",
-			"hosts", `mapping key "hosts" already defined at line 3`, ""},
+			"hosts", `mapping key "hosts" already defined at line 3`, "", 0},
 		{"a host's key written twice, and nothing about the host",
 			head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    address: 10.0.0.2 " + marker + "\n",
-			"hosts[0].address", `mapping key "address" already defined at line 5`, ""},
+			"hosts[0].address", `mapping key "address" already defined at line 5`, "", 0},
 		{"a label written twice",
 			head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    labels:\n      a: x\n      \"a\": y " + marker + "\n",
-			"hosts[0].labels.a", `mapping key "a" already defined at line 8`, ""},
+			"hosts[0].labels.a", `mapping key "a" already defined at line 8`, "", 0},
+		{"a host repeated through an alias, at the alias",
+			head + "hosts:\n  - &cp {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n  - {name: cp2, address: 10.0.0.2, roles: [control-plane]}\n  - *cp " + marker + "\n",
+			"hosts[2].name", `duplicate host name "cp1" (also used by the host at line 4)`, "unique", 1},
+		{"an aliased block with a bad value, at the alias",
+			head + "ssh: &s\n  user: root\nhosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    ssh:\n      bastion: *s " + marker + "\n",
+			"hosts[0].ssh.bastion", "bastion has no address", "", 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,8 +77,13 @@ func TestMisleadingInventoriesGetExactlyTheirProblem(t *testing.T) {
 				t.Fatalf("Load() = %v, want a *ValidationError", err)
 			}
 			errs := ve.Errors()
-			if len(errs) != 1 {
-				t.Fatalf("got %d errors, want 1:\n%v", len(errs), err)
+			if len(errs) != 1+tc.more {
+				t.Fatalf("got %d errors, want %d:\n%v", len(errs), 1+tc.more, err)
+			}
+			for _, p := range errs[1:] {
+				if p.Line != markedLine(t, tc.doc) {
+					t.Errorf("problem %q, want it on line %d", p, markedLine(t, tc.doc))
+				}
 			}
 			p := errs[0]
 			if p.Line != markedLine(t, tc.doc) || p.Field != tc.field || !strings.Contains(p.Message, tc.want) || !strings.Contains(p.Hint, tc.hint) {
