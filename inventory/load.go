@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -516,7 +517,18 @@ func unknownFieldHint(name, typ string) string {
 	if !ok {
 		return ""
 	}
-	best, fields := nearestField(t, "yaml", lower)
+	fields := fieldNames(t, "yaml")
+	if meant, ok := fieldSynonyms[strings.NewReplacer("_", "", "-", "").Replace(lower)]; ok {
+		if slices.Contains(fields, meant) {
+			return fmt.Sprintf("did you mean %q?", meant)
+		}
+		for _, o := range fieldHomes {
+			if slices.Contains(fieldNames(o.typ, "yaml"), meant) {
+				return fmt.Sprintf("did you mean %q? it belongs under %s", meant, o.where)
+			}
+		}
+	}
+	best, _ := nearestField(t, "yaml", lower)
 	if best != "" {
 		return fmt.Sprintf("did you mean %q?", best)
 	}
@@ -548,6 +560,23 @@ func unknownFieldHint(name, typ string) string {
 	return "valid fields here: " + strings.Join(fields, ", ")
 }
 
+// fieldSynonyms maps names other tools use (lower case, without '-' and '_')
+// to the field of the inventory that means the same, for hints: a near
+// spelling can be a different field ("host" is two edits from "port").
+var fieldSynonyms = map[string]string{
+	"host": "address", "hostname": "address", "ip": "address", "ipaddress": "address", "addr": "address", "server": "address",
+	"internalip": "internalAddress", "privateip": "internalAddress", "privateaddress": "internalAddress", "nodeip": "internalAddress",
+	"key": "identityFiles", "keys": "identityFiles", "keyfile": "identityFiles", "identityfile": "identityFiles", "identity": "identityFiles",
+	"privatekey": "identityFiles", "sshkey": "identityFiles", "keypath": "identityFiles",
+	"username": "user", "login": "user", "sshuser": "user", "remoteuser": "user",
+	"sshport":        "port",
+	"knownhostsfile": "knownHosts", "userknownhostsfile": "knownHosts",
+	"timeout":  "connectTimeout",
+	"jumphost": "bastion", "jump": "bastion", "proxyjump": "bastion", "jumpbox": "bastion",
+	"role": "roles", "label": "labels", "taint": "taints",
+	"k8sversion": "kubernetesVersion", "endpoint": "controlPlaneEndpoint", "apiendpoint": "controlPlaneEndpoint",
+}
+
 // fieldHomes says where each block's fields go, for a field put at the wrong level.
 var fieldHomes = []struct {
 	typ   reflect.Type
@@ -567,17 +596,25 @@ func fieldNames(t reflect.Type, tagKey string) []string {
 	return names
 }
 
-// nearestField returns the field of struct type t (by its tagKey tag) within
-// two edits of name, case aside ("" when none), and every field's name.
+// nearestField returns the field of struct type t (by its tagKey tag) closest
+// to name, case aside, when it is one edit away (a name of up to four letters)
+// or two ("" when none), and every field's name.
 func nearestField(t reflect.Type, tagKey, name string) (string, []string) {
+	limit := 2
+	if len(name) <= 4 {
+		limit = 1
+	}
 	var fields []string
-	best, bestDist := "", 3
+	best, bestDist := "", limit+1
 	for i := range t.NumField() {
 		tag, _, _ := strings.Cut(t.Field(i).Tag.Get(tagKey), ",")
 		if tag == "" || tag == "-" {
 			continue
 		}
 		fields = append(fields, tag)
+		if abs(len(name)-len(tag)) > limit {
+			continue // farther than limit, and no long name costs a large table
+		}
 		if dist := editDistance(strings.ToLower(name), strings.ToLower(tag)); dist < bestDist {
 			best, bestDist = tag, dist
 		}
@@ -585,25 +622,37 @@ func nearestField(t reflect.Type, tagKey, name string) (string, []string) {
 	return best, fields
 }
 
-// editDistance is the Levenshtein distance between a and b.
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
+}
+
+// editDistance is the optimal string alignment distance between a and b:
+// Levenshtein's, with a swap of two neighbours ("prot" for "port") one edit.
 func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return d[len(a)][len(b)]
 }
 
 // locator finds the lines of fields in the document. A path is a list of

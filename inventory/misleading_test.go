@@ -95,3 +95,41 @@ func TestMisleadingInventoriesGetExactlyTheirProblem(t *testing.T) {
 		})
 	}
 }
+
+// An unknown field's hint names the field the writer meant: a synonym other
+// tools use before a near spelling, which can be another field.
+func TestUnknownFieldHintNamesTheMeantField(t *testing.T) {
+	host := "  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n"
+	cases := []struct {
+		name, doc, field, hint string
+	}{
+		{"bastion host is address, not port", head + "ssh:\n  bastion:\n    address: j\n    host: jump.example.com " + marker + "\n" + oneCP, "ssh.bastion.host", `did you mean "address"?`},
+		{"hostname is address", head + "hosts:\n" + host + "    hostname: cp1.example.com " + marker + "\n", "hosts[0].hostname", `did you mean "address"?`},
+		{"ip is address", head + "hosts:\n" + host + "    ip: 10.0.0.1 " + marker + "\n", "hosts[0].ip", `did you mean "address"?`},
+		{"key is identityFiles", head + "ssh:\n  key: ~/.ssh/id_ed25519 " + marker + "\n" + oneCP, "ssh.key", `did you mean "identityFiles"?`},
+		{"identityFile is identityFiles", head + "ssh:\n  identityFile: ~/.ssh/id_ed25519 " + marker + "\n" + oneCP, "ssh.identityFile", `did you mean "identityFiles"?`},
+		{"IdentityFile as in ssh_config", head + "ssh:\n  IdentityFile: ~/.ssh/id_ed25519 " + marker + "\n" + oneCP, "ssh.IdentityFile", `did you mean "identityFiles"?`},
+		{"a swap of two letters", head + "ssh:\n  prot: 22 " + marker + "\n" + oneCP, "ssh.prot", `did you mean "port"?`},
+		{"username is user", head + "ssh:\n  username: debian " + marker + "\n" + oneCP, "ssh.username", `did you mean "user"?`},
+		{"a typo", head + "cluster:\n  podSubnett: 10.0.0.0/16 " + marker + "\n" + oneCP, "cluster.podSubnett", `did you mean "podSubnet"?`},
+		{"host in ssh is a host's address", head + "ssh:\n  host: x " + marker + "\n" + oneCP, "ssh.host", `did you mean "address"? it belongs under each item of hosts:`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc), "inventory.yaml")
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Parse = %v, want a *ValidationError", err)
+			}
+			for _, p := range ve.Problems {
+				if strings.HasPrefix(p.Message, "unknown field") {
+					if p.Field != tc.field || p.Line != markedLine(t, tc.doc) || !strings.Contains(p.Hint, tc.hint) {
+						t.Errorf("problem %q; want field %s at line %d with a hint containing %q", p, tc.field, markedLine(t, tc.doc), tc.hint)
+					}
+					return
+				}
+			}
+			t.Errorf("no unknown field problem in:\n%v", err)
+		})
+	}
+}
