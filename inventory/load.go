@@ -29,12 +29,23 @@ func Load(path string) (*Inventory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolve inventory path: %w", err)
 	}
-	data, err := os.ReadFile(abs)
+	f, err := os.Open(abs)
+	if err != nil {
+		return nil, &ReadError{Path: abs, Err: err}
+	}
+	defer f.Close()
+	// One byte more than the limit is enough for Parse to refuse the file.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, &ReadError{Path: abs, Err: err}
 	}
 	return Parse(data, abs)
 }
+
+// MaxFileSize is the largest inventory file Load and Parse read, so that a
+// wrong file (a disk image, a log) costs neither the memory nor the minutes
+// its parse would; an inventory of ten thousand hosts is about 1 MiB.
+const MaxFileSize = 16 << 20
 
 // ReadError is an inventory file that cannot be read (missing, a directory,
 // no permission): bad input, like an invalid one.
@@ -131,6 +142,10 @@ var (
 // decode parses data into a node tree (syntax, one document, not empty) and
 // then strictly into an Inventory. It returns nil when nothing usable came out.
 func (d *decoded) decode(data []byte) *Inventory {
+	if len(data) > MaxFileSize {
+		d.add(0, "", fmt.Sprintf("the inventory file is larger than %d MiB", MaxFileSize>>20), "is this the inventory? one of ten thousand hosts is about 1 MiB")
+		return nil
+	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		d.add(0, "", "the inventory file is empty", "start from examples/cluster.yaml")
 		return nil

@@ -97,7 +97,7 @@ func TestLoadReportsEachProblemWithItsLine(t *testing.T) {
 		{"host without roles", head + "hosts:\n  - {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n  - {name: w1, address: 10.0.0.2} " + marker + "\n", "host w1 has no roles", ""},
 		{"unsupported kubernetes version", head + "cluster:\n  kubernetesVersion: v1.35.4 " + marker + "\n" + oneCP, `unsupported Kubernetes version "v1.35.4"`, "v1.36.x and v1.37.x"},
 		{"unknown role", head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles:\n      - control-plane\n      - etcd " + marker + "\n", `unknown role "etcd"`, "control-plane or worker"},
-		{"unreadable identity file", head + "ssh:\n  identityFiles:\n    - id_test\n    - missing_key " + marker + "\n" + oneCP, "cannot read identity file: open ", "relative to the inventory"},
+		{"unreadable identity file", head + "ssh:\n  identityFiles:\n    - id_test\n    - missing_key " + marker + "\n" + oneCP, "cannot read identity file: stat ", "relative to the inventory"},
 		{"unreadable per-host identity file", head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    ssh:\n      identityFiles: [nope] " + marker + "\n", "no such file", ""},
 		{"dns address without a node ip", head + "hosts:\n  - name: cp1\n    address: cp1.example.com " + marker + "\n    roles: [control-plane]\n", `address "cp1.example.com" is a DNS name`, "internalAddress"},
 		{"unknown kubelet config field", head + "cluster:\n  kubelet:\n    config:\n      maxPodz: 50 " + marker + "\n" + oneCP, `unknown KubeletConfiguration field "maxPodz"`, "did you mean maxPods?"},

@@ -1,10 +1,13 @@
 package inventory
 
 import (
+	"bytes"
 	"errors"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Inventories that used to pass validation, or drew false or misplaced
@@ -131,5 +134,42 @@ func TestUnknownFieldHintNamesTheMeantField(t *testing.T) {
 			}
 			t.Errorf("no unknown field problem in:\n%v", err)
 		})
+	}
+}
+
+// A file over MaxFileSize is refused before any parse; one a little smaller
+// is read.
+func TestAFileOverTheSizeLimitIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	comment := []byte("# padding\n")
+	over := append(bytes.Repeat(comment, MaxFileSize/len(comment)+1), head+oneCP...)
+	_, err := parseIn(t, dir, string(over))
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) != 1 || !strings.Contains(ve.Problems[0].Message, "larger than 16 MiB") {
+		t.Errorf("Load(%d bytes) = %v; want one problem: larger than 16 MiB", len(over), err)
+	}
+	under := append(bytes.Repeat(comment, (MaxFileSize-1000)/len(comment)), head+oneCP...)
+	if _, err := parseIn(t, dir, string(under)); err != nil {
+		t.Errorf("Load(%d bytes) = %v; want it loaded", len(under), err)
+	}
+}
+
+// An identity file that is a FIFO is refused, not opened (which would wait
+// for a writer forever).
+func TestAFIFOIdentityFileIsRefusedWithoutOpening(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	doc := head + "ssh:\n  identityFiles: [fifo] " + marker + "\n" + oneCP
+	done := make(chan error, 1)
+	go func() { _, err := parseIn(t, dir, doc); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "is not a regular file") {
+			t.Errorf("Load = %v; want the identity file refused as not a regular file", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Load is still waiting on the FIFO after 10 s")
 	}
 }

@@ -719,19 +719,22 @@ func checkHostPort(s string) string {
 	return ""
 }
 
-// checkReadableFile opens f and returns what is wrong, or "".
+// checkReadableFile opens f and returns what is wrong, or "". Only a regular
+// file is opened: opening a FIFO would wait for a writer.
 func checkReadableFile(f string) string {
+	st, err := os.Stat(f)
+	switch {
+	case err != nil:
+		return err.Error()
+	case st.IsDir():
+		return f + " is a directory"
+	case !st.Mode().IsRegular():
+		return f + " is not a regular file"
+	}
 	fh, err := os.Open(f)
 	if err != nil {
 		return err.Error()
 	}
-	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return err.Error()
-	}
-	if st.IsDir() {
-		return f + " is a directory"
-	}
+	fh.Close()
 	return ""
 }
