@@ -260,6 +260,10 @@ func (d *decoded) addSyntax(err error, data []byte) {
 			d.add(line, "", "YAML: alias *"+a[1]+" refers to no anchor", "define &"+a[1]+" before it is used, or write the value itself")
 			return
 		}
+		if problem == "document contains excessive aliasing" {
+			d.add(line, "", "YAML: the aliases expand to too much", "write the values out, or nest fewer aliases")
+			return
+		}
 		d.add(line, "", "YAML syntax error: "+problem, "")
 		return
 	}

@@ -3,6 +3,7 @@ package inventory
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -171,5 +172,21 @@ func TestAFIFOIdentityFileIsRefusedWithoutOpening(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Load is still waiting on the FIFO after 10 s")
+	}
+}
+
+// Aliases that expand a short file into a huge one ("billion laughs") are
+// refused quickly, with a message that says so.
+func TestAliasesThatExpandTooMuchAreRefused(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(head + "cluster:\n  kubelet:\n    config:\n      x0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n")
+	for i := 1; i < 9; i++ {
+		fmt.Fprintf(&b, "      x%d: &a%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*a%d, ", i-1), 10), ", "))
+	}
+	b.WriteString(oneCP)
+	_, err := Parse([]byte(b.String()), "laughs.yaml")
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) != 1 || !strings.Contains(ve.Problems[0].Message, "aliases expand to too much") {
+		t.Errorf("Parse = %v; want one problem: the aliases expand to too much", err)
 	}
 }
