@@ -15,7 +15,7 @@ OLD_VERSION := v1.36.3
 ARTIFACTS_OLD ?= $(CURDIR)/.cache/artifacts-$(OLD_VERSION)
 HARNESS_DIR ?= $(CURDIR)/.harness
 
-.PHONY: all build test unit integration parity e2e e2e-interrupt-matrix e2e-upgrade-matrix demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime bench-fleet clean
+.PHONY: all build test unit fuzz-inventory integration parity e2e e2e-interrupt-matrix e2e-upgrade-matrix demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime bench-fleet clean
 
 all: build
 
@@ -29,8 +29,15 @@ build:
 # Everything a fresh Debian machine needs, then every test: unit, integration (real OpenSSH), e2e (real clusters).
 test: prereqs build artifacts artifacts-old node-image unit integration parity e2e
 
+# The unit tests, then 20 s of fuzzing the inventory loader (make fuzz-inventory runs it longer).
 unit:
 	$(GO) test -race -count=1 ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 20s ./inventory/
+
+# Fuzz the inventory loader (inventory.FuzzLoad) for FUZZTIME; what it finds lands in inventory/testdata/fuzz/FuzzLoad.
+FUZZTIME ?= 10m
+fuzz-inventory:
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./inventory/
 
 integration: prereqs
 	$(GO) test -race -count=1 -tags integration ./ssh/... ./cmd/... ./playbooks/... ./tasks/...

@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
+	yamlv2 "go.yaml.in/yaml/v2"
 	"gopkg.in/yaml.v3"
 )
 
@@ -27,12 +29,23 @@ func Load(path string) (*Inventory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolve inventory path: %w", err)
 	}
-	data, err := os.ReadFile(abs)
+	f, err := os.Open(abs)
+	if err != nil {
+		return nil, &ReadError{Path: abs, Err: err}
+	}
+	defer f.Close()
+	// One byte more than the limit is enough for Parse to refuse the file.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, &ReadError{Path: abs, Err: err}
 	}
 	return Parse(data, abs)
 }
+
+// MaxFileSize is the largest inventory file Load and Parse read, so that a
+// wrong file (a disk image, a log) costs neither the memory nor the minutes
+// its parse would; an inventory of ten thousand hosts is about 1 MiB.
+const MaxFileSize = 16 << 20
 
 // ReadError is an inventory file that cannot be read (missing, a directory,
 // no permission): bad input, like an invalid one.
@@ -78,13 +91,20 @@ func Parse(data []byte, path string) (*Inventory, error) {
 	return inv, nil
 }
 
-// within reports whether field is failed or holds it ("hosts[0]" holds
-// "hosts[0].roles").
-func within(failed, field string) bool {
-	if field == "" || !strings.HasPrefix(failed, field) {
+// caused reports whether a problem about field can be an effect of failed,
+// a value that could not be decoded and was left empty: field is failed,
+// holds it ("hosts[0]" holds "hosts[0].roles") or lies within it. The field
+// "" is the whole document.
+func caused(failed, field string) bool {
+	return failed == "" || below(failed, field) || below(field, failed)
+}
+
+// below reports whether field a is b or lies within it.
+func below(a, b string) bool {
+	if b == "" || !strings.HasPrefix(a, b) {
 		return false
 	}
-	rest := failed[len(field):]
+	rest := a[len(b):]
 	return rest == "" || rest[0] == '.' || rest[0] == '['
 }
 
@@ -94,7 +114,15 @@ type decoded struct {
 	file     string
 	root     *yaml.Node // the document's top-level mapping
 	problems []Problem
-	failed   []string // fields whose value could not be decoded
+	failed   []string     // fields whose value could not be decoded ("" for the whole document)
+	dupKeys  map[int]bool // lines of keys already reported as written twice
+}
+
+// fail records the field at path as not decoded; a nil path (not found) is none.
+func (d *decoded) fail(at []any) {
+	if len(at) > 0 {
+		d.failed = append(d.failed, fieldString(at))
+	}
 }
 
 func (d *decoded) add(line int, field, msg, hint string) {
@@ -107,12 +135,17 @@ var (
 	unknownRe          = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
 	unmarshalNoValueRe = regexp.MustCompile("^cannot unmarshal !!(\\w+) into (\\S+)$")
 	unmarshalRe        = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
+	duplicateKeyRe     = regexp.MustCompile(`^mapping key ("(?:[^"\\]|\\.)*") already defined at line (\d+)$`)
 	quotedRe           = regexp.MustCompile(`"((?:[^"\\]|\\.)*)"`)
 )
 
 // decode parses data into a node tree (syntax, one document, not empty) and
 // then strictly into an Inventory. It returns nil when nothing usable came out.
 func (d *decoded) decode(data []byte) *Inventory {
+	if len(data) > MaxFileSize {
+		d.add(0, "", fmt.Sprintf("the inventory file is larger than %d MiB", MaxFileSize>>20), "is this the inventory? one of ten thousand hosts is about 1 MiB")
+		return nil
+	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		d.add(0, "", "the inventory file is empty", "start from examples/cluster.yaml")
 		return nil
@@ -227,12 +260,17 @@ func (d *decoded) addSyntax(err error, data []byte) {
 			d.add(line, "", "YAML: alias *"+a[1]+" refers to no anchor", "define &"+a[1]+" before it is used, or write the value itself")
 			return
 		}
+		if problem == "document contains excessive aliasing" {
+			d.add(line, "", "YAML: the aliases expand to too much", "write the values out, or nest fewer aliases")
+			return
+		}
 		d.add(line, "", "YAML syntax error: "+problem, "")
 		return
 	}
 	line, _ := strconv.Atoi(m[1])
 	problem := m[2]
-	if at := firstFailingLine(data, problem); at > 0 && at != line {
+	at := mistakeLine(data, problem)
+	if at > 0 && at != line {
 		d.add(at, "", fmt.Sprintf("YAML syntax error: %s (in the block that starts at line %d)", problem, line), syntaxHint)
 		return
 	}
@@ -241,31 +279,36 @@ func (d *decoded) addSyntax(err error, data []byte) {
 
 const syntaxHint = "check the indentation (spaces, not tabs), the \"- \" of list items and the quoting on this line"
 
-// firstFailingLine returns the smallest n such that the first n lines of data
-// fail to parse with the message problem, or 0. Once a prefix fails so, every
-// longer one does: a binary search needs log2(lines) parses.
-func firstFailingLine(data []byte, problem string) int {
+// mistakeLine returns the line of the mistake behind the YAML syntax error
+// problem in data, or 0 when no parse fails so. It is the line of the token at
+// which the parse fails (yaml.v2 names it; yaml.v3 names the start of the
+// enclosing block, which can be far above), unless a shorter prefix of the
+// file already fails so: then the mistake began earlier (a bracket or a quote
+// never closed) and it is the first line at which a prefix fails. Once a prefix
+// fails so, every longer one does, so a binary search finds that line.
+//
+// The parses are yaml.v2's: it shares libyaml's parser and messages with
+// yaml.v3 and builds lighter trees. yaml.v3's serve when yaml.v2 does not fail
+// with problem.
+func mistakeLine(data []byte, problem string) int {
 	lines := bytes.SplitAfter(data, []byte("\n"))
 	offsets := make([]int, len(lines)+1)
 	for i, l := range lines {
 		offsets[i+1] = offsets[i] + len(l)
 	}
-	fails := func(n int) bool {
-		dec := yaml.NewDecoder(bytes.NewReader(data[:offsets[n]]))
-		for {
-			var node yaml.Node
-			err := dec.Decode(&node)
-			if err == nil {
-				continue
-			}
-			m := syntaxLineRe.FindStringSubmatch(err.Error())
-			return m != nil && m[2] == problem
+	fails := func(n int) bool { return yamlv2FailLine(data[:offsets[n]], problem) > 0 }
+	hi := min(yamlv2FailLine(data, problem), len(lines))
+	if hi <= 0 {
+		fails = func(n int) bool { return yamlv3Fails(data[:offsets[n]], problem) }
+		if !fails(len(lines)) {
+			return 0
 		}
+		hi = len(lines)
 	}
-	if !fails(len(lines)) {
-		return 0
+	if hi == 1 || !fails(hi-1) {
+		return hi
 	}
-	lo, hi := 1, len(lines) // fails(hi)
+	lo, hi := 1, hi-1 // fails(hi)
 	for lo < hi {
 		mid := (lo + hi) / 2
 		if fails(mid) {
@@ -275,6 +318,54 @@ func firstFailingLine(data []byte, problem string) int {
 		}
 	}
 	return lo
+}
+
+// yamlv2FailLine returns the line of the token at which yaml.v2 fails to
+// parse data with the message problem, or 0 when it does not fail so.
+func yamlv2FailLine(data []byte, problem string) int {
+	var skip struct{} // only the parse matters
+	err := yamlv2.Unmarshal(data, &skip)
+	if err == nil {
+		return 0
+	}
+	m := syntaxLineRe.FindStringSubmatch(err.Error())
+	if m == nil || m[2] != problem {
+		return 0
+	}
+	line, _ := strconv.Atoi(m[1])
+	if yamlv2ParserProblems[problem] {
+		line++ // yaml.v2 counts the parser's lines from 0, the scanner's from 1
+	}
+	return max(line, 1)
+}
+
+// yamlv2ParserProblems are the problems libyaml's parser (not its scanner) reports.
+var yamlv2ParserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected <stream-start>":   true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found duplicate %TAG directive":         true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
+}
+
+// yamlv3Fails reports whether yaml.v3 fails to parse data with the message problem.
+func yamlv3Fails(data []byte, problem string) bool {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var node yaml.Node
+		err := dec.Decode(&node)
+		if err == nil {
+			continue
+		}
+		m := syntaxLineRe.FindStringSubmatch(err.Error())
+		return m != nil && m[2] == problem
+	}
 }
 
 // addTypeError turns one entry of a *yaml.TypeError into a problem.
@@ -294,6 +385,29 @@ func (d *decoded) addTypeError(msg string) {
 		})
 		return
 	}
+	if m := duplicateKeyRe.FindStringSubmatch(msg); m != nil {
+		// yaml.v3 leaves a mapping with a key written twice empty: report
+		// the key, and nothing that the empty mapping causes.
+		if d.dupKeys[line] {
+			return // a third time: the second one's message says it
+		}
+		if d.dupKeys == nil {
+			d.dupKeys = map[int]bool{}
+		}
+		d.dupKeys[line] = true
+		name, err := strconv.Unquote(m[1])
+		if err != nil {
+			name = m[1]
+		}
+		at := locator{root: d.root}.findKey(line, name)
+		if at != nil {
+			d.failed = append(d.failed, fieldString(at[:len(at)-1]))
+		}
+		d.problems = append(d.problems, Problem{File: d.file, Line: line, Field: fieldString(at),
+			Message: fmt.Sprintf("mapping key %s already defined at line %s", m[1], m[2]),
+			Hint:    "write each key once in a mapping; remove or rename one of them"})
+		return
+	}
 	if m := unmarshalNoValueRe.FindStringSubmatch(msg); m != nil {
 		// A mapping or list where a value belongs: when an alias brought it,
 		// yaml.v3 names the anchor's line; the mistake is at the alias.
@@ -305,7 +419,7 @@ func (d *decoded) addTypeError(msg string) {
 			line = n.Line
 		}
 		field := fieldString(at)
-		d.failed = append(d.failed, field)
+		d.fail(at)
 		what := map[string]string{"map": "a mapping", "seq": "a list"}[m[1]]
 		if what == "" {
 			what = "a " + m[1]
@@ -322,7 +436,7 @@ func (d *decoded) addTypeError(msg string) {
 			value = n.Value
 		}
 		field := fieldString(at)
-		d.failed = append(d.failed, field)
+		d.fail(at)
 		d.problems = append(d.problems, Problem{File: d.file, Line: line, Field: field,
 			Message: fmt.Sprintf("%s is not %s", describeValue(value, tag), typeDescription(typ, tag, value)), Hint: typeHint(typ)})
 		return
@@ -331,7 +445,7 @@ func (d *decoded) addTypeError(msg string) {
 	if q := quotedRe.FindStringSubmatch(msg); q != nil {
 		at, _ := locator{root: d.root}.findValue(line, q[1])
 		field = fieldString(at)
-		d.failed = append(d.failed, field)
+		d.fail(at)
 	}
 	d.add(line, field, msg, "")
 }
@@ -422,7 +536,18 @@ func unknownFieldHint(name, typ string) string {
 	if !ok {
 		return ""
 	}
-	best, fields := nearestField(t, "yaml", lower)
+	fields := fieldNames(t, "yaml")
+	if meant, ok := fieldSynonyms[strings.NewReplacer("_", "", "-", "").Replace(lower)]; ok {
+		if slices.Contains(fields, meant) {
+			return fmt.Sprintf("did you mean %q?", meant)
+		}
+		for _, o := range fieldHomes {
+			if slices.Contains(fieldNames(o.typ, "yaml"), meant) {
+				return fmt.Sprintf("did you mean %q? it belongs under %s", meant, o.where)
+			}
+		}
+	}
+	best, _ := nearestField(t, "yaml", lower)
 	if best != "" {
 		return fmt.Sprintf("did you mean %q?", best)
 	}
@@ -454,6 +579,23 @@ func unknownFieldHint(name, typ string) string {
 	return "valid fields here: " + strings.Join(fields, ", ")
 }
 
+// fieldSynonyms maps names other tools use (lower case, without '-' and '_')
+// to the field of the inventory that means the same, for hints: a near
+// spelling can be a different field ("host" is two edits from "port").
+var fieldSynonyms = map[string]string{
+	"host": "address", "hostname": "address", "ip": "address", "ipaddress": "address", "addr": "address", "server": "address",
+	"internalip": "internalAddress", "privateip": "internalAddress", "privateaddress": "internalAddress", "nodeip": "internalAddress",
+	"key": "identityFiles", "keys": "identityFiles", "keyfile": "identityFiles", "identityfile": "identityFiles", "identity": "identityFiles",
+	"privatekey": "identityFiles", "sshkey": "identityFiles", "keypath": "identityFiles",
+	"username": "user", "login": "user", "sshuser": "user", "remoteuser": "user",
+	"sshport":        "port",
+	"knownhostsfile": "knownHosts", "userknownhostsfile": "knownHosts",
+	"timeout":  "connectTimeout",
+	"jumphost": "bastion", "jump": "bastion", "proxyjump": "bastion", "jumpbox": "bastion",
+	"role": "roles", "label": "labels", "taint": "taints",
+	"k8sversion": "kubernetesVersion", "endpoint": "controlPlaneEndpoint", "apiendpoint": "controlPlaneEndpoint",
+}
+
 // fieldHomes says where each block's fields go, for a field put at the wrong level.
 var fieldHomes = []struct {
 	typ   reflect.Type
@@ -473,17 +615,25 @@ func fieldNames(t reflect.Type, tagKey string) []string {
 	return names
 }
 
-// nearestField returns the field of struct type t (by its tagKey tag) within
-// two edits of name, case aside ("" when none), and every field's name.
+// nearestField returns the field of struct type t (by its tagKey tag) closest
+// to name, case aside, when it is one edit away (a name of up to four letters)
+// or two ("" when none), and every field's name.
 func nearestField(t reflect.Type, tagKey, name string) (string, []string) {
+	limit := 2
+	if len(name) <= 4 {
+		limit = 1
+	}
 	var fields []string
-	best, bestDist := "", 3
+	best, bestDist := "", limit+1
 	for i := range t.NumField() {
 		tag, _, _ := strings.Cut(t.Field(i).Tag.Get(tagKey), ",")
 		if tag == "" || tag == "-" {
 			continue
 		}
 		fields = append(fields, tag)
+		if abs(len(name)-len(tag)) > limit {
+			continue // farther than limit, and no long name costs a large table
+		}
 		if dist := editDistance(strings.ToLower(name), strings.ToLower(tag)); dist < bestDist {
 			best, bestDist = tag, dist
 		}
@@ -491,25 +641,37 @@ func nearestField(t reflect.Type, tagKey, name string) (string, []string) {
 	return best, fields
 }
 
-// editDistance is the Levenshtein distance between a and b.
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
+}
+
+// editDistance is the optimal string alignment distance between a and b:
+// Levenshtein's, with a swap of two neighbours ("prot" for "port") one edit.
 func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return d[len(a)][len(b)]
 }
 
 // locator finds the lines of fields in the document. A path is a list of
@@ -541,9 +703,10 @@ func (l locator) walk(path []any) (*yaml.Node, int, bool) {
 		return nil, 0, false
 	}
 	line := n.Line
+	aliased := false // below an alias the line stays the alias's: the mistake is in using it there
 	for _, p := range path {
 		for n.Kind == yaml.AliasNode && n.Alias != nil {
-			n = n.Alias
+			n, aliased = n.Alias, true
 		}
 		switch p := p.(type) {
 		case string:
@@ -553,7 +716,10 @@ func (l locator) walk(path []any) (*yaml.Node, int, bool) {
 			found := false
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				if n.Content[i].Value == p {
-					line, n, found = n.Content[i].Line, n.Content[i+1], true
+					if !aliased {
+						line = n.Content[i].Line
+					}
+					n, found = n.Content[i+1], true
 					break
 				}
 			}
@@ -565,7 +731,9 @@ func (l locator) walk(path []any) (*yaml.Node, int, bool) {
 				return nil, line, false
 			}
 			n = n.Content[p]
-			line = n.Line
+			if !aliased {
+				line = n.Line
+			}
 		}
 	}
 	return n, line, true

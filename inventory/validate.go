@@ -1,15 +1,12 @@
 package inventory
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -89,7 +86,7 @@ func (c *checker) finish(inv *Inventory) error {
 	for _, p := range c.problems[decoding:] {
 		drop := false
 		for _, f := range c.decodeFailed {
-			if within(f, p.Field) {
+			if caused(f, p.Field) {
 				drop = true
 			}
 		}
@@ -302,36 +299,42 @@ func (c *checker) extraArgs(at path, args map[string]string) {
 }
 
 // kubeletConfig checks that kubelet.config merges into a
-// KubeletConfiguration: known fields, values of the right type.
+// KubeletConfiguration as the renderer merges it (MergeKubeletConfig): known
+// fields spelt in their case, values of the right type.
 func (c *checker) kubeletConfig(at path, cfg map[string]any) {
-	if len(cfg) == 0 {
+	_, err := MergeKubeletConfig(&kubeletv1beta1.KubeletConfiguration{}, cfg)
+	var kerr *KubeletConfigError
+	if err == nil || !errors.As(err, &kerr) {
+		if err != nil {
+			c.errorf(at, "", "kubelet.config: %v", err)
+		}
 		return
 	}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		c.errorf(at, "kubelet.config holds KubeletConfiguration fields, such as {maxPods: 200}", "invalid kubelet.config: %v", err)
-		return
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var kc kubeletv1beta1.KubeletConfiguration
-	if err := dec.Decode(&kc); err != nil {
-		msg := strings.TrimPrefix(err.Error(), "json: ")
-		hint := "the fields are those of KubeletConfiguration (kubelet.config.k8s.io/v1beta1), such as maxPods, evictionHard, systemReserved"
-		if field, ok := strings.CutPrefix(msg, "unknown field "); ok {
-			field = strings.Trim(field, `"`)
-			if near, _ := nearestField(reflect.TypeOf(kubeletv1beta1.KubeletConfiguration{}), "json", field); near != "" {
-				hint = fmt.Sprintf("did you mean %s?", near)
+	hint := "the fields are those of KubeletConfiguration (kubelet.config.k8s.io/v1beta1), such as maxPods, evictionHard, systemReserved"
+	for _, p := range kerr.Problems {
+		field := at
+		if p.Field != "" {
+			field = at.with(kubeletConfigPath(p.Field)...)
+		}
+		switch {
+		case p.Unknown:
+			h := hint
+			name := p.Field[strings.LastIndex(p.Field, ".")+1:]
+			if t := kubeletStructAt(p.Field); t != nil {
+				if near, _ := nearestField(t, "json", name); strings.EqualFold(near, name) {
+					h = fmt.Sprintf("field names are case-sensitive: write %s", near)
+				} else if near != "" {
+					h = fmt.Sprintf("did you mean %s?", near)
+				}
 			}
-			c.errorf(at.with(field), hint, "kubelet.config: unknown KubeletConfiguration field %+.80q", field)
-			return
+			c.errorf(field, h, "kubelet.config: unknown KubeletConfiguration field %+.80q", p.Field)
+		case p.Want != "":
+			c.errorf(field, hint, "kubelet.config.%s: a %s value where KubeletConfiguration wants %s", p.Field, p.Got, p.Want)
+		case p.Field != "":
+			c.errorf(field, hint, "kubelet.config.%s: %s", p.Field, p.Message)
+		default:
+			c.errorf(field, hint, "kubelet.config: %s", p.Message)
 		}
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			c.errorf(at.with(typeErr.Field), hint, "kubelet.config.%s: a %s value where KubeletConfiguration wants %s", typeErr.Field, typeErr.Value, typeErr.Type)
-			return
-		}
-		c.errorf(at, hint, "kubelet.config: %s", msg)
 	}
 }
 
@@ -431,7 +434,7 @@ func (c *checker) artifacts(at path, dir, k8s string) {
 // ssh checks SSH settings; top says whether s is the inventory-wide block
 // (where defaults made port, user and timeout non-zero).
 func (c *checker) ssh(at path, s *SSH, top bool) {
-	if s.Port != 0 || top {
+	if s.Port != 0 || top || c.written(at.with("port")) != nil {
 		c.port(at.with("port"), s.Port)
 	}
 	if s.User != "" || top {
@@ -475,13 +478,35 @@ func (c *checker) identityFiles(at path, files []string) {
 	}
 }
 
+// port checks the port at at. p is its value after defaults; a port written
+// as 0 is checked as 0, not taken as unset (which defaults).
 func (c *checker) port(at path, p int) {
-	if n := c.loc.node(at...); n != nil && n.Kind == yaml.ScalarNode && n.Value == "0" {
-		p = 0 // written as 0: not "unset" (which defaults to 22)
+	if n := c.written(at); n != nil {
+		var v int
+		if n.Decode(&v) == nil {
+			p = v
+		}
 	}
 	if p < 1 || p > 65535 {
-		c.errorf(at, "a TCP port between 1 and 65535", "invalid port %d", p)
+		hint := "a TCP port between 1 and 65535"
+		if p == 0 {
+			hint += "; leave port out for the default"
+		}
+		c.errorf(at, hint, "invalid port %d: port must be 1-65535", p)
 	}
+}
+
+// written returns the scalar the file holds at at (through an alias), or nil
+// when the field is not written there.
+func (c *checker) written(at path) *yaml.Node {
+	n := c.loc.node(at...)
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n == nil || n.Kind != yaml.ScalarNode {
+		return nil
+	}
+	return n
 }
 
 var userRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$`)
@@ -568,7 +593,7 @@ func (c *checker) hosts() {
 		}
 		// A port or user inherited from an ssh block was checked there.
 		inherited := c.inv.EffectiveSSH(&Host{SSH: h.SSH})
-		if h.Port != inherited.Port {
+		if h.Port != inherited.Port || c.written(at.with("port")) != nil {
 			c.port(at.with("port"), h.Port)
 		}
 		if h.User != inherited.User {
@@ -694,19 +719,22 @@ func checkHostPort(s string) string {
 	return ""
 }
 
-// checkReadableFile opens f and returns what is wrong, or "".
+// checkReadableFile opens f and returns what is wrong, or "". Only a regular
+// file is opened: opening a FIFO would wait for a writer.
 func checkReadableFile(f string) string {
+	st, err := os.Stat(f)
+	switch {
+	case err != nil:
+		return err.Error()
+	case st.IsDir():
+		return f + " is a directory"
+	case !st.Mode().IsRegular():
+		return f + " is not a regular file"
+	}
 	fh, err := os.Open(f)
 	if err != nil {
 		return err.Error()
 	}
-	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return err.Error()
-	}
-	if st.IsDir() {
-		return f + " is a directory"
-	}
+	fh.Close()
 	return ""
 }

@@ -2,17 +2,13 @@ package manifests
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	corev1 "k8s.io/api/core/v1"
 	"strconv"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
-	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubeforge/kubeforge/internal/nodefile"
@@ -98,37 +94,12 @@ func kubeletBase(inv *inventory.Inventory) (*kubeletv1beta1.KubeletConfiguration
 	return cfg, nil
 }
 
-// mergeKubeletConfig applies overrides (field names as in the kubelet's
-// JSON/YAML) to cfg as an RFC 7386 JSON merge patch, so a null unsets a
-// default, and decodes the result strictly.
+// mergeKubeletConfig applies overrides to cfg with inventory.MergeKubeletConfig,
+// the merge and strict decoding validation checks the inventory with.
 func mergeKubeletConfig(cfg *kubeletv1beta1.KubeletConfiguration, overrides map[string]any) (*kubeletv1beta1.KubeletConfiguration, error) {
-	if len(overrides) == 0 {
-		return cfg, nil
-	}
-	for _, k := range []string{"apiVersion", "kind"} {
-		if _, ok := overrides[k]; ok {
-			return nil, fmt.Errorf("merge kubelet config overrides: %q cannot be overridden", k)
-		}
-	}
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("marshal kubelet configuration: %w", err)
-	}
-	patch, err := json.Marshal(overrides)
-	if err != nil {
-		return nil, fmt.Errorf("merge kubelet config overrides: %w", err)
-	}
-	merged, err := jsonpatch.MergePatch(raw, patch)
-	if err != nil {
-		return nil, fmt.Errorf("merge kubelet config overrides: %w", err)
-	}
-	out := &kubeletv1beta1.KubeletConfiguration{}
-	strict, err := sigsjson.UnmarshalStrict(merged, out)
+	out, err := inventory.MergeKubeletConfig(cfg, overrides)
 	if err != nil {
 		return nil, fmt.Errorf("decode kubelet config overrides: %w", err)
-	}
-	if len(strict) > 0 {
-		return nil, fmt.Errorf("decode kubelet config overrides: %w", errors.Join(strict...))
 	}
 	return out, nil
 }
