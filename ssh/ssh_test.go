@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubeforge/kubeforge/peer"
 	"github.com/kubeforge/kubeforge/ssh/sshtest"
 	xssh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -1578,6 +1579,75 @@ func TestUploadToAFullDiskSaysSo(t *testing.T) {
 					t.Errorf("staged files left: %v", entries)
 				}
 			}
+		})
+	}
+}
+
+// TestFetchTakesExactlyTheExpectedSize: a fetch from a peer stops at the
+// first byte past the expected size and says a cut one is short, both the
+// peer's failure; a file the fetching host cannot write is the host's
+// failure, named with its path and cause. Nothing is left behind.
+func TestFetchTakesExactlyTheExpectedSize(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("fetching needs bash:", err)
+	}
+	ctx := context.Background()
+	src := t.TempDir()
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	sum := sha256.Sum256(data)
+	digest := hex.EncodeToString(sum[:])
+	os.WriteFile(filepath.Join(src, "blob"), data, 0o644)
+	secret := strings.Repeat("5a", 32)
+	srv, err := peer.New(peer.Config{Listen: "127.0.0.1:0", Secret: secret, Files: map[string]string{digest: filepath.Join(src, "blob")}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	addr := make(chan net.Addr, 1)
+	served := make(chan struct{})
+	go func() { srv.Serve(sctx, func(a net.Addr) { addr <- a }); close(served) }()
+	t.Cleanup(func() { stop(); <-served })
+	port := (<-addr).(*net.TCPAddr).Port
+
+	tests := []struct {
+		name    string
+		size    int64 // what the host is told to expect
+		limit   int64 // the host's file size limit
+		ok      bool
+		failure FetchFailure
+		reason  []string
+	}{
+		{name: "the expected size", size: int64(len(data)), ok: true},
+		{name: "more bytes than expected", size: 1000, failure: FetchBadPeer, reason: []string{"oversize", "1000 bytes"}},
+		{name: "fewer bytes than expected", size: int64(len(data)) + 1, failure: FetchBadPeer, reason: []string{"short", "1048576 of 1048577 bytes"}},
+		{name: "the host cannot write", size: int64(len(data)), limit: 64 << 10, failure: FetchHostFailed,
+			reason: []string{"write ", ".blob.kubeforge-", "File too large", "1048576 bytes"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dial(t, startHost(t, sshtest.Options{FileSizeLimit: tt.limit}))
+			dst := filepath.Join(t.TempDir(), "bin", "blob")
+			res, err := c.Fetch(ctx, []PeerFile{{File: File{Path: dst, Mode: 0o755, SHA256: digest}, Size: tt.size, Addr: "127.0.0.1", Port: port, Secret: secret}})
+			if err != nil || len(res) != 1 {
+				t.Fatalf("fetch: %+v, %v", res, err)
+			}
+			r := res[0]
+			if r.OK != tt.ok || (!tt.ok && r.Failure != tt.failure) {
+				t.Fatalf("result %+v; want ok %v, failure %v", r, tt.ok, tt.failure)
+			}
+			for _, want := range tt.reason {
+				if !strings.Contains(r.Reason, want) {
+					t.Errorf("reason %q does not say %q", r.Reason, want)
+				}
+			}
+			got, err := os.ReadFile(dst)
+			if tt.ok && !bytes.Equal(got, data) {
+				t.Errorf("fetched %d bytes, %v; want the file", len(got), err)
+			}
+			if !tt.ok && !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s exists after a failed fetch", dst)
+			}
+			assertNoTemp(t, filepath.Dir(dst))
 		})
 	}
 }

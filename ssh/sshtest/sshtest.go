@@ -43,6 +43,10 @@ type Options struct {
 	// as ENOSPC does with OpenSSH (SSH_FX_FAILURE), and statvfs@openssh.com
 	// reports that much free.
 	DiskFree int64
+	// FileSizeLimit, when positive, runs commands with writes limited to that
+	// many bytes per file (ulimit -f, SIGXFSZ ignored): a write past it fails
+	// with EFBIG, as one to a full disk fails with ENOSPC.
+	FileSizeLimit int64
 }
 
 // Server is a running test SSH server.
@@ -422,6 +426,9 @@ func (s *Server) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 func (s *Server) exec(ch ssh.Channel, reqs <-chan *ssh.Request, command string) {
 	s.sessions.inc()
 	defer s.sessions.dec()
+	if n := s.opts.FileSizeLimit; n > 0 {
+		command = "trap '' XFSZ; ulimit -f " + strconv.FormatInt((n+511)/512, 10) + "; " + command
+	}
 	cmd := exec.Command("/bin/sh", "-c", command)
 	cmd.Dir = s.opts.Dir
 	cmd.Stdout = ch
