@@ -185,7 +185,7 @@ loop:
 // the workstation. File.SHA256 is required: nothing else is trusted.
 type PeerFile struct {
 	File
-	Size   int64
+	Size   int64  // the file's size: the fetch takes exactly this many bytes
 	Addr   string // the server's host
 	Port   int
 	Secret string // sent on stdin, never on a command line

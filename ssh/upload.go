@@ -142,12 +142,12 @@ func (c *Client) Upload(ctx context.Context, files []File) (changed []string, er
 	if err != nil {
 		return nil, err
 	}
-	prepare := "mkdir -p -- " + quoteAll(dirs)
+	prepare, what := "mkdir -p -- "+quoteAll(dirs), "directories"
 	if c.root() {
-		prepare += createTemps(todo)
+		prepare, what = prepare+createTemps(todo), "directories and temp files"
 	}
 	if _, err := c.run(ctx, prepare, nil, true); err != nil {
-		return nil, fmt.Errorf("create directories on %s: %w", c.cfg.Host, err)
+		return nil, fmt.Errorf("create %s on %s: %w", what, c.cfg.Host, err)
 	}
 	if c.root() {
 		for i, u := range todo {
