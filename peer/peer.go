@@ -26,6 +26,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kubeforge/kubeforge/internal/accept"
 )
 
 // Config is what the server is told on its first line of stdin (JSON).
@@ -60,8 +62,14 @@ type Stats struct {
 	Failed  int   `json:"failed"`  // transfers cut short
 }
 
-// requestTimeout bounds how long a client may take to send its request line.
+// requestTimeout bounds how long a client may take to send its request line
+// (the secret): the deadline to authenticate.
 const requestTimeout = 10 * time.Second
+
+// maxUnauthenticated bounds the connections that have not sent their request
+// yet: more wait in the listener's backlog, so connections that never speak
+// cannot take a file descriptor each.
+const maxUnauthenticated = 32
 
 // writeTimeout: a client that takes no bytes for this long is cut off (a
 // frozen client must not hold a slot for ever).
@@ -72,7 +80,11 @@ type Server struct {
 	cfg    Config
 	secret []byte
 	log    *slog.Logger
-	slots  chan struct{}
+	slots  chan struct{} // transfers
+	// pending are the connections accepted that have not sent their request;
+	// each has authTimeout to do so.
+	pending     chan struct{}
+	authTimeout time.Duration
 
 	served, refused, failed atomic.Int64
 	bytes                   atomic.Int64
@@ -103,17 +115,23 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Server{cfg: cfg, secret: []byte(hex.EncodeToString(secret)), log: log, slots: make(chan struct{}, cfg.MaxClients)}, nil
+	return &Server{cfg: cfg, secret: []byte(hex.EncodeToString(secret)), log: log, slots: make(chan struct{}, cfg.MaxClients),
+		pending: make(chan struct{}, maxUnauthenticated), authTimeout: requestTimeout}, nil
 }
 
 // Serve listens on cfg.Listen, calls ready with the bound address, and serves
-// until ctx ends or the server was idle for cfg.Idle. It returns once the
-// listener is closed and every transfer has ended.
+// until ctx ends or the server was idle for cfg.Idle. A failing Accept (too
+// many open files) is waited out. It returns once the listener is closed and
+// every transfer has ended.
 func (s *Server) Serve(ctx context.Context, ready func(net.Addr)) (Stats, error) {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return Stats{}, fmt.Errorf("peer: listen on %s: %w", s.cfg.Listen, err)
 	}
+	return s.serve(ctx, ln, ready)
+}
+
+func (s *Server) serve(ctx context.Context, ln net.Listener, ready func(net.Addr)) (Stats, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.last.Store(time.Now().UnixNano())
@@ -144,14 +162,18 @@ func (s *Server) Serve(ctx context.Context, ready func(net.Addr)) (Stats, error)
 	}
 	var wg sync.WaitGroup
 	for {
-		c, err := ln.Accept()
+		select { // a place among the unauthenticated, or wait in the backlog
+		case s.pending <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		c, err := accept.Next(ctx, ln, s.log)
 		if err != nil {
+			<-s.pending
 			if ctx.Err() != nil {
 				break
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
 			}
 			cancel()
 			wg.Wait()
@@ -163,7 +185,7 @@ func (s *Server) Serve(ctx context.Context, ready func(net.Addr)) (Stats, error)
 		go func() {
 			defer wg.Done()
 			defer func() { conns.Delete(c); c.Close(); s.last.Store(time.Now().UnixNano()); s.active.Add(-1) }()
-			s.handle(ctx, c)
+			s.handle(ctx, c, sync.OnceFunc(func() { <-s.pending }))
 		}()
 	}
 	wg.Wait()
@@ -175,10 +197,13 @@ func (s *Server) stats() Stats {
 }
 
 // handle reads "SECRET SHA256\n" and sends that file's bytes, then closes.
-// Anything else is closed without an answer.
-func (s *Server) handle(ctx context.Context, c net.Conn) {
-	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
+// Anything else is closed without an answer. It calls authenticated once
+// the request is read (or never will be).
+func (s *Server) handle(ctx context.Context, c net.Conn, authenticated func()) {
+	defer authenticated()
+	_ = c.SetReadDeadline(time.Now().Add(s.authTimeout))
 	line, err := bufio.NewReaderSize(io.LimitReader(c, 256), 256).ReadString('\n')
+	authenticated()
 	if err != nil {
 		if line != "" { // a bare connect-and-close is a reachability probe
 			s.refused.Add(1)

@@ -7,12 +7,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -135,5 +138,107 @@ func TestRejectsABadConfiguration(t *testing.T) {
 		if _, err := New(cfg, nil); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// failingListener fails its first n Accepts with EMFILE, as a process out of
+// file descriptors does.
+type failingListener struct {
+	net.Listener
+	n atomic.Int32
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.n.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	return l.Listener.Accept()
+}
+
+func TestServerWaitsOutAcceptFailures(t *testing.T) {
+	p, sum, data := fixture(t)
+	srv, err := New(Config{Listen: "127.0.0.1:0", Secret: secret, Files: map[string]string{sum: p}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &failingListener{Listener: ln}
+	fl.n.Store(5)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := srv.serve(ctx, fl, nil); done <- err }()
+	if got := fetch(t, ln.Addr().String(), secret+" "+sum+"\n"); !bytes.Equal(got, data) {
+		t.Errorf("after 5 failed Accepts: got %d bytes, want the file's %d", len(got), len(data))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}
+
+// TestUnauthenticatedConnectionsAreCapped: connections that never send
+// their request take at most maxUnauthenticated places at once (the rest
+// wait in the listener's backlog); a client that speaks is served once they
+// go.
+func TestUnauthenticatedConnectionsAreCapped(t *testing.T) {
+	p, sum, data := fixture(t)
+	srv, err := New(Config{Listen: "127.0.0.1:0", Secret: secret, Files: map[string]string{sum: p}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr := make(chan net.Addr, 1)
+	go srv.Serve(ctx, func(a net.Addr) { addr <- a })
+	a := (<-addr).String()
+	var silent []net.Conn
+	for range maxUnauthenticated + 8 {
+		c, err := net.Dial("tcp", a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.active.Load() < maxUnauthenticated && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // time for any more to be taken
+	if n := srv.active.Load(); n != maxUnauthenticated {
+		t.Fatalf("%d silent connections taken at once, want %d", n, maxUnauthenticated)
+	}
+	for _, c := range silent {
+		c.Close()
+	}
+	if got := fetch(t, a, secret+" "+sum+"\n"); !bytes.Equal(got, data) {
+		t.Errorf("a client after the silent ones got %d bytes, want the file's %d", len(got), len(data))
+	}
+}
+
+// TestSilentConnectionsAreClosedAtTheirDeadline: a connection that does not
+// send its request within the deadline to authenticate is closed.
+func TestSilentConnectionsAreClosedAtTheirDeadline(t *testing.T) {
+	p, sum, _ := fixture(t)
+	srv, err := New(Config{Listen: "127.0.0.1:0", Secret: secret, Files: map[string]string{sum: p}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.authTimeout = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr := make(chan net.Addr, 1)
+	go srv.Serve(ctx, func(a net.Addr) { addr <- a })
+	c, err := net.Dial("tcp", (<-addr).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("silent connection: read %d bytes, %v; want it closed by the server", n, err)
 	}
 }

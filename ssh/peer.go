@@ -185,7 +185,7 @@ loop:
 // the workstation. File.SHA256 is required: nothing else is trusted.
 type PeerFile struct {
 	File
-	Size   int64
+	Size   int64  // the file's size: the fetch takes exactly this many bytes
 	Addr   string // the server's host
 	Port   int
 	Secret string // sent on stdin, never on a command line
@@ -193,32 +193,61 @@ type PeerFile struct {
 
 // FetchResult is what became of one PeerFile.
 type FetchResult struct {
-	Path   string
-	OK     bool
-	Reason string // why not: "unreachable", "digest mismatch (N bytes)", ...
+	Path    string
+	OK      bool
+	Failure FetchFailure // whose failure it was, when not OK
+	Reason  string       // why not, for people: "unreachable", "short: 67108864 of 209715200 bytes, exit 124", ...
 }
 
-// fetchScript defines f PATH MODE SHA256 HOST PORT SECONDS: it reads the
+// FetchFailure says whose failure a failed fetch was.
+type FetchFailure int
+
+const (
+	// FetchFailed is any other failure: the host has no bash, the command said nothing of the file.
+	FetchFailed FetchFailure = iota
+	// FetchUnreachable: the host could not connect to the peer.
+	FetchUnreachable
+	// FetchBadPeer: the peer's bytes do not make the file (other bytes, too many, too few, too
+	// slowly): it should serve no one else.
+	FetchBadPeer
+	// FetchHostFailed: the fetching host could not write the file (its disk is full, ...): the peer
+	// is not at fault. Reason names the path and the cause.
+	FetchHostFailed
+)
+
+// fetchScript defines f PATH MODE SHA256 HOST PORT SECONDS SIZE: it reads the
 // secret from stdin, probes the peer (5 s), streams the file into a temp name
-// in the target directory under a deadline, checks its digest, then gives it
-// its mode and owner, fsyncs and renames it into place and records its digest
-// in the sums cache. It prints "ok PATH" or "fail PATH REASON"; nothing is
+// in the target directory, at most SIZE+1 bytes and under a deadline, checks
+// its size and digest, then gives it its mode and owner, fsyncs and renames
+// it into place and records its digest in the sums cache. It prints "ok
+// PATH", "fail PATH REASON" (the peer's or the network's failure) or "error
+// PATH REASON" (this host's: a write, a directory, the rename); nothing is
 // left at PATH or beside it unless the bytes matched. bash is needed for
-// /dev/tcp; coreutils' timeout kills the transfer's whole process group.
+// /dev/tcp (and PIPESTATUS); coreutils' timeout kills the transfer's whole
+// process group; head stops it as soon as there is a byte too many, and only
+// head writes the file, so its failure is this host's.
 const fetchScript = `
+say() { printf '%s %s %s\n' "$1" "$2" "$(printf '%s' "$3" | tr '\n' ' ')"; }
 f() {
   IFS= read -r s || s=
   d=$(dirname -- "$1"); b=$(basename -- "$1")
-  mkdir -p -- "$d" || { echo "fail $1 mkdir"; return; }
+  e=$(mkdir -p -- "$d" 2>&1) || { say error "$1" "create the directory $d: $e"; return; }
   if ! timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$4" "$5" 2>/dev/null; then echo "fail $1 unreachable"; return; fi
-  t=$(mktemp -- "$d/.$b.kubeforge-XXXXXX") || { echo "fail $1 mktemp"; return; }
-  printf '%s %s\n' "$s" "$3" | timeout "$6" bash -c 'exec 3<>"/dev/tcp/$0/$1" || exit 2; IFS= read -r l; printf "%s\n" "$l" >&3; exec cat <&3' "$4" "$5" > "$t" 2>/dev/null
-  rc=$?
+  t=$(mktemp -- "$d/.$b.kubeforge-XXXXXX" 2>&1) || { say error "$1" "create a temp file in $d: $t"; return; }
+  r=$(printf '%s %s\n' "$s" "$3" | timeout "$6" bash -c 'exec 3<>"/dev/tcp/$0/$1" || exit 2; IFS= read -r l; printf "%s\n" "$l" >&3; exec cat <&3' "$4" "$5" 2>/dev/null | LC_ALL=C head -c "$(($7 + 1))" 2>&1 >"$t"; echo "#${PIPESTATUS[1]} ${PIPESTATUS[2]}")
+  st=${r##*#}; rc=${st% *}; wc=${st#* }; msg=${r%#*}; msg=${msg%$'\n'}
+  if [ "$wc" != 0 ]; then
+    rm -f -- "$t"; free=$(df -Pk -- "$d" 2>/dev/null | awk 'NR==2 {print $4}')
+    say error "$1" "write $t: ${msg:-head exited $wc}; ${free:-?} KiB free in $d, the file needs $7 bytes"; return
+  fi
+  n=$(stat -c %s -- "$t")
+  if [ "$n" -gt "$7" ]; then rm -f -- "$t"; echo "fail $1 oversize: more than $7 bytes"; return; fi
+  if [ "$n" -lt "$7" ]; then rm -f -- "$t"; echo "fail $1 short: $n of $7 bytes, exit $rc"; return; fi
   got=$(sha256sum < "$t" | cut -d' ' -f1)
-  if [ "$got" != "$3" ]; then n=$(stat -c %s -- "$t"); rm -f -- "$t"; echo "fail $1 digest-mismatch:${n}-bytes,exit-$rc"; return; fi
-  if chmod "$2" -- "$t" && chown 0:0 -- "$t" && { sync -- "$t" 2>/dev/null || sync; } && mv -f -- "$t" "$1"; then
+  if [ "$got" != "$3" ]; then rm -f -- "$t"; echo "fail $1 digest-mismatch: $n bytes"; return; fi
+  if e=$( { chmod "$2" -- "$t" && chown 0:0 -- "$t" && { sync -- "$t" 2>/dev/null || sync; } && mv -f -- "$t" "$1"; } 2>&1 ); then
     record "$1" "$3" ours; echo "ok $1"
-  else rm -f -- "$t"; echo "fail $1 install"; fi
+  else rm -f -- "$t"; say error "$1" "install $t: $e"; fi
 }
 `
 
@@ -227,9 +256,9 @@ f() {
 const fetchRate = 8 << 20 // bytes per second
 
 // Fetch has the host fetch files from peers, in ONE command, each verified
-// against its SHA256 before it is renamed into place. It reports per file;
-// a file that failed is untouched on the host, for the caller to upload. A
-// host without bash fails every file ("no bash").
+// against its Size and SHA256 before it is renamed into place. It reports per
+// file, saying whose failure each was; a file that failed is untouched on the
+// host. A host without bash fails every file ("no bash").
 func (c *Client) Fetch(ctx context.Context, files []PeerFile) ([]FetchResult, error) {
 	if len(files) == 0 {
 		return nil, nil
@@ -244,7 +273,7 @@ func (c *Client) Fetch(ctx context.Context, files []PeerFile) ([]FetchResult, er
 			perm = 0o644
 		}
 		secs := 20 + f.Size/fetchRate
-		fmt.Fprintf(&body, "f %s %o %s %s %d %d\n", Quote(f.Path), perm, strings.ToLower(f.SHA256), Quote(f.Addr), f.Port, secs)
+		fmt.Fprintf(&body, "f %s %o %s %s %d %d %d\n", Quote(f.Path), perm, strings.ToLower(f.SHA256), Quote(f.Addr), f.Port, secs, f.Size)
 		secrets.WriteString(f.Secret + "\n")
 	}
 	// The per-file lines are the script's body; the secrets are its stdin.
@@ -280,7 +309,15 @@ func (c *Client) Fetch(ctx context.Context, files []PeerFile) ([]FetchResult, er
 			c.cfg.Logger.Info("fetched from a peer", "path", fields[1], "peer", files[i].Addr, "sha256", files[i].SHA256)
 		case "fail":
 			res[i].Reason = strings.Join(fields[2:], " ")
+			res[i].Failure = FetchBadPeer
+			if res[i].Reason == "unreachable" {
+				res[i].Failure = FetchUnreachable
+			}
 			c.cfg.Logger.Info("fetch from a peer failed", "path", fields[1], "peer", files[i].Addr, "reason", res[i].Reason)
+		case "error":
+			res[i].Reason = strings.Join(fields[2:], " ")
+			res[i].Failure = FetchHostFailed
+			c.cfg.Logger.Warn("could not write a file fetched from a peer", "path", fields[1], "peer", files[i].Addr, "reason", res[i].Reason)
 		}
 	}
 	return res, nil

@@ -92,7 +92,7 @@ func TestIntegrationPeerFetch(t *testing.T) {
 			t.Fatal(err)
 		}
 		res, err := c.Fetch(ctx, []PeerFile{want("bad", badSum, 1<<20)})
-		if err != nil || len(res) != 1 || res[0].OK || !strings.Contains(res[0].Reason, "digest-mismatch") {
+		if err != nil || len(res) != 1 || res[0].OK || res[0].Failure != FetchBadPeer || !strings.Contains(res[0].Reason, "digest-mismatch") {
 			t.Fatalf("fetch of a corrupted copy: %+v %v", res, err)
 		}
 		if _, err := os.Stat(res[0].Path); !os.IsNotExist(err) {
@@ -125,7 +125,7 @@ func TestIntegrationPeerFetch(t *testing.T) {
 			}
 		}()
 		res, err := c.Fetch(ctx, []PeerFile{want("big", bigSum, 256<<20)})
-		if err != nil || len(res) != 1 || res[0].OK || !strings.Contains(res[0].Reason, "digest-mismatch") {
+		if err != nil || len(res) != 1 || res[0].OK || res[0].Failure != FetchBadPeer || !strings.HasPrefix(res[0].Reason, "short") {
 			t.Fatalf("fetch from a peer that stopped: %+v %v", res, err)
 		}
 		assertNoTemp(t, dst)
@@ -137,7 +137,7 @@ func TestIntegrationPeerFetch(t *testing.T) {
 
 	t.Run("an unreachable peer", func(t *testing.T) {
 		res, err := c.Fetch(ctx, []PeerFile{want("ok3", okSum, int64(len(okData)))}) // the server is stopped
-		if err != nil || len(res) != 1 || res[0].OK || res[0].Reason != "unreachable" {
+		if err != nil || len(res) != 1 || res[0].OK || res[0].Failure != FetchUnreachable {
 			t.Fatalf("fetch from a stopped peer: %+v %v", res, err)
 		}
 		assertNoTemp(t, dst)

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubeforge/kubeforge/peer"
 	"github.com/kubeforge/kubeforge/ssh/sshtest"
 	xssh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -1491,5 +1493,161 @@ func TestCopyFilesRecordsWhatItWrote(t *testing.T) {
 	}
 	if out, err := c.CopyFiles(ctx, []Copy{{From: filepath.Join(dir, "absent"), To: to, Mode: 0o755, SHA256: cp[0].SHA256}}, true); err != nil || len(out) != 0 {
 		t.Errorf("ifExists with a missing source: wrote %v, err %v; want nothing", out, err)
+	}
+}
+
+// TestUploadedFilesAreNeverOpenToOthers: every file the upload writes over
+// SFTP is, when the server opens it, already private (0600, as root made
+// it): a key is never readable by another user, not even for a moment
+// before a chmod.
+func TestUploadedFilesAreNeverOpenToOthers(t *testing.T) {
+	old := syscall.Umask(0o022) // what sshd and sftp-server usually run with
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	var mu sync.Mutex
+	seen := map[string]os.FileMode{}
+	c := dial(t, startHost(t, sshtest.Options{OnSFTPOpen: func(p string) {
+		fi, err := os.Lstat(p)
+		mu.Lock()
+		defer mu.Unlock()
+		if err == nil && strings.HasPrefix(p, dir) {
+			seen[p] = fi.Mode()
+		}
+	}}))
+	files := []File{
+		{Path: dir + "/pki/ca.key", Mode: 0o600, Data: []byte("PRIVATE KEY")},
+		{Path: dir + "/pki/sa.key", Mode: 0o600, Data: bytes.Repeat([]byte("k"), 3<<20)},
+		{Path: dir + "/admin.conf", Mode: 0o640, Data: []byte("client-key-data: x")},
+	}
+	if _, err := c.Upload(context.Background(), files); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != len(files) {
+		t.Fatalf("the server opened %d files, want %d: %v", len(seen), len(files), seen)
+	}
+	for p, m := range seen {
+		if m.Perm()&0o077 != 0 || !m.IsRegular() {
+			t.Errorf("%s was %v when the server opened it; want no access for group or others", p, m)
+		}
+	}
+}
+
+// TestUploadToAFullDiskSaysSo: a write the host fails is reported with the
+// host, the file, and the space the file needs against what is free; no
+// partial file is left, under its name or a temp one.
+func TestUploadToAFullDiskSaysSo(t *testing.T) {
+	if _, err := exec.LookPath("sudo"); err != nil {
+		t.Skip("the non-root case needs sudo:", err)
+	}
+	h := startHost(t, sshtest.Options{DiskFree: 64 << 10})
+	for _, user := range []string{"root", "kubeforge"} { // direct, and staged for sudo install
+		t.Run(user, func(t *testing.T) {
+			dir := t.TempDir()
+			target := filepath.Join(dir, "kubelet")
+			os.WriteFile(target, []byte("old"), 0o755)
+			cfg := h.config("node7")
+			cfg.User = user
+			c, err := newTestPool(t, Limits{}).Dial(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files := []File{
+				{Path: target, Mode: 0o755, Data: bytes.Repeat([]byte("b"), 1<<20)},
+				{Path: filepath.Join(dir, "kubectl"), Mode: 0o755, Data: []byte("small")},
+			}
+			_, err = c.Upload(context.Background(), files)
+			var we *WriteError
+			if !errors.As(err, &we) {
+				t.Fatalf("err = %v, want a *WriteError", err)
+			}
+			if we.Host != "node7" || we.Path != target || we.Need != 1<<20 || we.Free != 64<<10 {
+				t.Errorf("WriteError %+v", we)
+			}
+			for _, want := range []string{"node7", target, "out of space", "1.0 MiB", "64.0 KiB"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+			if got, _ := os.ReadFile(target); string(got) != "old" {
+				t.Errorf("target changed to %d bytes", len(got))
+			}
+			assertNoTemp(t, dir)
+			if c.stageDir != "" {
+				if entries, _ := os.ReadDir(c.stageDir); len(entries) != 0 {
+					t.Errorf("staged files left: %v", entries)
+				}
+			}
+		})
+	}
+}
+
+// TestFetchTakesExactlyTheExpectedSize: a fetch from a peer stops at the
+// first byte past the expected size and says a cut one is short, both the
+// peer's failure; a file the fetching host cannot write is the host's
+// failure, named with its path and cause. Nothing is left behind.
+func TestFetchTakesExactlyTheExpectedSize(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("fetching needs bash:", err)
+	}
+	ctx := context.Background()
+	src := t.TempDir()
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	sum := sha256.Sum256(data)
+	digest := hex.EncodeToString(sum[:])
+	os.WriteFile(filepath.Join(src, "blob"), data, 0o644)
+	secret := strings.Repeat("5a", 32)
+	srv, err := peer.New(peer.Config{Listen: "127.0.0.1:0", Secret: secret, Files: map[string]string{digest: filepath.Join(src, "blob")}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	addr := make(chan net.Addr, 1)
+	served := make(chan struct{})
+	go func() { srv.Serve(sctx, func(a net.Addr) { addr <- a }); close(served) }()
+	t.Cleanup(func() { stop(); <-served })
+	port := (<-addr).(*net.TCPAddr).Port
+
+	tests := []struct {
+		name    string
+		size    int64 // what the host is told to expect
+		limit   int64 // the host's file size limit
+		ok      bool
+		failure FetchFailure
+		reason  []string
+	}{
+		{name: "the expected size", size: int64(len(data)), ok: true},
+		{name: "more bytes than expected", size: 1000, failure: FetchBadPeer, reason: []string{"oversize", "1000 bytes"}},
+		{name: "fewer bytes than expected", size: int64(len(data)) + 1, failure: FetchBadPeer, reason: []string{"short", "1048576 of 1048577 bytes"}},
+		{name: "the host cannot write", size: int64(len(data)), limit: 64 << 10, failure: FetchHostFailed,
+			reason: []string{"write ", ".blob.kubeforge-", "File too large", "1048576 bytes"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dial(t, startHost(t, sshtest.Options{FileSizeLimit: tt.limit}))
+			dst := filepath.Join(t.TempDir(), "bin", "blob")
+			res, err := c.Fetch(ctx, []PeerFile{{File: File{Path: dst, Mode: 0o755, SHA256: digest}, Size: tt.size, Addr: "127.0.0.1", Port: port, Secret: secret}})
+			if err != nil || len(res) != 1 {
+				t.Fatalf("fetch: %+v, %v", res, err)
+			}
+			r := res[0]
+			if r.OK != tt.ok || (!tt.ok && r.Failure != tt.failure) {
+				t.Fatalf("result %+v; want ok %v, failure %v", r, tt.ok, tt.failure)
+			}
+			for _, want := range tt.reason {
+				if !strings.Contains(r.Reason, want) {
+					t.Errorf("reason %q does not say %q", r.Reason, want)
+				}
+			}
+			got, err := os.ReadFile(dst)
+			if tt.ok && !bytes.Equal(got, data) {
+				t.Errorf("fetched %d bytes, %v; want the file", len(got), err)
+			}
+			if !tt.ok && !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s exists after a failed fetch", dst)
+			}
+			assertNoTemp(t, filepath.Dir(dst))
+		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -117,9 +118,11 @@ func boolInt(b bool) int {
 // Upload pushes files atomically and returns the paths that changed. Files whose remote content
 // (sha256), mode and owner (root:root) already match are skipped; ONE remote command checks all of
 // them. Parent directories are created. Each file is written to `.<base>.kubeforge-<random>` in its
-// target directory, fsynced, given its mode and owner, then renamed into place; the temp file is
-// removed on any failure. Source files are streamed. A non-root user uploads to a private staging
-// directory and `sudo install`s the files into place (same temp-name and rename dance).
+// target directory (created by root with mode 0600, so no other user can ever open it), given its
+// mode and owner, fsynced, then renamed into place; the temp file is removed on any failure. Source
+// files are streamed. A non-root user uploads to a private staging directory and `sudo install`s
+// the files into place (install creates its temp file 0600 too; same rename dance). A write the host
+// fails (its disk is full) is a *WriteError.
 func (c *Client) Upload(ctx context.Context, files []File) (changed []string, err error) {
 	ups, err := c.prepare(files)
 	if err != nil {
@@ -135,16 +138,25 @@ func (c *Client) Upload(ctx context.Context, files []File) (changed []string, er
 			dirs = append(dirs, d)
 		}
 	}
-	if _, err := c.run(ctx, "mkdir -p -- "+quoteAll(dirs), nil, true); err != nil {
-		return nil, fmt.Errorf("create directories on %s: %w", c.cfg.Host, err)
-	}
 	sc, err := c.sftpClient(ctx)
 	if err != nil {
 		return nil, err
 	}
+	prepare, what := "mkdir -p -- "+quoteAll(dirs), "directories"
 	if c.root() {
-		for _, u := range todo {
+		prepare, what = prepare+createTemps(todo), "directories and temp files"
+	}
+	if _, err := c.run(ctx, prepare, nil, true); err != nil {
+		return nil, fmt.Errorf("create %s on %s: %w", what, c.cfg.Host, err)
+	}
+	if c.root() {
+		for i, u := range todo {
 			if err := c.putDirect(ctx, sc, u); err != nil {
+				for _, rest := range todo[i+1:] { // created empty, never written
+					if rerr := sc.Remove(rest.tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+						c.cfg.Logger.Warn("remove temp file", "path", rest.tmp, "err", rerr)
+					}
+				}
 				return changed, err
 			}
 			changed = append(changed, u.Path)
@@ -338,23 +350,44 @@ func (c *Client) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	return sc, nil
 }
 
-// putDirect writes u as root: temp file, mode, owner, content, fsync, rename.
+// createTemps is the shell command (appended to the one that creates the
+// directories) that creates each upload's temp file, empty, owned by root and
+// with mode 0600 from its first instant. pkg/sftp's client cannot send a mode
+// with its OPEN request, so a file it created would live with the SFTP
+// server's default mode (0644 under umask 022) until a CHMOD, and any local
+// user could open it in between and read a key written into it afterwards.
+func createTemps(ups []*upload) string {
+	var temps []string
+	for _, u := range ups {
+		u.tmp = tempName(u.Path)
+		temps = append(temps, u.tmp)
+	}
+	q := quoteAll(temps)
+	return " && { umask 077; set -C; for t in " + q + "; do : > \"$t\" || { rm -f -- " + q + "; exit 1; }; done; }"
+}
+
+// putDirect writes u as root into its temp file (created by createTemps):
+// mode, owner, content, fsync, rename.
 func (c *Client) putDirect(ctx context.Context, sc *sftp.Client, u *upload) (err error) {
+	discard := func() {
+		if rerr := sc.Remove(u.tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			c.cfg.Logger.Warn("remove temp file", "path", u.tmp, "err", rerr)
+		}
+	}
 	if err := c.pool.uploads.Acquire(ctx, 1); err != nil {
+		discard()
 		return fmt.Errorf("upload %s to %s: %w", u.Path, c.cfg.Host, err)
 	}
 	defer c.pool.uploads.Release(1)
-	u.tmp = tempName(u.Path)
-	f, err := sc.OpenFile(u.tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+	f, err := sc.OpenFile(u.tmp, os.O_WRONLY) // never O_CREATE: see createTemps
 	if err != nil {
-		return fmt.Errorf("upload %s to %s: create %s: %w", u.Path, c.cfg.Host, u.tmp, err)
+		discard()
+		return fmt.Errorf("upload %s to %s: open %s: %w", u.Path, c.cfg.Host, u.tmp, err)
 	}
+	closeAndDiscard := sync.OnceFunc(func() { f.Close(); discard() })
 	defer func() {
 		if err != nil {
-			f.Close()
-			if rerr := sc.Remove(u.tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-				c.cfg.Logger.Warn("remove temp file", "path", u.tmp, "err", rerr)
-			}
+			closeAndDiscard()
 		}
 	}()
 	wrap := func(what string, err error) error {
@@ -367,7 +400,11 @@ func (c *Client) putDirect(ctx context.Context, sc *sftp.Client, u *upload) (err
 		return wrap("chown", err)
 	}
 	if err := c.copyContent(ctx, f, u); err != nil {
-		return wrap("write", err)
+		if !serverWriteFailed(err) {
+			return wrap("write", err)
+		}
+		closeAndDiscard() // what is free is measured without the partial file
+		return c.writeError(sc, u, u.tmp, err)
 	}
 	fsynced := false
 	if _, ok := sc.HasExtension("fsync@openssh.com"); ok {
@@ -448,7 +485,12 @@ func (c *Client) putStagedFile(ctx context.Context, sc *sftp.Client, u *upload) 
 		return fmt.Errorf("upload %s to %s: chmod staged file: %w", u.Path, c.cfg.Host, err)
 	}
 	if err := c.copyContent(ctx, f, u); err != nil {
-		return fmt.Errorf("upload %s to %s: write staged file: %w", u.Path, c.cfg.Host, err)
+		if !serverWriteFailed(err) {
+			return fmt.Errorf("upload %s to %s: write staged file: %w", u.Path, c.cfg.Host, err)
+		}
+		f.Close()
+		_ = sc.Remove(u.staged) // what is free is measured without the partial file
+		return c.writeError(sc, u, u.staged, err)
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("upload %s to %s: close staged file: %w", u.Path, c.cfg.Host, err)
@@ -532,4 +574,78 @@ func quoteAll(ss []string) string {
 		q[i] = Quote(s)
 	}
 	return strings.Join(q, " ")
+}
+
+// WriteError is a file a host could not write: the SFTP server failed a
+// write (SSH_FX_FAILURE is all OpenSSH says of ENOSPC, EDQUOT or EIO), most
+// likely because the filesystem is full. The partial file was removed.
+type WriteError struct {
+	Host string
+	Path string // the file being uploaded
+	Temp string // the file that was being written (a temp name, removed)
+	Need int64  // the file's size
+	Free int64  // bytes free on Temp's filesystem once it was removed; -1 when the host did not say
+	Err  error
+}
+
+// Error names the host, the file, what the server said and how much space there is.
+func (e *WriteError) Error() string {
+	msg := fmt.Sprintf("upload %s to %s: write %s: %v", e.Path, e.Host, e.Temp, e.Err)
+	dir := path.Dir(e.Temp)
+	switch {
+	case e.Free < 0:
+		return msg + fmt.Sprintf("; most likely out of space: the file needs %s (check `df -h %s` on %s)", sizeText(e.Need), dir, e.Host)
+	case e.Free < e.Need:
+		return msg + fmt.Sprintf("; out of space: the file needs %s, the filesystem of %s has %s free on %s", sizeText(e.Need), dir, sizeText(e.Free), e.Host)
+	}
+	return msg + fmt.Sprintf("; most likely out of space (or quota): the file needs %s, the filesystem of %s reports %s free on %s (check `df -h %[2]s` and quotas)",
+		sizeText(e.Need), dir, sizeText(e.Free), e.Host)
+}
+
+// Unwrap returns the SFTP server's error.
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// serverWriteFailed reports whether err is the SFTP server failing a write
+// (not the connection, the caller or the local source).
+func serverWriteFailed(err error) bool {
+	var se *sftp.StatusError
+	return errors.As(err, &se) && se.FxCode() == sftp.ErrSSHFxFailure
+}
+
+// writeError describes the failed write of u into tmp (already removed),
+// with the free space of tmp's filesystem (statvfs@openssh.com).
+func (c *Client) writeError(sc *sftp.Client, u *upload, tmp string, err error) error {
+	e := &WriteError{Host: c.cfg.Host, Path: u.Path, Temp: tmp, Need: u.size(), Free: -1, Err: err}
+	if _, ok := sc.HasExtension("statvfs@openssh.com"); ok {
+		if st, serr := sc.StatVFS(path.Dir(tmp)); serr == nil {
+			e.Free = int64(st.FreeSpace())
+		}
+	}
+	c.cfg.Logger.Warn("write failed", "path", u.Path, "temp", tmp, "need", e.Need, "free", e.Free, "err", err)
+	return e
+}
+
+// size is the number of bytes of u's content.
+func (u *upload) size() int64 {
+	if u.Source != "" {
+		if st, err := os.Stat(u.Source); err == nil {
+			return st.Size()
+		}
+		return 0
+	}
+	return int64(len(u.Data))
+}
+
+// sizeText is n bytes for people: "812 B", "12.0 MiB".
+func sizeText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB (%d bytes)", float64(n)/float64(div), "KMGTP"[exp], n)
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -445,7 +446,9 @@ func (d *distribution) source(sum string, counted map[*peerServer]bool) *peerSer
 
 // obtain puts the distinct-content files (already known to differ on h) on
 // h: from peers where a server holds them, from the workstation otherwise or
-// when a peer fails. It returns the paths written.
+// when a peer fails. A peer that sent wrong bytes serves no one else; a file
+// h itself could not write (its disk is full) is h's error, not the peer's.
+// It returns the paths written.
 func (d *distribution) obtain(ctx context.Context, env *Env, h *Host, files []ssh.File) ([]string, error) {
 	var fetch []ssh.PeerFile
 	var direct []ssh.File
@@ -478,6 +481,7 @@ func (d *distribution) obtain(ctx context.Context, env *Env, h *Host, files []ss
 			return nil, err
 		}
 		var failed []string
+		var hostErrs []error
 		unreachable := 0
 		for i, r := range res {
 			if r.OK {
@@ -486,18 +490,27 @@ func (d *distribution) obtain(ctx context.Context, env *Env, h *Host, files []ss
 				continue
 			}
 			s := from[r.Path]
+			if r.Failure == ssh.FetchHostFailed {
+				// h's own failure (its disk is full, ...): the peer served well, and
+				// the same bytes from here would fail the same way.
+				hostErrs = append(hostErrs, fmt.Errorf("write %s on %s (fetched from %s, not at fault): %s", r.Path, h.Name, s.holder.h.Name, r.Reason))
+				continue
+			}
 			d.mu.Lock()
-			if strings.HasPrefix(r.Reason, "digest-mismatch") && d.bad[s.holder.h.Name] == "" {
-				// A copy that does not match its digest, or a transfer cut short or too slow: no more clients for it.
+			if r.Failure == ssh.FetchBadPeer && d.bad[s.holder.h.Name] == "" {
+				// A copy that does not match its digest or size, or a transfer cut short or too slow: no more clients for it.
 				d.bad[s.holder.h.Name] = r.Reason
 			}
 			d.stats.Fallbacks++
 			d.mu.Unlock()
-			if r.Reason == "unreachable" {
+			if r.Failure == ssh.FetchUnreachable {
 				unreachable++
 			}
 			failed = append(failed, fmt.Sprintf("%s from %s (%s)", r.Path, s.holder.h.Name, r.Reason))
 			direct = append(direct, fetch[i].File)
+		}
+		if len(hostErrs) > 0 {
+			return changed, errors.Join(hostErrs...)
 		}
 		if len(failed) > 0 {
 			env.warn(fmt.Sprintf("%s: %d of %d files could not be fetched from peers and were uploaded from here: %s",

@@ -34,6 +34,19 @@ type Options struct {
 	HandshakeDelay time.Duration     // sleep before each handshake (makes concurrency observable)
 	Dir            string            // working directory of commands (default: the process's)
 	NoForwarding   bool              // refuse direct-tcpip channels
+	// OnSFTPOpen, when set, is called with the path of each file the SFTP
+	// server opened, once it is open and before the client hears so: the
+	// file as it is then is what any other process could first see of it.
+	OnSFTPOpen func(path string)
+	// DiskFree, when positive, makes the SFTP server act as if its disk had
+	// that many bytes free: a write reaching past that offset of a file fails
+	// as ENOSPC does with OpenSSH (SSH_FX_FAILURE), and statvfs@openssh.com
+	// reports that much free.
+	DiskFree int64
+	// FileSizeLimit, when positive, runs commands with writes limited to that
+	// many bytes per file (ulimit -f, SIGXFSZ ignored): a write past it fails
+	// with EFBIG, as one to a full disk fails with ENOSPC.
+	FileSizeLimit int64
 }
 
 // Server is a running test SSH server.
@@ -390,7 +403,11 @@ func (s *Server) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 			}
 			req.Reply(true, nil)
 			go ssh.DiscardRequests(reqs)
-			srv, err := sftp.NewServer(ch)
+			var rwc io.ReadWriteCloser = ch
+			if s.opts.OnSFTPOpen != nil || s.opts.DiskFree > 0 {
+				rwc = newSFTPFilter(ch, &s.opts)
+			}
+			srv, err := sftp.NewServer(rwc)
 			if err != nil {
 				return
 			}
@@ -409,6 +426,9 @@ func (s *Server) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 func (s *Server) exec(ch ssh.Channel, reqs <-chan *ssh.Request, command string) {
 	s.sessions.inc()
 	defer s.sessions.dec()
+	if n := s.opts.FileSizeLimit; n > 0 {
+		command = "trap '' XFSZ; ulimit -f " + strconv.FormatInt((n+511)/512, 10) + "; " + command
+	}
 	cmd := exec.Command("/bin/sh", "-c", command)
 	cmd.Dir = s.opts.Dir
 	cmd.Stdout = ch
