@@ -25,6 +25,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/kubeforge/kubeforge/internal/accept"
 	"io"
 	"log/slog"
 	"net"
@@ -148,33 +149,13 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 	go p.follow(ctx)
 	defer p.stopAll()
-	var delay time.Duration
-	failed := 0
 	for {
-		c, err := ln.Accept()
+		c, err := accept.Next(ctx, ln, p.cfg.Log)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("accept: %w", err)
-			}
-			if failed == 0 {
-				p.cfg.Log.Warn("accept failed; retrying with backoff", "err", err)
-			}
-			failed++
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			t := time.NewTimer(delay)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
-			continue
-		}
-		if failed > 0 {
-			p.cfg.Log.Info("accepting again", "failedAccepts", failed)
-			failed, delay = 0, 0
+			return fmt.Errorf("accept: %w", err)
 		}
 		go p.handle(ctx, c)
 	}

@@ -18,14 +18,19 @@ const (
 )
 
 // Next returns ln's next connection. When Accept fails for any other reason
-// than ln being closed, it logs the error and tries again after a delay that
-// starts at 5 ms and doubles up to 1 s, as net/http's Server does. It returns
+// than ln being closed, it tries again after a delay that starts at 5 ms and
+// doubles up to 1 s, as net/http's Server does, logging the first failure of
+// a run of them and, once one succeeds, how many there were. It returns
 // ctx's error once ctx ends, and the error of a closed ln at once.
 func Next(ctx context.Context, ln net.Listener, log *slog.Logger) (net.Conn, error) {
 	var delay time.Duration
+	failed := 0
 	for {
 		c, err := ln.Accept()
 		if err == nil {
+			if failed > 0 && log != nil {
+				log.Info("accepting again", "failedAccepts", failed)
+			}
 			return c, nil
 		}
 		if ctx.Err() != nil {
@@ -34,10 +39,11 @@ func Next(ctx context.Context, ln net.Listener, log *slog.Logger) (net.Conn, err
 		if errors.Is(err, net.ErrClosed) {
 			return nil, err
 		}
-		delay = min(max(2*delay, firstDelay), maxDelay)
-		if log != nil {
-			log.Warn("accept failed; trying again", "err", err, "after", delay)
+		if failed == 0 && log != nil {
+			log.Warn("accept failed; trying again with a growing delay", "err", err)
 		}
+		failed++
+		delay = min(max(2*delay, firstDelay), maxDelay)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
