@@ -116,13 +116,7 @@ func checkStateDir(dir string, inv *inventory.Inventory) error {
 			return refuse("it holds %s (%s)", g.what, p)
 		}
 	}
-	marked := false
-	for _, f := range []string{statedir.MarkerName, filepath.Join("pki", "ca.crt")} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
-			marked = true
-		}
-	}
-	if !marked {
+	if !isStateDir(dir) {
 		return refuse("it does not look like a kubeforge state dir (it has neither %s nor pki/ca.crt); remove it yourself if you are sure", statedir.MarkerName)
 	}
 	entries, err := os.ReadDir(dir)

@@ -14,7 +14,7 @@ import (
 func (e *Env) PKIDir() string { return filepath.Join(e.StateDir, "pki") }
 
 // AdminKubeconfigPath is the workstation's admin.conf.
-func (e *Env) AdminKubeconfigPath() string { return filepath.Join(e.StateDir, "admin.conf") }
+func (e *Env) AdminKubeconfigPath() string { return AdminKubeconfigPath(e.StateDir) }
 
 // EnsureCerts loads the PKI from the state dir, makes what is missing or
 // invalid, reuses the rest, saves it, and writes admin.conf for the workstation.
@@ -43,7 +43,7 @@ func EnsureCerts(_ context.Context, env *Env) error {
 		return fmt.Errorf("save PKI: %w", err)
 	}
 	env.PKI = b
-	admin, err := b.AdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
+	admin, err := b.AdminKubeconfig(env.Inv.Cluster.Name, env.adminServer())
 	if err != nil {
 		return fmt.Errorf("make admin.conf: %w", err)
 	}
