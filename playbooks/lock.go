@@ -24,10 +24,10 @@ func (e *StateDirError) Error() string {
 	return fmt.Sprintf("refusing to use %s as the state dir: %s", e.Dir, e.Reason)
 }
 
-// isStateDir reports whether dir is marked as kubeforge's: its marker, or
-// (a state dir older than the marker) its cluster CA.
+// isStateDir reports whether dir is marked as kubeforge's: its marker or its
+// lock file, or (a state dir older than both) its cluster CA.
 func isStateDir(dir string) bool {
-	for _, f := range []string{statedir.MarkerName, filepath.Join("pki", "ca.crt")} {
+	for _, f := range []string{statedir.MarkerName, statedir.LockName, filepath.Join("pki", "ca.crt")} {
 		if _, err := os.Lstat(filepath.Join(dir, f)); err == nil {
 			return true
 		}

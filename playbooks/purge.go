@@ -117,7 +117,7 @@ func checkStateDir(dir string, inv *inventory.Inventory) error {
 		}
 	}
 	if !isStateDir(dir) {
-		return refuse("it does not look like a kubeforge state dir (it has neither %s nor pki/ca.crt); remove it yourself if you are sure", statedir.MarkerName)
+		return refuse("it does not look like a kubeforge state dir (it has none of %s, %s, pki/ca.crt); remove it yourself if you are sure", statedir.MarkerName, statedir.LockName)
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
