@@ -43,8 +43,8 @@ to a stable endpoint.`,
 			}
 			if err != nil {
 				return fmt.Errorf("%w\nIf this workstation cannot reach port 6443 of the control planes, tunnel to one "+
-					"(ssh -L 6443:<its address>:6443 <host>) and use the server https://127.0.0.1:6443, which every API server "+
-					"certificate carries; or set cluster.controlPlaneEndpoint (docs/ha.md). --no-probe prints the kubeconfig as it is", err)
+					"(ssh -L 6443:<its address>:6443 <host>) and name server https://127.0.0.1:6443 with tls-server-name <its address>, "+
+					"or set cluster.controlPlaneEndpoint (docs/ha.md). --no-probe prints the kubeconfig as it is", err)
 			}
 			if choice.Moved {
 				fmt.Fprintf(stderr, "kubeconfig: server %s, not %s: %s (the state dir's copy is unchanged; the next up or scale moves it)\n", choice.APIServer, choice.Was, choice.Reason)
