@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -175,4 +176,99 @@ func TestBusyRunSaysWhoHoldsTheStateDir(t *testing.T) {
 	if stdout.Len() > 0 {
 		t.Errorf("a busy run printed progress: %q", stdout.String())
 	}
+}
+
+// TestRunChmodsOnlyItsOwnStateDir: a run makes private (0700) a state dir
+// it creates or one that is kubeforge's; any other directory keeps its mode
+// (a sticky /tmp-like one too) and is refused unless it is empty and already
+// private to this user.
+func TestRunChmodsOnlyItsOwnStateDir(t *testing.T) {
+	tests := []struct {
+		name     string
+		prepare  func(t *testing.T, dir string) // nil: the dir does not exist
+		wantErr  string                         // "" runs
+		wantMode os.FileMode
+	}{
+		{name: "a new directory", wantMode: 0o700},
+		{name: "a kubeforge state dir", wantMode: 0o700, prepare: func(t *testing.T, dir string) {
+			mkdirMode(t, dir, 0o755)
+			mustWrite(t, filepath.Join(dir, statedir.MarkerName), "")
+		}},
+		{name: "an older state dir with a PKI and no marker", wantMode: 0o700, prepare: func(t *testing.T, dir string) {
+			mkdirMode(t, dir, 0o750)
+			mustMkdir(t, filepath.Join(dir, "pki"))
+			mustWrite(t, filepath.Join(dir, "pki", "ca.crt"), "")
+		}},
+		{name: "an empty private directory", wantMode: 0o700, prepare: func(t *testing.T, dir string) { mkdirMode(t, dir, 0o700) }},
+		{name: "a shared sticky directory", wantMode: 0o777 | os.ModeSticky, wantErr: "it already holds files and is not a kubeforge state dir",
+			prepare: func(t *testing.T, dir string) {
+				mkdirMode(t, dir, 0o777|os.ModeSticky)
+				mustWrite(t, filepath.Join(dir, "someone-elses.sock"), "")
+			}},
+		{name: "an empty sticky directory", wantMode: 0o777 | os.ModeSticky, wantErr: "is not private to you (mode dtrwxrwxrwx)",
+			prepare: func(t *testing.T, dir string) { mkdirMode(t, dir, 0o777|os.ModeSticky) }},
+		{name: "an empty directory others can read", wantMode: 0o755, wantErr: "`chmod 700` this one if it is yours",
+			prepare: func(t *testing.T, dir string) { mkdirMode(t, dir, 0o755) }},
+		{name: "a private directory holding other files", wantMode: 0o700, wantErr: "name a new directory, which kubeforge creates",
+			prepare: func(t *testing.T, dir string) {
+				mkdirMode(t, dir, 0o700)
+				mustWrite(t, filepath.Join(dir, "id_ed25519"), "")
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := testOptions(t)
+			if tt.prepare != nil {
+				tt.prepare(t, opts.StateDir)
+			}
+			before := tree(t, opts.StateDir)
+			var ran, locked bool
+			_, err := Run(context.Background(), opts, localPlaybook(&ran, &locked))
+			st, serr := os.Stat(opts.StateDir)
+			if serr != nil {
+				t.Fatal(serr)
+			}
+			if got := st.Mode() & (os.ModePerm | os.ModeSticky); got != tt.wantMode {
+				t.Errorf("mode %v; want %v", got, tt.wantMode)
+			}
+			if tt.wantErr == "" {
+				if err != nil || !ran {
+					t.Fatalf("run: %v (ran %v); want it to run", err, ran)
+				}
+				return
+			}
+			var sd *StateDirError
+			if !errors.As(err, &sd) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("run: %v; want a *StateDirError with %q", err, tt.wantErr)
+			}
+			if ran {
+				t.Error("the playbook ran")
+			}
+			if after := tree(t, opts.StateDir); after != before {
+				t.Errorf("the directory changed:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+}
+
+// mkdirMode makes dir with exactly mode (the umask aside).
+func mkdirMode(t *testing.T, dir string, mode os.FileMode) {
+	t.Helper()
+	mustMkdir(t, dir)
+	if err := os.Chmod(dir, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tree lists the entries under dir ("" when dir is missing).
+func tree(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil {
+			fmt.Fprintf(&b, "%s:%d ", p, info.Size())
+		}
+		return nil
+	})
+	return b.String()
 }

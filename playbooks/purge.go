@@ -55,22 +55,37 @@ func CheckPurge(opts *Options, inv *inventory.Inventory, hosts []string) error {
 	return checkStateDir(opts.StateDir, inv)
 }
 
-// PurgeStateDir removes the state dir that opts names, holding its lock, after
-// checking it again as CheckPurge does. A missing state dir is no error.
+// PurgeStateDir removes the state dir that opts names, holding its lock,
+// after checking it as CheckPurge does: before taking the lock (so that a
+// refused directory gets no lock file) and again under it (another run may
+// have written it in between: a backup). A missing state dir is no error.
 func PurgeStateDir(opts *Options, inv *inventory.Inventory) error {
-	dir := opts.StateDir
+	return purgeStateDir(opts.StateDir, inv, statedir.Acquire)
+}
+
+// purgeStateDir is PurgeStateDir with lock taking the state dir's lock.
+func purgeStateDir(dir string, inv *inventory.Inventory, lock func(dir string) (*statedir.Lock, error)) error {
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err := checkStateDir(dir, inv); err != nil {
 		return err
 	}
-	return withStateDirLock(dir, inv, func() error {
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("purge state dir: %w", err)
-		}
-		return nil
-	})
+	l, err := lock(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // removed meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	if err := checkStateDir(dir, inv); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("purge state dir: %w", err)
+	}
+	return nil
 }
 
 func checkStateDir(dir string, inv *inventory.Inventory) error {
@@ -116,14 +131,8 @@ func checkStateDir(dir string, inv *inventory.Inventory) error {
 			return refuse("it holds %s (%s)", g.what, p)
 		}
 	}
-	marked := false
-	for _, f := range []string{statedir.MarkerName, filepath.Join("pki", "ca.crt")} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
-			marked = true
-		}
-	}
-	if !marked {
-		return refuse("it does not look like a kubeforge state dir (it has neither %s nor pki/ca.crt); remove it yourself if you are sure", statedir.MarkerName)
+	if !isStateDir(dir) {
+		return refuse("it does not look like a kubeforge state dir (it has none of %s, %s, pki/ca.crt); remove it yourself if you are sure", statedir.MarkerName, statedir.LockName)
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {

@@ -154,3 +154,51 @@ func mustWrite(t *testing.T, path, data string) {
 		t.Fatal(err)
 	}
 }
+
+// TestPurgeChecksAgainUnderTheLock: what another run writes into the state
+// dir between the purge's first check and its lock (a backup, a file of the
+// user's) makes the purge refuse, and nothing is removed.
+func TestPurgeChecksAgainUnderTheLock(t *testing.T) {
+	tests := []struct {
+		name    string
+		between func(t *testing.T, dir string) // runs after the first check, before the lock is taken
+		want    string
+	}{
+		{name: "a backup written meanwhile", want: "--purge never deletes a backup", between: func(t *testing.T, dir string) {
+			mustMkdir(t, filepath.Join(dir, "backups"))
+			mustWrite(t, filepath.Join(dir, "backups", "pre-upgrade.tar.gz"), "snapshot")
+		}},
+		{name: "a foreign file written meanwhile", want: "it holds files kubeforge did not write (notes.txt)", between: func(t *testing.T, dir string) {
+			mustWrite(t, filepath.Join(dir, "notes.txt"), "")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := testOptions(t)
+			inv, err := Load(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustMkdir(t, filepath.Join(opts.StateDir, "pki"))
+			mustWrite(t, filepath.Join(opts.StateDir, "pki", "ca.crt"), "")
+			mustWrite(t, filepath.Join(opts.StateDir, statedir.MarkerName), "")
+			lock := func(dir string) (*statedir.Lock, error) {
+				tt.between(t, dir)
+				return statedir.Acquire(dir)
+			}
+			err = purgeStateDir(opts.StateDir, inv, lock)
+			var perr *PurgeError
+			if !errors.As(err, &perr) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("purge: %v; want a *PurgeError with %q", err, tt.want)
+			}
+			if _, err := os.Stat(filepath.Join(opts.StateDir, "pki", "ca.crt")); err != nil {
+				t.Errorf("the state dir was purged: %v", err)
+			}
+			l, err := statedir.Acquire(opts.StateDir)
+			if err != nil {
+				t.Fatalf("the lock was not released: %v", err)
+			}
+			l.Release()
+		})
+	}
+}

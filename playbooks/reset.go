@@ -9,6 +9,8 @@ import (
 
 // Reset is the playbook behind `kubeforge reset`: every chosen host is torn
 // down in parallel; an unreachable host is reported and the others still reset.
+// Control planes whose etcd members no staying control plane can remove are
+// not reset without --force: nothing is.
 func Reset(hosts inventory.Selector) func(*inventory.Inventory) Playbook {
 	return func(*inventory.Inventory) Playbook {
 		connect := stepConnect()
@@ -18,6 +20,8 @@ func Reset(hosts inventory.Selector) func(*inventory.Inventory) Playbook {
 				Hosts: hosts, Run: tasks.PlanReset, ReadOnly: true},
 			{Name: "etcd/plan", Help: "read, through a control plane that stays, the etcd members of the control planes being reset",
 				Local: tasks.PlanLeaveEtcd(hosts), ReadOnly: true},
+			{Name: "etcd/check", Help: "refuse to wipe control planes that hold etcd data when no staying member answered to remove their members (--force wipes anyway)",
+				Local: tasks.CheckLeaveEtcd(hosts), ReadOnly: true, Gate: true},
 			{Name: "etcd/leave", Help: "remove those etcd members, before their data is wiped",
 				Local: tasks.LeaveEtcd},
 			{Name: "reset", Help: "stop kubelet; remove pods, mounts, files, interfaces, iptables rules (and artifacts); verify",

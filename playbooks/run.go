@@ -95,17 +95,17 @@ func Run(ctx context.Context, opts *Options, build func(*inventory.Inventory) Pl
 	if err := askPasswords(inv, opts); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(opts.StateDir, "logs"), 0o700); err != nil {
-		return nil, fmt.Errorf("create state dir: %w", err)
-	}
-	if err := os.Chmod(opts.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("secure state dir: %w", err)
+	if err := prepareStateDir(opts.StateDir); err != nil {
+		return nil, err
 	}
 	lock, err := lockStateDir(opts.StateDir, inv)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Release()
+	if err := os.MkdirAll(filepath.Join(opts.StateDir, "logs"), 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
 	logs := newHostLogs(filepath.Join(opts.StateDir, "logs"), opts.Verbose, opts.Stderr)
 	defer logs.Close()
 	opts.Tasks.Concurrency = opts.Concurrency // the bound of the fan-outs inside a step too

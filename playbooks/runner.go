@@ -81,7 +81,7 @@ func (r *Runner) Run(ctx context.Context, env *tasks.Env, pb Playbook) error {
 			continue
 		}
 		errs = append(errs, err)
-		if !pb.BestEffort {
+		if !pb.BestEffort || s.Gate {
 			break
 		}
 	}

@@ -44,6 +44,9 @@ type Step struct {
 	// ReadOnly marks the steps that only look (connect, facts, preflight, the
 	// plan): a dry run runs these and stops before the first other step.
 	ReadOnly bool
+	// Gate marks a step whose failure (a refusal) ends the run even in a
+	// BestEffort playbook: no later step runs.
+	Gate bool
 }
 
 // Playbook is an ordered list of steps.

@@ -53,8 +53,9 @@ func hostClient(kubeconfig []byte, h *Host, timeout time.Duration) (kubernetes.I
 }
 
 // ConnectAPI makes env.Kube, a cluster-admin client tunnelled through the
-// first reachable control plane.
-func ConnectAPI(_ context.Context, env *Env) error {
+// first reachable control plane. Once a run, it also moves the state dir's
+// admin kubeconfig off an API server that stopped answering (and says so).
+func ConnectAPI(ctx context.Context, env *Env) error {
 	if env.Kube != nil {
 		return nil
 	}
@@ -75,6 +76,7 @@ func ConnectAPI(_ context.Context, env *Env) error {
 		return fmt.Errorf("make API client: %w", err)
 	}
 	env.Kube, env.KubeConfig = kc, cfg
+	env.followLiveAPIServer(ctx, admin, env.tunnelReadyz)
 	return nil
 }
 

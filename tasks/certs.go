@@ -14,7 +14,7 @@ import (
 func (e *Env) PKIDir() string { return filepath.Join(e.StateDir, "pki") }
 
 // AdminKubeconfigPath is the workstation's admin.conf.
-func (e *Env) AdminKubeconfigPath() string { return filepath.Join(e.StateDir, "admin.conf") }
+func (e *Env) AdminKubeconfigPath() string { return AdminKubeconfigPath(e.StateDir) }
 
 // EnsureCerts loads the PKI from the state dir, makes what is missing or
 // invalid, reuses the rest, saves it, and writes admin.conf for the workstation.
@@ -57,7 +57,7 @@ func (e *Env) savePKI() error {
 	if err := e.PKI.Save(e.PKIDir()); err != nil {
 		return fmt.Errorf("save PKI: %w", err)
 	}
-	admin, err := e.PKI.AdminKubeconfig(e.Inv.Cluster.Name, e.Inv.ServerURL())
+	admin, err := e.PKI.AdminKubeconfig(e.Inv.Cluster.Name, e.adminServer())
 	if err != nil {
 		return fmt.Errorf("make admin.conf: %w", err)
 	}

@@ -39,7 +39,7 @@ type Options struct {
 	Passwords         map[string]string // resolved by cmd, keyed by env var name or "prompt:<user>@<addr>"; never logged
 	KeepArtifacts     bool              // reset: keep pushed binaries and images
 	PurgeRuntime      bool              // reset --purge: also remove the container runtime kubeforge installed
-	Force             bool              // scale --remove: delete nodes even when drain fails or the host is down
+	Force             bool              // scale --remove: delete nodes even when drain fails or the host is down; reset: wipe etcd data whose member cannot be removed
 	Remove            []string          // scale --remove: host names
 	Upgrade           bool              // the run is `kubeforge upgrade`: the cluster may run another version
 	MaxUnavailable    string            // upgrade: workers per batch, a count or a percentage ("" = 1)

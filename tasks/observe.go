@@ -199,12 +199,8 @@ func apiAnswers(ctx context.Context, env *Env, h *Host) bool {
 	if err != nil {
 		return false
 	}
-	kc, err := hostClient(admin, h, 3*time.Second)
-	if err != nil {
-		return false
-	}
-	body, err := kc.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-	return err == nil && strings.TrimSpace(string(body)) == "ok"
+	cfg, err := apiConfig(admin, h)
+	return err == nil && readyz(ctx, cfg) == nil
 }
 
 // ObserveCluster merges what the control planes reported into env.Cluster,

@@ -104,6 +104,10 @@ func hintFor(err error) string {
 	if errors.As(err, &purge) {
 		return "Nothing was reset and nothing was removed."
 	}
+	var sd *playbooks.StateDirError
+	if errors.As(err, &sd) {
+		return "Nothing was changed on any host or in that directory."
+	}
 	var hk *ssh.HostKeyError
 	if errors.As(err, &hk) {
 		if hk.Changed {
@@ -121,7 +125,8 @@ func hintFor(err error) string {
 func exitFor(err error) int {
 	var purge *playbooks.PurgeError
 	var read *inventory.ReadError
-	if errors.As(err, &purge) || errors.As(err, &read) {
+	var sd *playbooks.StateDirError
+	if errors.As(err, &purge) || errors.As(err, &read) || errors.As(err, &sd) {
 		return 2
 	}
 	if strings.HasPrefix(err.Error(), "unknown step") || strings.Contains(err.Error(), "no inventory") {

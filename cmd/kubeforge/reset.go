@@ -73,6 +73,7 @@ func newResetCmd(g *globals, stdout io.Writer) *cobra.Command {
 	cmd.Flags().BoolVar(&purge, "purge", false, "also remove the local state dir (PKI, kubeconfigs, logs) and the container runtime kubeforge installed (a runtime it did not install stays)")
 	cmd.Flags().BoolVar(&g.opts.Tasks.KeepArtifacts, "keep-artifacts", false, "keep pushed binaries and images on the hosts")
 	cmd.Flags().BoolVar(&g.opts.DryRun, "dry-run", false, "print the plan and touch no host")
+	cmd.Flags().BoolVar(&g.opts.Tasks.Force, "force", false, "with --hosts: reset control planes that hold etcd data even when no staying control plane answers to remove their etcd members first")
 	return cmd
 }
 

@@ -25,10 +25,17 @@ type globals struct {
 	opts              playbooks.Options
 	ignorePreflight   []string
 	acceptNewHostKeys bool
+	// probeAPI asks an API server's /readyz from this workstation
+	// (`kubeforge kubeconfig`); tests put a fake here.
+	probeAPI tasks.ServerProber
 }
 
 func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	g := &globals{}
+	return executeWith(ctx, &globals{probeAPI: tasks.DirectReadyz}, args, stdout, stderr)
+}
+
+// executeWith runs the command line args with g, and returns the exit code.
+func executeWith(ctx context.Context, g *globals, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(g, stdout, stderr)
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -95,7 +102,7 @@ generates the cluster PKI locally, pushes files over SFTP and joins the nodes, i
 		newPeerServeCmd(),
 		newCertsCmd(g, stdout),
 		newRenderCmd(g, stdout),
-		newKubeconfigCmd(g, stdout),
+		newKubeconfigCmd(g, stdout, stderr),
 		newVersionCmd(stdout),
 	)
 	return root

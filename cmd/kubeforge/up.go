@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sort"
 
 	"github.com/spf13/cobra"
@@ -92,24 +90,4 @@ func stepList(p playbooks.Playbook) string {
 		s += fmt.Sprintf("  %-22s %s\n", st.Name, st.Help)
 	}
 	return s
-}
-
-func newKubeconfigCmd(g *globals, stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
-		Use:   "kubeconfig",
-		Short: "Print the cluster's admin kubeconfig (from the state dir)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := playbooks.Load(&g.opts); err != nil {
-				return err
-			}
-			p := filepath.Join(g.opts.StateDir, "admin.conf")
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return fmt.Errorf("read admin kubeconfig: %w (run `kubeforge up` first)", err)
-			}
-			_, err = stdout.Write(b)
-			return err
-		},
-	}
 }
