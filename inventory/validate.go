@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	pathpkg "path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -278,6 +279,11 @@ func (c *checker) cluster() {
 	}{{"kubelet", cl.Kubelet.ExtraArgs}, {"apiServer", cl.APIServer.ExtraArgs}, {"controllerManager", cl.ControllerManager.ExtraArgs},
 		{"scheduler", cl.Scheduler.ExtraArgs}, {"etcd", cl.Etcd.ExtraArgs}} {
 		c.extraArgs(at.with(comp.field, "extraArgs"), comp.args)
+	}
+	if dir, ok := cl.Etcd.ExtraArgs["data-dir"]; ok && (!pathpkg.IsAbs(dir) || pathpkg.Clean(dir) != dir || dir == "/" || strings.ContainsAny(dir, " \t\n'\"$`\\*?[")) {
+		// Every step reads and wipes this directory by name (facts, preflight, reset, restore).
+		c.errorf(at.with("etcd", "extraArgs", "data-dir"), "an absolute, clean path of its own without blanks or shell characters, such as /var/lib/etcd",
+			"invalid etcd data-dir %+.80q", dir)
 	}
 	c.kubeletConfig(at.with("kubelet", "config"), cl.Kubelet.Config)
 }

@@ -129,7 +129,8 @@ func PlanReset(ctx context.Context, env *Env, h *Host) error {
 // stays, the etcd members of the control planes chosen for reset (as
 // `kubeadm reset` removes its own member first, so resetting control planes
 // one after another never costs etcd its quorum). When no staying member
-// answers it only warns; the next `up` removes the stale members it finds.
+// answers it warns here, and the etcd/check step that follows refuses to wipe
+// a control plane's etcd data unless --force (tasks/resetcheck.go).
 func PlanLeaveEtcd(chosen inventory.Selector) LocalFunc {
 	return func(ctx context.Context, env *Env) error {
 		var leaving, staying []*Host
