@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -104,7 +105,7 @@ func (r *Runner) step(ctx context.Context, env *tasks.Env, s Step, sink EventSin
 	sink.Event(Event{Type: EventStepStart, Step: s.Name})
 
 	if s.Local != nil {
-		err := s.Local(ctx, env)
+		err := guard(s.Name, "", func() error { return s.Local(ctx, env) })
 		if err != nil {
 			err = &StepError{Step: s.Name, Err: err}
 		}
@@ -181,7 +182,7 @@ func (r *Runner) hosts(ctx context.Context, env *tasks.Env, s Step, sink EventSi
 			sink.Event(Event{Type: EventHostStart, Step: s.Name, Host: h.Name})
 			err := ctx.Err()
 			if err == nil {
-				err = s.Run(ctx, env, h)
+				err = guard(s.Name, h.Name, func() error { return s.Run(ctx, env, h) })
 			}
 			res := resultOf(err)
 			if err == nil && len(h.Changes()) > before {
@@ -217,4 +218,32 @@ func resultOf(err error) Result {
 		return ResultFailed
 	}
 	return ResultOK
+}
+
+// InternalError is a panic that escaped a step: a bug in kubeforge, turned
+// into an error so that the other hosts finish their step and the run
+// reports and stops as after any failure.
+type InternalError struct {
+	Step, Host string
+	Value      any
+	Stack      []byte
+}
+
+func (e *InternalError) Error() string {
+	where := e.Step
+	if e.Host != "" {
+		where += " on " + e.Host
+	}
+	return fmt.Sprintf("internal error in %s: %v", where, e.Value)
+}
+
+// guard runs f, turning a panic into an *InternalError: the last resort, never
+// the way a step reports a failure.
+func guard(step, host string, f func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &InternalError{Step: step, Host: host, Value: v, Stack: debug.Stack()}
+		}
+	}()
+	return f()
 }

@@ -376,3 +376,32 @@ func TestRunnerStopsAtASafePoint(t *testing.T) {
 		t.Errorf("serial step: err %v, ran %v; want a stop after h0", err, ran)
 	}
 }
+
+// A panic in a step is a bug; it becomes an InternalError naming the step and
+// the host, the other hosts finish the step, and the run stops there.
+func TestRunnerTurnsAPanicIntoAnInternalError(t *testing.T) {
+	var ran atomic.Int32
+	pb := Playbook{Name: "p", Steps: []Step{
+		{Name: "a", Hosts: inventory.SelectAll, Run: func(_ context.Context, _ *tasks.Env, h *tasks.Host) error {
+			if h.Name == "h1" {
+				var m map[string]int
+				m["x"]++ // a nil map: a real bug's panic
+			}
+			ran.Add(1)
+			return nil
+		}},
+		{Name: "b", Local: func(context.Context, *tasks.Env) error { panic("never reached") }},
+	}}
+	err := (&Runner{}).Run(context.Background(), testEnv(3), pb)
+	var ie *InternalError
+	if !errors.As(err, &ie) || ie.Step != "a" || ie.Host != "h1" || len(ie.Stack) == 0 || !strings.Contains(err.Error(), "internal error in a on h1") {
+		t.Fatalf("err = %v; want an InternalError of step a on h1 with its stack", err)
+	}
+	if ran.Load() != 2 {
+		t.Errorf("%d other hosts finished the step; want 2", ran.Load())
+	}
+	err = (&Runner{}).Run(context.Background(), testEnv(1), Playbook{Name: "p", Steps: []Step{pb.Steps[1]}})
+	if !errors.As(err, &ie) || ie.Step != "b" || ie.Host != "" {
+		t.Errorf("a local step's panic: %v", err)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/kubeforge/kubeforge/inventory"
@@ -15,6 +17,17 @@ import (
 // report prints err once, readably, and returns the exit code: 2 for bad
 // input (inventory, flags), 1 for failures on hosts.
 func report(w io.Writer, err error, g *globals) int {
+	var ierr *playbooks.InternalError
+	if errors.As(err, &ierr) {
+		log := filepath.Join(g.opts.StateDir, "logs", "internal-error.log")
+		if werr := os.WriteFile(log, []byte(fmt.Sprintf("%v\n\n%s", err, ierr.Stack)), 0o600); werr != nil {
+			log = "(not written: " + werr.Error() + ")"
+		}
+		fmt.Fprintf(w, "error: %v\n", err)
+		fmt.Fprintf(w, "This is a bug in kubeforge: please report it with %s and the host logs beside it.\n", log)
+		fmt.Fprintf(w, "The other hosts finished the step; nothing was rolled back. Running the same command again is safe.\n")
+		return 3
+	}
 	var verr *inventory.ValidationError
 	if errors.As(err, &verr) {
 		fmt.Fprintf(w, "error: %s is invalid:\n", g.opts.Inventory)

@@ -36,10 +36,11 @@ import (
 	"github.com/kubeforge/kubeforge/test/harnesslib"
 )
 
-// subsetInventory writes a copy of the harness inventory with only the named hosts.
-func subsetInventory(t testing.TB, c *harnesslib.Cluster, names ...string) string {
+// rewriteInventory writes to dst the YAML inventory at src as edit changes
+// it; edit gets the document's top-level mapping.
+func rewriteInventory(t testing.TB, src, dst string, edit func(root *yaml.Node)) string {
 	t.Helper()
-	data, err := os.ReadFile(c.Inventory)
+	data, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,76 +48,69 @@ func subsetInventory(t testing.TB, c *harnesslib.Cluster, names ...string) strin
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
 	}
-	root := doc.Content[0]
-	keep := map[string]bool{}
-	for _, n := range names {
-		keep[n] = true
+	edit(doc.Content[0])
+	out, err := yaml.Marshal(&doc)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i := 0; i < len(root.Content); i += 2 {
-		if root.Content[i].Value != "hosts" {
-			continue
+	if err := os.WriteFile(dst, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// mapValue is the value of key in mapping m, or nil.
+func mapValue(m *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
 		}
-		seq := root.Content[i+1]
+	}
+	return nil
+}
+
+// editHosts writes a copy of the harness inventory whose hosts are what edit
+// returns for each (nil drops it), named inventory-SUFFIX.yaml.
+func editHosts(t testing.TB, c *harnesslib.Cluster, suffix string, edit func(name string, host *yaml.Node) *yaml.Node) string {
+	t.Helper()
+	return rewriteInventory(t, c.Inventory, filepath.Join(c.Dir, "inventory-"+suffix+".yaml"), func(root *yaml.Node) {
+		seq := mapValue(root, "hosts")
+		if seq == nil {
+			t.Fatalf("no hosts in %s", c.Inventory)
+		}
 		var kept []*yaml.Node
 		for _, h := range seq.Content {
-			for j := 0; j < len(h.Content); j += 2 {
-				if h.Content[j].Value == "name" && keep[h.Content[j+1].Value] {
+			if name := mapValue(h, "name"); name != nil {
+				if h = edit(name.Value, h); h != nil {
 					kept = append(kept, h)
 				}
 			}
 		}
 		seq.Content = kept
-	}
-	out, err := yaml.Marshal(&doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(c.Dir, "inventory-"+strings.Join(names, "-")+".yaml")
-	if err := os.WriteFile(p, out, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	})
+}
+
+// subsetInventory writes a copy of the harness inventory with only the named hosts.
+func subsetInventory(t testing.TB, c *harnesslib.Cluster, names ...string) string {
+	t.Helper()
+	return editHosts(t, c, strings.Join(names, "-"), func(name string, h *yaml.Node) *yaml.Node {
+		if slices.Contains(names, name) {
+			return h
+		}
+		return nil
+	})
 }
 
 // markRemoved writes a copy of the harness inventory with the named hosts
 // marked `remove: true`.
 func markRemoved(t testing.TB, c *harnesslib.Cluster, names ...string) string {
 	t.Helper()
-	data, err := os.ReadFile(c.Inventory)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
-	marked := 0
-	root := doc.Content[0]
-	for i := 0; i < len(root.Content); i += 2 {
-		if root.Content[i].Value != "hosts" {
-			continue
+	return editHosts(t, c, "remove-"+strings.Join(names, "-"), func(name string, h *yaml.Node) *yaml.Node {
+		if slices.Contains(names, name) {
+			h.Content = append(h.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "remove"}, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "true"})
 		}
-		for _, h := range root.Content[i+1].Content {
-			for j := 0; j < len(h.Content); j += 2 {
-				if h.Content[j].Value == "name" && slices.Contains(names, h.Content[j+1].Value) {
-					h.Content = append(h.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "remove"}, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "true"})
-					marked++
-				}
-			}
-		}
-	}
-	if marked != len(names) {
-		t.Fatalf("marked %d of %v in %s", marked, names, c.Inventory)
-	}
-	out, err := yaml.Marshal(&doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(c.Dir, "inventory-remove-"+strings.Join(names, "-")+".yaml")
-	if err := os.WriteFile(p, out, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+		return h
+	})
 }
 
 // Non-default values of TestThreeControlPlanes' inventory (setNonDefaults).
@@ -131,46 +125,29 @@ const (
 // pod and service subnets and an extra API server SAN.
 func setNonDefaults(t testing.TB, path string) {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
 	scalar := func(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Value: v} }
-	set := func(m *yaml.Node, key string, v *yaml.Node) {
-		for i := 0; i < len(m.Content); i += 2 {
-			if m.Content[i].Value == key {
-				m.Content[i+1] = v
-				return
+	mapping := func(kv ...*yaml.Node) *yaml.Node { return &yaml.Node{Kind: yaml.MappingNode, Content: kv} }
+	rewriteInventory(t, path, path, func(root *yaml.Node) {
+		cluster := mapValue(root, "cluster")
+		if cluster == nil {
+			t.Fatalf("no cluster in %s", path)
+		}
+		for _, kv := range []struct {
+			key string
+			v   *yaml.Node
+		}{
+			{"podSubnet", scalar(customPodSubnet)},
+			{"serviceSubnet", scalar(customServiceSubnet)},
+			{"certSANs", &yaml.Node{Kind: yaml.SequenceNode, Content: []*yaml.Node{scalar(customSAN)}}},
+			{"etcd", mapping(scalar("extraArgs"), mapping(scalar("data-dir"), scalar(customEtcdDir)))},
+		} {
+			if old := mapValue(cluster, kv.key); old != nil {
+				*old = *kv.v
+			} else {
+				cluster.Content = append(cluster.Content, scalar(kv.key), kv.v)
 			}
 		}
-		m.Content = append(m.Content, scalar(key), v)
-	}
-	mapping := func(kv ...*yaml.Node) *yaml.Node { return &yaml.Node{Kind: yaml.MappingNode, Content: kv} }
-	root := doc.Content[0]
-	var cluster *yaml.Node
-	for i := 0; i < len(root.Content); i += 2 {
-		if root.Content[i].Value == "cluster" {
-			cluster = root.Content[i+1]
-		}
-	}
-	if cluster == nil {
-		t.Fatalf("no cluster in %s", path)
-	}
-	set(cluster, "podSubnet", scalar(customPodSubnet))
-	set(cluster, "serviceSubnet", scalar(customServiceSubnet))
-	set(cluster, "certSANs", &yaml.Node{Kind: yaml.SequenceNode, Content: []*yaml.Node{scalar(customSAN)}})
-	set(cluster, "etcd", mapping(scalar("extraArgs"), mapping(scalar("data-dir"), scalar(customEtcdDir))))
-	out, err := yaml.Marshal(&doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, out, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	})
 }
 
 // readyNodes maps each Node to whether it is Ready, as kubeforge judges it
