@@ -64,7 +64,8 @@ func (b *Bundle) SuperAdminKubeconfig(cluster, server string) ([]byte, error) {
 // kubeforge holds them), its own leaves, sa.key/sa.pub, admin.conf,
 // controller-manager.conf, scheduler.conf, kubelet.conf and, on the first control
 // plane only, super-admin.conf. admin.conf and super-admin.conf point at the
-// cluster endpoint; controller-manager.conf, scheduler.conf and kubelet.conf at
+// controlPlaneEndpoint, or without one (as kubeadm) at the host's own API
+// server; controller-manager.conf, scheduler.conf and kubelet.conf at
 // the local API server (kubeadm 1.37's control-plane kubelet local mode). A worker
 // gets pki/ca.crt only: its bootstrap-kubelet.conf needs a token (see
 // BootstrapKubeletFile), and it never gets a CA key.
@@ -116,8 +117,10 @@ func (b *Bundle) NodeFiles(inv *inventory.Inventory, h *inventory.Host) ([]File,
 			addPair(spec.BaseName, kp, true)
 			continue
 		}
+		// As kubeadm: admin.conf and super-admin.conf name the cluster endpoint when there is one, else the
+		// host's own API server (so each control plane's admin.conf works while that control plane does).
 		server := endpoint
-		if spec.Kubeconfig != "admin.conf" && spec.Kubeconfig != "super-admin.conf" {
+		if inv.Cluster.ControlPlaneEndpoint == "" || (spec.Kubeconfig != "admin.conf" && spec.Kubeconfig != "super-admin.conf") {
 			server = LocalServerURL(h)
 		}
 		data, err := b.kubeconfig(h.Name, spec.Name, inv.Cluster.Name, server)

@@ -101,6 +101,21 @@ func TestNodeKubeconfigs(t *testing.T) {
 			checkKubeconfig(t, files[i].Data, inv.Cluster.Name, tt.server, tt.user, tt.org, b.CACert())
 		})
 	}
+	// Without a controlPlaneEndpoint each control plane's admin.conf names its own API server, as kubeadm's:
+	// it works there as long as that control plane does, whichever other one is down (issue 26).
+	noEP := testInventory()
+	noEP.Cluster.ControlPlaneEndpoint = ""
+	for _, host := range []string{"cp1", "cp2"} {
+		files, err := b.NodeFiles(noEP, noEP.Host(host))
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(files, func(f File) bool { return f.Path == "/etc/kubernetes/admin.conf" })
+		if i < 0 {
+			t.Fatalf("%s: no admin.conf", host)
+		}
+		checkKubeconfig(t, files[i].Data, noEP.Cluster.Name, LocalServerURL(noEP.Host(host)), "kubernetes-admin", []string{"kubeadm:cluster-admins"}, b.CACert())
+	}
 	for _, tt := range []struct {
 		name string
 		fn   func(string, string) ([]byte, error)
