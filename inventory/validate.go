@@ -280,10 +280,12 @@ func (c *checker) cluster() {
 		{"scheduler", cl.Scheduler.ExtraArgs}, {"etcd", cl.Etcd.ExtraArgs}} {
 		c.extraArgs(at.with(comp.field, "extraArgs"), comp.args)
 	}
-	if dir, ok := cl.Etcd.ExtraArgs["data-dir"]; ok && (!pathpkg.IsAbs(dir) || pathpkg.Clean(dir) != dir || dir == "/" || strings.ContainsAny(dir, " \t\n'\"$`\\*?[")) {
-		// Every step reads and wipes this directory by name (facts, preflight, reset, restore).
-		c.errorf(at.with("etcd", "extraArgs", "data-dir"), "an absolute, clean path of its own without blanks or shell characters, such as /var/lib/etcd",
-			"invalid etcd data-dir %+.80q", dir)
+	if dir, ok := cl.Etcd.ExtraArgs["data-dir"]; ok {
+		if why := etcdDataDirProblem(dir); why != "" {
+			// Every step reads and wipes this directory by name (facts, preflight, reset, restore).
+			c.errorf(at.with("etcd", "extraArgs", "data-dir"), "a directory of etcd's own, such as /var/lib/etcd or /data/etcd: "+why,
+				"invalid etcd data-dir %+.80q", dir)
+		}
 	}
 	c.kubeletConfig(at.with("kubelet", "config"), cl.Kubelet.Config)
 }
@@ -742,5 +744,31 @@ func checkReadableFile(f string) string {
 		return err.Error()
 	}
 	fh.Close()
+	return ""
+}
+
+// systemDirs hold what is not etcd's: an etcd data dir is none of them, nor
+// inside the first group, since reset removes the data dir whole.
+var (
+	systemTrees = []string{"/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/dev", "/proc", "/sys", "/run", "/tmp", "/var/tmp",
+		"/var/log", "/var/run", "/var/cache", "/var/lib/kubelet", "/var/lib/containerd", "/var/lib/kubeforge", "/var/lib/cni", "/opt/cni", "/opt/containerd"}
+	systemDirs = []string{"/var", "/var/lib", "/opt", "/home", "/root", "/srv", "/mnt", "/media", "/data"}
+)
+
+// etcdDataDirProblem says what is wrong with dir as etcd's data dir, or "".
+func etcdDataDirProblem(dir string) string {
+	switch {
+	case !pathpkg.IsAbs(dir) || pathpkg.Clean(dir) != dir:
+		return "an absolute, clean path"
+	case strings.ContainsAny(dir, " \t\n'\"$`\\*?[;&|<>(){}"):
+		return "without blanks or shell characters"
+	case slices.Contains(systemDirs, dir) || strings.Count(dir, "/") < 2:
+		return "not a top-level or shared directory: reset removes it whole"
+	}
+	for _, t := range systemTrees {
+		if dir == t || strings.HasPrefix(dir, t+"/") {
+			return "not in " + t + ", which holds what is not etcd's"
+		}
+	}
 	return ""
 }

@@ -24,15 +24,27 @@ func (e *StateDirError) Error() string {
 	return fmt.Sprintf("refusing to use %s as the state dir: %s", e.Dir, e.Reason)
 }
 
-// isStateDir reports whether dir is marked as kubeforge's: its marker or its
-// lock file, or (a state dir older than both) its cluster CA.
-func isStateDir(dir string) bool {
+// isStateDir reports whether dir (with st its Stat) is marked as
+// kubeforge's: its marker or its lock file, or (a state dir older than both)
+// its cluster CA, each a regular file of this user, in a directory of this
+// user that is not sticky. A file another user planted (a `.lock` in /tmp)
+// makes no directory a state dir.
+func isStateDir(dir string, st fs.FileInfo) bool {
+	if st.Mode()&fs.ModeSticky != 0 || !ownedByMe(st) {
+		return false
+	}
 	for _, f := range []string{statedir.MarkerName, statedir.LockName, filepath.Join("pki", "ca.crt")} {
-		if _, err := os.Lstat(filepath.Join(dir, f)); err == nil {
+		if fst, err := os.Lstat(filepath.Join(dir, f)); err == nil && fst.Mode().IsRegular() && ownedByMe(fst) {
 			return true
 		}
 	}
 	return false
+}
+
+// ownedByMe reports whether st belongs to the user kubeforge runs as.
+func ownedByMe(st fs.FileInfo) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return ok && int(sys.Uid) == os.Getuid()
 }
 
 // prepareStateDir makes dir ready for a run that writes it, private (0700):
@@ -63,7 +75,7 @@ func prepareStateDir(dir string) error {
 	if !st.IsDir() {
 		return refuse("it is not a directory")
 	}
-	if isStateDir(dir) {
+	if isStateDir(dir, st) {
 		if st.Mode().Perm() != 0o700 || st.Mode()&(fs.ModeSticky|fs.ModeSetuid|fs.ModeSetgid) != 0 {
 			return secureStateDir(dir)
 		}
@@ -77,7 +89,7 @@ func prepareStateDir(dir string) error {
 		return refuse("it already holds files and is not a kubeforge state dir (it has no %s); name a new directory, which kubeforge creates", statedir.MarkerName)
 	}
 	private := st.Mode().Perm()&0o077 == 0 && st.Mode()&(fs.ModeSticky|fs.ModeSetuid|fs.ModeSetgid) == 0
-	if sys, ok := st.Sys().(*syscall.Stat_t); !ok || int(sys.Uid) != os.Getuid() || !private {
+	if !ownedByMe(st) || !private {
 		return refuse("it is not a kubeforge state dir and is not private to you (mode %v); the state dir holds the cluster's keys. "+
 			"Name a new directory (kubeforge creates it 0700), or `chmod 700` this one if it is yours", st.Mode())
 	}

@@ -205,6 +205,11 @@ func TestRunChmodsOnlyItsOwnStateDir(t *testing.T) {
 				mkdirMode(t, dir, 0o777|os.ModeSticky)
 				mustWrite(t, filepath.Join(dir, "someone-elses.sock"), "")
 			}},
+		{name: "a shared sticky directory with a lock file planted in it", wantMode: 0o777 | os.ModeSticky, wantErr: "it already holds files and is not a kubeforge state dir",
+			prepare: func(t *testing.T, dir string) {
+				mkdirMode(t, dir, 0o777|os.ModeSticky)
+				mustWrite(t, filepath.Join(dir, statedir.LockName), "")
+			}},
 		{name: "an empty sticky directory", wantMode: 0o777 | os.ModeSticky, wantErr: "is not private to you (mode dtrwxrwxrwx)",
 			prepare: func(t *testing.T, dir string) { mkdirMode(t, dir, 0o777|os.ModeSticky) }},
 		{name: "an empty directory others can read", wantMode: 0o755, wantErr: "`chmod 700` this one if it is yours",

@@ -131,7 +131,11 @@ func checkStateDir(dir string, inv *inventory.Inventory) error {
 			return refuse("it holds %s (%s)", g.what, p)
 		}
 	}
-	if !isStateDir(dir) {
+	st, err = os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("check state dir: %w", err)
+	}
+	if !isStateDir(dir, st) {
 		return refuse("it does not look like a kubeforge state dir (it has none of %s, %s, pki/ca.crt); remove it yourself if you are sure", statedir.MarkerName, statedir.LockName)
 	}
 	entries, err := os.ReadDir(dir)

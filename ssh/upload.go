@@ -454,7 +454,7 @@ func (c *Client) putStaged(ctx context.Context, sc *sftp.Client, todo []*upload)
 	for _, u := range todo {
 		temps = append(temps, u.tmp)
 	}
-	fmt.Fprintf(&b, "trap 'rm -f -- %s %s' EXIT; set -e; ", quoteAll(temps), quoteAll(staged))
+	fmt.Fprintf(&b, "cleanup() { rm -f -- %s %s; }; trap cleanup EXIT; set -e; ", quoteAll(temps), quoteAll(staged))
 	for _, u := range todo {
 		fmt.Fprintf(&b, "install -m %04o -o root -g root -- %s %s; sync -- %s; mv -f -- %s %s; ",
 			u.perm, Quote(u.staged), Quote(u.tmp), Quote(u.tmp), Quote(u.tmp), Quote(u.Path))

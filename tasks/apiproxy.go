@@ -137,7 +137,7 @@ func pointKubelet(ctx context.Context, env *Env, h *Host) error {
 		return nil
 	}
 	k := "/etc/kubernetes/kubelet.conf"
-	script := fmt.Sprintf(`set -e
+	script := fmt.Sprintf(`set -e; umask 077
 sed -E 's#^( *server:).*#\1 %[2]s#' %[1]s > %[1]s.kubeforge-tmp
 chmod 0600 %[1]s.kubeforge-tmp
 mv -f %[1]s.kubeforge-tmp %[1]s

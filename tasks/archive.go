@@ -55,8 +55,9 @@ const maxSmallEntry = 16 << 20
 
 // OpenArchive reads the archive at p and checks it completely before anything
 // uses it, writing nothing: manifest.json first; then manifest.hmac, the MAC
-// of the manifest under key (an archive without one, or whose MAC does not
-// match, is refused unless allowUnauthenticated); every other entry's size
+// of the manifest under key (an archive without one, or made with another
+// key, is refused unless allowUnauthenticated; one whose MAC under this key
+// does not match was changed, and is always refused); every other entry's size
 // and sha256 against the manifest, nothing missing and nothing extra; a gzip
 // stream that ends where it should; and the checksum etcd appended to the
 // snapshot. An archive whose entries would not fit the free space of dir,
@@ -131,7 +132,9 @@ func OpenArchive(p, dir string, key *BackupKey, allowUnauthenticated bool) (*Arc
 				if err != nil {
 					return nil, bad("read %s: %v", macName, err)
 				}
-				if err := key.checkManifest(manifest, b); err != nil {
+				if err := key.checkManifest(manifest, b); errors.Is(err, errTampered) {
+					return nil, bad("%v", err)
+				} else if err != nil {
 					if err := unauthenticated(err.Error()); err != nil {
 						return nil, err
 					}

@@ -259,10 +259,11 @@ func truncate(t *testing.T, p string, at float64) {
 
 func TestOpenArchiveRefusesAManifestItsKeyDidNotSign(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		make  func(t *testing.T, dir string) (archive string, key *BackupKey)
-		allow bool
-		want  string // "" : opened
+		name     string
+		make     func(t *testing.T, dir string) (archive string, key *BackupKey)
+		allow    bool
+		want     string // "" : opened
+		tampered bool   // a MAC of this key that does not match: no flag helps, so none is suggested
 	}{
 		{name: "signed by the key", make: func(t *testing.T, dir string) (string, *BackupKey) { return testArchive(t, dir, nil) }},
 		{name: "rewritten with the sums recomputed, signed by another key", make: func(t *testing.T, dir string) (string, *BackupKey) {
@@ -284,7 +285,15 @@ func TestOpenArchiveRefusesAManifestItsKeyDidNotSign(t *testing.T) {
 			entries[0].size = int64(len(entries[0].data))
 			craftArchive(t, p, entries)
 			return p, key
-		}, want: "does not match its MAC"},
+		}, want: "does not match its MAC", tampered: true},
+		{name: "manifest changed after signing: refused even with --allow-unauthenticated", make: func(t *testing.T, dir string) (string, *BackupKey) {
+			p, key := testArchive(t, dir, nil)
+			entries := readArchiveEntries(t, p)
+			entries[0].data = append(entries[0].data[:len(entries[0].data):len(entries[0].data)], ' ')
+			entries[0].size = int64(len(entries[0].data))
+			craftArchive(t, p, entries)
+			return p, key
+		}, allow: true, want: "does not match its MAC", tampered: true},
 		{name: "no MAC (an older kubeforge's archive)", make: withoutMAC, want: "carries no MAC"},
 		{name: "no MAC, allowed", make: withoutMAC, allow: true},
 		{name: "no key file", make: func(t *testing.T, dir string) (string, *BackupKey) {
@@ -314,7 +323,11 @@ func TestOpenArchiveRefusesAManifestItsKeyDidNotSign(t *testing.T) {
 				t.Fatalf("OpenArchive: %v; want a refusal saying %q", err, tc.want)
 			}
 			// The refusal says which key file it used and how to give another.
-			for _, w := range []string{key.Path, "--backup-key", BackupKeyEnv, "--allow-unauthenticated"} {
+			hints := []string{key.Path, "--backup-key", BackupKeyEnv, "--allow-unauthenticated"}
+			if tc.tampered {
+				hints = []string{key.Path, "changed after it was written"}
+			}
+			for _, w := range hints {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("the refusal does not say %q: %v", w, err)
 				}

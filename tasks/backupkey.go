@@ -79,6 +79,10 @@ func (k *BackupKey) SignManifest(manifest []byte) ([]byte, error) {
 // checkManifest checks entry, the content of manifest.hmac, against
 // manifest. It says why the two do not match, for the message that tells the
 // user which key to give.
+// errTampered is a MAC made with the key given that does not match: the
+// archive was changed. No flag lets that through.
+var errTampered = errors.New("refused whatever --allow-unauthenticated says")
+
 func (k *BackupKey) checkManifest(manifest, entry []byte) error {
 	var m manifestMAC
 	if err := json.Unmarshal(entry, &m); err != nil || m.Algorithm != macAlgorithm {
@@ -99,7 +103,7 @@ func (k *BackupKey) checkManifest(manifest, entry []byte) error {
 		if m.KeyID != w.KeyID {
 			return fmt.Errorf("it was authenticated with backup key %s, and %s holds key %s", m.KeyID, k.Path, w.KeyID)
 		}
-		return fmt.Errorf("its manifest does not match its MAC under key %s (%s): the archive was changed after it was written", w.KeyID, k.Path)
+		return fmt.Errorf("its manifest does not match its MAC under key %s (%s): the archive was changed after it was written: %w", w.KeyID, k.Path, errTampered)
 	}
 	return nil
 }

@@ -224,10 +224,12 @@ func RestoreCerts(_ context.Context, env *Env) error {
 // none) and admin.conf to the state dir, each file through a temporary name
 // with its final mode, and extracts the snapshot to a private file.
 func SaveRestoreState(_ context.Context, env *Env) error {
-	if err := env.savePKI(); err != nil {
+	// The snapshot first: it is checked again as it is written, and a refusal
+	// there must leave the state dir's PKI as it was.
+	if err := env.Restore.Archive.ExtractSnapshot(env.restoreDir()); err != nil {
 		return err
 	}
-	return env.Restore.Archive.ExtractSnapshot(env.restoreDir())
+	return env.savePKI()
 }
 
 // PlanRestore returns the step that decides the restore from what the control
