@@ -1651,3 +1651,34 @@ func TestFetchTakesExactlyTheExpectedSize(t *testing.T) {
 		})
 	}
 }
+
+// A run killed mid-upload leaves its temp file; the next upload to that
+// directory sweeps those an hour old, and leaves a younger one (a run under
+// way) and every other file alone.
+func TestUploadSweepsTempFilesOfKilledRuns(t *testing.T) {
+	dir := t.TempDir()
+	stale, young, other := dir+"/.kubelet.kubeforge-0a1b2c3d4e5f", dir+"/.admin.conf.kubeforge-6a7b8c9d0e1f", dir+"/.keep.me"
+	for _, p := range []string{stale, young, other} {
+		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	for _, p := range []string{stale, other} {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := dial(t, startHost(t, sshtest.Options{}))
+	if _, err := c.Upload(context.Background(), []File{{Path: dir + "/kubelet", Mode: 0o755, Data: []byte("bin")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("a killed run's temp file is still there: %v", err)
+	}
+	for _, p := range []string{young, other} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s was removed: %v", p, err)
+		}
+	}
+}

@@ -142,7 +142,9 @@ func (c *Client) Upload(ctx context.Context, files []File) (changed []string, er
 	if err != nil {
 		return nil, err
 	}
-	prepare, what := "mkdir -p -- "+quoteAll(dirs), "directories"
+	// Temp files of runs killed mid-write (an hour old and more) are swept from the directories written to.
+	prepare, what := "mkdir -p -- "+quoteAll(dirs)+" && find "+quoteAll(dirs)+" -maxdepth 1 -type f -name '.*.kubeforge-*' -mmin +"+
+		strconv.Itoa(int(staleTemp/time.Minute))+" -delete", "directories"
 	if c.root() {
 		prepare, what = prepare+createTemps(todo), "directories and temp files"
 	}
@@ -561,6 +563,10 @@ func (r *ctxReader) Read(p []byte) (int, error) {
 }
 
 // tempName is `.<base>.kubeforge-<random>` in p's directory.
+// staleTemp is the age past which a temp file is a killed run's leftover:
+// no upload takes that long between creating its temp file and renaming it.
+const staleTemp = time.Hour
+
 func tempName(p string) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
