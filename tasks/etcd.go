@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -161,6 +162,9 @@ func ReconcileEtcd(ctx context.Context, env *Env) error {
 		}
 		switch a.Action {
 		case "remove":
+			if err := removalKeepsQuorum(ctx, cli, via, id); err != nil {
+				return err
+			}
 			if _, err := cli.MemberRemove(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
 				return fmt.Errorf("remove etcd member %s (%s): %w", a.Member, a.Reason, err)
 			}
@@ -199,4 +203,75 @@ func promoteEtcdMember(ctx context.Context, cli *clientv3.Client, h *Host, id ui
 		return fmt.Errorf("promote etcd member of %s: %w (last: %v)", h.Name, err, last)
 	}
 	return nil
+}
+
+// removalKeepsQuorum checks, just before member id is removed, what the plan
+// believed: that the member is dead (its client port does not answer, as seen
+// from via) and that the voters left that answer are a majority of the voters
+// left. A learner, or a member already gone, passes.
+func removalKeepsQuorum(ctx context.Context, cli *clientv3.Client, via *Host, id uint64) error {
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return fmt.Errorf("list etcd members before a removal: %w", err)
+	}
+	var voters []memberLife
+	for _, m := range list.Members {
+		if !m.IsLearner {
+			voters = append(voters, memberLife{ID: m.ID, Name: m.Name, Answers: memberAnswers(ctx, via, m.ClientURLs)})
+		}
+	}
+	return quorumAfterRemoval(voters, id)
+}
+
+// memberLife is a voting member and whether its client port answered.
+type memberLife struct {
+	ID      uint64
+	Name    string
+	Answers bool
+}
+
+// quorumAfterRemoval refuses to remove voter id when it answers, or when the
+// voters that answer without it are no majority of the voters left.
+func quorumAfterRemoval(voters []memberLife, id uint64) error {
+	left, live := 0, 0
+	for _, m := range voters {
+		switch {
+		case m.ID == id && m.Answers:
+			return &ErrRefused{Reason: fmt.Sprintf("etcd member %s (%s) was planned for removal as dead, but its client port answers: "+
+				"its data is where kubeforge did not look (cluster.etcd.extraArgs.data-dir must name it); nothing was removed", hexID(id), m.Name)}
+		case m.ID == id:
+		default:
+			left++
+			if m.Answers {
+				live++
+			}
+		}
+	}
+	if left == len(voters) {
+		return nil // a learner, or already gone
+	}
+	if live < left/2+1 {
+		return &ErrRefused{Reason: fmt.Sprintf("removing etcd member %s would leave %d voter(s) of which %d answer: no majority; "+
+			"bring the members that do not answer back, or restore from a backup; nothing was removed", hexID(id), left, live)}
+	}
+	return nil
+}
+
+// memberAnswers reports whether one of a member's client URLs accepts a TCP
+// connection made from via (3 s).
+func memberAnswers(ctx context.Context, via *Host, urls []string) bool {
+	for _, u := range urls {
+		pu, err := url.Parse(u)
+		if err != nil || pu.Host == "" {
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		c, err := via.Client.DialRemote(dctx, "tcp", pu.Host)
+		cancel()
+		if err == nil {
+			c.Close()
+			return true
+		}
+	}
+	return false
 }

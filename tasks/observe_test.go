@@ -480,3 +480,30 @@ func TestRemovingAHostMarkedRemoveTrue(t *testing.T) {
 		t.Errorf("removing a host that is nowhere: %v; want an error naming it", err)
 	}
 }
+
+// Just before a removal the plan's belief is checked again: the member must
+// not answer, and the voters left that answer must be a majority of those left.
+func TestEtcdRemovalKeepsQuorum(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		voters  []memberLife
+		wantErr string
+	}{
+		{"a dead voter of three, two live", []memberLife{{1, "a", true}, {2, "b", true}, {3, "c", false}}, ""},
+		{"the voter answers", []memberLife{{1, "a", true}, {2, "b", true}, {3, "c", true}}, "its client port answers"},
+		{"one live voter of the two left", []memberLife{{1, "a", true}, {2, "b", false}, {3, "c", false}}, "no majority"},
+		{"two live of the four left", []memberLife{{1, "a", true}, {2, "b", true}, {3, "c", false}, {4, "d", false}, {5, "e", false}}, "no majority"},
+		{"a learner or a member already gone", []memberLife{{1, "a", true}, {2, "b", false}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := uint64(3)
+			if tc.name == "a learner or a member already gone" {
+				id = 9
+			}
+			err := quorumAfterRemoval(tc.voters, id)
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("err = %v; want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
