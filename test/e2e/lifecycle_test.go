@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -49,11 +50,13 @@ func rewriteInventory(t testing.TB, src, dst string, edit func(root *yaml.Node))
 		t.Fatal(err)
 	}
 	edit(doc.Content[0])
-	out, err := yaml.Marshal(&doc)
-	if err != nil {
+	var out bytes.Buffer
+	enc := yaml.NewEncoder(&out)
+	enc.SetIndent(2) // as the harness writes it: reorderHosts reads "  - name:" items
+	if err := enc.Encode(&doc); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(dst, out, 0o600); err != nil {
+	if err := os.WriteFile(dst, out.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return dst
