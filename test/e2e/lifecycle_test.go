@@ -215,17 +215,16 @@ func TestPreflightFailureAndTimeout(t *testing.T) {
 	MustSSH(ctx, t, c, n, "root", "test ! -e /etc/kubernetes && test ! -e /usr/bin/kubelet")
 	MustSSH(ctx, t, c, n, "root", "umount /proc/swaps")
 
-	// A full disk: node2's /var/lib/kubeforge is a 20 MB filesystem, too small for the artifacts. The plan
+	// A full disk: node1's /var/lib/kubeforge is a 20 MB filesystem, too small for the artifacts. The plan
 	// refuses before anything is written, naming the host, the path, what is needed and what is free (an upload
 	// used to fail half-way with sftp's "Failure").
-	n2, _ := c.Node("node2")
-	MustSSH(ctx, t, c, n2, "root", "mkdir -p /var/lib/kubeforge && mount -t tmpfs -o size=20m kf-e2e-small /var/lib/kubeforge")
+	MustSSH(ctx, t, c, n, "root", "mkdir -p /var/lib/kubeforge && mount -t tmpfs -o size=20m kf-e2e-small /var/lib/kubeforge")
 	code, out = kubeforge(ctx, t, "up", "-i", c.Inventory, "--state-dir", state)
-	if code != 1 || !regexp.MustCompile(`node2 +DiskSpace +FAIL +/var/lib/kubeforge/artifacts \(filesystem /var/lib/kubeforge\) needs \d+ MB .*; 20 MB free`).MatchString(out) ||
+	if code != 1 || !regexp.MustCompile(`node1 +DiskSpace +FAIL +/var/lib/kubeforge/artifacts \(filesystem /var/lib/kubeforge\) needs \d+ MB .*; 20 MB free`).MatchString(out) ||
 		!strings.Contains(out, "nothing was changed on any host") {
-		t.Errorf("up with a 20 MB /var/lib/kubeforge on node2: exit %d; want 1 with node2's DiskSpace check failing", code)
+		t.Errorf("up with a 20 MB /var/lib/kubeforge on node1: exit %d; want 1 with node1's DiskSpace check failing", code)
 	}
-	MustSSH(ctx, t, c, n2, "root", "test -z \"$(ls -A /var/lib/kubeforge)\" && umount /var/lib/kubeforge && rmdir /var/lib/kubeforge && test ! -e /etc/kubernetes")
+	MustSSH(ctx, t, c, n, "root", "test -z \"$(ls -A /var/lib/kubeforge)\" && umount /var/lib/kubeforge && rmdir /var/lib/kubeforge && test ! -e /etc/kubernetes")
 	MustSSH(ctx, t, c, n, "root", "test ! -e /etc/kubernetes && test ! -e /usr/bin/kubelet")
 
 	// A clock 2 minutes ahead of the workstation's, and another cluster's etcd data in /var/lib/etcd. The
