@@ -11,6 +11,7 @@ import (
 
 	"github.com/kubeforge/kubeforge/internal/statedir"
 	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/tasks"
 )
 
 // PurgeError is a `reset --purge` that kubeforge refuses: nothing was reset
@@ -146,6 +147,10 @@ func checkStateDir(dir string, inv *inventory.Inventory) error {
 	for _, e := range entries {
 		if e.Name() == "backups" {
 			return refuse("it holds backups (%s, the pre-upgrade snapshots among them): --purge never deletes a backup; move them out first", filepath.Join(dir, "backups"))
+		}
+		if e.Name() == tasks.BackupKeyFile {
+			return refuse("it holds the backup key (%s) that authenticates this cluster's backups: --purge never deletes it; "+
+				"keep it (a copy apart from the backups: docs/security.md) and move it out first", filepath.Join(dir, tasks.BackupKeyFile))
 		}
 		if !isStateEntry(e.Name()) {
 			foreign = append(foreign, e.Name())

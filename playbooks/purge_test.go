@@ -34,6 +34,10 @@ func TestCheckPurge(t *testing.T) {
 			marked(t, o.StateDir)
 			mustMkdir(t, filepath.Join(o.StateDir, "backups"))
 		}, want: "--purge never deletes a backup"},
+		{name: "a state dir with the backup key: kept, so refused", prepare: func(t *testing.T, o *Options) {
+			marked(t, o.StateDir)
+			mustWrite(t, filepath.Join(o.StateDir, "backup.key"), "00")
+		}, want: "--purge never deletes it"},
 		{name: "an older state dir with a PKI but no marker", prepare: func(t *testing.T, o *Options) {
 			mustMkdir(t, filepath.Join(o.StateDir, "pki"))
 			mustWrite(t, filepath.Join(o.StateDir, "pki", "ca.crt"), "")

@@ -24,6 +24,10 @@ const BackupKeyEnv = "KUBEFORGE_BACKUP_KEY"
 // backupKeyFile is the backup key's default place in the state dir.
 const backupKeyFile = "backup.key"
 
+// BackupKeyFile is the name of the backup key in the state dir: what
+// `reset --purge` refuses to delete, as it refuses to delete backups.
+const BackupKeyFile = backupKeyFile
+
 // macName is the archive's second entry: the HMAC of manifest.json.
 const macName = "manifest.hmac"
 
