@@ -306,11 +306,19 @@ func restoreOntoNewHosts(ctx context.Context, t *testing.T, c *harnesslib.Cluste
 	for _, n := range c.Nodes[:cps] {
 		names = append(names, n.Name)
 	}
+	inv, err := os.ReadFile(c.Inventory)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c2, err := harnesslib.Reinstall(ctx, c.Dir, names, TestLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	*c = *c2
+	// The hosts are new, the inventory is the user's: keep it as it was (the harness writes its own defaults).
+	if err := os.WriteFile(c.Inventory, inv, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	code, out := kubeforge(ctx, t, "restore", "-i", c.Inventory, "--state-dir", state, "--from", archive, "--yes")
 	t.Logf("restore onto %d new control planes: %s", cps, time.Since(start).Round(time.Millisecond))
