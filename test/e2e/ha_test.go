@@ -284,12 +284,13 @@ func survivesLoss(ctx context.Context, t *testing.T, c *harnesslib.Cluster, stat
 	if _, err := dockerCmd(ctx, "start", lost.Container); err != nil {
 		t.Fatal(err)
 	}
-	// Up once the host answers SSH again: an up while its sshd still starts takes it for down and leaves it out.
-	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, err := c.SSH(ctx, lost, "root", "systemctl is-system-running --wait >/dev/null; true", nil)
-		return err == nil, nil
+	// Up once the host is back as a Ready node (its kubelet and static pods restart by themselves): an up while
+	// its sshd still starts takes it for down and leaves it out, and one while its network settles may see
+	// its peer probes time out (docs/ha.md).
+	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		return readyNodes(ctx, kc)[lost.Name], nil
 	}); err != nil {
-		t.Fatalf("%s did not answer SSH after its restart: %v", lost.Name, err)
+		t.Fatalf("%s did not come back as a Ready node after its restart: %v", lost.Name, err)
 	}
 	mustUp(ctx, t, c, state)
 	checkWhole(ctx, t, c, state, 3)
