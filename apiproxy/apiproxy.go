@@ -296,11 +296,15 @@ func (p *Proxy) check(ctx context.Context, u *upstream) {
 				DisableKeepAlives: true,
 			}}
 		}
-		slow, err := probe(ctx, client, u.addr)
+		slow, unreachable, err := probe(ctx, client, u.addr)
 		if ctx.Err() != nil {
 			return
 		}
-		changed := h.record(err == nil, p.cfg.Fall, p.cfg.Rise)
+		fall := p.cfg.Fall
+		if unreachable {
+			fall = 1 // nothing accepts its connections: gone (stopped, crashed), not loaded
+		}
+		changed := h.record(err == nil, fall, p.cfg.Rise)
 		if changed {
 			u.setHealthy(h.up)
 		}
@@ -332,7 +336,10 @@ func (p *Proxy) check(ctx context.Context, u *upstream) {
 // connection but did not answer in time: a loaded API server, or a hung one.
 // Any other failure (refused, reset, unreachable, a TLS error, not ready)
 // says the server is gone or not serving.
-func probe(ctx context.Context, client *http.Client, addr string) (slow bool, err error) {
+// Unreachable is a failure to connect at all: a server that is loaded still
+// completes the TCP handshake (the kernel does), so nothing accepting the
+// connection means nothing serves there.
+func probe(ctx context.Context, client *http.Client, addr string) (slow, unreachable bool, err error) {
 	var connected atomic.Bool
 	trace := &httptrace.ClientTrace{ConnectDone: func(_, _ string, err error) {
 		if err == nil {
@@ -341,20 +348,20 @@ func probe(ctx context.Context, client *http.Client, addr string) (slow bool, er
 	}}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, "https://"+addr+"/readyz", nil)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
 		var ne net.Error
-		return connected.Load() && errors.As(err, &ne) && ne.Timeout(), err
+		return connected.Load() && errors.As(err, &ne) && ne.Timeout(), !connected.Load(), err
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusOK, http.StatusUnauthorized, http.StatusForbidden:
-		return false, nil
+		return false, false, nil
 	}
-	return false, fmt.Errorf("/readyz: %s", resp.Status)
+	return false, false, fmt.Errorf("/readyz: %s", resp.Status)
 }
 
 // health is an upstream's place in rotation, from its checks in a row.

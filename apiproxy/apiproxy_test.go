@@ -498,3 +498,17 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// An upstream whose port no longer accepts connections (its process or host
+// is gone) leaves rotation at its first failed check, with its connections:
+// only an upstream that still takes connections may be merely loaded.
+func TestProxyDropsAnUpstreamThatRefusesAtItsFirstFailedCheck(t *testing.T) {
+	a, b := newAPIServer(t, "a"), newAPIServer(t, "b")
+	f := start(t, a.Certificate(), a.addr(), b.addr())
+	f.eventually("both healthy", func() bool { return len(f.p.Healthy()) == 2 })
+	a.Close() // the listener goes: connections are refused
+	f.eventually("a out of rotation", func() bool { return slices.Equal(f.p.Healthy(), []string{b.addr()}) })
+	if !strings.Contains(f.log.String(), "failedChecks=1") {
+		t.Errorf("a refusing upstream was kept for more than one failed check:\n%s", f.log.String())
+	}
+}
