@@ -2,8 +2,10 @@ package tasks
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -125,7 +127,7 @@ func checkDiskSpace(env *Env, h *Host, files []ssh.File, differ map[string]bool,
 		}
 		failed = append(failed, CheckResult{Host: h.Name, ID: "DiskSpace", Severity: SeverityError,
 			Message: fmt.Sprintf("%s (filesystem %s) needs %s for %s (and %s spare); %s free",
-				strings.Join(sortedKeys(fs.dirs), ", "), mount, megabytes(fs.bytes), strings.Join(sortedKeys(fs.whats), ", "), megabytes(diskReserve), megabytes(avail)),
+				strings.Join(slices.Sorted(maps.Keys(fs.dirs)), ", "), mount, megabytes(fs.bytes), strings.Join(slices.Sorted(maps.Keys(fs.whats)), ", "), megabytes(diskReserve), megabytes(avail)),
 			Fix: fmt.Sprintf("free %s on %s's %s (old images: `crictl rmi --prune`; logs), or grow it; then run again", megabytes(fs.bytes+diskReserve-avail), h.Name, mount)})
 	}
 	sort.Slice(failed, func(i, j int) bool { return failed[i].Message < failed[j].Message })
@@ -144,15 +146,6 @@ func (f *Facts) diskOf(dir string) (string, DiskFree, bool) {
 		return "", DiskFree{}, false
 	}
 	return best, f.Disk[best], true
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // megabytes prints n bytes in MB (MiB), rounded up.
