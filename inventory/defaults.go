@@ -24,6 +24,18 @@ const (
 	DefaultSSHPort                  = 22
 	DefaultConnectTimeout           = 10 * time.Second
 	DefaultAPIServerPort            = 6443
+	DefaultAuditLogPath             = "/var/log/kubernetes/audit/audit.log"
+	DefaultAuditMaxAge              = 30
+	DefaultAuditMaxBackup           = 10
+	DefaultAuditMaxSize             = 100
+	DefaultEncryptionProvider       = EncryptionSecretbox
+)
+
+// The encryption providers cluster.encryption.provider accepts.
+const (
+	EncryptionAESCBC    = "aescbc"
+	EncryptionAESGCM    = "aesgcm"
+	EncryptionSecretbox = "secretbox"
 )
 
 // The supported values of enumerated fields.
@@ -66,6 +78,14 @@ func (inv *Inventory) SetDefaults() {
 	setString(&c.CNI.Plugin, DefaultCNIPlugin)
 	setString(&c.Kubelet.CgroupDriver, DefaultCgroupDriver)
 	setString(&c.Runtime.Install, RuntimeInstallIfMissing)
+	setString(&c.Audit.LogPath, DefaultAuditLogPath)
+	setInt(&c.Audit.MaxAge, DefaultAuditMaxAge)
+	setInt(&c.Audit.MaxBackup, DefaultAuditMaxBackup)
+	setInt(&c.Audit.MaxSize, DefaultAuditMaxSize)
+	setString(&c.Encryption.Provider, DefaultEncryptionProvider)
+	if len(c.Encryption.Resources) == 0 {
+		c.Encryption.Resources = []string{"secrets"}
+	}
 
 	dir := inv.Dir()
 	if c.Artifacts != "" {
@@ -73,6 +93,12 @@ func (inv *Inventory) SetDefaults() {
 	}
 	if c.CNI.Manifest != "" {
 		c.CNI.Manifest = resolvePath(dir, c.CNI.Manifest)
+	}
+	if c.Encryption.KeyFile != "" {
+		c.Encryption.KeyFile = resolvePath(dir, c.Encryption.KeyFile)
+	}
+	if c.Audit.Policy != "" {
+		c.Audit.Policy = resolvePath(dir, c.Audit.Policy)
 	}
 
 	s := &inv.SSH
@@ -172,5 +198,11 @@ func resolvePath(dir, p string) string {
 func setString(p *string, def string) {
 	if *p == "" {
 		*p = def
+	}
+}
+
+func setInt(p **int, def int) {
+	if *p == nil {
+		*p = &def
 	}
 }

@@ -64,7 +64,44 @@ type Cluster struct {
 	Scheduler                Component         `yaml:"scheduler"`
 	Etcd                     Component         `yaml:"etcd"`
 	FeatureGates             map[string]bool   `yaml:"featureGates"`
+	Audit                    Audit             `yaml:"audit"`
+	Encryption               Encryption        `yaml:"encryption"`
 	Extra                    map[string]string `yaml:"-"`
+}
+
+// Audit is the API server's audit log (docs/security.md). It is on unless
+// Enabled is false.
+type Audit struct {
+	Enabled *bool `yaml:"enabled"`
+	// Policy is a local audit.k8s.io/v1 Policy file, relative to the inventory
+	// file; empty means kubeforge's default policy.
+	Policy string `yaml:"policy"`
+	// PolicyData is Policy's content, read once when the inventory is validated.
+	PolicyData []byte `yaml:"-"`
+	// LogPath is the log file on each control plane.
+	LogPath string `yaml:"logPath"`
+	// MaxAge (days), MaxBackup (files) and MaxSize (megabytes) are the API
+	// server's --audit-log-maxage, --audit-log-maxbackup and --audit-log-maxsize.
+	MaxAge    *int `yaml:"maxAge"`
+	MaxBackup *int `yaml:"maxBackup"`
+	MaxSize   *int `yaml:"maxSize"`
+}
+
+// Encryption is the encryption at rest of API objects in etcd (Secrets by
+// default) with a key kubeforge generates and keeps with the PKI. It is on
+// unless Enabled is false.
+type Encryption struct {
+	Enabled *bool `yaml:"enabled"`
+	// Provider is aescbc, aesgcm or secretbox (the default).
+	Provider string `yaml:"provider"`
+	// KeyFile is a local file holding the base64 key a cluster without a key
+	// starts with (instead of a generated one), relative to the inventory file.
+	KeyFile string `yaml:"keyFile"`
+	// Key is KeyFile's decoded key, read once when the inventory is validated.
+	Key []byte `yaml:"-"`
+	// Resources are the resources encrypted, as the API server's
+	// EncryptionConfiguration names them ("secrets", "configmaps", "widgets.example.com").
+	Resources []string `yaml:"resources"`
 }
 
 // CNI chooses the pod network. The built-in default ("bridge") needs no image:

@@ -288,6 +288,7 @@ func (c *checker) cluster() {
 		}
 	}
 	c.kubeletConfig(at.with("kubelet", "config"), cl.Kubelet.Config)
+	c.security(at)
 }
 
 // flagNameRe is a command-line flag name as Kubernetes components spell them.

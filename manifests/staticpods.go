@@ -89,7 +89,7 @@ func StaticPods(inv *inventory.Inventory, h *inventory.Host, p ControlPlaneParam
 	if err != nil {
 		return nil, fmt.Errorf("render static pods for %s: %w", h.Name, err)
 	}
-	pods := []*corev1.Pod{etcdPod, apiServerPod(inv, h, p.TrustStores), controllerManagerPod(inv, p), schedulerPod(inv)}
+	pods := []*corev1.Pod{etcdPod, apiServerPod(inv, h, p), controllerManagerPod(inv, p), schedulerPod(inv)}
 	files := make([]nodefile.File, 0, len(pods))
 	for _, p := range pods {
 		data, err := yaml.Marshal(p)
@@ -257,7 +257,7 @@ func controlPlaneVolumes(trustStores []string) ([]corev1.Volume, []corev1.Volume
 	return vols, mounts
 }
 
-func apiServerPod(inv *inventory.Inventory, h *inventory.Host, trustStores []string) *corev1.Pod {
+func apiServerPod(inv *inventory.Inventory, h *inventory.Host, p ControlPlaneParams) *corev1.Pod {
 	d := defaults(inv)
 	ip := h.NodeIP()
 	extra := withFeatureGates(inv, inv.Cluster.APIServer.ExtraArgs)
@@ -294,7 +294,10 @@ func apiServerPod(inv *inventory.Inventory, h *inventory.Host, trustStores []str
 	if _, structured := extra["authorization-config"]; !structured {
 		base = setArg(base, "authorization-mode", "Node,RBAC")
 	}
-	vols, mounts := controlPlaneVolumes(trustStores)
+	sec, secVols, secMounts := securityArgs(inv, p.Encryption)
+	base = append(base, sec...)
+	vols, mounts := controlPlaneVolumes(p.TrustStores)
+	vols, mounts = append(vols, secVols...), append(mounts, secMounts...)
 	sortMounts(mounts)
 	endpoint := net.JoinHostPort(ip, strconv.Itoa(inventory.DefaultAPIServerPort))
 	c := component{name: KubeAPIServer, args: argsToCommand(base, extra), mounts: mounts, probeHost: ip,
@@ -376,6 +379,9 @@ type ControlPlaneParams struct {
 	// TrustStores are the host's trust-store directories (of TrustStorePaths)
 	// to mount; nil when the host was not read: Debian's.
 	TrustStores []string
+	// Encryption: the API server reads pki.EncryptionConfigPath (the cluster
+	// has encryption keys).
+	Encryption bool
 }
 
 // EtcdDataDirOf is where etcd keeps its data: /var/lib/etcd, or the
@@ -524,6 +530,16 @@ func etcdProbe(extra map[string]string, lo string) (string, int32, corev1.URISch
 // certificate changes the digest, so the manifest changes and the kubelet
 // restarts the pod: it never keeps serving a certificate that was replaced.
 const InputsAnnotation = "kubeforge.io/inputs"
+
+// InputsOf returns the InputsAnnotation of a static pod manifest, "" when
+// it has none or does not parse.
+func InputsOf(manifest []byte) string {
+	var pod corev1.Pod
+	if yaml.Unmarshal(manifest, &pod) != nil {
+		return ""
+	}
+	return pod.Annotations[InputsAnnotation]
+}
 
 // StampInputs sets InputsAnnotation on each static pod in pods from the
 // content of the files in files that lie under one of its host-path volumes.

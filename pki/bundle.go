@@ -58,6 +58,9 @@ type Bundle struct {
 	cas    map[string]*keyPair
 	sa     *saPair
 	leaves map[leafID]*keyPair
+	// encryption is the encryption-at-rest providers in order (encryption.go).
+	encryption      []EncryptionKey
+	encryptionDirty bool
 }
 
 // saPair is the service-account signing key pair.
@@ -110,6 +113,9 @@ func Load(dir string) (*Bundle, error) {
 		return nil, err
 	}
 	b.sa = sa
+	if b.encryption, err = loadEncryption(dir); err != nil {
+		return nil, err
+	}
 
 	hosts := []string{""}
 	entries, err := os.ReadDir(filepath.Join(dir, nodesDir))
@@ -281,6 +287,12 @@ func (b *Bundle) Save(dir string) error {
 			return err
 		}
 	}
+	if len(b.encryption) > 0 && (b.encryptionDirty || all) {
+		if err := saveEncryption(dir, b.encryption); err != nil {
+			return err
+		}
+	}
+	b.encryptionDirty = false
 	for _, kp := range b.cas {
 		kp.dirty = false
 	}

@@ -63,7 +63,8 @@ func (b *Bundle) SuperAdminKubeconfig(cluster, server string) ([]byte, error) {
 // paths under /etc/kubernetes. A control plane gets the CAs with their keys (when
 // kubeforge holds them), its own leaves, sa.key/sa.pub, admin.conf,
 // controller-manager.conf, scheduler.conf, kubelet.conf and, on the first control
-// plane only, super-admin.conf. admin.conf and super-admin.conf point at the
+// plane only, super-admin.conf; and the encryption configuration when the
+// cluster has encryption at rest. admin.conf and super-admin.conf point at the
 // controlPlaneEndpoint, or without one (as kubeadm) at the host's own API
 // server; controller-manager.conf, scheduler.conf and kubelet.conf at
 // the local API server (kubeadm 1.37's control-plane kubelet local mode). A worker
@@ -100,6 +101,13 @@ func (b *Bundle) NodeFiles(inv *inventory.Inventory, h *inventory.Host) ([]File,
 	files = append(files,
 		File{Path: path.Join(PKIDir, "sa.key"), Mode: 0o600, Data: b.sa.KeyPEM},
 		File{Path: path.Join(PKIDir, "sa.pub"), Mode: 0o600, Data: b.sa.PubPEM})
+	if len(b.encryption) > 0 {
+		data, err := b.EncryptionConfig(inv.Cluster.Encryption.Resources)
+		if err != nil {
+			return nil, fmt.Errorf("render node files for %s: %w", h.Name, err)
+		}
+		files = append(files, File{Path: EncryptionConfigPath, Mode: 0o600, Data: data})
+	}
 
 	endpoint, err := ServerURL(inv)
 	if err != nil {

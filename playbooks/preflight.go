@@ -46,7 +46,10 @@ func stepObserve() Step {
 			if err := tasks.ObserveCluster(ctx, env); err != nil {
 				return err
 			}
-			return tasks.DecideRoles(ctx, env)
+			if err := tasks.DecideRoles(ctx, env); err != nil {
+				return err
+			}
+			return tasks.PlanEncryption(ctx, env)
 		}, Always: true, ReadOnly: true}
 }
 

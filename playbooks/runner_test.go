@@ -259,7 +259,7 @@ func TestFilterSkipOnly(t *testing.T) {
 		want       string // joined names, or an error substring
 		wantErr    bool
 	}{
-		{name: "skip a group", skip: []string{"nodes"}, want: "connect,facts,cluster/endpoint,preflight/host,preflight/cluster,certs,cluster/probe,cluster/observe,plan,render,node/prepare,runtime/install,artifacts/push,artifacts/import,control-plane/init,cluster/bootstrap,etcd/reconcile,network/cidrs,network/configure,control-plane/join,join/token,workers/join,kube-proxy/restart,network/complete,join/forget,join/cleanup"},
+		{name: "skip a group", skip: []string{"nodes"}, want: "connect,facts,cluster/endpoint,preflight/host,preflight/cluster,certs,cluster/probe,cluster/observe,plan,render,node/prepare,runtime/install,artifacts/push,artifacts/import,control-plane/init,cluster/bootstrap,etcd/reconcile,network/cidrs,network/configure,control-plane/join,encryption/add,encryption/promote,encryption/use,encryption/rewrite,encryption/drop,encryption/finish,encryption/done,join/token,workers/join,kube-proxy/restart,network/complete,join/forget,join/cleanup"},
 		{name: "only keeps always-steps", only: []string{"render"}, want: "connect,facts,cluster/endpoint,certs,cluster/probe,cluster/observe,plan,render"},
 		{name: "unknown step", skip: []string{"nope"}, want: "unknown step nope", wantErr: true},
 	} {

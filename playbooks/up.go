@@ -1,6 +1,7 @@
 package playbooks
 
 import (
+	"slices"
 	"time"
 
 	"github.com/kubeforge/kubeforge/inventory"
@@ -66,6 +67,27 @@ func stepJoinCP() Step {
 		Hosts: inventory.SelectControlPlanes, When: tasks.NotInitialising, Serial: true, Run: tasks.JoinControlPlane}
 }
 
+// The steps that carry encryption at rest to a new key on a running cluster,
+// each phase on every control plane before the next (tasks/encryption.go).
+// up runs them after the control planes converge (it may have begun a
+// rotation: encryption turned on for a running cluster); rotate-key after
+// adding the key.
+func stepsKeyRotation() []Step {
+	roll := func(name, help string) Step {
+		return tolerant(Step{Name: name, Help: help, Hosts: inventory.SelectControlPlanes, When: tasks.RotationUnderway, Serial: true,
+			Run: tasks.RollControlPlane})
+	}
+	return []Step{
+		roll("encryption/add", "one control plane at a time: the configuration that holds the new key (it reads with it); wait for the API server"),
+		{Name: "encryption/promote", Help: "once every API server runs with the new key: make it the key that writes", Local: tasks.PromoteKey},
+		roll("encryption/use", "one control plane at a time: the configuration whose first key is the new one; wait for the API server"),
+		{Name: "encryption/rewrite", Help: "rewrite every encrypted object that etcd shows not written with the first key; check etcd again", Local: tasks.RewriteObjects},
+		{Name: "encryption/drop", Help: "once etcd shows every object under the new key: drop the old keys", Local: tasks.DropOldKeys},
+		roll("encryption/finish", "one control plane at a time: the configuration without the old keys; wait for the API server"),
+		{Name: "encryption/done", Help: "check every API server runs with the final keys; end the rotation", Local: tasks.FinishRotation},
+	}
+}
+
 func stepToken() Step {
 	return Step{Name: "join/token", Help: "mint a short-lived bootstrap token and sign cluster-info, only if a worker must join",
 		Local: tasks.EnsureJoinToken}
@@ -121,13 +143,15 @@ func stepForgetBootstrap() Step {
 // container runtime, or the artifacts' one to install) to a converged cluster. It observes the hosts and the
 // cluster, plans, and executes the plan; every step is idempotent.
 func Up(*inventory.Inventory) Playbook {
-	return Playbook{Name: "up", Steps: []Step{
+	return Playbook{Name: "up", Steps: slices.Concat([]Step{
 		tolerant(stepConnect()), stepFacts(), stepSeed(), stepPreflightHost(), stepPreflightCluster(),
 		stepCerts(), stepProbe(), stepObserve(), stepPlan(),
 		stepRender(), stepPrepare(), stepRuntime(), stepArtifacts(), stepImport(),
-		stepInit(), stepBootstrap(), stepEtcd(), stepCIDRs(), stepNetwork(), stepJoinCP(), stepToken(), stepJoinWorkers(),
+		stepInit(), stepBootstrap(), stepEtcd(), stepCIDRs(), stepNetwork(), stepJoinCP(),
+	}, stepsKeyRotation(), []Step{
+		stepToken(), stepJoinWorkers(),
 		stepKubeProxyRestart(), stepRegistered(), stepMark(), stepNetworkLate(), stepReady(), stepForgetBootstrap(), stepTokenCleanup(),
-	}}
+	})}
 }
 
 // Certs is the playbook behind `kubeforge certs generate`: local only.
@@ -153,4 +177,15 @@ func RenderOffline(*inventory.Inventory) Playbook {
 func CheckNodeCerts(*inventory.Inventory) Playbook {
 	return Playbook{Name: "certs check-expiration", Steps: []Step{tolerant(stepConnect()),
 		{Name: "certs/read", Help: "read every certificate kubeforge put on the host", Hosts: inventory.SelectAll, Run: tasks.ReadNodeCerts}}}
+}
+
+// RotateKey is the playbook behind `kubeforge secrets rotate-key`: a new
+// encryption key, carried to every control plane and every encrypted object
+// in phases; a run stopped anywhere resumes where it stopped.
+func RotateKey(*inventory.Inventory) Playbook {
+	return Playbook{Name: "secrets rotate-key", Steps: slices.Concat([]Step{
+		tolerant(stepConnect()), stepFacts(), stepSeed(), stepCerts(), stepProbe(), stepObserve(),
+		{Name: "encryption/plan", Help: "what the rotation does: the phases, the objects to rewrite", Local: tasks.PlanKeyRotation, Always: true, ReadOnly: true},
+		{Name: "encryption/key", Help: "a new key of cluster.encryption.provider in the state dir, added last (or resume the rotation under way)", Local: tasks.BeginKeyRotation},
+	}, stepsKeyRotation())}
 }

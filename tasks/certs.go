@@ -26,6 +26,9 @@ func EnsureCerts(_ context.Context, env *Env) error {
 	if err := env.ensurePKI(b); err != nil {
 		return err
 	}
+	if err := env.ensureEncryption(); err != nil {
+		return err
+	}
 	if env.Opts.DryRun {
 		return nil // the PKI in memory only: a dry run writes nothing, here either
 	}

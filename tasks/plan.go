@@ -29,6 +29,9 @@ type Plan struct {
 	Etcd      []EtcdAction    `json:"etcd,omitempty"`
 	Certs     []string        `json:"certificates,omitempty"` // re-issued or made, with why
 	Leaving   []string        `json:"leaving,omitempty"`      // hosts marked remove: true
+	// Encryption says what encryption at rest still needs: a rotation's
+	// phases, objects to rewrite with the current key.
+	Encryption []string `json:"encryption,omitempty"`
 	Hosts     []*HostPlan     `json:"hosts"`
 	Teardown  []*TeardownPlan `json:"teardown,omitempty"` // reset, scale --remove
 	Warnings  []string        `json:"warnings,omitempty"`
@@ -529,6 +532,9 @@ func (p *Plan) WritePlan(w io.Writer) {
 	}
 	for _, c := range p.Certs {
 		fmt.Fprintf(w, "certificate: %s\n", c)
+	}
+	for _, e := range p.Encryption {
+		fmt.Fprintf(w, "encryption: %s\n", e)
 	}
 	if len(p.Leaving) > 0 {
 		fmt.Fprintf(w, "Marked remove: true (not installed; `kubeforge scale` removes them): %s\n", strings.Join(p.Leaving, ", "))

@@ -32,8 +32,10 @@ func (e *Env) NodeFiles(h *Host) ([]nodefile.File, error) {
 	}
 	files = append(files, kf...)
 	files = append(files, manifests.APIProxyFiles(e.Inv, h.Host)...)
+	files = append(files, manifests.AuditFiles(e.Inv, h.Host)...)
 	if h.IsControlPlane() {
-		pods, err := manifests.StaticPods(e.Inv, h.Host, manifests.ControlPlaneParams{Etcd: e.etcdParamsFor(h), ExternalCA: !e.PKI.HasCAKey(pki.CAName), TrustStores: trustStores(h)})
+		pods, err := manifests.StaticPods(e.Inv, h.Host, manifests.ControlPlaneParams{Etcd: e.etcdParamsFor(h), ExternalCA: !e.PKI.HasCAKey(pki.CAName),
+			TrustStores: trustStores(h), Encryption: len(e.PKI.EncryptionKeys()) > 0})
 		if err != nil {
 			return nil, fmt.Errorf("render %s static pods: %w", h.Name, err)
 		}

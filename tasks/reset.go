@@ -55,6 +55,15 @@ for p in /etc/kubernetes /var/lib/kubelet $etcd $etcd.before-restore-* /var/lib/
          /var/lib/cni /var/log/pods /var/log/containers; do
   if [ -e "$p" ]; then act rm -rf "$p" && did "removed $p" "remove $p"; fi
 done
+# The API server's audit log ($6) and the files it rotated to (name-TIMESTAMP.ext), then its directory if empty.
+if [ -n "$6" ]; then
+  adir=${6%/*} abase=${6##*/}
+  case $abase in *.*) astem=${abase%.*} aext=.${abase##*.} ;; *) astem=$abase aext= ;; esac
+  for p in "$6" "$adir/$astem"-*"$aext"; do
+    if [ -e "$p" ]; then act rm -f "$p" && did "removed $p" "remove $p"; fi
+  done
+  if [ -d "$adir" ] && [ -z "$(ls -A "$adir")" ]; then act rmdir "$adir" && did "removed $adir" "remove $adir"; fi
+fi
 marker=` + runtimeMarkerPath + `
 if [ -n "$1" ]; then
   rmimages() { for i in $1; do ctr -n k8s.io images rm "$i" >/dev/null 2>&1; done; }

@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -55,6 +56,10 @@ type Restore struct {
 	Revision  int64    `json:"revision,omitempty"`
 	Nodes     []string `json:"nodes,omitempty"` // Nodes whose kubelet renewed its Lease after the restore
 	Waiting   []string `json:"waiting,omitempty"`
+	// RotateTo: the archive's objects are encrypted with keys the state dir
+	// had dropped since (addArchiveKeys): a rotation to this key, the state
+	// dir's, rewrites them and drops those keys again.
+	RotateTo string `json:"rotateTo,omitempty"`
 }
 
 // RestorePlan is what restore does, decided from the archive and what the
@@ -161,6 +166,9 @@ func VerifyArchive(o RestoreOptions) LocalFunc {
 		if m := a.Manifest; m.Cluster != env.Inv.Cluster.Name {
 			env.warn(fmt.Sprintf("the backup is of cluster %q; the inventory names %q (same CA: restoring)", m.Cluster, env.Inv.Cluster.Name))
 		}
+		if err := env.addArchiveKeys(b, a.Files); err != nil {
+			return err
+		}
 		env.PKI = b
 		return nil
 	}
@@ -229,7 +237,49 @@ func SaveRestoreState(_ context.Context, env *Env) error {
 	if err := env.Restore.Archive.ExtractSnapshot(env.restoreDir()); err != nil {
 		return err
 	}
-	return env.savePKI()
+	if err := env.savePKI(); err != nil {
+		return err
+	}
+	if to := env.Restore.RotateTo; to != "" {
+		return env.saveRotation(&Rotation{Target: to, Started: time.Now().UTC()})
+	}
+	return nil
+}
+
+// addArchiveKeys gives the state dir's PKI b the archive's encryption keys
+// it lacks (a rotation since the backup dropped them), so the API servers
+// read the restored objects; they keep writing with b's first key, and a
+// rotation to that key, which up finishes, rewrites the objects and drops
+// the archive's keys again.
+func (e *Env) addArchiveKeys(b *pki.Bundle, files map[string][]byte) error {
+	ab, err := archivePKI(files)
+	if err != nil {
+		return err
+	}
+	keys, old := b.EncryptionKeys(), ab.EncryptionKeys()
+	var added []pki.EncryptionKey
+	for _, k := range old {
+		if k.Provider != pki.Identity && keyIndex(keys, k.Name) < 0 {
+			added = append(added, k)
+		}
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	if len(keys) == 0 {
+		b.SetEncryptionKeys(old)
+		return nil
+	}
+	at := len(keys)
+	if keys[at-1].Provider == pki.Identity {
+		at--
+	}
+	b.SetEncryptionKeys(slices.Insert(keys, at, added...))
+	e.warn(fmt.Sprintf("the backup's objects are encrypted with %v, which the cluster dropped since: they are kept to read them, and the next `kubeforge up` rewrites the objects with %s and drops them", added, keys[0]))
+	if keys[0].Provider != pki.Identity {
+		e.Restore.RotateTo = keys[0].Name
+	}
+	return nil
 }
 
 // PlanRestore returns the step that decides the restore from what the control

@@ -95,7 +95,7 @@ func runReset(ctx context.Context, env *Env, h *Host, plan bool) ([]string, erro
 		runtime = "runtime"
 	}
 	out, err := h.Client.Run(ctx, "sh -s -- "+ssh.Quote(artifacts)+" "+ssh.Quote(mode)+" "+ssh.Quote(env.Inv.Cluster.PodSubnet)+" "+ssh.Quote(runtime)+
-		" "+ssh.Quote(manifests.EtcdDataDirOf(env.Inv))+" <<'KUBEFORGE_RESET'\n"+resetScript+"KUBEFORGE_RESET")
+		" "+ssh.Quote(manifests.EtcdDataDirOf(env.Inv))+" "+ssh.Quote(env.Inv.Cluster.Audit.LogPath)+" <<'KUBEFORGE_RESET'\n"+resetScript+"KUBEFORGE_RESET")
 	if err != nil {
 		return nil, err
 	}

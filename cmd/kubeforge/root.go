@@ -101,6 +101,7 @@ generates the cluster PKI locally, pushes files over SFTP and joins the nodes, i
 		newAPIProxyCmd(),
 		newPeerServeCmd(),
 		newCertsCmd(g, stdout),
+		newSecretsCmd(g, stdout),
 		newRenderCmd(g, stdout),
 		newKubeconfigCmd(g, stdout, stderr),
 		newVersionCmd(stdout),
