@@ -15,7 +15,7 @@ OLD_VERSION := v1.36.3
 ARTIFACTS_OLD ?= $(CURDIR)/.cache/artifacts-$(OLD_VERSION)
 HARNESS_DIR ?= $(CURDIR)/.harness
 
-.PHONY: all build test unit fuzz-inventory integration parity e2e e2e-interrupt-matrix e2e-upgrade-matrix e2e-rotate-matrix demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime bench-fleet clean
+.PHONY: all build test unit fuzz-inventory integration parity e2e e2e-interrupt-matrix e2e-upgrade-matrix e2e-rotate-matrix demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime bench-fleet cis kube-bench clean
 
 all: build
 
@@ -110,6 +110,17 @@ bench-restore: build artifacts node-image
 # (test/fleetsim, one process on loopback): wall time and peak RSS of the orchestrator, not of Kubernetes.
 bench-fleet: build
 	GO=$(GO) KUBEFORGE=$(CURDIR)/$(BIN) bash test/scripts/bench-fleet.sh
+
+# kube-bench (the CIS Kubernetes Benchmark runner) built from source into .cache/kube-bench (test/scripts/kube-bench.sh).
+kube-bench:
+	bash test/scripts/kube-bench.sh
+
+# The CIS Kubernetes Benchmark (cis-1.12) on a fresh 1+1 harness cluster (instance kfcis, 172.31.222.0/24, removed
+# afterwards), or on an existing cluster: `make cis CIS_INVENTORY=path`. A table per section and every automated
+# FAIL and WARN; raw JSON in .cache/kube-bench/results/ (test/README.md, "make cis").
+CIS_INVENTORY ?=
+cis: $(if $(CIS_INVENTORY),,build artifacts node-image)
+	CIS_INVENTORY=$(CIS_INVENTORY) ARTIFACTS=$(ARTIFACTS) GO=$(GO) bash test/scripts/cis.sh
 
 clean:
 	rm -rf bin
