@@ -127,11 +127,12 @@ func KubeletFiles(inv *inventory.Inventory, h *inventory.Host, p KubeletParams) 
 		return nil, fmt.Errorf("render kubelet files for %s: %w", h.Name, err)
 	}
 	return []nodefile.File{
-		{Path: KubeletConfigPath, Mode: 0o644, Data: config},
+		// 0600 where kubeadm writes 0644: the CIS benchmark's 4.1.9 (config) and 4.1.1 (unit) ask it (docs/security.md).
+		{Path: KubeletConfigPath, Mode: 0o600, Data: config},
 		{Path: KubeletInstancePath, Mode: 0o644, Data: []byte(instance)},
 		{Path: KubeletFlagsPath, Mode: 0o644, Data: flags},
-		{Path: KubeletUnitPath, Mode: 0o644, Data: []byte(kubeletUnit)},
-		{Path: KubeletDropInPath, Mode: 0o644, Data: []byte(kubeletDropIn)},
+		{Path: KubeletUnitPath, Mode: 0o600, Data: []byte(kubeletUnit)},
+		{Path: KubeletDropInPath, Mode: 0o600, Data: []byte(kubeletDropIn)},
 	}, nil
 }
 

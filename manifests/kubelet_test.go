@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -151,8 +152,13 @@ func TestKubeletFiles(t *testing.T) {
 			byPath := map[string][]byte{}
 			for _, f := range files {
 				byPath[f.Path] = f.Data
-				if f.Mode != 0o644 {
-					t.Errorf("%s: mode %v", f.Path, f.Mode)
+				// 0600 for the config, the unit and its drop-in (CIS 4.1.1, 4.1.9); the others as kubeadm.
+				want := os.FileMode(0o644)
+				if f.Path == KubeletConfigPath || f.Path == KubeletUnitPath || f.Path == KubeletDropInPath {
+					want = 0o600
+				}
+				if f.Mode != want {
+					t.Errorf("%s: mode %v, want %v", f.Path, f.Mode, want)
 				}
 			}
 			for _, p := range []string{KubeletConfigPath, KubeletInstancePath, KubeletFlagsPath, KubeletUnitPath, KubeletDropInPath} {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -289,6 +290,9 @@ func apiServerPod(inv *inventory.Inventory, h *inventory.Host, p ControlPlanePar
 		{"etcd-certfile", pkiPath("apiserver-etcd-client.crt")},
 		{"etcd-keyfile", pkiPath("apiserver-etcd-client.key")},
 	}
+	base = append(base, hardeningArgs...)
+	// CIS 1.2.30: service-account tokens expire when they say (kubeadm keeps the upstream extension to a year).
+	base = append(base, arg{"service-account-extend-token-expiration", "false"})
 	// kubeadm sets --authorization-mode=Node,RBAC unless structured authorization
 	// (--authorization-config) is used.
 	if _, structured := extra["authorization-config"]; !structured {
@@ -349,14 +353,19 @@ func schedulerPod(inv *inventory.Inventory) *corev1.Pod {
 // loopback bind, leader election, and kubeconfig for the API and its
 // authentication and authorization.
 func electedArgs(kubeconfig string) []arg {
-	return []arg{
+	return append(slices.Clone(hardeningArgs), []arg{
 		{"bind-address", "127.0.0.1"},
 		{"leader-elect", "true"},
 		{"kubeconfig", kubeconfig},
 		{"authentication-kubeconfig", kubeconfig},
 		{"authorization-kubeconfig", kubeconfig},
-	}
+	}...)
 }
+
+// hardeningArgs are the flags the API server, the controller manager and the
+// scheduler get beyond kubeadm's, for the CIS benchmark (1.2.15, 1.3.2,
+// 1.4.1: no profiling endpoint; docs/security.md).
+var hardeningArgs = []arg{{"profiling", "false"}}
 
 // signing is a signing flag's value: empty with an external CA, as kubeadm
 // sets it (the CSR signer then does not start, instead of failing on a key

@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/util/retry"
@@ -306,13 +307,22 @@ func (e *Env) controlPlanesHoldKeys(ctx context.Context) error {
 				want = manifests.InputsOf(f.Data)
 			}
 		}
-		pod, err := kc.CoreV1().Pods(metav1.NamespaceSystem).Get(ctx, manifests.KubeAPIServer+"-"+h.Name, metav1.GetOptions{})
+		// The kubelet updates the mirror pod a few seconds after the pod restarts.
+		var got string
+		var ready bool
+		var last error
+		err = wait.PollUntilContextTimeout(ctx, time.Second, e.waitTimeout(), true, func(ctx context.Context) (bool, error) {
+			pod, err := kc.CoreV1().Pods(metav1.NamespaceSystem).Get(ctx, manifests.KubeAPIServer+"-"+h.Name, metav1.GetOptions{})
+			if err != nil {
+				last = err
+				return false, nil
+			}
+			got, ready = pod.Annotations[manifests.InputsAnnotation], podReady(pod.Status.Conditions)
+			return got == want && ready, nil
+		})
 		if err != nil {
-			return fmt.Errorf("control plane %s: read its API server's pod: %w: run again once it is up", h.Name, err)
-		}
-		if got := pod.Annotations[manifests.InputsAnnotation]; got != want || !podReady(pod.Status.Conditions) {
-			return fmt.Errorf("control plane %s: its API server does not run with the current encryption keys yet (inputs %s, want %s; ready %v): run again once it does",
-				h.Name, got, want, podReady(pod.Status.Conditions))
+			return fmt.Errorf("control plane %s: its API server does not run with the current encryption keys (its pod's inputs %s, want %s; ready %v; last error %v): run again once it does",
+				h.Name, got, want, ready, last)
 		}
 	}
 	return nil
@@ -446,6 +456,9 @@ func RewriteObjects(ctx context.Context, env *Env) error {
 		return fmt.Errorf("rewrote %d objects but etcd still holds %d not written with key %s (first: %s): run again", len(stale), len(left), keys[0], left[0])
 	}
 	env.Log.Info("objects rewritten with the current key", "count", len(stale), "key", keys[0].String(), "took", time.Since(start).Round(time.Millisecond))
+	if h, err := env.apiHost(); err == nil {
+		h.Changed(Change{Kind: ChangeObject, What: fmt.Sprintf("%d objects rewritten with key %s", len(stale), keys[0])})
+	}
 	return nil
 }
 

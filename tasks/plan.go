@@ -21,20 +21,20 @@ import (
 // Plan is what a run does, decided from the inventory and the observed
 // cluster before anything changes. --dry-run prints it; a run executes it.
 type Plan struct {
-	Seed      string          `json:"seed,omitempty"`      // the control plane of the default API endpoint
-	Init      string          `json:"init,omitempty"`      // the host that initialises a new cluster; "" when one exists
-	ClusterID string          `json:"clusterID,omitempty"` // etcd's cluster ID, hex; "" for a new cluster
-	JoinCP    []string        `json:"joinControlPlanes,omitempty"`
-	JoinNodes []string        `json:"joinNodes,omitempty"` // workers whose kubelet joins with a bootstrap token
-	Etcd      []EtcdAction    `json:"etcd,omitempty"`
-	Certs     []string        `json:"certificates,omitempty"` // re-issued or made, with why
-	Leaving   []string        `json:"leaving,omitempty"`      // hosts marked remove: true
+	Seed      string       `json:"seed,omitempty"`      // the control plane of the default API endpoint
+	Init      string       `json:"init,omitempty"`      // the host that initialises a new cluster; "" when one exists
+	ClusterID string       `json:"clusterID,omitempty"` // etcd's cluster ID, hex; "" for a new cluster
+	JoinCP    []string     `json:"joinControlPlanes,omitempty"`
+	JoinNodes []string     `json:"joinNodes,omitempty"` // workers whose kubelet joins with a bootstrap token
+	Etcd      []EtcdAction `json:"etcd,omitempty"`
+	Certs     []string     `json:"certificates,omitempty"` // re-issued or made, with why
+	Leaving   []string     `json:"leaving,omitempty"`      // hosts marked remove: true
 	// Encryption says what encryption at rest still needs: a rotation's
 	// phases, objects to rewrite with the current key.
-	Encryption []string `json:"encryption,omitempty"`
-	Hosts     []*HostPlan     `json:"hosts"`
-	Teardown  []*TeardownPlan `json:"teardown,omitempty"` // reset, scale --remove
-	Warnings  []string        `json:"warnings,omitempty"`
+	Encryption []string        `json:"encryption,omitempty"`
+	Hosts      []*HostPlan     `json:"hosts"`
+	Teardown   []*TeardownPlan `json:"teardown,omitempty"` // reset, scale --remove
+	Warnings   []string        `json:"warnings,omitempty"`
 }
 
 // EtcdAction is one change to etcd's membership.
@@ -69,7 +69,7 @@ type RestartPlan struct {
 
 // Empty reports whether the plan changes nothing.
 func (p *Plan) Empty() bool {
-	if p.Init != "" || len(p.JoinCP)+len(p.JoinNodes)+len(p.Etcd)+len(p.Certs) > 0 {
+	if p.Init != "" || len(p.JoinCP)+len(p.JoinNodes)+len(p.Etcd)+len(p.Certs)+len(p.Encryption) > 0 {
 		return false
 	}
 	for _, h := range p.Hosts {
