@@ -55,6 +55,7 @@ func clientOf(t testing.TB, state string, n harnesslib.Node) kubernetes.Interfac
 	t.Helper()
 	cfg := restConfig(t, state)
 	cfg.Host = "https://" + n.Address + ":6443"
+	cfg.QPS, cfg.Burst = 500, 500 // checkAudit makes a few thousand requests
 	kc, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
