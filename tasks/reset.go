@@ -63,6 +63,10 @@ if [ -n "$6" ]; then
     if [ -e "$p" ]; then act rm -f "$p" && did "removed $p" "remove $p"; fi
   done
   if [ -d "$adir" ] && [ -z "$(ls -A "$adir")" ]; then act rmdir "$adir" && did "removed $adir" "remove $adir"; fi
+  # The default's parent, made by the API server's hostPath volume.
+  if [ "$adir" = /var/log/kubernetes/audit ] && [ -d /var/log/kubernetes ] && [ -z "$(ls -A /var/log/kubernetes)" ]; then
+    act rmdir /var/log/kubernetes && did "removed /var/log/kubernetes" "remove /var/log/kubernetes"
+  fi
 fi
 marker=` + runtimeMarkerPath + `
 if [ -n "$1" ]; then
@@ -182,7 +186,9 @@ func ResetHost(ctx context.Context, env *Env, h *Host) error {
 	for _, l := range lines {
 		h.Changed(Change{Kind: ChangeHost, What: l})
 	}
-	left, err := h.Client.Run(ctx, check+" <<'KUBEFORGE_RESET_CHECK'\n"+resetCheckScript+"KUBEFORGE_RESET_CHECK")
+	// The audit log is checked by name: the script's arguments are the runtime's files.
+	audit := "[ -e " + ssh.Quote(env.Inv.Cluster.Audit.LogPath) + " ] && echo " + ssh.Quote(env.Inv.Cluster.Audit.LogPath+" left") + "\n"
+	left, err := h.Client.Run(ctx, check+" <<'KUBEFORGE_RESET_CHECK'\n"+audit+resetCheckScript+"KUBEFORGE_RESET_CHECK")
 	if err != nil {
 		return fmt.Errorf("verify reset: %w", err)
 	}
