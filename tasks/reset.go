@@ -62,10 +62,19 @@ if [ -n "$6" ]; then
   for p in "$6" "$adir/$astem"-*"$aext"; do
     if [ -e "$p" ]; then act rm -f "$p" && did "removed $p" "remove $p"; fi
   done
-  if [ -d "$adir" ] && [ -z "$(ls -A "$adir")" ]; then act rmdir "$adir" && did "removed $adir" "remove $adir"; fi
-  # The default's parent, made by the API server's hostPath volume.
-  if [ "$adir" = /var/log/kubernetes/audit ] && [ -d /var/log/kubernetes ] && [ -z "$(ls -A /var/log/kubernetes)" ]; then
-    act rmdir /var/log/kubernetes && did "removed /var/log/kubernetes" "remove /var/log/kubernetes"
+  # The directory goes when nothing but the log and its rotations is in it (a plan, which removes nothing, says so too).
+  other=
+  for e in "$adir"/* "$adir"/.[!.]*; do
+    [ -e "$e" ] || continue
+    case ${e##*/} in "$abase"|"$astem"-*"$aext") ;; *) other=1 ;; esac
+  done
+  if [ -d "$adir" ] && [ -z "$other" ]; then
+    act rmdir "$adir" && did "removed $adir" "remove $adir"
+    # The default's parent, made by the API server's hostPath volume.
+    if [ "$adir" = /var/log/kubernetes/audit ]; then
+      rest=$(ls -A /var/log/kubernetes 2>/dev/null)
+      if [ "$rest" = audit ] || [ -z "$rest" ]; then act rmdir /var/log/kubernetes && did "removed /var/log/kubernetes" "remove /var/log/kubernetes"; fi
+    fi
   fi
 fi
 marker=` + runtimeMarkerPath + `
