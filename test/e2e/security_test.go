@@ -116,8 +116,10 @@ func checkAudit(ctx context.Context, t *testing.T, c *harnesslib.Cluster, state 
 		}
 	}
 	dir := "/var/log/kubernetes/audit"
-	out := MustSSH(ctx, t, c, n, "root", "sleep 2; grep -h '\"name\":\""+name+"\"' "+dir+"/audit*.log | grep '\"verb\":\"create\"'; echo; grep -l "+value+" "+dir+"/* || true; echo; ls -l "+dir)
-	parts := strings.SplitN(out, "\n\n", 3)
+	const sep = "--kubeforge-e2e--"
+	out := MustSSH(ctx, t, c, n, "root", "sleep 2; grep -h '\"name\":\""+name+"\"' "+dir+"/audit*.log | grep '\"verb\":\"create\"'; echo "+sep+
+		"; grep -l "+value+" "+dir+"/* || true; echo "+sep+"; ls -l "+dir)
+	parts := strings.Split(out, sep+"\n")
 	if len(parts) != 3 {
 		t.Fatalf("unexpected output:\n%s", out)
 	}
