@@ -36,13 +36,10 @@ var EncryptionKeySizes = map[string][]int{
 // volume: absolute, without spaces, quotes or other shell characters.
 var safePathRe = regexp.MustCompile(`^/[A-Za-z0-9._/-]+$`)
 
-// resourceNameRe is a resource as an EncryptionConfiguration names it:
-// "secrets", or "widgets.example.com" for a resource of a group.
-var resourceNameRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-
-// auditLogDirs are directories an audit log's directory may not be: it is
-// mounted writable into the API server, and reset removes it when empty.
-var auditLogDirs = []string{"/", "/etc", "/etc/kubernetes", "/var", "/var/log", "/var/lib", "/usr", "/tmp", "/root", "/home", "/run", "/opt"}
+// EncryptableResources are the resources cluster.encryption.resources may
+// name: those whose place in etcd kubeforge knows, so that it can check
+// there that every object is written with the current key.
+var EncryptableResources = []string{"secrets", "configmaps"}
 
 // security checks cluster.audit and cluster.encryption, and reads the audit
 // policy and the key file they name.
@@ -65,9 +62,11 @@ func (c *checker) security(at path) {
 	case !safePathRe.MatchString(lp) || pathpkg.Clean(lp) != lp:
 		c.errorf(at.with("audit", "logPath"), "an absolute, clean path without spaces or shell characters, such as "+DefaultAuditLogPath,
 			"invalid audit logPath %+.80q", lp)
-	case slices.Contains(auditLogDirs, dir) || strings.HasPrefix(dir+"/", "/etc/kubernetes/"):
-		c.errorf(at.with("audit", "logPath"), "a directory of the log's own, such as "+pathpkg.Dir(DefaultAuditLogPath),
-			"audit logPath %s: its directory %s is mounted writable into the API server", lp, dir)
+	case !strings.HasPrefix(dir, "/var/log/") || dir == "/var/log/pods" || strings.HasPrefix(dir, "/var/log/pods/") ||
+		dir == "/var/log/containers" || strings.HasPrefix(dir, "/var/log/containers/"):
+		// The directory is mounted writable into the API server, and reset removes the log's files.
+		c.errorf(at.with("audit", "logPath"), "a directory of the log's own under /var/log, such as "+pathpkg.Dir(DefaultAuditLogPath),
+			"audit logPath %s: its directory %s would be mounted writable into the API server", lp, dir)
 	}
 	for _, f := range []struct {
 		name string
@@ -86,8 +85,9 @@ func (c *checker) security(at path) {
 	seen := map[string]bool{}
 	for i, r := range e.Resources {
 		switch {
-		case !resourceNameRe.MatchString(r):
-			c.errorf(at.with("encryption", "resources", i), "a resource name such as secrets, configmaps or widgets.example.com", "invalid encryption resource %+.80q", r)
+		case !slices.Contains(EncryptableResources, r):
+			c.errorf(at.with("encryption", "resources", i), "kubeforge encrypts "+strings.Join(EncryptableResources, " and ")+
+				" (it checks in etcd that each object is written with the current key)", "unsupported encryption resource %+.80q", r)
 		case seen[r]:
 			c.errorf(at.with("encryption", "resources", i), "name each resource once", "encryption resource %s is listed twice", r)
 		}

@@ -42,9 +42,13 @@ func TestSecurityProblemsHaveTheirLine(t *testing.T) {
 		{"log path with a space", "  audit:\n    logPath: /var/log/a b/audit.log " + marker + "\n", "invalid audit logPath"},
 		{"log in a shared directory", "  audit:\n    logPath: /var/log/audit.log " + marker + "\n", "mounted writable"},
 		{"log under /etc/kubernetes", "  audit:\n    logPath: /etc/kubernetes/pki/audit.log " + marker + "\n", "mounted writable"},
+		{"log in etcd's data", "  audit:\n    logPath: /var/lib/etcd/audit.log " + marker + "\n", "mounted writable"},
+		{"log over sshd's config", "  audit:\n    logPath: /etc/ssh/sshd_config " + marker + "\n", "mounted writable"},
+		{"log among the pods' logs", "  audit:\n    logPath: /var/log/pods/x/audit.log " + marker + "\n", "mounted writable"},
 		{"negative maxSize", "  audit:\n    maxSize: -1 " + marker + "\n", "audit maxSize -1 is negative"},
 		{"unknown provider", "  encryption:\n    provider: rot13 " + marker + "\n", `unsupported encryption provider "rot13"`},
-		{"bad resource", "  encryption:\n    resources: [secrets, Secrets] " + marker + "\n", `invalid encryption resource "Secrets"`},
+		{"bad resource", "  encryption:\n    resources: [secrets, Secrets] " + marker + "\n", `unsupported encryption resource "Secrets"`},
+		{"a resource kubeforge cannot check", "  encryption:\n    resources: [services] " + marker + "\n", `unsupported encryption resource "services"`},
 		{"key of the wrong length", "  encryption:\n    keyFile: short.key " + marker + "\n", "holds a 16-byte key"},
 		{"key not base64", "  encryption:\n    keyFile: garbage.key " + marker + "\n", "is not base64"},
 		{"unknown field", "  encryption:\n    keys: [a] " + marker + "\n", `unknown field "keys"`},
@@ -73,7 +77,7 @@ func TestSecurityProblemsHaveTheirLine(t *testing.T) {
 		})
 	}
 	t.Run("good values load, read once", func(t *testing.T) {
-		inv, err := parseIn(t, dir, head+"cluster:\n  audit:\n    policy: good-policy.yaml\n    maxSize: 0\n  encryption:\n    provider: aescbc\n    keyFile: good.key\n    resources: [secrets, configmaps, widgets.example.com]\n"+oneCP)
+		inv, err := parseIn(t, dir, head+"cluster:\n  audit:\n    policy: good-policy.yaml\n    maxSize: 0\n  encryption:\n    provider: aescbc\n    keyFile: good.key\n    resources: [configmaps, secrets]\n"+oneCP)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -59,8 +59,9 @@ type Bundle struct {
 	sa     *saPair
 	leaves map[leafID]*keyPair
 	// encryption is the encryption-at-rest providers in order (encryption.go).
-	encryption      []EncryptionKey
-	encryptionDirty bool
+	encryption          []EncryptionKey
+	encryptionResources []string
+	encryptionDirty     bool
 }
 
 // saPair is the service-account signing key pair.
@@ -113,7 +114,7 @@ func Load(dir string) (*Bundle, error) {
 		return nil, err
 	}
 	b.sa = sa
-	if b.encryption, err = loadEncryption(dir); err != nil {
+	if b.encryption, b.encryptionResources, err = loadEncryption(dir); err != nil {
 		return nil, err
 	}
 
@@ -288,7 +289,7 @@ func (b *Bundle) Save(dir string) error {
 		}
 	}
 	if len(b.encryption) > 0 && (b.encryptionDirty || all) {
-		if err := saveEncryption(dir, b.encryption); err != nil {
+		if err := saveEncryption(dir, b.encryption, b.encryptionResources); err != nil {
 			return err
 		}
 	}

@@ -28,8 +28,9 @@ var EncryptionConfigPath = path.Join(KubernetesDir, "encryption", "config.yaml")
 // keys of encryption at rest, in the order the API servers use them.
 const encryptionFile = "encryption-config.yaml"
 
-// Identity is the provider that stores data as it is: kept last so the API
-// servers read what was written before encryption was turned on.
+// Identity is the provider that stores data as it is: kept among the
+// providers so the API servers read what was written before encryption was
+// turned on.
 const Identity = "identity"
 
 // EncryptionKey is one provider of the encryption configuration: a key of
@@ -86,6 +87,19 @@ func (b *Bundle) SetEncryptionKeys(keys []EncryptionKey) {
 	b.encryptionDirty = true
 }
 
+// EncryptionResources returns the resources the saved configuration
+// encrypts; nil when none was saved.
+func (b *Bundle) EncryptionResources() []string { return slices.Clone(b.encryptionResources) }
+
+// SetEncryptionResources records the resources encrypted (Save writes them
+// with the keys).
+func (b *Bundle) SetEncryptionResources(resources []string) {
+	if !slices.Equal(b.encryptionResources, resources) {
+		b.encryptionResources = slices.Clone(resources)
+		b.encryptionDirty = true
+	}
+}
+
 // EncryptionConfig renders the API server's EncryptionConfiguration for
 // resources with b's providers; nil when b has none.
 func (b *Bundle) EncryptionConfig(resources []string) ([]byte, error) {
@@ -128,31 +142,31 @@ func encryptionConfig(keys []EncryptionKey, resources []string) ([]byte, error) 
 // loadEncryption reads dir's encryption configuration: its providers in
 // order, each key checked for its provider's length. A missing file is no
 // encryption.
-func loadEncryption(dir string) ([]EncryptionKey, error) {
+func loadEncryption(dir string) ([]EncryptionKey, []string, error) {
 	p := filepath.Join(dir, encryptionFile)
 	data, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", p, err)
+		return nil, nil, fmt.Errorf("load %s: %w", p, err)
 	}
 	var cfg apiserverv1.EncryptionConfiguration
 	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
-		return nil, fmt.Errorf("load %s: %w", p, err)
+		return nil, nil, fmt.Errorf("load %s: %w", p, err)
 	}
-	if len(cfg.Resources) == 0 {
-		return nil, fmt.Errorf("load %s: no resources", p)
+	if len(cfg.Resources) != 1 {
+		return nil, nil, fmt.Errorf("load %s: %d resource groups, want the one kubeforge writes", p, len(cfg.Resources))
 	}
 	var keys []EncryptionKey
 	for i, pc := range cfg.Resources[0].Providers {
 		k, err := providerKey(pc)
 		if err != nil {
-			return nil, fmt.Errorf("load %s: providers[%d]: %w", p, i, err)
+			return nil, nil, fmt.Errorf("load %s: providers[%d]: %w", p, i, err)
 		}
 		keys = append(keys, k)
 	}
-	return keys, nil
+	return keys, cfg.Resources[0].Resources, nil
 }
 
 func providerKey(pc apiserverv1.ProviderConfiguration) (EncryptionKey, error) {
@@ -183,9 +197,12 @@ func providerKey(pc apiserverv1.ProviderConfiguration) (EncryptionKey, error) {
 	return EncryptionKey{Provider: provider, Name: ks[0].Name, Secret: secret}, nil
 }
 
-// saveEncryption writes the providers to dir (0600 from the start).
-func saveEncryption(dir string, keys []EncryptionKey) error {
-	data, err := encryptionConfig(keys, []string{"secrets"})
+// saveEncryption writes the providers and the resources to dir (0600 from the start).
+func saveEncryption(dir string, keys []EncryptionKey, resources []string) error {
+	if len(resources) == 0 {
+		resources = []string{"secrets"}
+	}
+	data, err := encryptionConfig(keys, resources)
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ func TestEncryptionKeysRoundTripPrivately(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("encryption config: %v, mode %v", err, fi.Mode())
 	}
-	got, err := loadEncryption(dir)
+	got, _, err := loadEncryption(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestEncryptionKeysRoundTripPrivately(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, encryptionFile), []byte(damaged), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadEncryption(dir); err == nil || !strings.Contains(err.Error(), "bytes, want") {
+	if _, _, err := loadEncryption(dir); err == nil || !strings.Contains(err.Error(), "bytes, want") {
 		t.Errorf("a key of the wrong length loaded: %v", err)
 	}
 }

@@ -30,7 +30,9 @@ import (
 // Encryption at rest (docs/security.md). The keys are the PKI bundle's
 // encryption providers, in the order the API servers use them: the first
 // encrypts what is written, every one decrypts, and the identity provider,
-// always last, reads what was stored before encryption was on.
+// kept among them, reads what was stored before encryption was on (it
+// passes over encrypted values, so its place after the first does not
+// matter).
 //
 // A new key reaches a running cluster in phases, each complete on every
 // control plane before the next begins, so that no API server ever reads a
@@ -115,9 +117,15 @@ func (e *Env) ensureEncryption() error {
 	}
 	if len(keys) > 0 {
 		if r == nil && keys[0].Provider != enc.Provider {
-			return fmt.Errorf("cluster.encryption.provider is %s but the cluster's key is %s: `kubeforge secrets rotate-key -i INVENTORY` moves the cluster to a new %s key (docs/security.md)",
-				enc.Provider, keys[0], enc.Provider)
+			e.warn(fmt.Sprintf("cluster.encryption.provider is %s but the cluster's key is %s, which stays: `kubeforge secrets rotate-key -i INVENTORY` moves the cluster to a new %s key (docs/security.md)",
+				enc.Provider, keys[0], enc.Provider))
 		}
+		if had := e.PKI.EncryptionResources(); had != nil && !slices.Equal(slices.Sorted(slices.Values(had)), slices.Sorted(slices.Values(enc.Resources))) && e.clusterHasData() {
+			return fmt.Errorf("cluster.encryption.resources is [%s] but this cluster encrypts [%s]: changing the list on a running cluster is not supported "+
+				"(an API server that has not got the new list yet could not read what another writes); set it back (docs/security.md)",
+				strings.Join(enc.Resources, ", "), strings.Join(had, ", "))
+		}
+		e.PKI.SetEncryptionResources(enc.Resources)
 		return nil
 	}
 	if !e.factsRead() && !e.madeCA() {
@@ -127,14 +135,20 @@ func (e *Env) ensureEncryption() error {
 	if err != nil {
 		return err
 	}
+	e.PKI.SetEncryptionResources(enc.Resources)
 	if !e.clusterHasData() {
 		e.PKI.SetEncryptionKeys([]pki.EncryptionKey{k, {Provider: pki.Identity}})
 		return nil
 	}
 	e.warn(fmt.Sprintf("encryption at rest is turned on for a running cluster: key %s is added to every control plane, then made the one that writes, then every %s is rewritten with it (docs/security.md)",
 		k, strings.Join(enc.Resources, ", ")))
+	// The rotation first: keys without it would be used as they are, and the
+	// identity provider would go on writing.
+	if err := e.saveRotation(&Rotation{Target: k.Name, Started: time.Now().UTC()}); err != nil {
+		return err
+	}
 	e.PKI.SetEncryptionKeys([]pki.EncryptionKey{{Provider: pki.Identity}, k})
-	return e.saveRotation(&Rotation{Target: k.Name, Started: time.Now().UTC()})
+	return nil
 }
 
 // factsRead: this run read the hosts' facts.
@@ -191,15 +205,32 @@ func BeginKeyRotation(_ context.Context, env *Env) error {
 	if keyIndex(keys, k.Name) >= 0 {
 		return fmt.Errorf("a key named %s exists already: wait a second and run again", k.Name)
 	}
+	if err := env.refuseLeavingControlPlanes(); err != nil {
+		return err
+	}
 	env.PKI.SetEncryptionKeys(append(keys, k))
 	env.Log.Info("new encryption key", "key", k.String())
 	if env.Opts.DryRun {
 		return nil
 	}
-	if err := env.savePKI(); err != nil {
+	// The rotation first: a kill before the keys are saved leaves a rotation to
+	// a key the keys lack, which the next run ends (rotationKeys).
+	if err := env.saveRotation(&Rotation{Target: k.Name, Started: time.Now().UTC()}); err != nil {
 		return err
 	}
-	return env.saveRotation(&Rotation{Target: k.Name, Started: time.Now().UTC()})
+	return env.savePKI()
+}
+
+// refuseLeavingControlPlanes: a control plane marked remove: true still
+// serves with its keys until scale removes it, and a rotation would not reach
+// it.
+func (e *Env) refuseLeavingControlPlanes() error {
+	for _, h := range e.Leaving {
+		if h.IsControlPlane() {
+			return fmt.Errorf("control plane %s is marked remove: true: its API server would keep the old keys; run `kubeforge scale` to remove it first", h.Name)
+		}
+	}
+	return nil
 }
 
 // PromoteKey makes the rotation's key the one that writes, once every
@@ -233,6 +264,11 @@ func DropOldKeys(ctx context.Context, env *Env) error {
 	}
 	if keyIndex(keys, r.Target) != 0 {
 		return fmt.Errorf("the rotation's key %s does not encrypt writes yet: run again", r.Target)
+	}
+	// Every API server must write with the new key before etcd's word counts:
+	// one still on the old first key would write with it after the check.
+	if err := env.controlPlanesHoldKeys(ctx); err != nil {
+		return err
 	}
 	stale, err := env.staleObjects(ctx, keys[0])
 	if err != nil {
@@ -292,11 +328,17 @@ func (e *Env) controlPlanesHoldKeys(ctx context.Context) error {
 	if e.Opts.DryRun {
 		return nil
 	}
+	if err := e.refuseLeavingControlPlanes(); err != nil {
+		return err
+	}
 	kc, err := superAdminClient(e)
 	if err != nil {
 		return err
 	}
 	for _, h := range e.Hosts(e.Inv.ControlPlanes()) {
+		if e.Unreachable(h.Name) {
+			return fmt.Errorf("control plane %s is down: its API server may not hold the current encryption keys; run again once it is up", h.Name)
+		}
 		files, err := e.NodeFiles(h)
 		if err != nil {
 			return err
@@ -344,16 +386,10 @@ func RollControlPlane(ctx context.Context, env *Env, h *Host) error {
 	return waitAPIServer(ctx, env, h)
 }
 
-// encryptedPrefixes are the etcd key prefixes of resource r, as the API
-// server stores them: /registry/<resource>/ (built-in resources), and
-// /registry/<group>/<resource>/ for a resource of a group (custom resources).
-func encryptedPrefixes(r string) []string {
-	res, group, found := strings.Cut(r, ".")
-	if !found {
-		return []string{"/registry/" + res + "/"}
-	}
-	return []string{"/registry/" + group + "/" + res + "/", "/registry/" + res + "/"}
-}
+// storagePrefixes are where the API server keeps each resource
+// cluster.encryption.resources may name, in etcd (inventory validation
+// allows these only).
+var storagePrefixes = map[string]string{"secrets": "/registry/secrets/", "configmaps": "/registry/configmaps/"}
 
 // staleObject is an object etcd holds not written with the current key.
 type staleObject struct {
@@ -381,22 +417,20 @@ func (e *Env) staleObjects(ctx context.Context, key pki.EncryptionKey) ([]staleO
 func staleIn(ctx context.Context, cli *clientv3.Client, resources []string, prefix string) ([]staleObject, error) {
 	var out []staleObject
 	for _, r := range resources {
-		for _, p := range encryptedPrefixes(r) {
-			resp, err := cli.Get(ctx, p, clientv3.WithPrefix())
-			if err != nil {
-				return nil, fmt.Errorf("read %s from etcd: %w", p, err)
+		p, ok := storagePrefixes[r]
+		if !ok {
+			return nil, fmt.Errorf("read %s from etcd: kubeforge does not know where the API server stores them", r)
+		}
+		resp, err := cli.Get(ctx, p, clientv3.WithPrefix())
+		if err != nil {
+			return nil, fmt.Errorf("read %s from etcd: %w", p, err)
+		}
+		for _, kv := range resp.Kvs {
+			if strings.HasPrefix(string(kv.Value), prefix) {
+				continue
 			}
-			for _, kv := range resp.Kvs {
-				if strings.HasPrefix(string(kv.Value), prefix) {
-					continue
-				}
-				rest := strings.TrimPrefix(string(kv.Key), p)
-				ns, name, namespaced := strings.Cut(rest, "/")
-				if !namespaced {
-					ns, name = "", rest
-				}
-				out = append(out, staleObject{Resource: r, Namespace: ns, Name: name})
-			}
+			ns, name, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), p), "/")
+			out = append(out, staleObject{Resource: r, Namespace: ns, Name: name})
 		}
 	}
 	return out, nil
@@ -417,6 +451,11 @@ func RewriteObjects(ctx context.Context, env *Env) error {
 	if env.Opts.DryRun {
 		env.Log.Info("would rewrite objects with the current key", "count", len(stale), "key", keys[0].String())
 		return nil
+	}
+	// What is rewritten must land under the first key on whichever API server
+	// takes the write.
+	if err := env.controlPlanesHoldKeys(ctx); err != nil {
+		return err
 	}
 	if err := ConnectAPI(ctx, env); err != nil {
 		return err

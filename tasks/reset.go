@@ -63,17 +63,13 @@ if [ -n "$6" ]; then
     if [ -e "$p" ]; then act rm -f "$p" && did "removed $p" "remove $p"; fi
   done
   # The directory goes when nothing but the log and its rotations is in it (a plan, which removes nothing, says so too).
-  other=
-  for e in "$adir"/* "$adir"/.[!.]*; do
-    [ -e "$e" ] || continue
-    case ${e##*/} in "$abase"|"$astem"-*"$aext") ;; *) other=1 ;; esac
-  done
+  other=$(ls -A "$adir" 2>/dev/null | while IFS= read -r e; do case $e in "$abase"|"$astem"-*"$aext") ;; *) echo x ;; esac; done)
   if [ -d "$adir" ] && [ -z "$other" ]; then
     act rmdir "$adir" && did "removed $adir" "remove $adir"
-    # The default's parent, made by the API server's hostPath volume.
-    if [ "$adir" = /var/log/kubernetes/audit ]; then
+    # /var/log/kubernetes, when the API server's hostPath volume made it for the log's directory.
+    if [ "${adir%/*}" = /var/log/kubernetes ]; then
       rest=$(ls -A /var/log/kubernetes 2>/dev/null)
-      if [ "$rest" = audit ] || [ -z "$rest" ]; then act rmdir /var/log/kubernetes && did "removed /var/log/kubernetes" "remove /var/log/kubernetes"; fi
+      if [ "$rest" = "${adir##*/}" ] || [ -z "$rest" ]; then act rmdir /var/log/kubernetes && did "removed /var/log/kubernetes" "remove /var/log/kubernetes"; fi
     fi
   fi
 fi

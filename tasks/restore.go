@@ -237,13 +237,13 @@ func SaveRestoreState(_ context.Context, env *Env) error {
 	if err := env.Restore.Archive.ExtractSnapshot(env.restoreDir()); err != nil {
 		return err
 	}
-	if err := env.savePKI(); err != nil {
-		return err
-	}
+	// The rotation first: the keys it moves to are the state dir's already.
 	if to := env.Restore.RotateTo; to != "" {
-		return env.saveRotation(&Rotation{Target: to, Started: time.Now().UTC()})
+		if err := env.saveRotation(&Rotation{Target: to, Started: time.Now().UTC()}); err != nil {
+			return err
+		}
 	}
-	return nil
+	return env.savePKI()
 }
 
 // addArchiveKeys gives the state dir's PKI b the archive's encryption keys
@@ -263,20 +263,26 @@ func (e *Env) addArchiveKeys(b *pki.Bundle, files map[string][]byte) error {
 			added = append(added, k)
 		}
 	}
-	if len(added) == 0 {
-		return nil
-	}
 	if len(keys) == 0 {
-		b.SetEncryptionKeys(old)
+		if len(added) > 0 {
+			b.SetEncryptionKeys(old)
+			b.SetEncryptionResources(ab.EncryptionResources())
+		}
 		return nil
 	}
-	at := len(keys)
-	if keys[at-1].Provider == pki.Identity {
-		at--
+	if len(added) > 0 {
+		at := len(keys)
+		if keys[at-1].Provider == pki.Identity {
+			at--
+		}
+		keys = slices.Insert(keys, at, added...)
+		b.SetEncryptionKeys(keys)
+		e.warn(fmt.Sprintf("the backup's objects are encrypted with %v, which the cluster dropped since: they are kept to read them, and the next `kubeforge up` rewrites the objects with %s and drops them", added, keys[0]))
 	}
-	b.SetEncryptionKeys(slices.Insert(keys, at, added...))
-	e.warn(fmt.Sprintf("the backup's objects are encrypted with %v, which the cluster dropped since: they are kept to read them, and the next `kubeforge up` rewrites the objects with %s and drops them", added, keys[0]))
-	if keys[0].Provider != pki.Identity {
+	// Keys beyond the first and the identity provider (added now, or by a
+	// restore that was cut short and is resumed) go through a rotation.
+	extra := slices.ContainsFunc(keys[1:], func(k pki.EncryptionKey) bool { return k.Provider != pki.Identity })
+	if extra && keys[0].Provider != pki.Identity {
 		e.Restore.RotateTo = keys[0].Name
 	}
 	return nil
