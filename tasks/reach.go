@@ -213,13 +213,16 @@ func CheckPeerPorts(ctx context.Context, env *Env) error {
 const probeBatch = 64
 
 // probeScript tests each of pps from one host with bash's /dev/tcp (exit 0
-// open, 1 refused, 124 timed out), probeBatch at a time, printing "INDEX
-// CODE" lines. It goes on stdin: one command line of a thousand peers'
+// open, 1 refused, 124 timed out three times in a row), probeBatch at a
+// time, printing "INDEX CODE" lines. It goes on stdin: one command line of a thousand peers'
 // probes would pass Linux's limit on one argument (128 KiB).
 func probeScript(pps []peerPort) string {
 	var script strings.Builder
 	for i, pp := range pps {
-		fmt.Fprintf(&script, "( timeout 3 bash -c '</dev/tcp/%s/%d' 2>/dev/null; echo \"%d $?\" ) &\n", pp.to.NodeIP(), pp.port, i)
+		// A timeout is tried twice more: a host just restarted, or a loaded one, can miss 3 s once;
+		// an answer (open or refused) is final.
+		fmt.Fprintf(&script, "( for a in 1 2 3; do timeout 3 bash -c '</dev/tcp/%s/%d' 2>/dev/null; r=$?; [ $r = 124 ] || break; done; echo \"%d $r\" ) &\n",
+			pp.to.NodeIP(), pp.port, i)
 		if (i+1)%probeBatch == 0 {
 			script.WriteString("wait\n")
 		}

@@ -17,12 +17,12 @@ import (
 //     endpoint when ADDR is the endpoint's own address, and prints "bound <hex port>" for it, as
 //     the script's check of /proc/net/tcp does on a host;
 //   - `systemctl stop kubeforge-reach-P ...` releases them;
-//   - a probe line (`timeout 3 bash -c '</dev/tcp/ADDR/P' ...; echo "PREFIX $?"`) prints PREFIX and 0
+//   - a probe line (`timeout 3 bash -c '</dev/tcp/ADDR/P' ...; echo "PREFIX $r"`, retried on a timeout) prints PREFIX and 0
 //     (open) when ADDR is an endpoint on which P is held or was listening in the recording, 1 (refused)
 //     when ADDR is an endpoint without it, and 124 (timed out) for an address that is no endpoint.
 
 var (
-	probeRe = regexp.MustCompile(`timeout [0-9]+ bash -c '</dev/tcp/([^/']+)/([0-9]+)'[^;]*; echo "([^"$]*)\$\?"`)
+	probeRe = regexp.MustCompile(`timeout [0-9]+ bash -c '</dev/tcp/([^/']+)/([0-9]+)'[^;]*;[^"]*?echo "([^"$]*)\$(?:\?|r)"`)
 	holdRe  = regexp.MustCompile(`systemd-run .*--unit kubeforge-reach-([0-9]+) .*systemd-socket-activate -l (\S+)`)
 	stopRe  = regexp.MustCompile(`^systemctl stop((?: kubeforge-reach-[0-9]+)+)$`)
 	syncRe  = regexp.MustCompile(`^sync -- '[^']*'$`)
