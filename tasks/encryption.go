@@ -568,6 +568,11 @@ func PlanEncryption(ctx context.Context, env *Env) error {
 			lines = append(lines, fmt.Sprintf("rotation to key %s: keys [%s] on every control plane; rewrite what the old keys hold; drop them", r.Target, strings.Join(names, ", ")))
 		}
 	}
+	if r == nil && len(keys) > 1 && keys[0].Provider == pki.Identity {
+		// A dry run that turns encryption on: the rotation is not recorded.
+		lines = append(lines, fmt.Sprintf("turn on: key %s added to every control plane (one API server at a time), then made the key that writes; every %s rewritten with it",
+			keys[1], strings.Join(env.Inv.Cluster.Encryption.Resources, ", ")))
+	}
 	if env.Plan.Init == "" && keys[0].Provider != pki.Identity {
 		stale, err := env.staleObjects(ctx, keys[0])
 		if err != nil {
