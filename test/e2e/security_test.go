@@ -18,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/kubeforge/kubeforge/pki"
 	"github.com/kubeforge/kubeforge/test/harnesslib"
 )
@@ -255,5 +257,52 @@ func TestKeyRotationConverges(t *testing.T) {
 	checkEncryptedAtRest(ctx, t, state, c.Nodes[0], "secretbox", "secrets")
 	if out := mustUp(ctx, t, c, state); !strings.Contains(out, "No changes") {
 		t.Errorf("up after the rotations changed something:\n%s", out)
+	}
+}
+
+// TestEncryptionTurnedOnForARunningCluster (make e2e-rotate-matrix): a
+// cluster made with encryption off holds Secrets in the clear; up with it on,
+// killed with SIGKILL after the new key's promotion and run again, ends with
+// every Secret under the key (read from etcd) and the workload's Secret
+// readable; the next up changes nothing.
+func TestEncryptionTurnedOnForARunningCluster(t *testing.T) {
+	if os.Getenv("KUBEFORGE_ROTATE_MATRIX") == "" {
+		t.Skip("runs with make e2e-rotate-matrix (KUBEFORGE_ROTATE_MATRIX=1)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	c, state := startCluster(ctx, t, "kfenc", "172.31.219.0/24", 2, 1)
+	scalar := func(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Value: v} }
+	off := rewriteInventory(t, c.Inventory, filepath.Join(c.Dir, "inventory-off.yaml"), func(root *yaml.Node) {
+		cluster := mapValue(root, "cluster")
+		cluster.Content = append(cluster.Content, scalar("encryption"), &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{scalar("enabled"), scalar("false")}})
+	})
+	mustUp(ctx, t, c, state, "-i", off)
+	if keys := stateKeys(t, state); len(keys) != 0 {
+		t.Fatalf("encryption off, yet the state dir has keys %v", keys)
+	}
+	kc := clientFor(t, state)
+	makeWorkload(ctx, t, kc)
+	if bad, total := notUnder(ctx, t, state, c.Nodes[0], "/registry/secrets/", "k8s:enc:"); len(bad) != total || total == 0 {
+		t.Fatalf("encryption off: %d of %d Secrets in the clear; want all", len(bad), total)
+	}
+	if p := dryRunPlan(ctx, t, c.Inventory, state); len(p.Encryption) == 0 {
+		t.Errorf("up --dry-run that turns encryption on says nothing about it: %+v", p)
+	}
+	args := []string{"up", "-i", c.Inventory, "--state-dir", state}
+	if !interrupted(ctx, t, interruption{Step: "encryption/promote", Event: "step-end", Signal: syscall.SIGKILL}, args...) {
+		t.Fatal("up never reached the end of encryption/promote")
+	}
+	mustUp(ctx, t, c, state)
+	keys := stateKeys(t, state)
+	if len(keys) != 2 || keys[0].Provider != "secretbox" || keys[1].Provider != pki.Identity {
+		t.Fatalf("keys after turning encryption on: %v", keys)
+	}
+	if bad, total := notUnder(ctx, t, state, c.Nodes[0], "/registry/secrets/", keys[0].Prefix()); len(bad) > 0 {
+		t.Errorf("%d of %d Secrets not under %s after turning encryption on: %v", len(bad), total, keys[0], bad)
+	}
+	checkWorkloadBack(ctx, t, clientFor(t, state))
+	if out := mustUp(ctx, t, c, state); !strings.Contains(out, "No changes") {
+		t.Errorf("up after turning encryption on changed something:\n%s", out)
 	}
 }
