@@ -82,7 +82,7 @@ func stepsKeyRotation() []Step {
 		{Name: "encryption/promote", Help: "once every API server runs with the new key: make it the key that writes", Local: tasks.PromoteKey},
 		roll("encryption/use", "one control plane at a time: the configuration whose first key is the new one; wait for the API server"),
 		{Name: "encryption/rewrite", Help: "rewrite every encrypted object that etcd shows not written with the first key; check etcd again", Local: tasks.RewriteObjects},
-		{Name: "encryption/drop", Help: "once etcd shows every object under the new key: drop the old keys", Local: tasks.DropOldKeys},
+		{Name: "encryption/drop", Help: "once every API server writes with the new key and etcd shows every object under it: drop the old keys", Local: tasks.DropOldKeys},
 		roll("encryption/finish", "one control plane at a time: the configuration without the old keys; wait for the API server"),
 		{Name: "encryption/done", Help: "check every API server runs with the final keys; end the rotation", Local: tasks.FinishRotation},
 	}
