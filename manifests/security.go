@@ -23,13 +23,12 @@ var AuditPolicyPath = path.Join(KubernetesDir, "audit", "policy.yaml")
 var encryptionConfigDir = path.Join(KubernetesDir, "encryption")
 
 // DefaultAuditPolicy is kubeforge's audit policy: nothing for the health and
-// version endpoints, the busiest read-only system traffic and events;
+// version endpoints, the busiest read-only system traffic, leases and events;
 // metadata only for Secrets, ConfigMaps and token reviews and requests
 // (whose bodies hold credentials); the request body of every write to RBAC,
 // nodes and pods' bindings and evictions; metadata for everything else.
 // RequestReceived is left out (each request's ResponseComplete says it all).
 func DefaultAuditPolicy() []byte {
-	ro := []string{"get", "list", "watch"}
 	writes := []string{"create", "update", "patch", "delete", "deletecollection"}
 	p := auditv1.Policy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: auditv1.SchemeGroupVersion.String(), Kind: "Policy"},
@@ -40,7 +39,8 @@ func DefaultAuditPolicy() []byte {
 				Resources: []auditv1.GroupResources{{Group: "", Resources: []string{"endpoints", "services", "services/status"}}, {Group: "discovery.k8s.io", Resources: []string{"endpointslices"}}}},
 			{Level: auditv1.LevelNone, UserGroups: []string{"system:nodes"}, Verbs: []string{"get"},
 				Resources: []auditv1.GroupResources{{Group: "", Resources: []string{"nodes", "nodes/status"}}}},
-			{Level: auditv1.LevelNone, Verbs: ro, Resources: []auditv1.GroupResources{{Group: "coordination.k8s.io", Resources: []string{"leases"}}}},
+			// Leases: leader election and node heartbeats renew them every few seconds.
+			{Level: auditv1.LevelNone, Resources: []auditv1.GroupResources{{Group: "coordination.k8s.io", Resources: []string{"leases"}}}},
 			{Level: auditv1.LevelNone, Resources: []auditv1.GroupResources{{Group: "", Resources: []string{"events"}}, {Group: "events.k8s.io", Resources: []string{"events"}}}},
 			{Level: auditv1.LevelMetadata, Resources: []auditv1.GroupResources{
 				{Group: "", Resources: []string{"secrets", "configmaps", "serviceaccounts/token"}},
