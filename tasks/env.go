@@ -135,6 +135,10 @@ type Host struct {
 	// verified are the files the plan found on the host as wanted (path ->
 	// digest and mode): this run's steps do not check them again.
 	verified map[string]string
+	// kubeletStarted is when this run restarted the kubelet, by the host's
+	// clock (zero when it did not): a Ready condition older than that is
+	// the old kubelet's.
+	kubeletStarted time.Time
 }
 
 // ChangeKind is the kind of a change a task made.

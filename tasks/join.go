@@ -76,7 +76,30 @@ func WaitNodesRegistered(ctx context.Context, env *Env) error {
 
 // WaitNodesReady waits until every host's Node is Ready.
 func WaitNodesReady(ctx context.Context, env *Env) error {
-	return env.waitNodes(ctx, "Ready", NodeReady)
+	started := map[string]time.Time{}
+	for _, h := range env.Hosts(env.Inv.Hosts) {
+		if t := h.kubeletStartedAt(); !t.IsZero() {
+			started[h.Name] = t
+		}
+	}
+	return env.waitNodes(ctx, "Ready", func(n *corev1.Node) bool {
+		return NodeReady(n) && readySince(n, started[n.Name])
+	})
+}
+
+// readySince: n's Ready condition was last reported at or after t (the
+// restart of its kubelet, by the same host's clock), so it is the new
+// kubelet's word and not the old one's; the condition carries whole seconds.
+func readySince(n *corev1.Node, t time.Time) bool {
+	if t.IsZero() {
+		return true
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return !c.LastHeartbeatTime.Time.Before(t)
+		}
+	}
+	return false
 }
 
 // NodeReady reports whether n is Ready as kubeforge judges it: the Ready

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kubeforge/kubeforge/manifests"
 )
@@ -85,9 +87,10 @@ mkdir -p ` + dirOf(kubeletStampPath) + `
 systemctl daemon-reload
 systemctl --no-reload enable -q kubelet
 systemctl restart kubelet
+t=$(date +%s)
 printf '%s\n' "$f" > ` + kubeletStampPath + `.tmp && mv -f ` + kubeletStampPath + `.tmp ` + kubeletStampPath + `
 wait
-echo restarted`
+echo "restarted $t"`
 	out, err := h.Client.Run(ctx, script)
 	if err != nil {
 		return fmt.Errorf("start kubelet: %w", err)
@@ -97,10 +100,23 @@ echo restarted`
 		return nil
 	}
 	h.Changed(Change{Kind: ChangeRestart, What: "kubelet"})
+	if sec, err := strconv.ParseInt(strings.TrimPrefix(strings.TrimSpace(out), "restarted "), 10, 64); err == nil {
+		h.mu.Lock()
+		h.kubeletStarted = time.Unix(sec, 0)
+		h.mu.Unlock()
+	}
 	if h.Facts != nil {
 		h.Facts.KubeletActive = true
 	}
 	return nil
+}
+
+// kubeletStartedAt is when this run restarted h's kubelet, by h's clock;
+// zero when it did not.
+func (h *Host) kubeletStartedAt() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.kubeletStarted
 }
 
 // kubeletMayRestart: false only when the plan of this run found the kubelet
