@@ -28,6 +28,9 @@ type Facts struct {
 	MemoryMB              int
 	CPUs                  int
 	ClockOffset           time.Duration // host clock minus workstation clock
+	// ClockUncertainty bounds ClockOffset's error: half the time the command
+	// that read the host's clock took (a loaded host or link stretches it).
+	ClockUncertainty time.Duration
 	Listening             map[int]bool  // TCP ports in LISTEN state
 	IPForward             bool
 	CRISocket             bool   // the runtime's socket exists
@@ -182,6 +185,7 @@ func GatherFacts(ctx context.Context, env *Env, h *Host) error {
 	if err != nil {
 		return fmt.Errorf("gather facts: %w", err)
 	}
+	f.ClockUncertainty = after.Sub(before) / 2
 	h.Facts = f
 	h.Log.Debug("facts", "os", f.OSName, "kernel", f.Kernel, "arch", f.Arch, "cgroupv2", f.CgroupV2,
 		"runtime", f.RuntimeVersion, "kubelet", f.KubeletVersion)

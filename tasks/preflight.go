@@ -220,14 +220,24 @@ func PreflightCluster(ctx context.Context, env *Env) error {
 		offs = append(offs, h.Facts.ClockOffset)
 	}
 	slices.Sort(offs)
+	// Each offset is known within its uncertainty (the time its reading took):
+	// a host fails only when even the most favourable reading is off by more
+	// than the bound, so a slow answer is not taken for a wrong clock.
+	var worst time.Duration
 	for _, h := range read {
-		off := h.Facts.ClockOffset
+		worst = max(worst, h.Facts.ClockUncertainty)
+	}
+	for _, h := range read {
+		off, unc := h.Facts.ClockOffset, h.Facts.ClockUncertainty
 		msg := fmt.Sprintf("clock offset from the workstation %s", off.Round(time.Millisecond))
-		ok := off.Abs() <= maxClockSkew
+		if unc >= time.Second {
+			msg += fmt.Sprintf(" (± %s: the reading took %s)", unc.Round(time.Millisecond), (2 * unc).Round(time.Millisecond))
+		}
+		ok := off.Abs() <= maxClockSkew+unc
 		if len(read) > 1 {
 			median := offs[len(offs)/2]
 			msg += fmt.Sprintf(", from the hosts' median %s", (off - median).Round(time.Millisecond))
-			ok = ok && (off-median).Abs() <= maxClockSkew
+			ok = ok && (off-median).Abs() <= maxClockSkew+unc+worst
 		}
 		env.addCheck(CheckResult{Host: h.Name, ID: "ClockSkew", Severity: SeverityError, Passed: ok,
 			Message: msg + fmt.Sprintf("; at most %s allowed", maxClockSkew),
