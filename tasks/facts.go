@@ -31,11 +31,11 @@ type Facts struct {
 	// ClockUncertainty bounds ClockOffset's error: half the time the command
 	// that read the host's clock took (a loaded host or link stretches it).
 	ClockUncertainty time.Duration
-	Listening             map[int]bool  // TCP ports in LISTEN state
-	IPForward             bool
-	CRISocket             bool   // the runtime's socket exists
-	CRIReady              bool   // the CRI plugin answers
-	RuntimeVersion        string // containerd --version
+	Listening        map[int]bool // TCP ports in LISTEN state
+	IPForward        bool
+	CRISocket        bool   // the runtime's socket exists
+	CRIReady         bool   // the CRI plugin answers
+	RuntimeVersion   string // containerd --version
 	// RuntimeMarker is the first line of the marker kubeforge writes when it
 	// installs the runtime ("" when it did not install this host's runtime).
 	RuntimeMarker string
