@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,14 +24,14 @@ func TestDefaultAuditPolicyNeverLogsSecretBodies(t *testing.T) {
 			if len(r.Users)+len(r.UserGroups)+len(r.NonResourceURLs) > 0 {
 				continue
 			}
-			if len(r.Verbs) > 0 && !contains(r.Verbs, verb) {
+			if len(r.Verbs) > 0 && !slices.Contains(r.Verbs, verb) {
 				continue
 			}
 			if len(r.Resources) == 0 {
 				return r.Level
 			}
 			for _, gr := range r.Resources {
-				if gr.Group == group && (len(gr.Resources) == 0 || contains(gr.Resources, resource)) {
+				if gr.Group == group && (len(gr.Resources) == 0 || slices.Contains(gr.Resources, resource)) {
 					return r.Level
 				}
 			}
@@ -53,15 +54,6 @@ func TestDefaultAuditPolicyNeverLogsSecretBodies(t *testing.T) {
 			t.Errorf("%s %s.%s: level %q, want %q", tc.verb, tc.resource, tc.group, got, tc.want)
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TestAPIServerSecurityFlags: with encryption the API server reads the
