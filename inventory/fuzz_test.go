@@ -28,6 +28,8 @@ func FuzzLoad(f *testing.F) {
 		head + "hosts:\n  - name: a\n    address: 10.0.0.1\n   roles: [worker]\n",
 		head + "cluster:\n  certSANs: [a, b\n" + oneCP,
 		head + "hosts:\n  - {name: cp1, address: 10.0.0.1, port: 0, roles: [control-plane]}\n",
+		"---",
+		"%YAML 1.1\n---",
 		"a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\nd: [*c, *c]\n",
 	} {
 		f.Add([]byte(seed))

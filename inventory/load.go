@@ -178,7 +178,9 @@ func (d *decoded) decode(data []byte) *Inventory {
 		root = root.Content[0]
 	}
 	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-		d.add(root.Line, "", "the inventory file is empty", "start from examples/cluster.yaml")
+		// The whole file: yaml.v3 places the implicit null of "---" on
+		// the line after the last one.
+		d.add(0, "", "the inventory file is empty", "start from examples/cluster.yaml")
 		return nil
 	}
 	if root.Kind != yaml.MappingNode {
