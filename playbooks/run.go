@@ -33,11 +33,32 @@ type Options struct {
 	Tasks       tasks.Options
 	Stdout      io.Writer
 	Stderr      io.Writer
+	// Via, when set, makes this run one hop of a chained upgrade: the
+	// inventory's version and artifacts are replaced by the intermediate
+	// build's, and the upgrade moves the control planes only.
+	Via *Build
 	// OnEnv, if set, is called with the run's environment before the first
 	// step (the upgrade command hooks its graceful stop to it).
 	OnEnv func(*tasks.Env)
 	// AskPassword reads a secret from the user (the terminal); nil: prompts fail.
 	AskPassword func(prompt string) (string, error)
+}
+
+// Build is a Kubernetes build on the workstation: its version and the
+// artifacts directory that holds it.
+type Build struct{ Version, Artifacts string }
+
+// ReadBuild reads an artifacts directory's VERSION file.
+func ReadBuild(dir string) (Build, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "VERSION"))
+	if err != nil {
+		return Build{}, fmt.Errorf("read the build's version: %w (an artifacts directory holds a VERSION file)", err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return Build{}, err
+	}
+	return Build{Version: strings.TrimSpace(string(b)), Artifacts: abs}, nil
 }
 
 // RunResult is what a run leaves for the command line to print.
@@ -55,6 +76,13 @@ func Load(opts *Options) (*inventory.Inventory, error) {
 	inv, err := inventory.Load(opts.Inventory)
 	if err != nil {
 		return nil, err
+	}
+	if v := opts.Via; v != nil {
+		inv.Cluster.KubernetesVersion, inv.Cluster.Artifacts = v.Version, v.Artifacts
+		if err := inv.Validate(); err != nil {
+			return nil, fmt.Errorf("the intermediate build %s: %w", v.Artifacts, err)
+		}
+		opts.Tasks.UpgradeHop = true
 	}
 	if opts.StateDir == "" {
 		opts.StateDir = inv.StateDir()

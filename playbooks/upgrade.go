@@ -31,7 +31,7 @@ func Upgrade(*inventory.Inventory) Playbook {
 			Batches: tasks.StagePush.Batches, BeforeBatch: tasks.StartPeerServers, After: tasks.StopPeerServers},
 		{Name: "upgrade/import", Help: "import the new images containerd lacks (kubeadm's pre-pull)",
 			Hosts: inventory.SelectAll, When: tasks.Upgrading, Run: tasks.ImportUpgradeImages, Timeout: 30 * time.Minute},
-		{Name: "upgrade/control-planes", Help: "one at a time: cordon, drain, etcd, then the other static pods (each waited for), kubelet, wait Ready, uncordon",
+		{Name: "upgrade/control-planes", Help: "one at a time: cordon, drain, the static pods' inputs, stop the kubelet, the new binaries, kubelet files and manifests, start the kubelet (each static pod restarts once), wait for etcd and the API server, wait Ready, uncordon",
 			Hosts: inventory.SelectControlPlanes, When: tasks.Upgrading, Serial: true, Run: tasks.UpgradeNode, Timeout: long},
 		{Name: "upgrade/cluster", Help: "kubeadm-config and kubelet-config ConfigMaps, kube-proxy and CoreDNS at the new version; wait for their rollouts",
 			Local: tasks.UpgradeAddonsIfNeeded},

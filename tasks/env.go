@@ -42,10 +42,15 @@ type Options struct {
 	Force             bool              // scale --remove: delete nodes even when drain fails or the host is down; reset: wipe etcd data whose member cannot be removed
 	Remove            []string          // scale --remove: host names
 	Upgrade           bool              // the run is `kubeforge upgrade`: the cluster may run another version
-	MaxUnavailable    string            // upgrade: workers per batch, a count or a percentage ("" = 1)
-	DrainTimeout      time.Duration     // upgrade, scale --remove: how long one node's drain may take (0: 2 min)
-	Fanout            int               // hosts one peer feeds artifacts to at once; 0: every host from the workstation
-	Concurrency       int               // hosts a step's own fan-out works on at once (the runner's --concurrency; 0: 20)
+	// UpgradeHop: this upgrade run is a step of a chained upgrade through
+	// an intermediate minor: control planes only, judged done once they run
+	// the target or newer; workers and the cluster's objects wait for the
+	// last step (the version skew policy lets kubelets lag three minors).
+	UpgradeHop     bool
+	MaxUnavailable string        // upgrade: workers per batch, a count or a percentage ("" = 1)
+	DrainTimeout   time.Duration // upgrade, scale --remove: how long one node's drain may take (0: 2 min)
+	Fanout         int           // hosts one peer feeds artifacts to at once; 0: every host from the workstation
+	Concurrency    int           // hosts a step's own fan-out works on at once (the runner's --concurrency; 0: 20)
 	// PeerServer returns the kubeforge-peer binary for linux/GOARCH, when
 	// this build carries one; else the hosts that serve run kubeforge itself.
 	PeerServer func(goarch string) ([]byte, bool)

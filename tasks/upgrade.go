@@ -111,7 +111,11 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 	u := &UpgradePlan{To: to, Running: map[string]map[string]string{}}
 	oldest := target
 	var problems []string
+	hop := env.Opts.UpgradeHop
 	for _, h := range env.Hosts(env.Inv.Hosts) {
+		if hop && !h.IsControlPlane() {
+			continue // a hop moves the control planes only
+		}
 		n := byName[h.Name]
 		if n == nil {
 			problems = append(problems, h.Name+" is not a node of the cluster (run `kubeforge up` at the current version to join it first)")
@@ -143,6 +147,9 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 			if c.Type != corev1.NodeReady && c.Status == corev1.ConditionTrue {
 				problems = append(problems, fmt.Sprintf("%s reports %s (%s): the kubelet may evict pods or delete images; fix it first", h.Name, c.Type, c.Message))
 			}
+		}
+		if hop && reached(running, target) {
+			continue // at the hop's version or past it (a later hop or the last step ran)
 		}
 		p, o, stale := checkVersions(h.Name, running, target)
 		problems = append(problems, p...)
@@ -179,6 +186,21 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 	return nil
 }
 
+// reached reports whether every Kubernetes component a node runs is at
+// target or newer (etcd, versioned apart, goes with them).
+func reached(running map[string]string, target *k8sversion.Version) bool {
+	for what, v := range running {
+		if what == "etcd" {
+			continue
+		}
+		got, err := k8sversion.ParseSemantic(v)
+		if err != nil || got.LessThan(target) {
+			return false
+		}
+	}
+	return true
+}
+
 // checkVersions judges what one node runs against the target: a downgrade,
 // a control-plane component more than one minor behind, or a kubelet outside
 // the skew policy (three minors) are problems. It returns the oldest
@@ -206,7 +228,8 @@ func checkVersions(host string, running map[string]string, target *k8sversion.Ve
 		case got.GreaterThan(target):
 			problems = append(problems, fmt.Sprintf("%s: %s runs %s, newer than the inventory's %s: kubeforge does not downgrade (set kubernetesVersion: %s to keep it)", host, what, v, to, v))
 		case what != "kubelet" && got.Minor()+1 < target.Minor():
-			problems = append(problems, fmt.Sprintf("%s: %s runs %s: one minor at a time; upgrade to v1.%d first", host, what, v, got.Minor()+1))
+			problems = append(problems, fmt.Sprintf("%s: %s runs %s: control planes move one minor at a time; "+
+				"give the build of every minor between with --via DIR (v1.%d first) and the upgrade walks them", host, what, v, got.Minor()+1))
 		case what == "kubelet" && got.Minor()+3 < target.Minor():
 			problems = append(problems, fmt.Sprintf("%s: the kubelet runs %s, more than three minors older than %s (the version skew policy)", host, v, to))
 		}
@@ -565,7 +588,7 @@ func UpgradeNode(ctx context.Context, env *Env, h *Host) error {
 		}
 	}
 	if h.IsControlPlane() {
-		if err := upgradeStaticPods(ctx, env, h, rest); err != nil {
+		if err := upgradeControlPlane(ctx, env, h, rest, kubelet); err != nil {
 			return err
 		}
 	} else {
@@ -577,19 +600,13 @@ func UpgradeNode(ctx context.Context, env *Env, h *Host) error {
 				return err
 			}
 		}
-	}
-	if err := installStaged(ctx, env, h); err != nil {
-		return err
-	}
-	if _, err := push(ctx, h, kubelet); err != nil {
-		return err
-	}
-	etcdBefore, apiBefore := staticPodProcess(ctx, h, "etcd"), staticPodProcess(ctx, h, "kube-apiserver")
-	if err := startKubelet(ctx, env, h); err != nil {
-		return err
-	}
-	if h.IsControlPlane() {
-		if err := env.waitControlPlaneSettled(ctx, h, etcdBefore, apiBefore); err != nil {
+		if err := installStaged(ctx, env, h); err != nil {
+			return err
+		}
+		if _, err := push(ctx, h, kubelet); err != nil {
+			return err
+		}
+		if err := startKubelet(ctx, env, h); err != nil {
 			return err
 		}
 	}
@@ -597,6 +614,50 @@ func UpgradeNode(ctx context.Context, env *Env, h *Host) error {
 		return err
 	}
 	return env.upgradeUncordon(ctx, h)
+}
+
+// upgradeControlPlane moves a control plane to the new version with one
+// restart of its static pods. A new kubelet minor gives static pods new UIDs
+// and replaces them, so new manifests written under the old kubelet would
+// restart etcd and the API server twice (about 90 s without an API server on
+// a single control plane). Instead: the files the static pods read go first
+// (a running pod does not reread them), then the kubelet stops (its pods keep
+// running), the new binaries, the kubelet's files and the new manifests go in
+// place, and the new kubelet starts and replaces each static pod once.
+// Everything is judged on the host: a re-run after a kill at any point finds
+// the kubelet stopped or the files already there and goes on.
+func upgradeControlPlane(ctx context.Context, env *Env, h *Host, files, kubelet []nodefile.File) error {
+	var podInputs, podManifests []nodefile.File
+	for _, f := range files {
+		if path.Dir(f.Path) == manifests.ManifestsDir {
+			podManifests = append(podManifests, f)
+		} else {
+			podInputs = append(podInputs, f)
+		}
+	}
+	if _, err := push(ctx, h, podInputs); err != nil {
+		return err
+	}
+	etcdBefore, apiBefore := staticPodProcess(ctx, h, "etcd"), staticPodProcess(ctx, h, "kube-apiserver")
+	if _, err := h.Client.Run(ctx, "systemctl stop kubelet"); err != nil {
+		return fmt.Errorf("stop the kubelet before its upgrade: %w", err)
+	}
+	if h.Facts != nil {
+		h.Facts.KubeletActive = false
+	}
+	if err := installStaged(ctx, env, h); err != nil {
+		return err
+	}
+	if _, err := push(ctx, h, kubelet); err != nil {
+		return err
+	}
+	if _, err := push(ctx, h, podManifests); err != nil {
+		return err
+	}
+	if err := startKubelet(ctx, env, h); err != nil {
+		return err
+	}
+	return env.waitControlPlaneSettled(ctx, h, etcdBefore, apiBefore)
 }
 
 // settleWindow is how long a control plane's etcd and API server must run
@@ -624,45 +685,6 @@ func (e *Env) waitControlPlaneSettled(ctx context.Context, h *Host, etcdBefore, 
 		return err
 	}
 	return waitAPIServer(ctx, e, h)
-}
-
-// upgradeStaticPods writes a control plane's new files: etcd's manifest
-// first, waited for until the member answers on its new version, then the
-// rest, waited for until the new API server is ready.
-func upgradeStaticPods(ctx context.Context, env *Env, h *Host, files []nodefile.File) error {
-	etcdManifest := path.Join(manifests.ManifestsDir, "etcd.yaml")
-	var first, then []nodefile.File
-	for _, f := range files {
-		if f.Path == etcdManifest {
-			first = append(first, f)
-		} else {
-			then = append(then, f)
-		}
-	}
-	before := staticPodProcess(ctx, h, "etcd")
-	changed, err := push(ctx, h, first)
-	if err != nil {
-		return err
-	}
-	if len(changed) > 0 && before != "" {
-		if err := waitReplaced(ctx, h, "etcd", before); err != nil {
-			return err
-		}
-	}
-	if err := env.waitEtcdVersion(ctx, h, manifests.PinsFor(env.Upgrade.To).Etcd); err != nil {
-		return err
-	}
-	before = staticPodProcess(ctx, h, "kube-apiserver")
-	changed, err = push(ctx, h, then)
-	if err != nil {
-		return err
-	}
-	if before != "" && slices.Contains(changed, path.Join(manifests.ManifestsDir, "kube-apiserver.yaml")) {
-		if err := waitReplaced(ctx, h, "kube-apiserver", before); err != nil {
-			return err
-		}
-	}
-	return waitAPIServer(ctx, env, h)
 }
 
 // waitEtcdVersion waits until h's etcd member answers on the minor of the
@@ -751,11 +773,15 @@ func UpgradeAddons(ctx context.Context, env *Env) error {
 
 // VerifyUpgrade checks the result: every node Ready on the new kubelet, every
 // control plane's static pods on the new images, etcd's members all voters.
+// A hop checks the control planes it moved.
 func VerifyUpgrade(ctx context.Context, env *Env) error {
 	u := env.Upgrade
 	images := manifests.Images(env.Inv)
 	var problems []string
 	for _, h := range env.Hosts(env.Inv.Hosts) {
+		if env.Opts.UpgradeHop && !slices.Contains(u.ControlPlanes, h.Name) {
+			continue // a hop verifies what it moved: the others were at the hop or past it
+		}
 		n, err := env.Kube.CoreV1().Nodes().Get(ctx, h.Name, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("get node %s: %w", h.Name, err)
@@ -861,7 +887,7 @@ func UpgradeSnapshot(ctx context.Context, env *Env) error {
 // UpgradeAddonsIfNeeded runs UpgradeAddons when the plan upgraded anything
 // (an interrupted run may have left the objects at the old version).
 func UpgradeAddonsIfNeeded(ctx context.Context, env *Env) error {
-	if env.Upgrade.Empty() {
+	if env.Upgrade.Empty() || env.Opts.UpgradeHop {
 		return nil
 	}
 	return UpgradeAddons(ctx, env)

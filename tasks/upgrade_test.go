@@ -27,7 +27,7 @@ func TestCheckVersions(t *testing.T) {
 		{"only etcd left", cp("v1.37.2", "3.6.8-0", "v1.37.2"), "", "1.37.2", true},
 		{"a patch", cp("v1.37.1", "3.7.0-0", "v1.37.1"), "", "1.37.1", true},
 		{"static pods new, kubelet old (a run stopped mid-node)", cp("v1.37.2", "3.7.0-0", "v1.36.3"), "", "1.36.3", true},
-		{"two minors", cp("v1.35.4", "3.6.5-0", "v1.35.4"), "one minor at a time; upgrade to v1.36 first", "1.35.4", true},
+		{"two minors", cp("v1.35.4", "3.6.5-0", "v1.35.4"), "control planes move one minor at a time; give the build of every minor between with --via DIR (v1.36 first)", "1.35.4", true},
 		{"downgrade", cp("v1.37.3", "3.7.0-0", "v1.37.3"), "kubeforge does not downgrade", "1.37.3", false},
 		{"worker kubelet three minors old", map[string]string{"kubelet": "v1.34.4"}, "", "1.34.4", true},
 		{"worker kubelet four minors old", map[string]string{"kubelet": "v1.33.0"}, "the version skew policy", "1.33.0", true},
@@ -44,6 +44,30 @@ func TestCheckVersions(t *testing.T) {
 			}
 			if tc.problem == "" && stale != tc.stale {
 				t.Errorf("stale %v; want %v", stale, tc.stale)
+			}
+		})
+	}
+}
+
+// A hop of a chained upgrade counts a control plane done once everything
+// it runs is at the hop's version or newer.
+func TestReachedAHop(t *testing.T) {
+	hop := k8sversion.MustParseSemantic("v1.36.3")
+	for _, tc := range []struct {
+		name    string
+		running map[string]string
+		want    bool
+	}{
+		{"still on the old minor", map[string]string{"kube-apiserver": "v1.35.4", "kubelet": "v1.35.4", "etcd": "3.6.5-0"}, false},
+		{"at the hop", map[string]string{"kube-apiserver": "v1.36.3", "kubelet": "v1.36.3", "etcd": "3.6.8-0"}, true},
+		{"past the hop (the last step ran)", map[string]string{"kube-apiserver": "v1.37.2", "kubelet": "v1.37.2", "etcd": "3.7.0-0"}, true},
+		{"static pods moved, kubelet not (stopped mid-node)", map[string]string{"kube-apiserver": "v1.36.3", "kubelet": "v1.35.4"}, false},
+		{"an older patch of the hop's minor", map[string]string{"kube-apiserver": "v1.36.1", "kubelet": "v1.36.1"}, false},
+		{"unreadable", map[string]string{"kube-apiserver": "?", "kubelet": "v1.36.3"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := reached(tc.running, hop); got != tc.want {
+				t.Errorf("reached = %v, want %v", got, tc.want)
 			}
 		})
 	}

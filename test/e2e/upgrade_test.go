@@ -25,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubeforge/kubeforge/ssh"
 	"github.com/kubeforge/kubeforge/test/harnesslib"
 )
 
@@ -464,11 +465,23 @@ func TestUpgradeOneControlPlaneTwoWorkers(t *testing.T) {
 	before := probeCounts(ctx, t, kc)
 
 	start := time.Now()
+	api := watchAPI(t, state, c, 1)
+	procs := watchProcesses(ctx, t, c, c.Nodes[0], "etcd", "kube-apiserver")
 	stop := interruption{Step: "upgrade/workers", Event: "host-start", Host: c.Nodes[1].Name, Delay: 2 * time.Second, Signal: syscall.SIGINT}
 	if !interrupted(ctx, t, stop, "upgrade", "-i", newInv, "--state-dir", state) {
 		t.Fatalf("the upgrade never reached %s", stop)
 	}
 	firstRun := time.Since(start)
+	polls, down, _, _, _ := api.Stop()
+	// The control plane's upgrade restarts each static pod once: a second
+	// instance means a second outage (the old kubelet replacing it for new
+	// manifests, then the new kubelet for its new UIDs) or a crash loop.
+	for comm, seen := range procs.Stop(ctx, t) {
+		if len(seen) != 2 {
+			t.Errorf("%s ran as %d processes during the control plane's upgrade, want 2 (the old, then the new): %v", comm, len(seen), seen)
+		}
+	}
+	t.Logf("the only API server was out for %s during the upgrade (polled %d times every 200 ms)", down.Round(100*time.Millisecond), polls)
 	v := nodeVersions(ctx, t, kc)
 	if v["node1"] != newVersion || v["node2"] != newVersion || v["node3"] != oldVersion {
 		t.Errorf("after the stop: %v; want node1 and node2 on %s (node2 finished), node3 untouched on %s", v, newVersion, oldVersion)
@@ -589,6 +602,47 @@ func (w *apiWatch) Stop() (polls int, longest time.Duration, longestAt time.Time
 	close(w.stop)
 	<-w.done
 	return w.polls, w.longest, w.longestAt, w.longestErr, w.gaps
+}
+
+// processWatch records, on a node, every instance (PID and start time) of
+// the given programs, polling /proc every 200 ms until stopped.
+type processWatch struct {
+	c     *harnesslib.Cluster
+	n     harnesslib.Node
+	comms []string
+}
+
+const processWatchFile = "/run/kubeforge-e2e-processes"
+
+func watchProcesses(ctx context.Context, t *testing.T, c *harnesslib.Cluster, n harnesslib.Node, comms ...string) *processWatch {
+	t.Helper()
+	loop := `while [ ! -e ` + processWatchFile + `.stop ]; do
+  for p in /proc/[0-9]*; do
+    c=$(cat $p/comm 2>/dev/null) || continue
+    case " ` + strings.Join(comms, " ") + ` " in *" $c "*)
+      s=$(cut -d' ' -f22 $p/stat 2>/dev/null) && [ -n "$s" ] && echo "$c ${p#/proc/}/$s" >>` + processWatchFile + `;;
+    esac
+  done
+  sleep 0.2
+done`
+	MustSSH(ctx, t, c, n, "root", "rm -f "+processWatchFile+" "+processWatchFile+".stop; nohup setsid sh -c "+ssh.Quote(loop)+" >/dev/null 2>&1 </dev/null &")
+	return &processWatch{c: c, n: n, comms: comms}
+}
+
+// Stop ends the watch and returns each program's instances ("PID/start").
+func (w *processWatch) Stop(ctx context.Context, t *testing.T) map[string][]string {
+	t.Helper()
+	out := MustSSH(ctx, t, w.c, w.n, "root", "touch "+processWatchFile+".stop; sleep 1; sort -u "+processWatchFile+"; rm -f "+processWatchFile+" "+processWatchFile+".stop")
+	seen := map[string][]string{}
+	for _, c := range w.comms {
+		seen[c] = nil
+	}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if comm, inst, ok := strings.Cut(l, " "); ok {
+			seen[comm] = append(seen[comm], inst)
+		}
+	}
+	return seen
 }
 
 // TestUpgradeThreeControlPlanes: a v1.36 cluster of 3 control planes and a
