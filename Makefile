@@ -13,9 +13,12 @@ endif
 # The previous minor, which the upgrade tests start from (`make artifacts-old`).
 OLD_VERSION := v1.36.3
 ARTIFACTS_OLD ?= $(CURDIR)/.cache/artifacts-$(OLD_VERSION)
+# The oldest supported minor, which the chained upgrade starts from (`make artifacts-oldest`; not built by CI).
+OLDEST_VERSION := v1.35.4
+ARTIFACTS_OLDEST ?= $(CURDIR)/.cache/artifacts-$(OLDEST_VERSION)
 HARNESS_DIR ?= $(CURDIR)/.harness
 
-.PHONY: all build test unit fuzz-inventory integration parity e2e e2e-interrupt-matrix e2e-upgrade-matrix e2e-rotate-matrix demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime bench-fleet cis kube-bench clean
+.PHONY: all build test unit fuzz-inventory integration parity e2e e2e-interrupt-matrix e2e-upgrade-matrix e2e-chained-upgrade e2e-rotate-matrix artifacts-oldest demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime bench-fleet cis kube-bench clean
 
 all: build
 
@@ -57,6 +60,10 @@ e2e-interrupt-matrix: prereqs build artifacts node-image
 
 # SIGKILL after every changing step of `upgrade` and inside a control plane's and a worker's upgrade, each on a
 # fresh v1.36 1+2 cluster, then a second upgrade: about 35 min, so not in CI (which runs a SIGINT and a SIGKILL case).
+# v1.35 -> v1.37 in one `upgrade --via <v1.36 build>` on 1 control plane + 2 workers, killed once (about 15 min).
+e2e-chained-upgrade: prereqs build artifacts artifacts-old artifacts-oldest node-image
+	KUBEFORGE_ARTIFACTS_OLDEST=$(ARTIFACTS_OLDEST) KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 50m -v -run 'TestChainedUpgrade' ./test/e2e/
+
 e2e-upgrade-matrix: prereqs build artifacts artifacts-old node-image
 	KUBEFORGE_UPGRADE_MATRIX=1 KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 4h -v -run 'TestInterruptedUpgradeConverges' ./test/e2e/
 
@@ -76,6 +83,10 @@ artifacts: prereqs
 # The v1.36 build the upgrade tests start from (its own directory, the same layout; shares the Go caches).
 artifacts-old: prereqs
 	bash test/scripts/artifacts.sh $(ARTIFACTS_OLD) $(OLD_VERSION)
+
+# The v1.35 build the chained upgrade starts from.
+artifacts-oldest: prereqs
+	bash test/scripts/artifacts.sh $(ARTIFACTS_OLDEST) $(OLDEST_VERSION)
 
 node-image: prereqs
 	bash test/scripts/node-image.sh

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,10 +54,16 @@ func oldArtifactsDir(t testing.TB) string {
 // startOldCluster starts harness hosts whose inventory names the old version.
 func startOldCluster(ctx context.Context, t *testing.T, prefix, subnet string, nodes, cps int) (*harnesslib.Cluster, string) {
 	t.Helper()
+	return startClusterAt(ctx, t, prefix, subnet, nodes, cps, oldArtifactsDir(t))
+}
+
+// startClusterAt starts harness hosts whose inventory names the build in artifacts.
+func startClusterAt(ctx context.Context, t *testing.T, prefix, subnet string, nodes, cps int, artifacts string) (*harnesslib.Cluster, string) {
+	t.Helper()
 	if err := harnesslib.DownInstance(ctx, t.TempDir(), prefix); err != nil {
 		t.Fatalf("remove an earlier harness %s: %v", prefix, err)
 	}
-	c := StartHarness(ctx, t, harnesslib.Options{Nodes: nodes, ControlPlanes: cps, NamePrefix: prefix, Subnet: subnet, Artifacts: oldArtifactsDir(t), User: "root"})
+	c := StartHarness(ctx, t, harnesslib.Options{Nodes: nodes, ControlPlanes: cps, NamePrefix: prefix, Subnet: subnet, Artifacts: artifacts, User: "root"})
 	return c, filepath.Join(c.Dir, "state")
 }
 
@@ -720,5 +727,107 @@ func TestInterruptedUpgradeConverges(t *testing.T) {
 			}
 			checkUpgraded(ctx, t, c, inv, state, 1)
 		})
+	}
+}
+
+// TestChainedUpgrade (make e2e-chained-upgrade; KUBEFORGE_ARTIFACTS_OLDEST
+// names a build two minors before the default, v1.35): a cluster of 1
+// control plane and 2 workers at that build, running the PDB-guarded web
+// workload, is upgraded to the default version by one `upgrade --via <the
+// v1.36 build>`. The first run is killed (SIGKILL) in the middle of the
+// control plane's intermediate step; the next run finds it there and goes
+// on. The control plane walks each minor (its API server reports the
+// intermediate version at some point), the workers move once, straight to
+// the default (their kubelets never report the intermediate version), and no
+// request to the workload fails.
+func TestChainedUpgrade(t *testing.T) {
+	oldest := os.Getenv("KUBEFORGE_ARTIFACTS_OLDEST")
+	if oldest == "" {
+		t.Skip("set KUBEFORGE_ARTIFACTS_OLDEST to a build two minors before the default (make e2e-chained-upgrade)")
+	}
+	b, err := os.ReadFile(filepath.Join(oldest, "VERSION"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldestVersion := strings.TrimSpace(string(b))
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+	defer cancel()
+	c, state := startClusterAt(ctx, t, "kfchain", "172.31.217.0/24", 3, 1, oldest)
+	mustUp(ctx, t, c, state)
+	kc := clientFor(t, state)
+	loadWebprobe(ctx, t, c)
+	startWebWorkload(ctx, t, kc)
+	newInv := versionInventory(t, c, newVersion, ArtifactsDir(t))
+	via := oldArtifactsDir(t)
+
+	refused(ctx, t, c, "give the build of every minor between with --via DIR", "upgrade", "-i", newInv, "--state-dir", state)
+	before := probeCounts(ctx, t, kc)
+	seen := watchVersions(ctx, kc)
+	stop := interruption{Step: "upgrade/control-planes", Event: "host-start", Host: c.Nodes[0].Name, Delay: 10 * time.Second, Signal: syscall.SIGKILL}
+	start := time.Now()
+	if !interrupted(ctx, t, stop, "upgrade", "-i", newInv, "--via", via, "--state-dir", state) {
+		t.Fatalf("the upgrade never reached %s", stop)
+	}
+	if v := nodeVersions(ctx, t, kc); v["node2"] != oldestVersion+" cordoned" && v["node2"] != oldestVersion || strings.HasPrefix(v["node3"], newVersion) {
+		t.Errorf("after the kill in the control plane's intermediate step: %v; want the workers untouched on %s", v, oldestVersion)
+	}
+	code, out := kubeforge(ctx, t, "upgrade", "-i", newInv, "--via", via, "--state-dir", state)
+	if code != 0 || !strings.Contains(out, "The cluster runs "+newVersion) {
+		t.Fatalf("the second upgrade exited %d", code)
+	}
+	t.Logf("chained upgrade %s -> %s -> %s (1+2, killed once): %s", oldestVersion, oldVersion, newVersion, time.Since(start).Round(time.Second))
+	versions := seen()
+	if got := versions["apiserver"]; !slices.Contains(got, oldVersion) || !slices.Contains(got, newVersion) {
+		t.Errorf("the API server reported %v; want it to pass through %s to %s", got, oldVersion, newVersion)
+	}
+	for _, w := range []string{"node2", "node3"} {
+		if got := versions[w]; slices.Contains(got, oldVersion) || !slices.Contains(got, newVersion) {
+			t.Errorf("%s's kubelet reported %v; want %s then %s only (workers move once)", w, got, oldestVersion, newVersion)
+		}
+	}
+	after := probeCounts(ctx, t, kc)
+	ok, failed := after.OK-before.OK, after.Failed-before.Failed
+	t.Logf("requests to the web Service during the chained upgrade: %d answered, %d failed", ok, failed)
+	if ok == 0 || failed > 0 {
+		t.Errorf("the web Service failed %d of %d requests during the upgrade", failed, ok+failed)
+		explainProbeFailures(ctx, t, c, state, after, start)
+	}
+	checkUpgraded(ctx, t, c, newInv, state, 1)
+}
+
+// watchVersions polls, every 2 s until the returned function is called, the
+// version the API server reports ("apiserver") and every node's kubelet
+// version, and returns each one's distinct values in the order seen.
+func watchVersions(ctx context.Context, kc kubernetes.Interface) func() map[string][]string {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	seen := map[string][]string{}
+	add := func(k, v string) {
+		if v != "" && !slices.Contains(seen[k], v) {
+			seen[k] = append(seen[k], v)
+		}
+	}
+	go func() {
+		defer close(done)
+		for {
+			if v, err := kc.Discovery().ServerVersion(); err == nil {
+				add("apiserver", v.GitVersion)
+			}
+			if nodes, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
+				for _, n := range nodes.Items {
+					add(n.Name, n.Status.NodeInfo.KubeletVersion)
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}()
+	return func() map[string][]string {
+		cancel()
+		<-done
+		return seen
 	}
 }
