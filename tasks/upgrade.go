@@ -55,6 +55,8 @@ type UpgradePlan struct {
 	Batches [][]string `json:"batches,omitempty"`
 	// Snapshot: etcd is copied to the workstation before the first change.
 	Snapshot bool `json:"snapshot"`
+	// Hop: an intermediate step of a chained upgrade (control planes only).
+	Hop bool `json:"hop,omitempty"`
 }
 
 // Empty reports whether the cluster already runs the target everywhere.
@@ -108,7 +110,7 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 	if err := env.upgradeHealthy(byName); err != nil {
 		return err
 	}
-	u := &UpgradePlan{To: to, Running: map[string]map[string]string{}}
+	u := &UpgradePlan{To: to, Running: map[string]map[string]string{}, Hop: env.Opts.UpgradeHop}
 	oldest := target
 	var problems []string
 	hop := env.Opts.UpgradeHop
@@ -385,7 +387,11 @@ func ParseMaxUnavailable(s string) error {
 // WriteUpgradePlan prints the upgrade plan.
 func (u *UpgradePlan) WriteUpgradePlan(w io.Writer) {
 	fmt.Fprintf(w, "Upgrade from %s to %s:\n", u.From, u.To)
-	if u.Empty() {
+	switch {
+	case u.Empty() && u.Hop:
+		fmt.Fprintf(w, "  every control plane runs %s or newer: nothing to do at this intermediate step\n", u.To)
+		return
+	case u.Empty():
 		fmt.Fprintf(w, "  every node runs %s: nothing to do\n", u.To)
 		return
 	}
@@ -393,8 +399,12 @@ func (u *UpgradePlan) WriteUpgradePlan(w io.Writer) {
 		fmt.Fprintln(w, "  1. etcd snapshot to the workstation (a `kubeforge restore` archive)")
 	}
 	for i, cp := range u.ControlPlanes {
-		fmt.Fprintf(w, "  control plane %d/%d: %s (%s): cordon, drain, static pods, wait healthy, kubelet, wait Ready, uncordon\n",
+		fmt.Fprintf(w, "  control plane %d/%d: %s (%s): cordon, drain, stop the kubelet, new static pods and kubelet, start it (each static pod restarts once), wait healthy and Ready, uncordon\n",
 			i+1, len(u.ControlPlanes), cp, runningSummary(u.Running[cp]))
+	}
+	if u.Hop {
+		fmt.Fprintln(w, "  the workers and the cluster's objects wait for the last step (kubelets may lag three minors)")
+		return
 	}
 	fmt.Fprintln(w, "  then: kubeadm-config and kubelet-config ConfigMaps, kube-proxy and CoreDNS")
 	for i, b := range u.Batches {
