@@ -62,6 +62,12 @@ func staticPodProcess(ctx context.Context, h *Host, comm string) string {
 	if !h.IsControlPlane() || h.Facts == nil || !h.Facts.KubeletActive {
 		return ""
 	}
+	return runningProcess(ctx, h, comm)
+}
+
+// runningProcess is staticPodProcess whatever the kubelet's state: a static
+// pod's containers outlive a stopped kubelet.
+func runningProcess(ctx context.Context, h *Host, comm string) string {
 	out, err := h.Client.Run(ctx, `for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = `+comm+` ] && echo "${p#/proc/} $(cut -d' ' -f22 $p/stat 2>/dev/null)"; done | sort | head -1`)
 	if err != nil {
 		return ""

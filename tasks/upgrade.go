@@ -648,7 +648,9 @@ func upgradeControlPlane(ctx context.Context, env *Env, h *Host, files, kubelet 
 	if _, err := push(ctx, h, podInputs); err != nil {
 		return err
 	}
-	etcdBefore, apiBefore := staticPodProcess(ctx, h, "etcd"), staticPodProcess(ctx, h, "kube-apiserver")
+	// Read whatever the kubelet's state: a run killed after the stop below
+	// left it stopped with the old pods running, and the wait must see them go.
+	etcdBefore, apiBefore := runningProcess(ctx, h, "etcd"), runningProcess(ctx, h, "kube-apiserver")
 	if _, err := h.Client.Run(ctx, "systemctl stop kubelet"); err != nil {
 		return fmt.Errorf("stop the kubelet before its upgrade: %w", err)
 	}
