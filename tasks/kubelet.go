@@ -120,12 +120,13 @@ func (h *Host) kubeletStartedAt() time.Time {
 }
 
 // kubeletMayRestart: false only when the plan of this run found the kubelet
-// running on the inputs it started with and this run wrote none of them;
+// running on the inputs it started with, it was not stopped since, and this
+// run wrote none of them;
 // otherwise the host decides (startKubelet's script).
 func kubeletMayRestart(env *Env, h *Host) bool {
 	hp := env.Plan.hostPlan(h.Name)
-	if hp == nil {
-		return true
+	if hp == nil || h.Facts != nil && !h.Facts.KubeletActive {
+		return true // no plan, or the kubelet is known stopped (an upgrade stops it)
 	}
 	for _, r := range hp.Restarts {
 		if r.What == "kubelet" {

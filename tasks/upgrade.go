@@ -57,6 +57,9 @@ type UpgradePlan struct {
 	Snapshot bool `json:"snapshot"`
 	// Hop: an intermediate step of a chained upgrade (control planes only).
 	Hop bool `json:"hop,omitempty"`
+	// Why says, for a node to upgrade whose versions are all the target's,
+	// what else the plan found: a missing mirror pod, files that differ.
+	Why map[string]string `json:"why,omitempty"`
 }
 
 // Empty reports whether the cluster already runs the target everywhere.
@@ -124,12 +127,12 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 			continue
 		}
 		running := map[string]string{"kubelet": n.Status.NodeInfo.KubeletVersion}
-		unseen := false // a static pod without its mirror (a kubelet just restarted): judged by its files
+		var unseen []string // static pods without their mirror (a kubelet just restarted): judged by their files
 		if h.IsControlPlane() {
 			for _, c := range controlPlaneComponents {
 				pod, err := env.Kube.CoreV1().Pods("kube-system").Get(ctx, c+"-"+h.Name, metav1.GetOptions{})
 				if apierrors.IsNotFound(err) {
-					unseen = true
+					unseen = append(unseen, c)
 					continue
 				}
 				if err != nil {
@@ -158,7 +161,14 @@ func PlanUpgrade(ctx context.Context, env *Env) error {
 		if o != nil && o.LessThan(oldest) {
 			oldest = o
 		}
-		if unseen || filesDiffer(env.Plan.hostPlan(h.Name)) {
+		if why := otherwiseStale(unseen, env.Plan.hostPlan(h.Name)); why != "" {
+			if !stale {
+				if u.Why == nil {
+					u.Why = map[string]string{}
+				}
+				u.Why[h.Name] = why
+				env.warn(fmt.Sprintf("%s runs %s everywhere but is upgraded again: %s", h.Name, to, why))
+			}
 			stale = true // its files are not those of a fresh render at the target
 		}
 		switch {
@@ -243,20 +253,39 @@ func checkVersions(host string, running map[string]string, target *k8sversion.Ve
 	return problems, oldest, stale
 }
 
-// filesDiffer reports whether a host's plan writes a file or imports an
-// image: the node is not what a fresh render at the target makes. The API
-// proxy's binary (kubeforge's own, refreshed by the next up or upgrade of the
-// node) does not make a node stale: no drain for a new kubeforge build alone.
-func filesDiffer(hp *HostPlan) bool {
+// filesDiffer lists what a host's plan writes or imports: the node is not
+// what a fresh render at the target makes. The API proxy's binary
+// (kubeforge's own, refreshed by the next up or upgrade of the node) does not
+// make a node stale: no drain for a new kubeforge build alone.
+func filesDiffer(hp *HostPlan) []string {
 	if hp == nil {
-		return false
+		return nil
 	}
+	var out []string
 	for _, f := range hp.Files {
 		if f.Path != manifests.APIProxyBinaryPath {
-			return true
+			out = append(out, f.Path+" ("+f.Reason+")")
 		}
 	}
-	return len(hp.Images) > 0
+	for _, i := range hp.Images {
+		out = append(out, "image "+i)
+	}
+	return out
+}
+
+// otherwiseStale says why a node is still to upgrade apart from its
+// versions: static pods without a mirror pod, files that differ.
+func otherwiseStale(unseen []string, hp *HostPlan) string {
+	var why []string
+	if len(unseen) > 0 {
+		why = append(why, "no mirror pod for "+strings.Join(unseen, ", "))
+	}
+	if d := filesDiffer(hp); len(d) > 3 {
+		why = append(why, fmt.Sprintf("%s and %d more differ", strings.Join(d[:3], ", "), len(d)-3))
+	} else if len(d) > 0 {
+		why = append(why, strings.Join(d, ", ")+" differ")
+	}
+	return strings.Join(why, "; ")
 }
 
 // planSummary names what a converge plan would still do.
@@ -401,6 +430,9 @@ func (u *UpgradePlan) WriteUpgradePlan(w io.Writer) {
 	for i, cp := range u.ControlPlanes {
 		fmt.Fprintf(w, "  control plane %d/%d: %s (%s): cordon, drain, stop the kubelet, new static pods and kubelet, start it (each static pod restarts once), wait healthy and Ready, uncordon\n",
 			i+1, len(u.ControlPlanes), cp, runningSummary(u.Running[cp]))
+		if why := u.Why[cp]; why != "" {
+			fmt.Fprintf(w, "    because: %s\n", why)
+		}
 	}
 	if u.Hop {
 		fmt.Fprintln(w, "  the workers and the cluster's objects wait for the last step (kubelets may lag three minors)")
@@ -410,7 +442,11 @@ func (u *UpgradePlan) WriteUpgradePlan(w io.Writer) {
 	for i, b := range u.Batches {
 		var parts []string
 		for _, n := range b {
-			parts = append(parts, n+" ("+runningSummary(u.Running[n])+")")
+			part := n + " (" + runningSummary(u.Running[n]) + ")"
+			if why := u.Why[n]; why != "" {
+				part += " because " + why
+			}
+			parts = append(parts, part)
 		}
 		fmt.Fprintf(w, "  worker batch %d/%d: %s: cordon all, drain, kubelet, wait Ready, uncordon\n", i+1, len(u.Batches), strings.Join(parts, ", "))
 	}

@@ -129,14 +129,29 @@ func TestDiskLimit(t *testing.T) {
 	}
 }
 
-func TestFilesDiffer(t *testing.T) {
+func TestOtherwiseStale(t *testing.T) {
 	proxyOnly := &HostPlan{Files: []FilePlan{{Path: manifests.APIProxyBinaryPath, Reason: "content differs"}}}
 	kubelet := &HostPlan{Files: []FilePlan{{Path: "/usr/bin/kubelet", Reason: "content differs"}}}
 	images := &HostPlan{Images: []string{"kubernetes-v1.37.2.tar"}}
-	if filesDiffer(nil) || filesDiffer(&HostPlan{}) || filesDiffer(proxyOnly) {
-		t.Error("a node with nothing to write, or only a newer kubeforge for its API proxy, counts as not upgraded")
-	}
-	if !filesDiffer(kubelet) || !filesDiffer(images) {
-		t.Error("a node whose kubelet or images differ counts as upgraded")
+	many := &HostPlan{Files: []FilePlan{{Path: "/a", Reason: "missing"}, {Path: "/b", Reason: "missing"}, {Path: "/c", Reason: "missing"}, {Path: "/d", Reason: "missing"}}}
+	for _, tc := range []struct {
+		name   string
+		unseen []string
+		hp     *HostPlan
+		want   string
+	}{
+		{"no plan", nil, nil, ""},
+		{"nothing to write", nil, &HostPlan{}, ""},
+		{"only a newer kubeforge for its API proxy", nil, proxyOnly, ""},
+		{"the kubelet differs", nil, kubelet, "/usr/bin/kubelet (content differs) differ"},
+		{"images to import", nil, images, "image kubernetes-v1.37.2.tar differ"},
+		{"many files", nil, many, "/a (missing), /b (missing), /c (missing) and 1 more differ"},
+		{"a static pod without its mirror", []string{"etcd"}, &HostPlan{}, "no mirror pod for etcd"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := otherwiseStale(tc.unseen, tc.hp); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
