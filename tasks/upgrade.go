@@ -732,7 +732,44 @@ func (e *Env) waitControlPlaneSettled(ctx context.Context, h *Host, etcdBefore, 
 	if err := e.waitEtcdVersion(ctx, h, manifests.PinsFor(e.Upgrade.To).Etcd); err != nil {
 		return err
 	}
-	return waitAPIServer(ctx, e, h)
+	if err := waitAPIServer(ctx, e, h); err != nil {
+		return err
+	}
+	return e.waitMirrorPods(ctx, h)
+}
+
+// waitMirrorPods waits until the API server shows each of h's static pods
+// on its new image and Ready: the kubelet replaces the controller manager
+// and the scheduler, and updates their mirror pods, on its own schedule (a
+// verify 70 s after a resumed control plane still found the old
+// controller manager's mirror pod).
+func (e *Env) waitMirrorPods(ctx context.Context, h *Host) error {
+	images := manifests.Images(e.Inv)
+	var last string
+	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, e.waitTimeout(), true, func(ctx context.Context) (bool, error) {
+		for _, c := range controlPlaneComponents {
+			pod, err := e.Kube.CoreV1().Pods("kube-system").Get(ctx, c+"-"+h.Name, metav1.GetOptions{})
+			switch {
+			case err != nil:
+				last = err.Error()
+				return false, nil
+			case len(pod.Spec.Containers) == 0:
+				last = c + "'s pod has no container"
+				return false, nil
+			case pod.Spec.Containers[0].Image != images[c]:
+				last = fmt.Sprintf("%s's pod shows %s, not %s", c, pod.Spec.Containers[0].Image, images[c])
+				return false, nil
+			case !podReady(pod.Status.Conditions):
+				last = c + "'s pod is not Ready"
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s's static pods are not all on their new images and Ready after %s (last: %s)\n%s", h.Name, e.waitTimeout(), last, diagnoseControlPlane(ctx, h))
+	}
+	return nil
 }
 
 // waitEtcdVersion waits until h's etcd member answers on the minor of the
