@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -250,5 +251,31 @@ func TestValidateWorksOnAnInventoryBuiltInCode(t *testing.T) {
 	ve, ok := err.(*ValidationError)
 	if !ok || len(ve.Problems) != 1 || ve.Problems[0].Line != 7 {
 		t.Fatalf("Validate() = %v, want one problem at the host's line 7", err)
+	}
+}
+
+func TestKubernetesVersionsOfTheSupportedMinorsLoad(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		ok      bool
+	}{
+		{"v1.35.4", true},
+		{"v1.35.0", true},
+		{"v1.36.3", true},
+		{"v1.37.2", true},
+		{"v1.34.4", false},
+		{"v1.38.0", false},
+		{"v1.35.0-rc.1", false},
+		{"v2.35.4", false},
+	} {
+		t.Run(tc.version, func(t *testing.T) {
+			_, err := parseIn(t, t.TempDir(), head+"cluster:\n  kubernetesVersion: "+tc.version+"\n"+oneCP)
+			if tc.ok && err != nil {
+				t.Errorf("Load = %v, want no problem", err)
+			}
+			if !tc.ok && (err == nil || !strings.Contains(err.Error(), "unsupported Kubernetes version")) {
+				t.Errorf("Load = %v, want an unsupported Kubernetes version", err)
+			}
+		})
 	}
 }

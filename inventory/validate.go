@@ -34,10 +34,10 @@ const (
 )
 
 // SupportedKubernetesVersions describes the Kubernetes versions kubeforge installs.
-const SupportedKubernetesVersions = "v1.36.x and v1.37.x"
+const SupportedKubernetesVersions = "v1.35.x, v1.36.x and v1.37.x"
 
 // supportedMinors are the Kubernetes minors kubeforge renders files for.
-var supportedMinors = []uint{36, 37}
+var supportedMinors = []uint{35, 36, 37}
 
 // supportedVersion reports whether v is a release (vMAJOR.MINOR.PATCH, no
 // pre-release) of a supported minor.

@@ -14,6 +14,7 @@ type Pins struct{ Pause, Etcd, CoreDNS string }
 
 // pins holds, per supported Kubernetes minor, what its kubeadm pins.
 var pins = map[uint]Pins{
+	35: {Pause: "3.10.1", Etcd: "3.6.6-0", CoreDNS: "v1.13.1"},
 	36: {Pause: "3.10.2", Etcd: "3.6.8-0", CoreDNS: "v1.14.2"},
 	37: {Pause: "3.10.2", Etcd: "3.7.0-0", CoreDNS: "v1.14.6"},
 }
