@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -256,20 +257,29 @@ func TestValidateWorksOnAnInventoryBuiltInCode(t *testing.T) {
 
 func TestKubernetesVersionsOfTheSupportedMinorsLoad(t *testing.T) {
 	for _, tc := range []struct {
-		version string
-		ok      bool
+		version    string
+		preRelease bool // allowPreRelease: true
+		ok         bool
 	}{
-		{"v1.35.4", true},
-		{"v1.35.0", true},
-		{"v1.36.3", true},
-		{"v1.37.2", true},
-		{"v1.34.4", false},
-		{"v1.38.0", false},
-		{"v1.35.0-rc.1", false},
-		{"v2.35.4", false},
+		{"v1.35.4", false, true},
+		{"v1.35.0", false, true},
+		{"v1.36.3", false, true},
+		{"v1.37.2", false, true},
+		{"v1.34.4", false, false},
+		{"v1.38.0", false, false},
+		{"v1.35.0-rc.1", false, false},
+		{"v2.35.4", false, false},
+		// A pre-release only with the opt-in, of a supported or the preview minor, never of an older one.
+		{"v1.38.0-beta.0", false, false},
+		{"v1.38.0-beta.0", true, true},
+		{"v1.37.0-rc.1", true, true},
+		{"v1.34.0-rc.1", true, false},
+		{"v1.39.0-alpha.0", true, false},
+		// The opt-in does not admit a release of the preview minor: that waits for its parity.
+		{"v1.38.0", true, false},
 	} {
-		t.Run(tc.version, func(t *testing.T) {
-			_, err := parseIn(t, t.TempDir(), head+"cluster:\n  kubernetesVersion: "+tc.version+"\n"+oneCP)
+		t.Run(fmt.Sprintf("%s allowPreRelease=%v", tc.version, tc.preRelease), func(t *testing.T) {
+			_, err := parseIn(t, t.TempDir(), head+"cluster:\n  kubernetesVersion: "+tc.version+"\n  allowPreRelease: "+fmt.Sprint(tc.preRelease)+"\n"+oneCP)
 			if tc.ok && err != nil {
 				t.Errorf("Load = %v, want no problem", err)
 			}

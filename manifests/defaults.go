@@ -17,6 +17,7 @@ var pins = map[uint]Pins{
 	35: {Pause: "3.10.1", Etcd: "3.6.6-0", CoreDNS: "v1.13.1"},
 	36: {Pause: "3.10.2", Etcd: "3.6.8-0", CoreDNS: "v1.14.2"},
 	37: {Pause: "3.10.2", Etcd: "3.7.0-0", CoreDNS: "v1.14.6"},
+	38: {Pause: "3.10.2", Etcd: "3.7.1-0", CoreDNS: "v1.15.0"}, // kubeadm v1.38.0-beta.0; a preview minor (inventory.allowPreRelease)
 }
 
 // PinsFor returns the pins of version's minor (validation admits only the

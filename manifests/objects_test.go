@@ -440,6 +440,7 @@ func TestImagesFollowTheMinorsKubeadmPins(t *testing.T) {
 		{"v1.35.4", "3.10.1", "3.6.6-0", "v1.13.1", "v1.35.4"},
 		{"v1.36.3", "3.10.2", "3.6.8-0", "v1.14.2", "v1.36.3"},
 		{"v1.37.2", "3.10.2", "3.7.0-0", "v1.14.6", "v1.37.2"},
+		{"v1.38.0-beta.0", "3.10.2", "3.7.1-0", "v1.15.0", "v1.38.0-beta.0"},
 	} {
 		t.Run(tc.version, func(t *testing.T) {
 			inv := exampleInventory()
