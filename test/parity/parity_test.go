@@ -61,18 +61,21 @@ const defaultInventory = `apiVersion: kubeforge.io/v1alpha1
 kind: Cluster
 cluster:
   name: kubeforge
-  kubernetesVersion: v1.37.2
+  kubernetesVersion: @VERSION@
 ` + oneControlPlane
 
 const defaultKubeadm = initConfiguration + `apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
-kubernetesVersion: v1.37.2
+kubernetesVersion: @VERSION@
 clusterName: kubeforge
 networking:
   podSubnet: 10.244.0.0/16
   serviceSubnet: 10.96.0.0/12
   dnsDomain: cluster.local
 `
+
+// versionToken stands in the cases for the Kubernetes version under test.
+const versionToken = "@VERSION@"
 
 var cases = []parityCase{{
 	name: "defaults", inventory: defaultInventory, kubeadm: defaultKubeadm,
@@ -87,7 +90,7 @@ var cases = []parityCase{{
 kind: Cluster
 cluster:
   name: prod-eu
-  kubernetesVersion: v1.37.2
+  kubernetesVersion: @VERSION@
   controlPlaneEndpoint: api.example.com:6443
   certSANs: [api.example.com, 192.0.2.10]
   podSubnet: 10.32.0.0/16
@@ -107,7 +110,7 @@ cluster:
 ` + oneControlPlane,
 	kubeadm: initConfiguration + `apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
-kubernetesVersion: v1.37.2
+kubernetesVersion: @VERSION@
 clusterName: prod-eu
 controlPlaneEndpoint: api.example.com:6443
 imageRepository: registry.example.com/k8s
@@ -183,13 +186,25 @@ func TestKubeadmParity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kubeadm := filepath.Join(root, ".cache", "artifacts", "bin", "kubeadm")
+	// The artifacts directory names the version under test (its VERSION file)
+	// and holds that version's kubeadm, so each minor is checked against its own.
+	artifacts := filepath.Join(root, ".cache", "artifacts")
+	if v := os.Getenv("KUBEFORGE_PARITY_ARTIFACTS"); v != "" {
+		artifacts = v
+	}
+	kubeadm := filepath.Join(artifacts, "bin", "kubeadm")
 	if v := os.Getenv("KUBEFORGE_KUBEADM"); v != "" {
 		kubeadm = v
 	}
 	if _, err := os.Stat(kubeadm); err != nil {
 		t.Fatalf("no kubeadm binary (run `make artifacts`): %v", err)
 	}
+	b, err := os.ReadFile(filepath.Join(artifacts, "VERSION"))
+	if err != nil {
+		t.Fatalf("read the artifacts' version: %v", err)
+	}
+	version := strings.TrimSpace(string(b))
+	t.Logf("Kubernetes %s, kubeadm %s", version, kubeadm)
 	used := make([]bool, len(allowed))
 	defer func() {
 		for i, u := range used {
@@ -200,7 +215,7 @@ func TestKubeadmParity(t *testing.T) {
 	}()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ko, err := RunKubeadm(kubeadm, harnesslib.DefaultImage, tc.kubeadm, tc.setup)
+			ko, err := RunKubeadm(kubeadm, harnesslib.DefaultImage, strings.ReplaceAll(tc.kubeadm, versionToken, version), tc.setup)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -208,7 +223,7 @@ func TestKubeadmParity(t *testing.T) {
 			if stores == nil {
 				stores = debianTrustStores
 			}
-			kfFiles, kfObjs := renderKubeforge(t, tc.inventory, stores)
+			kfFiles, kfObjs := renderKubeforge(t, strings.ReplaceAll(tc.inventory, versionToken, version), stores)
 			var diffs []Difference
 			ka, err := FlattenFiles(ko.Files)
 			if err != nil {
