@@ -2,14 +2,14 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/kubeforge
-# The Kubernetes version `make artifacts` builds (v1.37.2; v1.36.3 also has a recipe) and where: .cache/artifacts
-# for the default, .cache/artifacts-VERSION for another. `make harness-up ARTIFACTS=...` takes the version from it.
+# The Kubernetes version `make artifacts` builds (v1.37.2; every version of SUPPORTED_VERSIONS has a recipe) and
+# where: .cache/artifacts for the default, .cache/artifacts-VERSION for another. `make harness-up ARTIFACTS=...`
+# takes the version from it.
 K8S_VERSION ?= v1.37.2
-ifeq ($(K8S_VERSION),v1.37.2)
-ARTIFACTS ?= $(CURDIR)/.cache/artifacts
-else
-ARTIFACTS ?= $(CURDIR)/.cache/artifacts-$(K8S_VERSION)
-endif
+# One release of each minor kubeforge supports (inventory.SupportedKubernetesVersions), oldest first.
+SUPPORTED_VERSIONS := v1.35.4 v1.36.3 v1.37.2
+artifacts-dir = $(if $(filter v1.37.2,$(1)),$(CURDIR)/.cache/artifacts,$(CURDIR)/.cache/artifacts-$(1))
+ARTIFACTS ?= $(call artifacts-dir,$(K8S_VERSION))
 # The previous minor, which the upgrade tests start from (`make artifacts-old`).
 OLD_VERSION := v1.36.3
 ARTIFACTS_OLD ?= $(CURDIR)/.cache/artifacts-$(OLD_VERSION)
@@ -18,7 +18,7 @@ OLDEST_VERSION := v1.35.4
 ARTIFACTS_OLDEST ?= $(CURDIR)/.cache/artifacts-$(OLDEST_VERSION)
 HARNESS_DIR ?= $(CURDIR)/.harness
 
-.PHONY: all build test unit fuzz-inventory integration parity e2e e2e-interrupt-matrix e2e-upgrade-matrix e2e-chained-upgrade e2e-rotate-matrix artifacts-oldest demo prereqs artifacts artifacts-old node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime bench-fleet cis kube-bench clean
+.PHONY: all build test unit fuzz-inventory integration parity parity-all e2e e2e-version-smoke e2e-interrupt-matrix e2e-upgrade-matrix e2e-chained-upgrade e2e-rotate-matrix demo prereqs artifacts artifacts-old artifacts-oldest artifacts-all node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime bench-fleet cis kube-bench clean
 
 all: build
 
@@ -45,13 +45,25 @@ fuzz-inventory:
 integration: prereqs
 	$(GO) test -race -count=1 -tags integration ./ssh/... ./cmd/... ./playbooks/... ./tasks/...
 
-# kubeadm as an oracle: kubeadm v1.37's own code (the artifacts' kubeadm, `init --dry-run` in a harness
-# container) and kubeforge render the same clusters; every field must agree or be in the test's allow-list.
+# kubeadm as an oracle: kubeadm's own code (the kubeadm of the K8S_VERSION artifacts, `init --dry-run` in a
+# harness container) and kubeforge render the same clusters at that version; every field must agree or be in the
+# test's allow-list. `make parity K8S_VERSION=v1.35.4` checks another minor against its own kubeadm.
 parity: prereqs artifacts node-image
-	$(GO) test -count=1 -tags parity -v ./test/parity/...
+	KUBEFORGE_PARITY_ARTIFACTS=$(ARTIFACTS) $(GO) test -count=1 -tags parity -v ./test/parity/...
+
+# parity for every supported minor, each against its own kubeadm (builds the missing artifacts: ~10 min each
+# cold); every version runs, and the target fails if any failed.
+parity-all:
+	@failed=""; $(foreach v,$(SUPPORTED_VERSIONS),$(MAKE) --no-print-directory parity K8S_VERSION=$(v) ARTIFACTS=$(call artifacts-dir,$(v)) || failed="$$failed $(v)";) \
+	if [ -n "$$failed" ]; then echo "parity failed for:$$failed" >&2; exit 1; fi; echo "parity passed for $(SUPPORTED_VERSIONS)"
 
 e2e: prereqs build artifacts artifacts-old node-image
 	KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 75m -v ./test/e2e/
+
+# One 1+1 cluster of K8S_VERSION from its artifacts, nodes Ready (TestVersionSmoke; instance kfvMINOR on
+# 172.30.MINOR.0/24): `make e2e-version-smoke K8S_VERSION=v1.35.4`. Not part of `make test`.
+e2e-version-smoke: prereqs build artifacts node-image
+	KUBEFORGE_SMOKE_ARTIFACTS=$(ARTIFACTS) $(GO) test -count=1 -tags e2e -timeout 25m -v -run '^TestVersionSmoke$$' ./test/e2e/
 
 # Every step boundary of the first `up` (SIGINT and SIGKILL) and the middle of the joins, on 1+2 and 3+1:
 # too long for CI (about 1.5 h), which runs a subset. KUBEFORGE_INTERRUPT_SHAPE=1+2 or 3+1 runs one shape.
@@ -87,6 +99,10 @@ artifacts-old: prereqs
 # The v1.35 build the chained upgrade starts from.
 artifacts-oldest: prereqs
 	bash test/scripts/artifacts.sh $(ARTIFACTS_OLDEST) $(OLDEST_VERSION)
+
+# The artifacts of every supported minor (each its own directory; they share the Go caches).
+artifacts-all: prereqs
+	$(foreach v,$(SUPPORTED_VERSIONS),bash test/scripts/artifacts.sh $(call artifacts-dir,$(v)) $(v) &&) true
 
 node-image: prereqs
 	bash test/scripts/node-image.sh

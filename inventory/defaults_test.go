@@ -1,10 +1,12 @@
 package inventory
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -250,5 +252,40 @@ func TestValidateWorksOnAnInventoryBuiltInCode(t *testing.T) {
 	ve, ok := err.(*ValidationError)
 	if !ok || len(ve.Problems) != 1 || ve.Problems[0].Line != 7 {
 		t.Fatalf("Validate() = %v, want one problem at the host's line 7", err)
+	}
+}
+
+func TestKubernetesVersionsOfTheSupportedMinorsLoad(t *testing.T) {
+	for _, tc := range []struct {
+		version    string
+		preRelease bool // allowPreRelease: true
+		ok         bool
+	}{
+		{"v1.35.4", false, true},
+		{"v1.35.0", false, true},
+		{"v1.36.3", false, true},
+		{"v1.37.2", false, true},
+		{"v1.34.4", false, false},
+		{"v1.38.0", false, false},
+		{"v1.35.0-rc.1", false, false},
+		{"v2.35.4", false, false},
+		// A pre-release only with the opt-in, of a supported or the preview minor, never of an older one.
+		{"v1.38.0-beta.0", false, false},
+		{"v1.38.0-beta.0", true, true},
+		{"v1.37.0-rc.1", true, true},
+		{"v1.34.0-rc.1", true, false},
+		{"v1.39.0-alpha.0", true, false},
+		// The opt-in does not admit a release of the preview minor: that waits for its parity.
+		{"v1.38.0", true, false},
+	} {
+		t.Run(fmt.Sprintf("%s allowPreRelease=%v", tc.version, tc.preRelease), func(t *testing.T) {
+			_, err := parseIn(t, t.TempDir(), head+"cluster:\n  kubernetesVersion: "+tc.version+"\n  allowPreRelease: "+fmt.Sprint(tc.preRelease)+"\n"+oneCP)
+			if tc.ok && err != nil {
+				t.Errorf("Load = %v, want no problem", err)
+			}
+			if !tc.ok && (err == nil || !strings.Contains(err.Error(), "unsupported Kubernetes version")) {
+				t.Errorf("Load = %v, want an unsupported Kubernetes version", err)
+			}
+		})
 	}
 }

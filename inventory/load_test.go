@@ -95,7 +95,7 @@ func TestLoadReportsEachProblemWithItsLine(t *testing.T) {
 		{"node name not RFC 1123", head + "hosts:\n  - name: Control_Plane1 " + marker + "\n    address: 10.0.0.1\n    roles: [control-plane]\n", `host name "Control_Plane1" is not a valid node name`, "RFC 1123"},
 		{"host without name", head + "hosts:\n  - address: 10.0.0.1 " + marker + "\n    roles: [control-plane]\n", "host #1 has no name", ""},
 		{"host without roles", head + "hosts:\n  - {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n  - {name: w1, address: 10.0.0.2} " + marker + "\n", "host w1 has no roles", ""},
-		{"unsupported kubernetes version", head + "cluster:\n  kubernetesVersion: v1.35.4 " + marker + "\n" + oneCP, `unsupported Kubernetes version "v1.35.4"`, "v1.36.x and v1.37.x"},
+		{"unsupported kubernetes version", head + "cluster:\n  kubernetesVersion: v1.34.4 " + marker + "\n" + oneCP, `unsupported Kubernetes version "v1.34.4"`, "v1.35.x, v1.36.x and v1.37.x"},
 		{"unknown role", head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles:\n      - control-plane\n      - etcd " + marker + "\n", `unknown role "etcd"`, "control-plane or worker"},
 		{"unreadable identity file", head + "ssh:\n  identityFiles:\n    - id_test\n    - missing_key " + marker + "\n" + oneCP, "cannot read identity file: stat ", "relative to the inventory"},
 		{"unreadable per-host identity file", head + "hosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n    ssh:\n      identityFiles: [nope] " + marker + "\n", "no such file", ""},
@@ -227,7 +227,7 @@ hosts:
 	if len(lines) != len(ve.Problems) {
 		t.Fatalf("Error() has %d lines for %d problems:\n%s", len(lines), len(ve.Problems), err)
 	}
-	wantFirst := filepath.Join(dir, "inventory.yaml") + `:4: cluster.kubernetesVersion: unsupported Kubernetes version "v1.30.0" (hint: kubeforge supports v1.36.x and v1.37.x; for example v1.37.2)`
+	wantFirst := filepath.Join(dir, "inventory.yaml") + `:4: cluster.kubernetesVersion: unsupported Kubernetes version "v1.30.0" (hint: kubeforge supports v1.35.x, v1.36.x and v1.37.x; for example v1.37.2)`
 	if lines[0] != wantFirst {
 		t.Errorf("Error() first line = %q, want %q", lines[0], wantFirst)
 	}

@@ -42,8 +42,11 @@ type Inventory struct {
 
 // Cluster holds the cluster-wide settings.
 type Cluster struct {
-	Name                 string   `yaml:"name"`
-	KubernetesVersion    string   `yaml:"kubernetesVersion"`
+	Name              string `yaml:"name"`
+	KubernetesVersion string `yaml:"kubernetesVersion"`
+	// AllowPreRelease admits a pre-release kubernetesVersion (v1.38.0-beta.0),
+	// of a supported minor or of the next one; for trying a coming release.
+	AllowPreRelease      bool     `yaml:"allowPreRelease"`
 	ControlPlaneEndpoint string   `yaml:"controlPlaneEndpoint"` // host[:port]; defaults to the first control plane
 	PodSubnet            string   `yaml:"podSubnet"`
 	ServiceSubnet        string   `yaml:"serviceSubnet"`

@@ -34,22 +34,31 @@ const (
 )
 
 // SupportedKubernetesVersions describes the Kubernetes versions kubeforge installs.
-const SupportedKubernetesVersions = "v1.36.x and v1.37.x"
+const SupportedKubernetesVersions = "v1.35.x, v1.36.x and v1.37.x"
 
 // supportedMinors are the Kubernetes minors kubeforge renders files for.
-var supportedMinors = []uint{36, 37}
+var supportedMinors = []uint{35, 36, 37}
+
+// previewMinors are the next minors, whose pre-releases kubeforge renders
+// files for (their kubeadm's pins are known and parity is checked against its
+// beta) but installs only when the inventory sets allowPreRelease.
+var previewMinors = []uint{38}
 
 // supportedVersion reports whether v is a release (vMAJOR.MINOR.PATCH, no
-// pre-release) of a supported minor.
-func supportedVersion(v string) bool {
+// pre-release) of a supported minor or, when allowPreRelease is set, a
+// pre-release (v1.38.0-beta.0) of a supported or preview minor.
+func supportedVersion(v string, allowPreRelease bool) bool {
 	if !strings.HasPrefix(v, "v") {
 		return false
 	}
 	ver, err := version.ParseSemantic(v)
-	if err != nil || ver.PreRelease() != "" || ver.BuildMetadata() != "" || ver.Major() != 1 {
+	if err != nil || ver.BuildMetadata() != "" || ver.Major() != 1 {
 		return false
 	}
-	return slices.Contains(supportedMinors, ver.Minor())
+	if ver.PreRelease() == "" {
+		return slices.Contains(supportedMinors, ver.Minor())
+	}
+	return allowPreRelease && (slices.Contains(supportedMinors, ver.Minor()) || slices.Contains(previewMinors, ver.Minor()))
 }
 
 // imageRepositoryRe is a registry host (with optional port) and path, as in image references.
@@ -179,7 +188,7 @@ func (c *checker) cluster() {
 	if errs := validation.IsDNS1123Subdomain(cl.Name); len(errs) > 0 {
 		c.errorf(at.with("name"), "use lower-case letters, digits, '-' and '.', such as \"prod-eu1\"", "invalid cluster name %+.80q: %s", cl.Name, strings.Join(errs, "; "))
 	}
-	if !supportedVersion(cl.KubernetesVersion) {
+	if !supportedVersion(cl.KubernetesVersion, cl.AllowPreRelease) {
 		c.errorf(at.with("kubernetesVersion"), "kubeforge supports "+SupportedKubernetesVersions+"; for example "+DefaultKubernetesVersion,
 			"unsupported Kubernetes version %+.80q", cl.KubernetesVersion)
 	}
@@ -433,7 +442,7 @@ func (c *checker) artifacts(at path, dir, k8s string) {
 	}
 	// The binaries and images must be the version the files are rendered for.
 	if b, err := os.ReadFile(filepath.Join(dir, "VERSION")); err == nil {
-		if got := strings.TrimSpace(string(b)); got != k8s && supportedVersion(k8s) {
+		if got := strings.TrimSpace(string(b)); got != k8s && supportedVersion(k8s, c.inv.Cluster.AllowPreRelease) {
 			c.errorf(at, "point artifacts at the build of "+k8s+" (an upgrade changes kubernetesVersion and artifacts together)",
 				"artifacts directory %s holds Kubernetes %.40s, not the kubernetesVersion %s", dir, got, k8s)
 		}

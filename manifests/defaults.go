@@ -14,8 +14,10 @@ type Pins struct{ Pause, Etcd, CoreDNS string }
 
 // pins holds, per supported Kubernetes minor, what its kubeadm pins.
 var pins = map[uint]Pins{
+	35: {Pause: "3.10.1", Etcd: "3.6.6-0", CoreDNS: "v1.13.1"},
 	36: {Pause: "3.10.2", Etcd: "3.6.8-0", CoreDNS: "v1.14.2"},
 	37: {Pause: "3.10.2", Etcd: "3.7.0-0", CoreDNS: "v1.14.6"},
+	38: {Pause: "3.10.2", Etcd: "3.7.1-0", CoreDNS: "v1.15.0"}, // kubeadm v1.38.0-beta.0; a preview minor (inventory.allowPreRelease)
 }
 
 // PinsFor returns the pins of version's minor (validation admits only the
@@ -27,6 +29,15 @@ func PinsFor(version string) Pins {
 		}
 	}
 	return pins[37]
+}
+
+// minorOf is version's minor (37 for "v1.37.2"); the default version's when
+// version does not parse (validation admits only versions that do).
+func minorOf(version string) uint {
+	if v, err := k8sversion.ParseGeneric(version); err == nil {
+		return v.Minor()
+	}
+	return k8sversion.MustParseGeneric(inventory.DefaultKubernetesVersion).Minor()
 }
 
 // Paths of a kubeadm node.
@@ -43,11 +54,15 @@ const (
 	KubeletInstancePath = KubeletDir + "/instance-config.yaml"
 	KubeletFlagsPath    = KubeletDir + "/kubeadm-flags.env"
 	CNIConfigPath       = "/etc/cni/net.d/10-kubeforge.conflist"
+	// FlexVolumeDir is the controller manager's FlexVolume plugin directory
+	// that kubeadm up to v1.35 mounts into it.
+	FlexVolumeDir = "/usr/libexec/kubernetes/kubelet-plugins/volume/exec"
 )
 
 // clusterDefaults is the cluster settings with every default filled in.
 type clusterDefaults struct {
 	version         string // "v1.37.2"
+	minor           uint   // 37
 	imageTag        string // version as an image tag
 	pins            Pins
 	podSubnet       string
@@ -75,6 +90,7 @@ func defaults(inv *inventory.Inventory) clusterDefaults {
 	}
 	return clusterDefaults{
 		version:         v,
+		minor:           minorOf(v),
 		imageTag:        strings.ReplaceAll(v, "+", "_"),
 		pins:            PinsFor(v),
 		podSubnet:       or(c.PodSubnet, inventory.DefaultPodSubnet),

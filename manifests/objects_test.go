@@ -431,3 +431,33 @@ func TestKubeletResolvConfFromHost(t *testing.T) {
 		t.Errorf("the inventory's resolvConf lost to the host's: %s", *cfg.ResolverConfig)
 	}
 }
+
+func TestImagesFollowTheMinorsKubeadmPins(t *testing.T) {
+	for _, tc := range []struct {
+		version                 string
+		pause, etcd, coredns, k string
+	}{
+		{"v1.35.4", "3.10.1", "3.6.6-0", "v1.13.1", "v1.35.4"},
+		{"v1.36.3", "3.10.2", "3.6.8-0", "v1.14.2", "v1.36.3"},
+		{"v1.37.2", "3.10.2", "3.7.0-0", "v1.14.6", "v1.37.2"},
+		{"v1.38.0-beta.0", "3.10.2", "3.7.1-0", "v1.15.0", "v1.38.0-beta.0"},
+	} {
+		t.Run(tc.version, func(t *testing.T) {
+			inv := exampleInventory()
+			inv.Cluster.KubernetesVersion = tc.version
+			got := Images(inv)
+			want := map[string]string{
+				"pause":                   "registry.k8s.io/pause:" + tc.pause,
+				"etcd":                    "registry.k8s.io/etcd:" + tc.etcd,
+				"coredns":                 "registry.k8s.io/coredns/coredns:" + tc.coredns,
+				"kube-apiserver":          "registry.k8s.io/kube-apiserver:" + tc.k,
+				"kube-controller-manager": "registry.k8s.io/kube-controller-manager:" + tc.k,
+				"kube-scheduler":          "registry.k8s.io/kube-scheduler:" + tc.k,
+				"kube-proxy":              "registry.k8s.io/kube-proxy:" + tc.k,
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("images\n got %v\nwant %v", got, want)
+			}
+		})
+	}
+}

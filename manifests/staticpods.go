@@ -332,6 +332,13 @@ func controllerManagerPod(inv *inventory.Inventory, p ControlPlaneParams) *corev
 	vols, mounts := controlPlaneVolumes(p.TrustStores)
 	vols = append(vols, hostPathVolume("kubeconfig", kubeconfig, corev1.HostPathFileOrCreate))
 	mounts = append(mounts, corev1.VolumeMount{Name: "kubeconfig", MountPath: kubeconfig, ReadOnly: true})
+	// kubeadm up to v1.35 mounts the FlexVolume plugin directory, read-write (drivers
+	// talk over sockets there); v1.36 dropped the mount.
+	if d.minor <= 35 {
+		dir := or(extra["flex-volume-plugin-dir"], FlexVolumeDir)
+		vols = append(vols, hostPathVolume("flexvolume-dir", dir, corev1.HostPathDirectoryOrCreate))
+		mounts = append(mounts, corev1.VolumeMount{Name: "flexvolume-dir", MountPath: dir})
+	}
 	sortMounts(mounts)
 	host := bindProbeHost(extra)
 	c := component{name: KubeControllerManager, args: argsToCommand(base, extra), mounts: mounts, probeHost: host,

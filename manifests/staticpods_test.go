@@ -297,3 +297,48 @@ func TestStaticPodsExternalCA(t *testing.T) {
 		}
 	}
 }
+
+func TestControllerManagerMountsTheFlexVolumeDirUpToV135(t *testing.T) {
+	for _, tc := range []struct {
+		version, pluginDir string // pluginDir: controllerManager.extraArgs flex-volume-plugin-dir
+		want               string // the mounted directory, "" for none
+	}{
+		{"v1.35.4", "", FlexVolumeDir},
+		{"v1.35.4", "/opt/flex", "/opt/flex"},
+		{"v1.36.3", "", ""},
+		{"v1.37.2", "", ""},
+	} {
+		t.Run(tc.version+" "+tc.pluginDir, func(t *testing.T) {
+			inv := exampleInventory()
+			inv.Cluster.KubernetesVersion = tc.version
+			if tc.pluginDir != "" {
+				inv.Cluster.ControllerManager.ExtraArgs = map[string]string{"flex-volume-plugin-dir": tc.pluginDir}
+			}
+			files, err := StaticPods(inv, inv.Host("cp1"), ControlPlaneParams{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pod := decodePods(t, files)[KubeControllerManager]
+			var vol, mount string
+			for _, v := range pod.Spec.Volumes {
+				if v.Name == "flexvolume-dir" {
+					vol = v.HostPath.Path
+					if *v.HostPath.Type != corev1.HostPathDirectoryOrCreate {
+						t.Errorf("flexvolume-dir host path type %s, want DirectoryOrCreate", *v.HostPath.Type)
+					}
+				}
+			}
+			for _, m := range pod.Spec.Containers[0].VolumeMounts {
+				if m.Name == "flexvolume-dir" {
+					mount = m.MountPath
+					if m.ReadOnly {
+						t.Error("flexvolume-dir is mounted read-only; kubeadm mounts it read-write")
+					}
+				}
+			}
+			if vol != tc.want || mount != tc.want {
+				t.Errorf("flexvolume-dir volume %q mounted at %q, want %q", vol, mount, tc.want)
+			}
+		})
+	}
+}

@@ -221,3 +221,32 @@ func runOpenSSL(t *testing.T, dir string, w wantCert, keyType string) {
 		t.Errorf("openssl %s: want %q", w.file, wantKey)
 	}
 }
+
+func TestKeyEnciphermentFollowsTheVersionsKubeadm(t *testing.T) {
+	const ds, ke, cs = x509.KeyUsageDigitalSignature, x509.KeyUsageKeyEncipherment, x509.KeyUsageCertSign
+	for _, tc := range []struct {
+		keyType, version string
+		leaf             x509.KeyUsage // the CA has CertSign as well
+	}{
+		{KeyTypeRSA, "v1.37.2", ds | ke},
+		{KeyTypeECDSA, "v1.37.2", ds | ke},
+		{KeyTypeECDSA, "v1.35.4", ds | ke},
+		// kubeadm v1.38 sets keyEncipherment on RSA keys only.
+		{KeyTypeRSA, "v1.38.0-beta.0", ds | ke},
+		{KeyTypeECDSA, "v1.38.0-beta.0", ds},
+	} {
+		t.Run(tc.keyType+" "+tc.version, func(t *testing.T) {
+			inv := testInventory()
+			inv.Cluster.KubernetesVersion = tc.version
+			_, dir := generated(t, inv, Options{KeyType: tc.keyType, Now: fixedNow()})
+			for file, want := range map[string]x509.KeyUsage{
+				"ca.crt": tc.leaf | cs, "etcd/ca.crt": tc.leaf | cs, "front-proxy-ca.crt": tc.leaf | cs,
+				"nodes/cp1/apiserver.crt": tc.leaf, "nodes/cp1/etcd/peer.crt": tc.leaf, "workstation/kubeconfig/admin.crt": tc.leaf,
+			} {
+				if got := readCert(t, filepath.Join(dir, file)).KeyUsage; got != want {
+					t.Errorf("%s: key usage %b, want %b", file, got, want)
+				}
+			}
+		})
+	}
+}

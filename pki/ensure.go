@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/client-go/util/keyutil"
 
 	"github.com/kubeforge/kubeforge/inventory"
@@ -37,11 +38,15 @@ const (
 )
 
 // Options: validity of leaves (default: the inventory's certificateValidity, else
-// 8760h), key type "rsa" (2048, default) or "ecdsa" (P-256), and Now for tests.
+// 8760h), key type "rsa" (2048, default) or "ecdsa" (P-256), the Kubernetes
+// version, and Now for tests.
 type Options struct {
 	Validity time.Duration
 	KeyType  string
-	Now      func() time.Time
+	// KubernetesVersion is the cluster's (default: the inventory's): kubeadm
+	// from v1.38 sets keyEncipherment on RSA keys only.
+	KubernetesVersion string
+	Now               func() time.Time
 }
 
 // resolve fills defaults from the inventory and kubeadm.
@@ -66,10 +71,31 @@ func (o Options) resolve(inv *inventory.Inventory) (Options, error) {
 	default:
 		return o, fmt.Errorf("key type %q is not supported (use %q or %q)", o.KeyType, KeyTypeRSA, KeyTypeECDSA)
 	}
+	if o.KubernetesVersion == "" && inv != nil {
+		o.KubernetesVersion = inv.Cluster.KubernetesVersion
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
 	return o, nil
+}
+
+// keyUsage is the key usage kubeadm's NewSignedCert (a leaf) or
+// NewSelfSignedCACert (ca) sets: digital signature, cert sign for a CA, and key
+// encipherment, which kubeadm from v1.38 sets only on RSA keys (an ECDSA key
+// cannot encipher).
+func (o Options) keyUsage(ca bool) x509.KeyUsage {
+	u := x509.KeyUsageDigitalSignature
+	if ca {
+		u |= x509.KeyUsageCertSign
+	}
+	if o.KeyType == KeyTypeRSA {
+		return u | x509.KeyUsageKeyEncipherment
+	}
+	if v, err := version.ParseGeneric(o.KubernetesVersion); err != nil || v.Major() != 1 || v.Minor() < 38 {
+		return u | x509.KeyUsageKeyEncipherment
+	}
+	return u
 }
 
 // renewThreshold is the remaining validity under which Ensure re-issues a leaf.
@@ -168,7 +194,7 @@ func newCA(spec caSpec, opt Options) (*keyPair, error) {
 		DNSNames:              []string{spec.CN},
 		NotBefore:             now.Add(-CertificateBackdate),
 		NotAfter:              now.Add(CAValidity),
-		KeyUsage:              x509.KeyUsageKeyEncipherment | x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		KeyUsage:              opt.keyUsage(true),
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
@@ -215,7 +241,7 @@ func newLeaf(cfg leafConfig, ca *keyPair, opt Options) (*keyPair, error) {
 		IPAddresses:           cfg.AltNames.IPs,
 		NotBefore:             now.Add(-CertificateBackdate),
 		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageKeyEncipherment | x509.KeyUsageDigitalSignature,
+		KeyUsage:              opt.keyUsage(false),
 		ExtKeyUsage:           cfg.Usages,
 		BasicConstraintsValid: true,
 	}

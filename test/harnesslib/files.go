@@ -110,6 +110,7 @@ type invDoc struct {
 type invCluster struct {
 	Name              string     `yaml:"name"`
 	KubernetesVersion string     `yaml:"kubernetesVersion"`
+	AllowPreRelease   bool       `yaml:"allowPreRelease,omitempty"`
 	PodSubnet         string     `yaml:"podSubnet"`
 	ServiceSubnet     string     `yaml:"serviceSubnet"`
 	Artifacts         string     `yaml:"artifacts,omitempty"`
@@ -160,7 +161,9 @@ func inventoryYAML(c *Cluster) ([]byte, error) {
 		Kind:       "Cluster",
 		Cluster: invCluster{
 			Name: "harness", KubernetesVersion: version,
-			PodSubnet: "10.244.0.0/16", ServiceSubnet: "10.96.0.0/12",
+			// A pre-release build (v1.38.0-beta.0) is installed only when the inventory says so.
+			AllowPreRelease: strings.Contains(version, "-"),
+			PodSubnet:       "10.244.0.0/16", ServiceSubnet: "10.96.0.0/12",
 			Artifacts: c.Artifacts,
 			Kubelet:   invKubelet{ResolvConf: PodResolvConf, Config: sharedDiskKubelet},
 		},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -207,4 +208,37 @@ func newHostKey(t *testing.T) ssh.PublicKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+func TestInventoryOfAPreReleaseBuildAllowsThePreRelease(t *testing.T) {
+	for _, tc := range []struct{ version, want string }{
+		{"v1.38.0-beta.0", "true"},
+		{"v1.35.4", "false"},
+	} {
+		t.Run(tc.version, func(t *testing.T) {
+			artifacts := t.TempDir()
+			if err := os.WriteFile(filepath.Join(artifacts, "VERSION"), []byte(tc.version+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			o, err := Options{Nodes: 2, ControlPlanes: 1, Artifacts: artifacts, Dir: t.TempDir()}.withDefaults()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := plan(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := inventoryYAML(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var inv inventory.Inventory
+			if err := yaml.Unmarshal(b, &inv); err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprint(inv.Cluster.AllowPreRelease); inv.Cluster.KubernetesVersion != tc.version || got != tc.want {
+				t.Errorf("kubernetesVersion %s allowPreRelease %s, want %s %s", inv.Cluster.KubernetesVersion, got, tc.version, tc.want)
+			}
+		})
+	}
 }

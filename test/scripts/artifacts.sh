@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# artifacts.sh DIR [VERSION]: build Kubernetes VERSION (v1.37.2, the default, or v1.36.3) from Go modules and the
+# artifacts.sh DIR [VERSION]: build Kubernetes VERSION (v1.37.2, the default, v1.36.3 or v1.35.4) from Go modules and the
 # images that version's kubeadm uses, into the artifacts directory kubeforge takes for offline installs:
 #   DIR/bin/kubelet DIR/bin/kubectl DIR/bin/kubeadm   hard links of one static multi-call binary
 #   DIR/images/*.tar                                  docker-save tarballs (ctr -n k8s.io images import)
@@ -7,7 +7,7 @@
 #   DIR/runtime/                                      containerd 2.x, runc and the CNI plugins for bare hosts
 #                                                     (test/scripts/runtime.sh: its layout and versions)
 # The sources are test/k8s/main.go and test/k8s/pause; each version has its own go.mod and go.sum (test/k8s for
-# v1.37, test/k8s/v1.36 for v1.36). Versions share the Go module and build caches: what both use is built once.
+# v1.37, test/k8s/vMAJOR.MINOR for the others). Versions share the Go module and build caches: what both use is built once.
 # Cached: a stamp of the inputs (go.mod, go.sum, sources, this script, Go version) skips everything when unchanged;
 # the Go build cache makes a rebuild after small changes quick.
 set -euo pipefail
@@ -20,7 +20,8 @@ K8S=$(cd "$HERE/../k8s" && pwd)
 case $VERSION in
 v1.37.2) PAUSE_VERSION=3.10.2 ETCD_VERSION=3.7.0-0 COREDNS_VERSION=v1.14.6 MOD=$K8S ;;
 v1.36.3) PAUSE_VERSION=3.10.2 ETCD_VERSION=3.6.8-0 COREDNS_VERSION=v1.14.2 MOD=$K8S/v1.36 ;;
-*) echo "artifacts.sh: no build recipe for Kubernetes $VERSION (known: v1.37.2, v1.36.3)" >&2; exit 2 ;;
+v1.35.4) PAUSE_VERSION=3.10.1 ETCD_VERSION=3.6.6-0 COREDNS_VERSION=v1.13.1 MOD=$K8S/v1.35 ;;
+*) echo "artifacts.sh: no build recipe for Kubernetes $VERSION (known: v1.37.2, v1.36.3, v1.35.4)" >&2; exit 2 ;;
 esac
 MINOR=$(echo "$VERSION" | cut -d. -f2)
 mkdir -p "$1"
