@@ -621,6 +621,12 @@ func UpgradeNode(ctx context.Context, env *Env, h *Host) error {
 		"(a PodDisruptionBudget with no room? a pod without a controller?) and run upgrade again"); err != nil {
 		return err
 	}
+	// The runtime's files follow the target too (containerd's sandbox image
+	// is the target kubeadm's pause pin: v1.35 pins another than v1.36):
+	// converged as up does, containerd restarted only when they changed.
+	if err := InstallRuntime(ctx, env, h); err != nil {
+		return err
+	}
 	files, err := env.NodeFiles(h)
 	if err != nil {
 		return err
