@@ -115,10 +115,16 @@ func TestKubeadmDayTwo(t *testing.T) {
 	kubeadmRun(ctx, t, c, worker, "upgrade node"+kubeadmIgnore)
 	upgradeKubelet(ctx, t, c, worker, art)
 
+	// Right after its restart the API server may still refuse (RBAC not yet
+	// synced: "nodes is forbidden", 2026-12-07): errors are retried.
 	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		nodes, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil || len(nodes.Items) != len(c.Nodes) {
+			return false, nil
+		}
 		ready := readyNodes(ctx, kc)
-		for n, v := range nodeVersions(ctx, t, kc) {
-			if v != newVersion || !ready[n] {
+		for _, n := range nodes.Items {
+			if n.Status.NodeInfo.KubeletVersion != newVersion || !ready[n.Name] {
 				return false, nil
 			}
 		}
@@ -168,17 +174,28 @@ func TestKubeadmDayTwo(t *testing.T) {
 	t.Logf("certificates %v, warnings %v", dry.Certs, dry.Warnings)
 	// This up puts back kubeforge's certificates (kubeadm renewed them; the
 	// state dir holds the PKI) and manifests (the kubeforge.io/inputs stamp),
-	// so every static pod and the kubelet restart at once. On this shared
-	// machine that has outlasted the fixed 2 min wait for a new API server
-	// process (control-plane/join, 2026-12-07, load average 38): the second
-	// run, as up's error advises, then finishes. It is logged, not hidden.
+	// and restarts the kubelet (its inputs changed). It writes the manifests
+	// while the old kubelet runs, which stops etcd at once; the new kubelet
+	// then waits for its Node, which the API server cannot serve without
+	// etcd, before it starts the new etcd: 2-3 min in which the only API
+	// server is down, longer than control-plane/join's fixed 2 min wait
+	// (seen in every run on 2026-12-07). That is kubeforge's bug, not
+	// kubeadm's (docs/parity.md): it fails the test, which then waits for the
+	// API server and runs up again, as up's error advises, to check the rest.
 	code, _ := kubeforge(ctx, t, "up", "-i", newInv, "--state-dir", state)
 	t.Logf("kubeforge up after kubeadm's upgrade: exit %d, changed %v", code, lastChanges(t, state))
 	if code != 0 {
+		t.Errorf("kubeforge up after kubeadm's upgrade exited %d (docs/parity.md: the kubelet restart and the new manifests at once)", code)
+		if err := wait.PollUntilContextTimeout(ctx, 5*time.Second, 8*time.Minute, true, func(ctx context.Context) (bool, error) {
+			body, err := kc.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+			return err == nil && strings.TrimSpace(string(body)) == "ok", nil
+		}); err != nil {
+			t.Fatalf("the API server is not ready 8 min after the failed up: %v", err)
+		}
 		if code, _ = kubeforge(ctx, t, "up", "-i", newInv, "--state-dir", state); code != 0 {
 			t.Fatalf("kubeforge up after kubeadm's upgrade exited %d twice", code)
 		}
-		t.Logf("the first up failed (above); the second finished, changing %v", lastChanges(t, state))
+		t.Logf("the second up finished, changing %v", lastChanges(t, state))
 	}
 	checkWhole(ctx, t, c, state, 1)
 	if code, out := kubeforge(ctx, t, "up", "-i", newInv, "--state-dir", state); code != 0 || !strings.Contains(out, "No changes") {
