@@ -18,7 +18,7 @@ OLDEST_VERSION := v1.35.4
 ARTIFACTS_OLDEST ?= $(CURDIR)/.cache/artifacts-$(OLDEST_VERSION)
 HARNESS_DIR ?= $(CURDIR)/.harness
 
-.PHONY: all build test unit fuzz-inventory integration parity parity-all e2e e2e-version-smoke e2e-interrupt-matrix e2e-upgrade-matrix e2e-chained-upgrade e2e-rotate-matrix demo prereqs artifacts artifacts-old artifacts-oldest artifacts-all node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime bench-fleet cis kube-bench clean
+.PHONY: all build test unit fuzz-inventory integration parity parity-all e2e e2e-version-smoke e2e-interrupt-matrix e2e-upgrade-matrix e2e-chained-upgrade e2e-kubeadm e2e-rotate-matrix demo prereqs artifacts artifacts-old artifacts-oldest artifacts-all node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime bench-fleet cis kube-bench clean
 
 all: build
 
@@ -75,6 +75,11 @@ e2e-interrupt-matrix: prereqs build artifacts node-image
 # v1.35 -> v1.37 in one `upgrade --via <v1.36 build>` on 1 control plane + 2 workers, killed once (about 15 min).
 e2e-chained-upgrade: prereqs build artifacts artifacts-old artifacts-oldest node-image
 	KUBEFORGE_ARTIFACTS_OLDEST=$(ARTIFACTS_OLDEST) KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 50m -v -run 'TestChainedUpgrade' ./test/e2e/
+
+# kubeadm's own day-2 commands on a kubeforge cluster (docs/parity.md): v1.36 1+1 made by up, upgraded to v1.37 with
+# kubeadm upgrade plan/apply/node, then up and kubeadm reset against kubeforge reset (about 15 min; not in CI).
+e2e-kubeadm: prereqs build artifacts artifacts-old node-image
+	KUBEFORGE_KUBEADM_DAY2=1 KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 45m -v -run 'TestKubeadmDayTwo' ./test/e2e/
 
 e2e-upgrade-matrix: prereqs build artifacts artifacts-old node-image
 	KUBEFORGE_UPGRADE_MATRIX=1 KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 4h -v -run 'TestInterruptedUpgradeConverges' ./test/e2e/

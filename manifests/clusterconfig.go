@@ -2,8 +2,11 @@ package manifests
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -34,7 +37,18 @@ type clusterConfiguration struct {
 }
 
 type componentConfig struct {
-	ExtraArgs []kubeadmArg `json:"extraArgs,omitempty"`
+	ExtraArgs    []kubeadmArg    `json:"extraArgs,omitempty"`
+	ExtraVolumes []hostPathMount `json:"extraVolumes,omitempty"`
+}
+
+// hostPathMount is v1beta4's HostPathMount: a host directory or file mounted
+// into a control-plane component.
+type hostPathMount struct {
+	Name      string              `json:"name"`
+	HostPath  string              `json:"hostPath"`
+	MountPath string              `json:"mountPath"`
+	ReadOnly  bool                `json:"readOnly,omitempty"`
+	PathType  corev1.HostPathType `json:"pathType,omitempty"`
 }
 
 type apiServerConfig struct {
@@ -62,6 +76,37 @@ type localEtcd struct {
 	ExtraArgs []kubeadmArg `json:"extraArgs,omitempty"`
 }
 
+// recordedArgs are a component's extraArgs as kubeadm-config records them:
+// kubeforge's own flags (own), then the user's (extra), which win as they do
+// in the static pod. `kubeadm upgrade apply` renders the static pods from
+// these, so they keep kubeforge's flags.
+func recordedArgs(own []arg, extra map[string]string) []kubeadmArg {
+	m := make(map[string]string, len(own)+len(extra))
+	for _, a := range own {
+		m[a.name] = a.value
+	}
+	maps.Copy(m, extra)
+	return kubeadmArgs(m)
+}
+
+// hostPathMounts are vols and their mounts (paired by name) as v1beta4's
+// extraVolumes.
+func hostPathMounts(vols []corev1.Volume, mounts []corev1.VolumeMount) []hostPathMount {
+	var out []hostPathMount
+	for _, v := range vols {
+		i := slices.IndexFunc(mounts, func(m corev1.VolumeMount) bool { return m.Name == v.Name })
+		if v.HostPath == nil || i < 0 {
+			continue
+		}
+		hm := hostPathMount{Name: v.Name, HostPath: v.HostPath.Path, MountPath: mounts[i].MountPath, ReadOnly: mounts[i].ReadOnly}
+		if v.HostPath.Type != nil {
+			hm.PathType = *v.HostPath.Type
+		}
+		out = append(out, hm)
+	}
+	return out
+}
+
 // kubeadmArgs turns an extraArgs map into v1beta4's list, sorted by name.
 func kubeadmArgs(m map[string]string) []kubeadmArg {
 	if len(m) == 0 {
@@ -80,8 +125,11 @@ func kubeadmArgs(m map[string]string) []kubeadmArg {
 // the key ClusterConfiguration. extraArgs are lists of {name, value} as v1beta4
 // has them. Inventory featureGates are Kubernetes component gates: they appear
 // as each component's --feature-gates extraArg (kubeadm's own featureGates
-// field only accepts kubeadm's gates).
-func ClusterConfiguration(inv *inventory.Inventory) ([]byte, error) {
+// field only accepts kubeadm's gates). The flags and volumes kubeforge gives
+// the control-plane components beyond kubeadm's (hardening, the audit log,
+// encryption at rest when p.Encryption) are extraArgs and extraVolumes too, so
+// that the static pods `kubeadm upgrade apply` renders from this keep them.
+func ClusterConfiguration(inv *inventory.Inventory, p ClusterParams) ([]byte, error) {
 	d := defaults(inv)
 	enc := "RSA-2048"
 	switch inv.Cluster.KeyType {
@@ -96,6 +144,7 @@ func ClusterConfiguration(inv *inventory.Inventory) ([]byte, error) {
 		validity = inventory.DefaultCertificateValidity
 	}
 	dataDir := EtcdDataDirOf(inv)
+	apiArgs, apiVols, apiMounts := apiServerOwnArgs(inv, p.Encryption)
 	cc := clusterConfiguration{
 		TypeMeta: metav1.TypeMeta{APIVersion: "kubeadm.k8s.io/v1beta4", Kind: "ClusterConfiguration"},
 		Etcd:     etcdConfig{Local: &localEtcd{DataDir: dataDir, ExtraArgs: kubeadmArgs(inv.Cluster.Etcd.ExtraArgs)}},
@@ -107,11 +156,14 @@ func ClusterConfiguration(inv *inventory.Inventory) ([]byte, error) {
 		KubernetesVersion:    d.version,
 		ControlPlaneEndpoint: inv.Cluster.ControlPlaneEndpoint,
 		APIServer: apiServerConfig{
-			componentConfig: componentConfig{ExtraArgs: kubeadmArgs(withFeatureGates(inv, inv.Cluster.APIServer.ExtraArgs))},
-			CertSANs:        append([]string(nil), inv.Cluster.CertSANs...),
+			componentConfig: componentConfig{
+				ExtraArgs:    recordedArgs(apiArgs, withFeatureGates(inv, inv.Cluster.APIServer.ExtraArgs)),
+				ExtraVolumes: hostPathMounts(apiVols, apiMounts),
+			},
+			CertSANs: append([]string(nil), inv.Cluster.CertSANs...),
 		},
-		ControllerManager:           componentConfig{ExtraArgs: kubeadmArgs(withFeatureGates(inv, inv.Cluster.ControllerManager.ExtraArgs))},
-		Scheduler:                   componentConfig{ExtraArgs: kubeadmArgs(withFeatureGates(inv, inv.Cluster.Scheduler.ExtraArgs))},
+		ControllerManager:           componentConfig{ExtraArgs: recordedArgs(hardeningArgs, withFeatureGates(inv, inv.Cluster.ControllerManager.ExtraArgs))},
+		Scheduler:                   componentConfig{ExtraArgs: recordedArgs(hardeningArgs, withFeatureGates(inv, inv.Cluster.Scheduler.ExtraArgs))},
 		CertificatesDir:             CertificatesDir,
 		ImageRepository:             d.imageRepository,
 		ClusterName:                 d.clusterName,

@@ -70,6 +70,9 @@ type ClusterParams struct {
 	// CgroupV1: a host of the cluster runs cgroup v1, so the kubelet-config
 	// ConfigMap carries failCgroupV1: false.
 	CgroupV1 bool
+	// Encryption: the API servers read an encryption configuration (the
+	// cluster has encryption keys), so kubeadm-config records its flag.
+	Encryption bool
 }
 
 // ClusterObjects returns every API object `kubeadm init` creates once the control
@@ -92,7 +95,7 @@ func ClusterObjects(inv *inventory.Inventory, p ClusterParams) ([]runtime.Object
 		clusterRoleBinding(ClusterAdminsGroup, "cluster-admin", groupSubject(ClusterAdminsGroup)),
 	}
 
-	cc, err := ClusterConfiguration(inv)
+	cc, err := ClusterConfiguration(inv, p)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 
@@ -26,7 +28,7 @@ func TestClusterConfigurationIsKubeadmV1beta4(t *testing.T) {
 	inv := exampleInventory()
 	inv.Cluster.APIServer.ExtraArgs = map[string]string{"v": "2", "audit-log-maxage": "7"}
 	inv.Cluster.KeyType = "ecdsa"
-	out, err := ClusterConfiguration(inv)
+	out, err := ClusterConfiguration(inv, ClusterParams{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,11 +71,16 @@ func TestClusterConfigurationIsKubeadmV1beta4(t *testing.T) {
 	if len(sans) != 2 || sans[0] != "k8s.example.test" {
 		t.Errorf("apiServer.certSANs = %v", sans)
 	}
-	// v1beta4 extraArgs are a list of {name, value}, here sorted by name.
+	// v1beta4 extraArgs are a list of {name, value}, here sorted by name: kubeforge's own flags
+	// (TestKubeadmConfigRecordsKubeforgeFlags) and the user's, whose audit-log-maxage wins.
 	args, _ := get("apiServer.extraArgs").([]any)
-	want := []any{map[string]any{"name": "audit-log-maxage", "value": "7"}, map[string]any{"name": "v", "value": "2"}}
-	if fmt.Sprint(args) != fmt.Sprint(want) {
-		t.Errorf("apiServer.extraArgs = %v, want %v", args, want)
+	var names []string
+	for _, a := range args {
+		m, _ := a.(map[string]any)
+		names = append(names, fmt.Sprint(m["name"], "=", m["value"]))
+	}
+	if !sort.StringsAreSorted(names) || !slices.Contains(names, "audit-log-maxage=7") || !slices.Contains(names, "v=2") {
+		t.Errorf("apiServer.extraArgs = %v, want them sorted by name, with audit-log-maxage=7 and v=2", names)
 	}
 
 	// Strictly decodable into the local mirror of v1beta4 (no field it does not have).
@@ -83,13 +90,13 @@ func TestClusterConfigurationIsKubeadmV1beta4(t *testing.T) {
 	}
 
 	inv.Cluster.KeyType = "dsa"
-	if _, err := ClusterConfiguration(inv); err == nil {
+	if _, err := ClusterConfiguration(inv, ClusterParams{}); err == nil {
 		t.Error("unknown key type accepted")
 	}
 }
 
 func TestClusterConfigurationGolden(t *testing.T) {
-	out, err := ClusterConfiguration(exampleInventory())
+	out, err := ClusterConfiguration(exampleInventory(), ClusterParams{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +196,7 @@ func TestClusterObjectsContent(t *testing.T) {
 	}
 
 	cc := find[*corev1.ConfigMap](t, objs, "kubeadm-config")
-	want, _ := ClusterConfiguration(inv)
+	want, _ := ClusterConfiguration(inv, ClusterParams{})
 	if cc.Data["ClusterConfiguration"] != string(want) {
 		t.Error("kubeadm-config does not hold ClusterConfiguration")
 	}

@@ -290,16 +290,13 @@ func apiServerPod(inv *inventory.Inventory, h *inventory.Host, p ControlPlanePar
 		{"etcd-certfile", pkiPath("apiserver-etcd-client.crt")},
 		{"etcd-keyfile", pkiPath("apiserver-etcd-client.key")},
 	}
-	base = append(base, hardeningArgs...)
-	// CIS 1.2.30: service-account tokens expire when they say (kubeadm keeps the upstream extension to a year).
-	base = append(base, arg{"service-account-extend-token-expiration", "false"})
 	// kubeadm sets --authorization-mode=Node,RBAC unless structured authorization
 	// (--authorization-config) is used.
 	if _, structured := extra["authorization-config"]; !structured {
 		base = setArg(base, "authorization-mode", "Node,RBAC")
 	}
-	sec, secVols, secMounts := securityArgs(inv, p.Encryption)
-	base = append(base, sec...)
+	own, secVols, secMounts := apiServerOwnArgs(inv, p.Encryption)
+	base = append(base, own...)
 	vols, mounts := controlPlaneVolumes(p.TrustStores)
 	vols, mounts = append(vols, secVols...), append(mounts, secMounts...)
 	sortMounts(mounts)
@@ -373,6 +370,17 @@ func electedArgs(kubeconfig string) []arg {
 // scheduler get beyond kubeadm's, for the CIS benchmark (1.2.15, 1.3.2,
 // 1.4.1: no profiling endpoint; docs/security.md).
 var hardeningArgs = []arg{{"profiling", "false"}}
+
+// apiServerOwnArgs are the API server's flags beyond kubeadm's, with the
+// volumes and mounts they need: hardeningArgs, service-account tokens that
+// expire when they say (CIS 1.2.30; kubeadm keeps the upstream extension to a
+// year), the audit log and encryption at rest (securityArgs). The static pod
+// has them, and kubeadm-config records them as extraArgs and extraVolumes.
+func apiServerOwnArgs(inv *inventory.Inventory, encryption bool) ([]arg, []corev1.Volume, []corev1.VolumeMount) {
+	args := append(slices.Clone(hardeningArgs), arg{"service-account-extend-token-expiration", "false"})
+	sec, vols, mounts := securityArgs(inv, encryption)
+	return append(args, sec...), vols, mounts
+}
 
 // signing is a signing flag's value: empty with an external CA, as kubeadm
 // sets it (the CSR signer then does not start, instead of failing on a key

@@ -25,6 +25,8 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/kubeforge/kubeforge/inventory"
+	"github.com/kubeforge/kubeforge/manifests"
+	"github.com/kubeforge/kubeforge/pki"
 )
 
 func TestChooseServer(t *testing.T) {
@@ -310,5 +312,40 @@ func TestDirectReadyzSpeaksTLSToTheServer(t *testing.T) {
 	otherCA := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	if err := DirectReadyz(context.Background(), kubeconfig(otherCA), s); err == nil {
 		t.Error("a server the kubeconfig's CA did not sign answered")
+	}
+}
+
+// TestClusterParamsFollowTheEncryptionKeys: the kubeadm-config that
+// cluster/bootstrap applies names the API server's encryption configuration
+// exactly when the PKI holds encryption keys (when render gives the static
+// pod that flag), so `kubeadm upgrade apply` keeps it.
+func TestClusterParamsFollowTheEncryptionKeys(t *testing.T) {
+	env := adminEnv(t, "")
+	keys := env.PKI.EncryptionKeys()
+	for _, tc := range []struct {
+		name string
+		keys []pki.EncryptionKey
+		want bool
+	}{
+		{"keys", keys, true},
+		{"no keys", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env.PKI.SetEncryptionKeys(tc.keys)
+			p := env.clusterParams()
+			if p.Encryption != tc.want {
+				t.Errorf("clusterParams().Encryption = %v with %d keys, want %v", p.Encryption, len(tc.keys), tc.want)
+			}
+			cc, err := manifests.ClusterConfiguration(env.Inv, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(string(cc), "encryption-provider-config"); got != tc.want {
+				t.Errorf("kubeadm-config names the encryption configuration: %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if len(keys) == 0 {
+		t.Fatal("the default inventory's PKI has no encryption keys")
 	}
 }

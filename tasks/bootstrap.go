@@ -24,9 +24,11 @@ import (
 )
 
 // clusterParams reads the cluster-wide facts from the hosts' facts: cgroup v1
-// when a host whose facts were read runs it.
+// when a host whose facts were read runs it; encryption at rest when the PKI
+// holds encryption keys.
 func (e *Env) clusterParams() manifests.ClusterParams {
-	var p manifests.ClusterParams
+	// As the static pods have it (render.go): the API servers read the encryption config once keys exist.
+	p := manifests.ClusterParams{Encryption: e.PKI != nil && len(e.PKI.EncryptionKeys()) > 0}
 	for _, h := range e.Hosts(e.Inv.Hosts) {
 		if h.Facts != nil && !h.Facts.CgroupV2 {
 			p.CgroupV1 = true

@@ -181,6 +181,8 @@ var allowed = []struct {
 		"no profiling endpoint (CIS 1.2.15, 1.3.2, 1.4.1); kubeadm keeps the upstream default, on", nil},
 	{`/etc/kubernetes/manifests/kube-apiserver\.yaml\.spec\.containers\[kube-apiserver\]\.command\.--service-account-extend-token-expiration`,
 		"service-account tokens expire when they say (CIS 1.2.30); kubeadm keeps the upstream extension of projected tokens to a year", nil},
+	{`ConfigMap/kube-system/kubeadm-config\.data\.ClusterConfiguration\.(apiServer|controllerManager|scheduler)\.(extraArgs\[(profiling|service-account-extend-token-expiration|audit-(log-(maxage|maxbackup|maxsize|path)|policy-file)|encryption-provider-config)\]|extraVolumes\[(audit-log|audit-policy|encryption-config)\])(\..*)?`,
+		"kubeadm-config records the flags and volumes above as extraArgs and extraVolumes, so the static pods `kubeadm upgrade apply` renders from it keep them (docs/parity.md, kubeadm's day-2 commands)", nil},
 	{`Service/kube-system/kube-dns\.metadata\.resourceVersion`,
 		"kubeadm's template carries resourceVersion \"0\", which the API server ignores on create", nil},
 	{`/etc/kubernetes/pki/apiserver-kubelet-client\.crt\.subject`,
@@ -321,7 +323,7 @@ func renderKubeforge(t *testing.T, invYAML string, trustStores []string) (map[st
 	for _, f := range files {
 		out[f.Path] = f.Data
 	}
-	objs, err := manifests.ClusterObjects(inv, manifests.ClusterParams{})
+	objs, err := manifests.ClusterObjects(inv, manifests.ClusterParams{Encryption: len(env.PKI.EncryptionKeys()) > 0})
 	if err != nil {
 		t.Fatal(err)
 	}
