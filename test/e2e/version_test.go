@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sversion "k8s.io/apimachinery/pkg/util/version"
 
 	"github.com/kubeforge/kubeforge/manifests"
@@ -58,25 +56,16 @@ func TestVersionSmoke(t *testing.T) {
 	t.Logf("Kubernetes %s: up 1+1 took %s", version, time.Since(start).Round(time.Millisecond))
 
 	kc := clientFor(t, state)
-	nodes, err := kc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
+	ready, versions := readyNodes(ctx, kc), nodeVersions(ctx, t, kc)
+	if len(versions) != 2 {
+		t.Fatalf("nodes %v; want 2", versions)
 	}
-	if len(nodes.Items) != 2 {
-		t.Fatalf("%d nodes; want 2", len(nodes.Items))
-	}
-	for _, n := range nodes.Items {
-		ready := false
-		for _, cond := range n.Status.Conditions {
-			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-				ready = true
-			}
+	for name, v := range versions {
+		if !ready[name] {
+			t.Errorf("node %s not Ready", name)
 		}
-		if !ready {
-			t.Errorf("node %s not Ready", n.Name)
-		}
-		if got := n.Status.NodeInfo.KubeletVersion; got != version {
-			t.Errorf("node %s runs kubelet %s; want %s", n.Name, got, version)
+		if v != version {
+			t.Errorf("node %s runs kubelet %s; want %s", name, v, version)
 		}
 	}
 	sv, err := kc.Discovery().ServerVersion()
