@@ -25,7 +25,8 @@ import (
 const kubeProxyKubeconfigPath = "/var/lib/kube-proxy/kubeconfig.conf"
 
 // KubeProxyConfiguration is kube-proxy's config as kubeadm 1.37 defaults it (mode
-// iptables, clusterCIDR = pod subnet, bindAddress 0.0.0.0 (:: for IPv6 nodes),
+// iptables, which kubeadm up to v1.36 leaves empty: kube-proxy's own default on
+// Linux is the same; clusterCIDR = pod subnet, bindAddress 0.0.0.0 (:: for IPv6 nodes),
 // clientConnection.kubeconfig from the ConfigMap), with one difference:
 // conntrack.maxPerCore is 0, so kube-proxy never writes the host-global
 // net.netfilter.nf_conntrack_max sysctl. That write fails when nodes are
@@ -43,8 +44,10 @@ func KubeProxyConfiguration(inv *inventory.Inventory) *kubeproxyv1alpha1.KubePro
 		BindAddress:      bind,
 		ClusterCIDR:      d.podSubnet,
 		ClientConnection: componentbaseconfig.ClientConnectionConfiguration{Kubeconfig: kubeProxyKubeconfigPath},
-		Mode:             "iptables",
 		Conntrack:        kubeproxyv1alpha1.KubeProxyConntrackConfiguration{MaxPerCore: ptrTo(int32(0))},
+	}
+	if d.minor >= 37 {
+		cfg.Mode = "iptables"
 	}
 	if len(inv.Cluster.FeatureGates) > 0 {
 		cfg.FeatureGates = maps.Clone(inv.Cluster.FeatureGates)

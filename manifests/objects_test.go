@@ -468,3 +468,18 @@ func TestImagesFollowTheMinorsKubeadmPins(t *testing.T) {
 		})
 	}
 }
+
+func TestKubeProxyModeIsSetFromV137AsKubeadmDoes(t *testing.T) {
+	for _, tc := range []struct{ version, mode string }{
+		{"v1.35.4", ""},
+		{"v1.36.3", ""},
+		{"v1.37.2", "iptables"},
+		{"v1.38.0-beta.0", "iptables"},
+	} {
+		inv := exampleInventory()
+		inv.Cluster.KubernetesVersion = tc.version
+		if got := KubeProxyConfiguration(inv).Mode; string(got) != tc.mode {
+			t.Errorf("%s: kube-proxy mode %q, want %q (kubeadm up to v1.36 leaves it to kube-proxy's default)", tc.version, got, tc.mode)
+		}
+	}
+}
