@@ -224,6 +224,11 @@ func TestKubeadmParity(t *testing.T) {
 		t.Fatalf("artifacts version %q: %v", version, err)
 	}
 	t.Logf("Kubernetes %s, kubeadm %s", version, kubeadm)
+	// A pre-release (the preview minor) is installed only when the inventory allows it.
+	invVersion := version
+	if sv, err := k8sversion.ParseSemantic(version); err == nil && sv.PreRelease() != "" {
+		invVersion += "\n  allowPreRelease: true"
+	}
 	holds := func(i int) bool { return allowed[i].minors == nil || slices.Contains(allowed[i].minors, v.Minor()) }
 	used := make([]bool, len(allowed))
 	defer func() {
@@ -243,7 +248,7 @@ func TestKubeadmParity(t *testing.T) {
 			if stores == nil {
 				stores = debianTrustStores
 			}
-			kfFiles, kfObjs := renderKubeforge(t, strings.ReplaceAll(tc.inventory, versionToken, version), stores)
+			kfFiles, kfObjs := renderKubeforge(t, strings.ReplaceAll(tc.inventory, versionToken, invVersion), stores)
 			var diffs []Difference
 			ka, err := FlattenFiles(ko.Files)
 			if err != nil {
