@@ -97,18 +97,7 @@ func TestPlanAssignsFixedAddressesRolesAndNames(t *testing.T) {
 }
 
 func TestInventoryIsAValidKubeforgeInventory(t *testing.T) {
-	o, err := Options{Nodes: 3, ControlPlanes: 1, User: "kube", Artifacts: "rel/artifacts", Dir: t.TempDir()}.withDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := plan(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := inventoryYAML(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := renderedInventory(t, Options{Nodes: 3, ControlPlanes: 1, User: "kube", Artifacts: "rel/artifacts", Dir: t.TempDir()})
 	var inv inventory.Inventory
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true) // every field the harness writes must exist in inventory/types.go
@@ -220,18 +209,7 @@ func TestInventoryOfAPreReleaseBuildAllowsThePreRelease(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(artifacts, "VERSION"), []byte(tc.version+"\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			o, err := Options{Nodes: 2, ControlPlanes: 1, Artifacts: artifacts, Dir: t.TempDir()}.withDefaults()
-			if err != nil {
-				t.Fatal(err)
-			}
-			c, err := plan(o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := inventoryYAML(c)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := renderedInventory(t, Options{Nodes: 2, ControlPlanes: 1, Artifacts: artifacts, Dir: t.TempDir()})
 			var inv inventory.Inventory
 			if err := yaml.Unmarshal(b, &inv); err != nil {
 				t.Fatal(err)
@@ -241,4 +219,22 @@ func TestInventoryOfAPreReleaseBuildAllowsThePreRelease(t *testing.T) {
 			}
 		})
 	}
+}
+
+// renderedInventory is the inventory file the harness writes for o.
+func renderedInventory(t *testing.T, o Options) []byte {
+	t.Helper()
+	o, err := o.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := plan(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := inventoryYAML(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
