@@ -42,15 +42,65 @@ func installNode(ctx context.Context, env *Env, h *Host, extra ...nodefile.File)
 		}
 	}
 	before := staticPodProcess(ctx, h, "kube-apiserver")
-	changed, err := push(ctx, h, append(files, extra...))
+	// The static pods' manifests go last, and under the kubelet that will run
+	// them: written under a kubelet about to restart, they stop etcd at once,
+	// and the restarted kubelet waits for its Node, which the API server
+	// cannot serve without etcd, before it starts the new one (minutes on a
+	// cluster's only control plane, seen after `kubeadm upgrade apply`).
+	inputs, pods := splitStaticPods(append(files, extra...))
+	changed, err := push(ctx, h, inputs)
 	if err != nil {
 		return err
+	}
+	if len(pods) > 0 {
+		if err := stopKubeletToRestart(ctx, env, h); err != nil {
+			return err
+		}
+		c, err := push(ctx, h, pods)
+		if err != nil {
+			return err
+		}
+		changed = append(changed, c...)
 	}
 	if err := startKubelet(ctx, env, h); err != nil {
 		return err
 	}
 	if before != "" && slices.Contains(changed, path.Join(manifests.ManifestsDir, "kube-apiserver.yaml")) {
-		return waitReplaced(ctx, h, "kube-apiserver", before)
+		return waitReplaced(ctx, h, "kube-apiserver", before, env.waitTimeout())
+	}
+	return nil
+}
+
+// splitStaticPods separates the static pods' manifests from the other files
+// (the inputs those pods and the kubelet read).
+func splitStaticPods(files []nodefile.File) (inputs, pods []nodefile.File) {
+	for _, f := range files {
+		if path.Dir(f.Path) == manifests.ManifestsDir {
+			pods = append(pods, f)
+		} else {
+			inputs = append(inputs, f)
+		}
+	}
+	return inputs, pods
+}
+
+// stopKubeletToRestart stops h's running kubelet when the host says it is
+// to restart (its inputs are not those it started with: startKubelet's
+// rule), so that new static pod manifests are read once, by the new kubelet.
+// A kubelet that stays is left running.
+func stopKubeletToRestart(ctx context.Context, env *Env, h *Host) error {
+	if h.Facts == nil || !h.Facts.KubeletActive || !kubeletMayRestart(env, h) {
+		return nil
+	}
+	out, err := h.Client.Run(ctx, `f=$(`+kubeletFingerprint(h)+`)
+if [ "$(cat `+kubeletStampPath+` 2>/dev/null)" = "$f" ]; then echo same; exit 0; fi
+systemctl stop kubelet && echo stopped`)
+	if err != nil {
+		return fmt.Errorf("stop the kubelet before its restart: %w", err)
+	}
+	if strings.TrimSpace(out) == "stopped" {
+		h.Log.Info("kubelet stopped", "why", "its inputs changed; the static pods' manifests follow")
+		h.Facts.KubeletActive = false
 	}
 	return nil
 }
@@ -79,13 +129,13 @@ func runningProcess(ctx context.Context, h *Host, comm string) string {
 // ran before its manifest changed (it notices the file within about 20 s),
 // so the readiness wait that follows sees the new one and not the old one
 // about to stop.
-func waitReplaced(ctx context.Context, h *Host, comm, before string) error {
-	err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+func waitReplaced(ctx context.Context, h *Host, comm, before string, timeout time.Duration) error {
+	err := wait.PollUntilContextTimeout(ctx, time.Second, timeout, true, func(ctx context.Context) (bool, error) {
 		now := staticPodProcess(ctx, h, comm)
 		return now != "" && now != before, nil
 	})
 	if err != nil {
-		return fmt.Errorf("the kubelet on %s did not replace the %s process within 2m after its manifest changed: %w\n%s", h.Name, comm, err, diagnoseControlPlane(ctx, h))
+		return fmt.Errorf("the kubelet on %s did not replace the %s process within %s after its manifest changed: %w\n%s", h.Name, comm, timeout, err, diagnoseControlPlane(ctx, h))
 	}
 	h.Log.Info("process replaced", "program", comm, "old", before)
 	return nil

@@ -679,14 +679,7 @@ func UpgradeNode(ctx context.Context, env *Env, h *Host) error {
 // Everything is judged on the host: a re-run after a kill at any point finds
 // the kubelet stopped or the files already there and goes on.
 func upgradeControlPlane(ctx context.Context, env *Env, h *Host, files, kubelet []nodefile.File) error {
-	var podInputs, podManifests []nodefile.File
-	for _, f := range files {
-		if path.Dir(f.Path) == manifests.ManifestsDir {
-			podManifests = append(podManifests, f)
-		} else {
-			podInputs = append(podInputs, f)
-		}
-	}
+	podInputs, podManifests := splitStaticPods(files)
 	if _, err := push(ctx, h, podInputs); err != nil {
 		return err
 	}
