@@ -100,6 +100,20 @@ func (inv *Inventory) SetDefaults() {
 	if c.Audit.Policy != "" {
 		c.Audit.Policy = resolvePath(dir, c.Audit.Policy)
 	}
+	for name, r := range c.Registries {
+		for i := range r.Mirrors {
+			m := &r.Mirrors[i]
+			for _, p := range []*string{&m.CA, &m.ClientCertificate, &m.ClientKey} {
+				if *p != "" {
+					*p = resolvePath(dir, *p)
+				}
+			}
+			if m.Credentials != nil && m.Credentials.File != "" {
+				m.Credentials.File = resolvePath(dir, m.Credentials.File)
+			}
+		}
+		c.Registries[name] = r
+	}
 
 	s := &inv.SSH
 	setString(&s.User, DefaultSSHUser)

@@ -55,21 +55,24 @@ type Cluster struct {
 	ImageRepository      string   `yaml:"imageRepository"`
 	// Artifacts is a local directory of binaries and image tarballs for offline
 	// installs (layout in docs/inventory.md). Relative to the inventory file.
-	Artifacts                string            `yaml:"artifacts"`
-	ContainerRuntimeEndpoint string            `yaml:"containerRuntimeEndpoint"`
-	Runtime                  Runtime           `yaml:"runtime"`
-	CertificateValidity      Duration          `yaml:"certificateValidity"` // leaves; default 8760h
-	KeyType                  string            `yaml:"keyType"`             // rsa (default) or ecdsa
-	CNI                      CNI               `yaml:"cni"`
-	Kubelet                  Kubelet           `yaml:"kubelet"`
-	APIServer                Component         `yaml:"apiServer"`
-	ControllerManager        Component         `yaml:"controllerManager"`
-	Scheduler                Component         `yaml:"scheduler"`
-	Etcd                     Component         `yaml:"etcd"`
-	FeatureGates             map[string]bool   `yaml:"featureGates"`
-	Audit                    Audit             `yaml:"audit"`
-	Encryption               Encryption        `yaml:"encryption"`
-	Extra                    map[string]string `yaml:"-"`
+	Artifacts                string          `yaml:"artifacts"`
+	ContainerRuntimeEndpoint string          `yaml:"containerRuntimeEndpoint"`
+	Runtime                  Runtime         `yaml:"runtime"`
+	CertificateValidity      Duration        `yaml:"certificateValidity"` // leaves; default 8760h
+	KeyType                  string          `yaml:"keyType"`             // rsa (default) or ecdsa
+	CNI                      CNI             `yaml:"cni"`
+	Kubelet                  Kubelet         `yaml:"kubelet"`
+	APIServer                Component       `yaml:"apiServer"`
+	ControllerManager        Component       `yaml:"controllerManager"`
+	Scheduler                Component       `yaml:"scheduler"`
+	Etcd                     Component       `yaml:"etcd"`
+	FeatureGates             map[string]bool `yaml:"featureGates"`
+	Audit                    Audit           `yaml:"audit"`
+	Encryption               Encryption      `yaml:"encryption"`
+	// Registries are the mirrors each node's containerd pulls through, by the
+	// upstream registry they stand for (docs/registries.md).
+	Registries map[string]Registry `yaml:"registries"`
+	Extra      map[string]string   `yaml:"-"`
 }
 
 // Audit is the API server's audit log (docs/security.md). It is on unless

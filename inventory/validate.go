@@ -298,6 +298,7 @@ func (c *checker) cluster() {
 	}
 	c.kubeletConfig(at.with("kubelet", "config"), cl.Kubelet.Config)
 	c.security(at)
+	c.registries(at.with("registries"))
 }
 
 // flagNameRe is a command-line flag name as Kubernetes components spell them.

@@ -50,6 +50,12 @@ type Facts struct {
 	// configured with; SandboxPresent says the runtime has that image.
 	RuntimeSandbox string
 	SandboxPresent bool
+	// RegistryConfigPath is the registry config_path of a runtime kubeforge
+	// did not install ("" when it has none; not read for kubeforge's own).
+	RegistryConfigPath string
+	// RegistryFiles are the files of cluster.registries an earlier run wrote
+	// (the marker's list).
+	RegistryFiles []string
 	// CapSysResource: CAP_SYS_RESOURCE is in PID 1's bounding set. Without it
 	// (some VMs and containers) runc cannot lower oom_score_adj, and containerd
 	// must be told (restrict_oom_score_adj).
@@ -123,8 +129,12 @@ printf 'runtimepending\t%s\n' "$(test -e ` + runtimePendingPath + ` && echo yes)
 for p in ` + cniBinDir + `/*; do [ -f "$p" ] && printf 'cniplugin\t%s\n' "${p##*/}"; done
 # containerd 1.x dumps sandbox_image = "...", 2.x sandbox = '...'.
 # (Read only for a runtime kubeforge did not install: the dump takes a few hundred ms.)
-[ -f ` + runtimeMarkerPath + ` ] || sb=$(containerd config dump 2>/dev/null | sed -n "s/^ *\(sandbox_image\|sandbox\) *= *[\"']\(.*\)[\"'] *$/\2/p" | head -n1)
-printf 'sandbox\t%s\n' "$sb"
+# Its registry config_path too: where the hosts files of cluster.registries go.
+[ -f ` + runtimeMarkerPath + ` ] || { dump=$(containerd config dump 2>/dev/null)
+  sb=$(printf '%s\n' "$dump" | sed -n "s/^ *\(sandbox_image\|sandbox\) *= *[\"']\(.*\)[\"'] *$/\2/p" | head -n1)
+  rp=$(printf '%s\n' "$dump" | sed -n "s/^ *config_path *= *[\"']\(..*\)[\"'] *$/\1/p" | head -n1); }
+printf 'sandbox\t%s\nregistrydir\t%s\n' "$sb" "$rp"
+[ ! -r ` + registriesMarkerPath + ` ] || while IFS= read -r p; do [ -z "$p" ] || printf 'registryfile\t%s\n' "$p"; done < ` + registriesMarkerPath + `
 [ -z "$sb" ] || printf 'sandboxpresent\t%s\n' "$(ctr --address "$1" -n k8s.io images ls -q 2>/dev/null | grep -Fxq "$sb" && echo yes)"
 printf 'capbnd\t%s\n' "$(awk '/^CapBnd:/ {print $2}' /proc/1/status 2>/dev/null)"
 printf 'resolved\t%s\n' "$(systemctl is-active systemd-resolved 2>/dev/null)"
@@ -256,6 +266,10 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 			f.CNIPlugins[v] = true
 		case "sandbox":
 			f.RuntimeSandbox = v
+		case "registrydir":
+			f.RegistryConfigPath = v
+		case "registryfile":
+			f.RegistryFiles = append(f.RegistryFiles, v)
 		case "sandboxpresent":
 			f.SandboxPresent = v == "yes"
 		case "capbnd":

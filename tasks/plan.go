@@ -397,6 +397,11 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 		return err
 	}
 	sf = append(sf, runtimeFiles...)
+	registries, dropped, err := registryFiles(env, h)
+	if err != nil {
+		return err
+	}
+	sf = append(sf, nodeFiles(registries)...)
 	var imgs []*localArtifact
 	if env.Inv.Cluster.Artifacts != "" {
 		af, im, err := artifactFiles(env, h)
@@ -430,6 +435,9 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 		if dir, base := path.Split(d.Path); dir == manifests.ManifestsDir+"/" && h.Facts != nil && h.Facts.KubeletActive {
 			hp.Restarts = append(hp.Restarts, RestartPlan{What: "static pod " + strings.TrimSuffix(base, ".yaml"), Reason: "manifest " + string(d.Reason)})
 		}
+	}
+	for _, p := range dropped {
+		hp.Files = append(hp.Files, FilePlan{Path: p, Reason: registryRemovedReason})
 	}
 	if len(runtimeFiles) > 0 {
 		why := ""

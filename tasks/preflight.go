@@ -89,6 +89,9 @@ func PreflightHost(ctx context.Context, env *Env, h *Host) error {
 	if err := checkRuntime(env, h, add); err != nil {
 		return err
 	}
+	if err := checkRegistries(env, h, add); err != nil {
+		return err
+	}
 	add("FileExisting-cp", SeverityError, f.HasCp, "cp on PATH "+yesNo(f.HasCp), "install coreutils: the kubelet and kubeforge need cp")
 	if rc := env.Inv.Cluster.Kubelet.ResolvConf; rc != "" {
 		add("ResolvConf", SeverityError, f.ResolvConf, "kubelet resolvConf "+rc+" "+map[bool]string{true: "present", false: "missing"}[f.ResolvConf],

@@ -111,8 +111,19 @@ if [ -n "$1" ]; then
     if [ -n "$replaced" ] && systemctl cat containerd >/dev/null 2>&1; then
       act systemctl enable --now -q containerd 2>/dev/null; did "started the replaced runtime ($replaced) again" "start the replaced runtime ($replaced) again"
     fi
-    for d in /opt/cni/bin /opt/cni /etc/containerd; do [ -d "$d" ] && act rmdir "$d" 2>/dev/null; done
+    for d in /opt/cni/bin /opt/cni ` + manifests.RegistryHostsDir + ` /etc/containerd; do [ -d "$d" ] && act rmdir "$d" 2>/dev/null; done
     act rm -f "$marker" ` + runtimePendingPath + `
+  fi
+  # The files of cluster.registries, as their marker lists them, and the directories kubeforge made for them.
+  rmarker=` + registriesMarkerPath + `
+  if [ -f "$rmarker" ]; then
+    for p in $(grep '^/' "$rmarker"); do
+      if [ -e "$p" ]; then act rm -f "$p" && did "removed $p" "remove $p"; fi
+    done
+    for p in $(grep '^/' "$rmarker"); do
+      d=${p%/*}; case $p in */hosts.toml) up= ;; *) up=${d%/*} ;; esac
+      for x in $d $up; do [ -d "$x" ] && act rmdir "$x" 2>/dev/null; done
+    done
   fi
   for p in /usr/bin/kubelet /usr/bin/kubectl /usr/bin/kubeadm /var/lib/kubeforge/*; do
     # Without $4 the runtime's marker (and its restart flag) stays: it tells a later reset --purge what
