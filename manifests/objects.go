@@ -27,6 +27,7 @@ const (
 	KubeletConfigConfigMap        = "kubelet-config"
 	KubeletConfigConfigMapKey     = "kubelet"
 	KubeProxyConfigMap            = "kube-proxy"
+	KubeProxyDaemonSet            = "kube-proxy"
 	KubeProxyConfigMapKey         = "config.conf"
 	ComponentConfigHashAnnotation = "kubeadm.kubernetes.io/component-config.hash"
 

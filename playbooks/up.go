@@ -32,7 +32,7 @@ func stepPrepare() Step {
 }
 
 func stepRuntime() Step {
-	return Step{Name: "runtime/install", Help: "where no usable runtime is (or kubeforge's is): containerd, runc and CNI plugins from the artifacts, its config and unit; wait for the CRI",
+	return Step{Name: "runtime/install", Help: "where no usable runtime is (or kubeforge's is): containerd, runc and CNI plugins from the artifacts, its config and unit; wait for the CRI; then the hosts files of cluster.registries",
 		Hosts: inventory.SelectAll, Run: tasks.InstallRuntime, Timeout: 10 * time.Minute}
 }
 
@@ -99,7 +99,7 @@ func stepJoinWorkers() Step {
 }
 
 func stepKubeProxyRestart() Step {
-	return Step{Name: "kube-proxy/restart", Help: "restart kube-proxy's pods when this run changed its ConfigMap on a running cluster",
+	return Step{Name: "kube-proxy/restart", Help: "restart kube-proxy's pods when its ConfigMap differs from the one they started with (the digest recorded on its DaemonSet)",
 		Local: tasks.RestartKubeProxy}
 }
 

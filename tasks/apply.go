@@ -38,12 +38,12 @@ func newApplier(cfg *rest.Config) (*applier, error) {
 
 // apply server-side-applies obj with field manager kubeforge and returns
 // whether the stored object changed.
-func (a *applier) apply(ctx context.Context, obj runtime.Object) (bool, string, error) {
+func (a *applier) apply(ctx context.Context, obj runtime.Object) (applied, string, error) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
 		raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 		if err != nil {
-			return false, "", fmt.Errorf("convert object: %w", err)
+			return applied{}, "", fmt.Errorf("convert object: %w", err)
 		}
 		u = &unstructured.Unstructured{Object: raw}
 	}
@@ -54,21 +54,33 @@ func (a *applier) apply(ctx context.Context, obj runtime.Object) (bool, string, 
 	name := gvk.Kind + " " + u.GetNamespace() + "/" + u.GetName()
 	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	if err != nil {
-		return false, name, fmt.Errorf("map %s: %w", name, err)
+		return applied{}, name, fmt.Errorf("map %s: %w", name, err)
 	}
 	var ri dynamic.ResourceInterface = a.dyn.Resource(m.Resource)
 	if m.Scope.Name() == meta.RESTScopeNameNamespace {
 		ri = a.dyn.Resource(m.Resource).Namespace(u.GetNamespace())
 	}
-	before := ""
+	var before *unstructured.Unstructured
 	if cur, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{}); err == nil {
-		before = cur.GetResourceVersion()
+		before = cur
 	} else if !apierrors.IsNotFound(err) {
-		return false, name, fmt.Errorf("get %s: %w", name, err)
+		return applied{}, name, fmt.Errorf("get %s: %w", name, err)
 	}
 	after, err := ri.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: "kubeforge", Force: true})
 	if err != nil {
-		return false, name, fmt.Errorf("apply %s: %w", name, err)
+		return applied{}, name, fmt.Errorf("apply %s: %w", name, err)
 	}
-	return after.GetResourceVersion() != before, name, nil
+	if before == nil {
+		return applied{changed: true, specChanged: true}, name, nil
+	}
+	// The API server bumps the generation of a workload whose spec changed
+	// (a DaemonSet's pods are then replaced); metadata alone does not.
+	return applied{changed: after.GetResourceVersion() != before.GetResourceVersion(),
+		specChanged: after.GetGeneration() != before.GetGeneration()}, name, nil
+}
+
+// applied is what an apply did: the object was created or changed, and its
+// spec with it (created counts as both).
+type applied struct {
+	changed, specChanged bool
 }

@@ -2,13 +2,18 @@ package tasks
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -126,20 +131,29 @@ func readManifest(path string) ([]runtime.Object, error) {
 
 func (e *Env) applyAll(ctx context.Context, h *Host, a *applier, objs []runtime.Object) error {
 	for _, o := range objs {
-		changed, name, err := a.apply(ctx, o)
+		res, name, err := a.apply(ctx, o)
 		if err != nil {
 			return err
 		}
-		if changed {
+		if res.changed {
 			h.Changed(Change{Kind: ChangeObject, What: name})
-			if name == "ConfigMap kube-system/kube-proxy" && e.Plan != nil && e.Plan.Init == "" {
-				e.mu.Lock()
-				e.kubeProxyStale = true
-				e.mu.Unlock()
+		}
+		// kube-proxy's pods start (again) with the ConfigMap applied before
+		// them (the ConfigMap comes first): recorded, so kube-proxy/restart
+		// finds them current.
+		if res.specChanged && isKubeProxyDaemonSet(o) {
+			if err := recordKubeProxyConfig(ctx, e, false); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
+}
+
+// isKubeProxyDaemonSet reports whether o is kube-proxy's DaemonSet.
+func isKubeProxyDaemonSet(o runtime.Object) bool {
+	ds, ok := o.(*appsv1.DaemonSet)
+	return ok && ds.Namespace == metav1.NamespaceSystem && ds.Name == manifests.KubeProxyDaemonSet
 }
 
 // MarkNodes labels and taints every control-plane node as kubeadm
@@ -319,29 +333,76 @@ func publishClusterInfo(ctx context.Context, env *Env, h *Host, kc kubernetes.In
 	})
 }
 
+// kubeProxyConfigAnnotation, on kube-proxy's DaemonSet, is the digest of the
+// ConfigMap its pods last started with: kubeforge records it when its apply
+// creates or rolls the DaemonSet and when it restarts the pods.
+const kubeProxyConfigAnnotation = "kubeforge.io/kube-proxy-config"
+
+// configDigest is the digest of a ConfigMap's data.
+func configDigest(data map[string]string) string {
+	keys := slices.Sorted(maps.Keys(data))
+	sum := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(sum, "%d:%s%d:%s", len(k), k, len(data[k]), data[k])
+	}
+	return hex.EncodeToString(sum.Sum(nil))
+}
+
 // RestartKubeProxy restarts kube-proxy's pods (as `kubectl rollout restart`)
-// when this run changed its ConfigMap on an existing cluster: kube-proxy
-// reads its kubeconfig and configuration only at start. It runs after the
-// workers' API proxies are in place, so a kube-proxy moved to 127.0.0.1
-// finds one.
+// when the cluster says they run another configuration than its ConfigMap's:
+// the digest recorded on the DaemonSet differs from the ConfigMap's (kube-proxy
+// reads its kubeconfig and configuration only at start). Judged from the
+// cluster, so a run killed after changing the ConfigMap is followed by a run
+// that restarts them. It runs after the workers' API proxies are in place, so
+// a kube-proxy moved to 127.0.0.1 finds one.
 func RestartKubeProxy(ctx context.Context, env *Env) error {
-	env.mu.Lock()
-	stale := env.kubeProxyStale
-	env.mu.Unlock()
-	if !stale {
-		return nil
-	}
-	h, err := env.apiHost()
-	if err != nil {
-		return err
-	}
 	if err := ConnectAPI(ctx, env); err != nil {
 		return err
 	}
-	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`, time.Now().UTC().Format(time.RFC3339))
-	if _, err := env.Kube.AppsV1().DaemonSets(metav1.NamespaceSystem).Patch(ctx, "kube-proxy", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "kubeforge"}); err != nil {
-		return fmt.Errorf("restart kube-proxy after its configuration changed: %w", err)
+	return recordKubeProxyConfig(ctx, env, true)
+}
+
+// recordKubeProxyConfig records the digest of kube-proxy's ConfigMap on its
+// DaemonSet when it differs from the recorded one, restarting its pods with
+// it when restart is set (they started with the recorded one). Nothing when
+// either object is missing.
+func recordKubeProxyConfig(ctx context.Context, env *Env, restart bool) error {
+	cm, err := env.Kube.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, manifests.KubeProxyConfigMap, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("read kube-proxy's ConfigMap: %w", err)
 	}
-	h.Changed(Change{Kind: ChangeRestart, What: "kube-proxy (its ConfigMap changed)"})
+	dss := env.Kube.AppsV1().DaemonSets(metav1.NamespaceSystem)
+	ds, err := dss.Get(ctx, manifests.KubeProxyDaemonSet, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("read kube-proxy's DaemonSet: %w", err)
+	}
+	want := configDigest(cm.Data)
+	if ds.Annotations[kubeProxyConfigAnnotation] == want {
+		return nil
+	}
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, kubeProxyConfigAnnotation, want)
+	if restart {
+		patch = fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}},"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`,
+			kubeProxyConfigAnnotation, want, time.Now().UTC().Format(time.RFC3339))
+	}
+	if _, err := dss.Patch(ctx, manifests.KubeProxyDaemonSet, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "kubeforge"}); err != nil {
+		return fmt.Errorf("record kube-proxy's configuration on its DaemonSet: %w", err)
+	}
+	if restart {
+		h, err := env.apiHost()
+		if err != nil {
+			return err
+		}
+		why := "its ConfigMap differs from the one its pods started with"
+		if ds.Annotations[kubeProxyConfigAnnotation] == "" {
+			why = "no record of the ConfigMap its pods started with"
+		}
+		h.Log.Info("kube-proxy restarted", "why", why)
+		h.Changed(Change{Kind: ChangeRestart, What: "kube-proxy (" + why + ")"})
+	}
 	return nil
 }

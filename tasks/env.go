@@ -81,8 +81,6 @@ type Env struct {
 	certChanges []pki.Change
 	etcdVia     *Host // the staying control plane a teardown plan read etcd's membership through
 	unreachable map[string]bool
-	// kubeProxyStale: this run changed kube-proxy's ConfigMap on a running cluster.
-	kubeProxyStale bool
 	// stop is set by RequestStop: the run ends at the next safe point.
 	stop atomic.Bool
 

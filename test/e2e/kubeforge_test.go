@@ -16,10 +16,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubeforge/kubeforge/ssh"
+	"github.com/kubeforge/kubeforge/tasks"
 	"github.com/kubeforge/kubeforge/test/harnesslib"
 )
 
@@ -271,6 +273,10 @@ func TestUpOneControlPlaneTwoWorkers(t *testing.T) {
 		}
 	})
 
+	t.Run("kube-proxy restarts when the cluster says its pods started with another ConfigMap", func(t *testing.T) {
+		checkKubeProxyRestartRule(ctx, t, c, kc, state)
+	})
+
 	t.Run("the facts read the kubelet's version from its record while the binary is the one recorded", func(t *testing.T) {
 		checkKubeletVersionRecord(ctx, t, c, state, c.Nodes[1])
 	})
@@ -483,5 +489,75 @@ func checkPeerDistribution(ctx context.Context, t *testing.T, c *harnesslib.Clus
 			t.Errorf("%s after up: listening sockets of kubeforge, peer-serve processes, temp files: %q; want 0 0 0\n%s", n.Name, got,
 				MustSSH(ctx, t, c, n, "root", "ss -Hltnp; ps -eo pid,args | grep -v ']$'"))
 		}
+	}
+}
+
+// checkKubeProxyRestartRule: up records on kube-proxy's DaemonSet the digest
+// of the ConfigMap its pods started with (a new cluster's without restarting
+// them). A DaemonSet recording another digest is what a run killed between
+// applying a new ConfigMap and restarting kube-proxy leaves: the next up
+// restarts kube-proxy's pods, records the digest, and the one after changes
+// nothing.
+func checkKubeProxyRestartRule(ctx context.Context, t *testing.T, c *harnesslib.Cluster, kc kubernetes.Interface, state string) {
+	t.Helper()
+	const key = "kubeforge.io/kube-proxy-config"
+	dss := kc.AppsV1().DaemonSets("kube-system")
+	ds, err := dss.Get(ctx, "kube-proxy", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := ds.Annotations[key]
+	if len(recorded) != 64 {
+		t.Fatalf("kube-proxy's DaemonSet records %q as its pods' ConfigMap; want a sha256", recorded)
+	}
+	if at := ds.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"]; at != "" {
+		t.Errorf("kube-proxy was restarted (%s) on a new cluster whose pods started with its ConfigMap", at)
+	}
+	pods := func() map[string]bool {
+		l, err := kc.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=kube-proxy"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uids := map[string]bool{}
+		for _, p := range l.Items {
+			uids[string(p.UID)] = true
+		}
+		return uids
+	}
+	before := pods()
+	patch := `{"metadata":{"annotations":{"` + key + `":"the digest of a ConfigMap applied by a run killed before the restart"}}}`
+	if _, err := dss.Patch(ctx, "kube-proxy", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mustUp(ctx, t, c, state)
+	restarted := false
+	for _, chs := range lastChanges(t, state) {
+		for _, ch := range chs {
+			restarted = restarted || ch.Kind == tasks.ChangeRestart && strings.HasPrefix(ch.What, "kube-proxy (")
+		}
+	}
+	if !restarted {
+		t.Errorf("up did not restart kube-proxy, whose DaemonSet said its pods started with another ConfigMap: %v", lastChanges(t, state))
+	}
+	if ds, err = dss.Get(ctx, "kube-proxy", metav1.GetOptions{}); err != nil || ds.Annotations[key] != recorded {
+		t.Errorf("after the restart the DaemonSet records %q (%v); want the ConfigMap's %s", ds.Annotations[key], err, recorded)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		d, err := dss.Get(ctx, "kube-proxy", metav1.GetOptions{})
+		if err != nil || d.Status.ObservedGeneration != d.Generation || d.Status.UpdatedNumberScheduled != d.Status.DesiredNumberScheduled ||
+			d.Status.NumberAvailable != d.Status.DesiredNumberScheduled {
+			return false, nil
+		}
+		for uid := range pods() {
+			if before[uid] {
+				return false, nil
+			}
+		}
+		return true, nil
+	}); err != nil {
+		t.Errorf("kube-proxy's pods were not all replaced and available within 3m: %v", err)
+	}
+	if out := mustUp(ctx, t, c, state); !strings.Contains(out, "No changes") {
+		t.Errorf("the up after kube-proxy's restart reported changes:\n%s", out)
 	}
 }
