@@ -44,6 +44,28 @@ func writeFiles(t *testing.T) string {
 	return dir
 }
 
+// errorAtMarker loads doc from dir and expects an error whose message
+// contains want at the line marked with marker; it returns that problem.
+func errorAtMarker(t *testing.T, dir, doc, want string) *Problem {
+	t.Helper()
+	inv, err := parseIn(t, dir, doc)
+	var ve *ValidationError
+	if !errors.As(err, &ve) || inv != nil {
+		t.Fatalf("Load() = %v, %v; want a *ValidationError", inv, err)
+	}
+	line := markedLine(t, doc)
+	for i, p := range ve.Problems {
+		if !p.Warning && strings.Contains(p.Message, want) {
+			if p.Line != line {
+				t.Errorf("problem %q at line %d, want %d", p.Message, p.Line, line)
+			}
+			return &ve.Problems[i]
+		}
+	}
+	t.Errorf("no error containing %q; got:\n%v", want, err)
+	return nil
+}
+
 func parseIn(t *testing.T, dir, doc string) (*Inventory, error) {
 	t.Helper()
 	path := filepath.Join(dir, "inventory.yaml")
