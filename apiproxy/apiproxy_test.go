@@ -508,7 +508,17 @@ func TestProxyDropsAnUpstreamThatRefusesAtItsFirstFailedCheck(t *testing.T) {
 	f.eventually("both healthy", func() bool { return len(f.p.Healthy()) == 2 })
 	a.Close() // the listener goes: connections are refused
 	f.eventually("a out of rotation", func() bool { return slices.Equal(f.p.Healthy(), []string{b.addr()}) })
-	if !strings.Contains(f.log.String(), "failedChecks=1") {
-		t.Errorf("a refusing upstream was kept for more than one failed check:\n%s", f.log.String())
+	// Out at its first refused check, before Fall (3) failures: the check
+	// under way when the listener closed may fail first in another way (its
+	// handshake cut), so the refusal is the first or the second failure.
+	var out string
+	for _, l := range strings.Split(f.log.String(), "\n") {
+		if strings.Contains(l, "out of rotation") && strings.Contains(l, a.addr()) {
+			out = l
+			break
+		}
+	}
+	if !strings.Contains(out, "connection refused") || !strings.Contains(out, "failedChecks=1 ") && !strings.Contains(out, "failedChecks=2 ") {
+		t.Errorf("a refusing upstream was not taken out at its first refused check (want failedChecks 1, or 2 after a cut handshake, and a refusal): %q\n%s", out, f.log.String())
 	}
 }

@@ -16,7 +16,7 @@ func Upgrade(*inventory.Inventory) Playbook {
 	long := 6 * time.Hour // bounded by the waits inside, per node
 	return Playbook{Name: "upgrade", Steps: []Step{
 		stepConnect(), stepFacts(), stepSeed(), stepCerts(),
-		{Name: "upgrade/wait", Help: "wait until an API server answers when a control plane's are restarting (an upgrade stopped inside it)",
+		{Name: "upgrade/wait", Help: "wait until each control plane's API server answers at the version of its manifest (an upgrade stopped inside one leaves it restarting)",
 			Local: tasks.WaitForAPIServer, Always: true, ReadOnly: true, Timeout: 4 * time.Minute},
 		stepProbe(), stepObserve(), stepPlan(),
 		{Name: "upgrade/plan", Help: "versions running on every node; refuse a jump of two minors, a downgrade, an unhealthy node or etcd, missing artifacts",

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	k8sversion "k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubeforge/kubeforge/internal/nodefile"
 	"github.com/kubeforge/kubeforge/inventory"
@@ -1048,35 +1049,75 @@ func CheckUpgradeSpace(ctx context.Context, env *Env, h *Host) error {
 	return nil
 }
 
-// WaitForAPIServer waits (up to 3 min) until one control plane's API server
-// answers, when one runs static pods under an active kubelet but none
-// answers yet: an upgrade stopped or killed inside a control plane leaves
-// its etcd and API server restarting, and with one control plane there is
-// no other. Without such a control plane it returns at once.
+// WaitForAPIServer waits (up to 3 min) until the API server of every
+// control plane that runs static pods under an active kubelet answers, at
+// the version its manifest on the host names: an upgrade stopped or killed
+// inside a control plane leaves its etcd and API server restarting, and the
+// old API server may still answer for a few seconds before the kubelet
+// replaces it (a resumed upgrade then failed on its first request). Without
+// such a control plane it returns at once; after 3 min it lets upgrade/plan
+// report what does not answer.
 func WaitForAPIServer(ctx context.Context, env *Env) error {
-	var cps []*Host
+	want := map[*Host]string{}
 	for _, h := range env.Hosts(env.Inv.ControlPlanes()) {
 		if h.Facts != nil && h.Facts.StaticPods && h.Facts.KubeletActive {
-			cps = append(cps, h)
+			want[h] = manifestVersion(ctx, h, manifests.KubeAPIServer)
 		}
 	}
-	if len(cps) == 0 {
+	if len(want) == 0 {
 		return nil
 	}
 	start := time.Now()
+	waiting := ""
 	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		for _, h := range cps {
-			if apiAnswers(ctx, env, h) {
-				return true, nil
+		for h, v := range want {
+			if got, ok := apiVersion(ctx, env, h); !ok || v != "" && got != v {
+				waiting = fmt.Sprintf("%s's API server: answers %t, version %q, its manifest %q", h.Name, ok, got, v)
+				return false, nil
 			}
 		}
-		return false, nil
+		return true, nil
 	})
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if d := time.Since(start); d > 3*time.Second {
-		env.Log.Info("waited for an API server", "after", d.Round(time.Second), "answered", err == nil)
+		env.Log.Info("waited for the API servers", "after", d.Round(time.Second), "settled", err == nil, "last", waiting)
 	}
-	return nil // none answered: upgrade/plan says so
+	return nil // not settled: upgrade/plan says what does not answer
+}
+
+// manifestVersion is the tag of the image of h's static pod manifest for
+// component (its Kubernetes version), "" when it cannot be read.
+func manifestVersion(ctx context.Context, h *Host, component string) string {
+	out, err := h.Client.Run(ctx, "sed -n 's/^ *image: *//p' "+ssh.Quote(path.Join(manifests.ManifestsDir, component+".yaml"))+" | head -n1")
+	if err != nil {
+		return ""
+	}
+	img := strings.TrimSpace(out)
+	if i := strings.LastIndex(img, ":"); i >= 0 && !strings.Contains(img[i:], "/") {
+		return img[i+1:]
+	}
+	return ""
+}
+
+// apiVersion is the version h's API server reports when it is ready.
+func apiVersion(ctx context.Context, env *Env, h *Host) (string, bool) {
+	admin, err := env.PKI.AdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
+	if err != nil {
+		return "", false
+	}
+	cfg, err := apiConfig(admin, h)
+	if err != nil || readyz(ctx, cfg) != nil { // readyz sets the config's timeout
+		return "", false
+	}
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return "", false
+	}
+	v, err := kc.Discovery().ServerVersion()
+	if err != nil {
+		return "", false
+	}
+	return v.GitVersion, true
 }
