@@ -131,7 +131,7 @@ func ConvergeRegistries(ctx context.Context, env *Env, h *Host) error {
 		return fmt.Errorf("remove the registry files no longer in the inventory: %w", err)
 	}
 	for _, p := range removed {
-		h.Changed(Change{Kind: ChangeFile, What: p})
+		h.Changed(Change{Kind: ChangeHost, What: "removed " + p})
 	}
 	_, err = push(ctx, h, []nodefile.File{marker})
 	return err

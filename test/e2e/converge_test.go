@@ -114,8 +114,9 @@ func lastChanges(t *testing.T, state string) map[string][]tasks.Change {
 	return m
 }
 
-// planMatchesChanges asserts that the files the run wrote are exactly those
-// the plan listed, host by host, and that every kubelet restart was planned.
+// planMatchesChanges asserts that the files the run wrote (or removed, as a
+// registry's files) are exactly those the plan listed, host by host, and that
+// every kubelet restart was planned.
 func planMatchesChanges(t *testing.T, p *tasks.Plan, changes map[string][]tasks.Change) {
 	t.Helper()
 	planned, done := map[string]bool{}, map[string]bool{}
@@ -134,6 +135,8 @@ func planMatchesChanges(t *testing.T, p *tasks.Plan, changes map[string][]tasks.
 			switch {
 			case c.Kind == tasks.ChangeFile:
 				done[host+":"+c.What] = true
+			case c.Kind == tasks.ChangeHost && strings.HasPrefix(c.What, "removed /"):
+				done[host+":"+strings.TrimPrefix(c.What, "removed ")] = true
 			case c.Kind == tasks.ChangeRestart && c.What == "kubelet":
 				done[host+":restart kubelet"] = true
 			}
