@@ -36,6 +36,16 @@ func dryRun(ctx context.Context, t *testing.T, args ...string) *tasks.Plan {
 	if code != 0 {
 		t.Fatalf("%s --dry-run exited %d", args[0], code)
 	}
+	p := planOf(out)
+	if p == nil {
+		t.Fatalf("%s --dry-run printed no plan", args[0])
+	}
+	return p
+}
+
+// planOf is the plan in the output of a command run with --dry-run --output
+// json, or nil.
+func planOf(out string) *tasks.Plan {
 	for _, l := range strings.Split(out, "\n") {
 		var e struct {
 			Type string
@@ -45,7 +55,6 @@ func dryRun(ctx context.Context, t *testing.T, args ...string) *tasks.Plan {
 			return e.Plan
 		}
 	}
-	t.Fatalf("%s --dry-run printed no plan", args[0])
 	return nil
 }
 
