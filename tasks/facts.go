@@ -53,6 +53,9 @@ type Facts struct {
 	// RegistryConfigPath is the registry config_path of a runtime kubeforge
 	// did not install ("" when it has none; not read for kubeforge's own).
 	RegistryConfigPath string
+	// RegistryMirrors: that runtime's CRI config has the deprecated
+	// registry.mirrors tables instead (containerd then reads no hosts files).
+	RegistryMirrors bool
 	// RegistryFiles are the files of cluster.registries an earlier run wrote
 	// (the marker's list).
 	RegistryFiles []string
@@ -132,8 +135,9 @@ for p in ` + cniBinDir + `/*; do [ -f "$p" ] && printf 'cniplugin\t%s\n' "${p##*
 # Its registry config_path too: where the hosts files of cluster.registries go.
 [ -f ` + runtimeMarkerPath + ` ] || { dump=$(containerd config dump 2>/dev/null)
   sb=$(printf '%s\n' "$dump" | sed -n "s/^ *\(sandbox_image\|sandbox\) *= *[\"']\(.*\)[\"'] *$/\2/p" | head -n1)
-  rp=$(printf '%s\n' "$dump" | sed -n "s/^ *config_path *= *[\"']\(..*\)[\"'] *$/\1/p" | head -n1); }
-printf 'sandbox\t%s\nregistrydir\t%s\n' "$sb" "$rp"
+  rp=$(printf '%s\n' "$dump" | sed -n "s/^ *config_path *= *[\"']\(..*\)[\"'] *$/\1/p" | head -n1)
+  mr=$(printf '%s\n' "$dump" | grep -q 'registry\.mirrors\.' && echo yes); }
+printf 'sandbox\t%s\nregistrydir\t%s\nregistrymirrors\t%s\n' "$sb" "$rp" "$mr"
 [ ! -r ` + registriesMarkerPath + ` ] || while IFS= read -r p; do [ -z "$p" ] || printf 'registryfile\t%s\n' "$p"; done < ` + registriesMarkerPath + `
 [ -z "$sb" ] || printf 'sandboxpresent\t%s\n' "$(ctr --address "$1" -n k8s.io images ls -q 2>/dev/null | grep -Fxq "$sb" && echo yes)"
 printf 'capbnd\t%s\n' "$(awk '/^CapBnd:/ {print $2}' /proc/1/status 2>/dev/null)"
@@ -270,6 +274,8 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 			f.RegistryConfigPath = v
 		case "registryfile":
 			f.RegistryFiles = append(f.RegistryFiles, v)
+		case "registrymirrors":
+			f.RegistryMirrors = v == "yes"
 		case "sandboxpresent":
 			f.SandboxPresent = v == "yes"
 		case "capbnd":

@@ -23,7 +23,8 @@ const registryRemovedReason = "removed: no longer in cluster.registries"
 
 // registryDir is containerd's config_path on h: kubeforge's own where it
 // installs the runtime, else the one h's containerd is configured with
-// (its first, when it lists several); "" when it has none.
+// (its first, when it lists several), or containerd 2's default; "" when it
+// reads no hosts files.
 func registryDir(env *Env, h *Host) (string, error) {
 	d, err := decideRuntime(env, h)
 	if err != nil {
@@ -33,6 +34,12 @@ func registryDir(env *Env, h *Host) (string, error) {
 		return manifests.RegistryHostsDir, nil
 	}
 	dir, _, _ := strings.Cut(h.Facts.RegistryConfigPath, ":")
+	if dir == "" && !h.Facts.RegistryMirrors && containerdMajor(h.Facts.RuntimeVersion) >= 2 {
+		// containerd 2 on Linux reads /etc/containerd/certs.d:/etc/docker/certs.d
+		// when its config sets neither config_path nor mirrors (plugins/cri/images);
+		// its config dump still shows an empty config_path. 1.x reads none.
+		dir = manifests.RegistryHostsDir
+	}
 	return dir, nil
 }
 
@@ -48,7 +55,7 @@ func registryFiles(env *Env, h *Host) (files []nodefile.File, removed []string, 
 		}
 		if dir == "" {
 			return nil, nil, fmt.Errorf("%s's containerd has no registry config_path, so cluster.registries cannot reach it; "+
-				"set config_path = %q in its CRI images plugin's registry section and restart it, or let kubeforge install the runtime (cluster.runtime.install: always)",
+				"set config_path = %q in its CRI images plugin's registry section (in place of any registry.mirrors) and restart it, or let kubeforge install the runtime (cluster.runtime.install: always)",
 				h.Name, manifests.RegistryHostsDir)
 		}
 		files = manifests.RegistryFiles(env.Inv, dir)
@@ -79,9 +86,13 @@ func checkRegistries(env *Env, h *Host, add func(id string, sev Severity, ok boo
 		return err
 	}
 	if dir == "" {
-		add("Registries", SeverityError, false, h.Facts.RuntimeVersion+" (not installed by kubeforge) has no registry config_path: the mirrors of cluster.registries would not be used",
+		why := "has no registry config_path"
+		if h.Facts.RegistryMirrors {
+			why = "has registry.mirrors (deprecated) and no config_path"
+		}
+		add("Registries", SeverityError, false, h.Facts.RuntimeVersion+" (not installed by kubeforge) "+why+": the mirrors of cluster.registries would not be used",
 			"set config_path = \""+manifests.RegistryHostsDir+"\" under [plugins.\"io.containerd.cri.v1.images\".registry] (containerd 2) or "+
-				"[plugins.\"io.containerd.grpc.v1.cri\".registry] (1.x) of its config and restart it, or set cluster.runtime.install: always")
+				"[plugins.\"io.containerd.grpc.v1.cri\".registry] (1.x) of its config, in place of any registry.mirrors, and restart it, or set cluster.runtime.install: always")
 		return nil
 	}
 	add("Registries", SeverityError, true, fmt.Sprintf("%d registries through containerd's hosts files in %s", len(env.Inv.Cluster.Registries), dir), "")
@@ -131,7 +142,7 @@ func ConvergeRegistries(ctx context.Context, env *Env, h *Host) error {
 		return fmt.Errorf("remove the registry files no longer in the inventory: %w", err)
 	}
 	for _, p := range removed {
-		h.Changed(Change{Kind: ChangeFile, What: p})
+		h.Changed(Change{Kind: ChangeHost, What: "removed " + p})
 	}
 	_, err = push(ctx, h, []nodefile.File{marker})
 	return err

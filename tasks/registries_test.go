@@ -76,3 +76,50 @@ func TestRegistryFilesFollowTheRuntimeAndTheMarker(t *testing.T) {
 		t.Errorf("never any registry: %v %v %v; want nothing", files, removed, err)
 	}
 }
+
+// TestRegistryDirOfAForeignContainerd: where the hosts files go on a
+// containerd kubeforge did not install. containerd 2 reads
+// /etc/containerd/certs.d when its config sets neither config_path nor the
+// deprecated mirrors, though its config dump shows an empty config_path; 1.x
+// then reads no hosts files at all.
+func TestRegistryDirOfAForeignContainerd(t *testing.T) {
+	const containerd2 = "containerd github.com/containerd/containerd/v2 v2.1.4 75cb2b7193e4e490e9fbdc236c0e811ccaba3376"
+	for _, tc := range []struct {
+		name, version, configPath string
+		mirrors                   bool
+		want                      string
+	}{
+		{"1.x without config_path reads none", debianContainerd, "", false, ""},
+		{"1.x with config_path: its first directory", debianContainerd, "/etc/containerd/hosts:/etc/docker/certs.d", false, "/etc/containerd/hosts"},
+		{"2.x without config_path: its default", containerd2, "", false, manifests.RegistryHostsDir},
+		{"2.x with mirrors instead reads none", containerd2, "", true, ""},
+		{"2.x with config_path: its own", containerd2, "/etc/registries", false, "/etc/registries"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := observedEnv(t, []string{"n1"}, map[string]bool{"n1": true})
+			env.Inv.SetDefaults()
+			env.Inv.Cluster.Registries = map[string]inventory.Registry{"docker.io": {Mirrors: []inventory.Mirror{{URL: "https://m.local"}}}}
+			h := env.hostNamed("n1")
+			h.Facts.RuntimeVersion, h.Facts.CRISocket, h.Facts.CRIReady = tc.version, true, true
+			h.Facts.RegistryConfigPath, h.Facts.RegistryMirrors = tc.configPath, tc.mirrors
+			dir, err := registryDir(env, h)
+			if err != nil || dir != tc.want {
+				t.Fatalf("registryDir = %q, %v; want %q", dir, err, tc.want)
+			}
+			var failed []string
+			if err := checkRegistries(env, h, func(id string, sev Severity, ok bool, msg, fix string) {
+				if !ok {
+					failed = append(failed, msg)
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if refused := len(failed) > 0; refused != (tc.want == "") {
+				t.Errorf("preflight refuses: %v (%v); want %v", refused, failed, tc.want == "")
+			}
+			if tc.mirrors && (len(failed) != 1 || !strings.Contains(failed[0], "registry.mirrors")) {
+				t.Errorf("preflight of a containerd with mirrors: %v; want a refusal that names them", failed)
+			}
+		})
+	}
+}

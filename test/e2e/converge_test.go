@@ -36,6 +36,16 @@ func dryRun(ctx context.Context, t *testing.T, args ...string) *tasks.Plan {
 	if code != 0 {
 		t.Fatalf("%s --dry-run exited %d", args[0], code)
 	}
+	p := planOf(out)
+	if p == nil {
+		t.Fatalf("%s --dry-run printed no plan", args[0])
+	}
+	return p
+}
+
+// planOf is the plan in the output of a command run with --dry-run --output
+// json, or nil.
+func planOf(out string) *tasks.Plan {
 	for _, l := range strings.Split(out, "\n") {
 		var e struct {
 			Type string
@@ -45,7 +55,6 @@ func dryRun(ctx context.Context, t *testing.T, args ...string) *tasks.Plan {
 			return e.Plan
 		}
 	}
-	t.Fatalf("%s --dry-run printed no plan", args[0])
 	return nil
 }
 
@@ -114,8 +123,9 @@ func lastChanges(t *testing.T, state string) map[string][]tasks.Change {
 	return m
 }
 
-// planMatchesChanges asserts that the files the run wrote are exactly those
-// the plan listed, host by host, and that every kubelet restart was planned.
+// planMatchesChanges asserts that the files the run wrote (or removed, as a
+// registry's files) are exactly those the plan listed, host by host, and that
+// every kubelet restart was planned.
 func planMatchesChanges(t *testing.T, p *tasks.Plan, changes map[string][]tasks.Change) {
 	t.Helper()
 	planned, done := map[string]bool{}, map[string]bool{}
@@ -134,6 +144,8 @@ func planMatchesChanges(t *testing.T, p *tasks.Plan, changes map[string][]tasks.
 			switch {
 			case c.Kind == tasks.ChangeFile:
 				done[host+":"+c.What] = true
+			case c.Kind == tasks.ChangeHost && strings.HasPrefix(c.What, "removed /"):
+				done[host+":"+strings.TrimPrefix(c.What, "removed ")] = true
 			case c.Kind == tasks.ChangeRestart && c.What == "kubelet":
 				done[host+":restart kubelet"] = true
 			}
