@@ -135,7 +135,8 @@ for p in ` + cniBinDir + `/*; do [ -f "$p" ] && printf 'cniplugin\t%s\n' "${p##*
 # Its registry config_path too: where the hosts files of cluster.registries go.
 [ -f ` + runtimeMarkerPath + ` ] || { dump=$(containerd config dump 2>/dev/null)
   sb=$(printf '%s\n' "$dump" | sed -n "s/^ *\(sandbox_image\|sandbox\) *= *[\"']\(.*\)[\"'] *$/\2/p" | head -n1)
-  rp=$(printf '%s\n' "$dump" | sed -n "s/^ *config_path *= *[\"']\(..*\)[\"'] *$/\1/p" | head -n1)
+  # The CRI plugin's registry section only (1.x grpc.v1.cri, 2.x cri.v1.images): the transfer plugin has one too.
+  rp=$(printf '%s\n' "$dump" | awk -F"[\"']" '/^ *\[/ {s = ($0 ~ /cri.*\.registry\]/)} s && /^ *config_path *=/ {print $2; exit}')
   mr=$(printf '%s\n' "$dump" | grep -q 'registry\.mirrors\.' && echo yes); }
 printf 'sandbox\t%s\nregistrydir\t%s\nregistrymirrors\t%s\n' "$sb" "$rp" "$mr"
 [ ! -r ` + registriesMarkerPath + ` ] || while IFS= read -r p; do [ -z "$p" ] || printf 'registryfile\t%s\n' "$p"; done < ` + registriesMarkerPath + `
