@@ -12,10 +12,10 @@ import (
 	"github.com/kubeforge/kubeforge/inventory"
 )
 
-// RegistryHostsDir is where containerd 2 reads its hosts files when its
-// config names no config_path (the runtime kubeforge installs names none): a
-// directory per upstream registry, each with a hosts.toml (containerd's
-// docs/hosts.md), read at every pull, so a change to it restarts nothing.
+// RegistryHostsDir is the config_path kubeforge gives the containerd it
+// installs when the inventory has registries: a directory per upstream
+// registry, each with a hosts.toml (containerd's docs/hosts.md), read at
+// every pull, so a change to it restarts nothing.
 const RegistryHostsDir = "/etc/containerd/certs.d"
 
 // RegistryFiles are the files of cluster.registries under containerd's

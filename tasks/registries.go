@@ -22,9 +22,8 @@ const registriesMarkerPath = "/var/lib/kubeforge/registries"
 const registryRemovedReason = "removed: no longer in cluster.registries"
 
 // registryDir is containerd's config_path on h: kubeforge's own where it
-// installs the runtime, else the one h's containerd is configured with
-// (its first, when it lists several), or containerd 2's default; "" when it
-// reads no hosts files.
+// installs the runtime, else the one h's containerd's CRI is configured with
+// (its first, when it lists several); "" when it reads no hosts files.
 func registryDir(env *Env, h *Host) (string, error) {
 	d, err := decideRuntime(env, h)
 	if err != nil {
@@ -33,13 +32,10 @@ func registryDir(env *Env, h *Host) (string, error) {
 	if d.Install {
 		return manifests.RegistryHostsDir, nil
 	}
+	// Observed, not assumed: containerd 2.4.2's CRI with an empty
+	// config_path did not read /etc/containerd/certs.d (a pull through a
+	// mirror failed on 2026-12-07), whatever its transfer service does.
 	dir, _, _ := strings.Cut(h.Facts.RegistryConfigPath, ":")
-	if dir == "" && !h.Facts.RegistryMirrors && containerdMajor(h.Facts.RuntimeVersion) >= 2 {
-		// containerd 2 on Linux reads /etc/containerd/certs.d:/etc/docker/certs.d
-		// when its config sets neither config_path nor mirrors (plugins/cri/images);
-		// its config dump still shows an empty config_path. 1.x reads none.
-		dir = manifests.RegistryHostsDir
-	}
 	return dir, nil
 }
 

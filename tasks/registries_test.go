@@ -38,12 +38,15 @@ func TestRegistryFilesFollowTheRuntimeAndTheMarker(t *testing.T) {
 	if strings.Join(removed, " ") != manifests.RegistryHostsDir+"/docker.io/hosts.toml" {
 		t.Errorf("removed %v; want docker.io's hosts.toml", removed)
 	}
-	// containerd 2 reads RegistryHostsDir when its config names no
-	// config_path: kubeforge's config names none, so no registry change
-	// ever restarts it.
-	if conf := containerdConfig(env, h, &runtimeBundle{versions: map[string]string{"containerd": "v2.4.2"}}); strings.Contains(conf, "config_path") || strings.Contains(conf, ".registry]") {
-		t.Errorf("containerd's config sets its registry:\n%s", conf)
+	conf := containerdConfig(env, h, &runtimeBundle{versions: map[string]string{"containerd": "v2.4.2"}})
+	if !strings.Contains(conf, "[plugins.\"io.containerd.cri.v1.images\".registry]\n  config_path = \""+manifests.RegistryHostsDir+"\"") {
+		t.Errorf("containerd's config has no config_path:\n%s", conf)
 	}
+	env.Inv.Cluster.Registries = nil
+	if conf := containerdConfig(env, h, &runtimeBundle{versions: map[string]string{"containerd": "v2.4.2"}}); strings.Contains(conf, "config_path") {
+		t.Errorf("containerd's config names a config_path without registries:\n%s", conf)
+	}
+	env.Inv.Cluster.Registries = map[string]inventory.Registry{"registry.k8s.io": {Mirrors: []inventory.Mirror{{URL: "https://m.local:5000", CAData: []byte("CA")}}}}
 	// A containerd kubeforge did not install: its own config_path, or a refusal.
 	env.Inv.Cluster.Artifacts = ""
 	h.Facts.RuntimeVersion, h.Facts.CRISocket, h.Facts.CRIReady = debianContainerd, true, true
@@ -79,10 +82,9 @@ func TestRegistryFilesFollowTheRuntimeAndTheMarker(t *testing.T) {
 }
 
 // TestRegistryDirOfAForeignContainerd: where the hosts files go on a
-// containerd kubeforge did not install. containerd 2 reads
-// /etc/containerd/certs.d when its config sets neither config_path nor the
-// deprecated mirrors, though its config dump shows an empty config_path; 1.x
-// then reads no hosts files at all.
+// containerd kubeforge did not install: its CRI's config_path; without one
+// (1.x or 2.x: containerd 2.4.2's CRI with an empty config_path did not read
+// /etc/containerd/certs.d) preflight refuses.
 func TestRegistryDirOfAForeignContainerd(t *testing.T) {
 	const containerd2 = "containerd github.com/containerd/containerd/v2 v2.1.4 75cb2b7193e4e490e9fbdc236c0e811ccaba3376"
 	for _, tc := range []struct {
@@ -92,7 +94,7 @@ func TestRegistryDirOfAForeignContainerd(t *testing.T) {
 	}{
 		{"1.x without config_path reads none", debianContainerd, "", false, ""},
 		{"1.x with config_path: its first directory", debianContainerd, "/etc/containerd/hosts:/etc/docker/certs.d", false, "/etc/containerd/hosts"},
-		{"2.x without config_path: its default", containerd2, "", false, manifests.RegistryHostsDir},
+		{"2.x without config_path reads none", containerd2, "", false, ""},
 		{"2.x with mirrors instead reads none", containerd2, "", true, ""},
 		{"2.x with config_path: its own", containerd2, "/etc/registries", false, "/etc/registries"},
 	} {

@@ -318,9 +318,9 @@ version = %d
 
 [plugins."io.containerd.cri.v1.images".pinned_images]
   sandbox = %q
-
+%s
 [plugins."io.containerd.cri.v1.runtime"]
-`, env.Inv.Cluster.Name, containerdConfigVersion(bundle), sock, manifests.Images(env.Inv)["pause"])
+`, env.Inv.Cluster.Name, containerdConfigVersion(bundle), sock, manifests.Images(env.Inv)["pause"], registryConfig(env))
 	if restrict {
 		b.WriteString("  # CAP_SYS_RESOURCE is not in this host's bounding set: runc cannot lower oom_score_adj.\n  restrict_oom_score_adj = true\n")
 	}
@@ -340,6 +340,17 @@ version = %d
   conf_dir = "/etc/cni/net.d"
 `, runcPath, systemd, cniBinDir)
 	return b.String()
+}
+
+// registryConfig is the config_path section of containerd's config when the
+// inventory has registries (docs/registries.md): containerd then reads a
+// hosts.toml per registry at each pull. Without registries it is left out,
+// so adding the first restarts containerd once and later changes never.
+func registryConfig(env *Env) string {
+	if len(env.Inv.Cluster.Registries) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("\n[plugins.\"io.containerd.cri.v1.images\".registry]\n  config_path = %q\n", manifests.RegistryHostsDir)
 }
 
 // containerdConfigVersion is the config schema the bundle's containerd reads

@@ -187,11 +187,8 @@ func TestRegistryMirror(t *testing.T) {
 			if got := MustSSH(ctx, t, c, n, "root", "cat "+caOnNode); got != strings.TrimSpace(string(caPEM)) {
 				t.Errorf("%s: %s is not the inventory's CA", n.Name, caOnNode)
 			}
-			// containerd 2 reads /etc/containerd/certs.d when its config names
-			// no config_path: kubeforge's names none (adding the first registry
-			// restarts nothing); the pull below shows the files are read.
-			if got := MustSSH(ctx, t, c, n, "root", "grep -c config_path /etc/containerd/config.toml || true"); got != "0" {
-				t.Errorf("%s: containerd's config sets config_path", n.Name)
+			if got := MustSSH(ctx, t, c, n, "root", "grep -c 'config_path = \"/etc/containerd/certs.d\"' /etc/containerd/config.toml || true"); got != "1" {
+				t.Errorf("%s: containerd's config has no config_path for the hosts files", n.Name)
 			}
 		}
 	})
