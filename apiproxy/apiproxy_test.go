@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kubeforge/kubeforge/internal/atomicfile"
 )
 
 // apiServer is an HTTPS server standing in for an API server: /readyz
@@ -145,14 +147,17 @@ func startWith(t *testing.T, o options, ca *x509.Certificate, upstreams ...strin
 	return f
 }
 
+// writeCA and write replace the files as kubeforge does on a host: atomically
+// (the proxy may read them at any moment; a truncated file read half-way
+// logged a second, different error).
 func (f *fixture) writeCA(ca *x509.Certificate) {
-	if err := os.WriteFile(f.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}), 0o644); err != nil {
+	if err := atomicfile.Write(f.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}), 0o644); err != nil {
 		f.t.Fatal(err)
 	}
 }
 
 func (f *fixture) write(upstreams ...string) {
-	if err := os.WriteFile(f.list, []byte("# kubeforge\n"+strings.Join(upstreams, "\n")+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(f.list, []byte("# kubeforge\n"+strings.Join(upstreams, "\n")+"\n"), 0o644); err != nil {
 		f.t.Fatal(err)
 	}
 }
