@@ -51,6 +51,15 @@ func Bootstrap(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	// Its API server must be ready first. A run that skipped the init finds
+	// etcd with data, but the API server may still be starting: a kubelet
+	// that systemd restarted after a failed run starts the static pods on
+	// its own. Requests that came too early failed with "discover API
+	// resources: unknown" (CI, 2026-12-07). Where the init just waited, this
+	// is one request.
+	if err := waitAPIServer(ctx, env, h); err != nil {
+		return err
+	}
 	objs, err := manifests.ClusterObjects(env.Inv, env.clusterParams())
 	if err != nil {
 		return fmt.Errorf("render cluster objects: %w", err)
