@@ -93,7 +93,7 @@ func stopKubeletToRestart(ctx context.Context, env *Env, h *Host) error {
 		return nil
 	}
 	out, err := h.Client.Run(ctx, `f=$(`+kubeletFingerprint(h)+`)
-if [ "$(cat `+kubeletStampPath+` 2>/dev/null)" = "$f" ]; then echo same; exit 0; fi
+if `+stampIsFingerprint+`; then echo same; exit 0; fi
 systemctl stop kubelet && echo stopped`)
 	if err != nil {
 		return fmt.Errorf("stop the kubelet before its restart: %w", err)

@@ -46,6 +46,10 @@ func kubeletFingerprint(h *Host) string {
 	return "stat -c '%n %s %Z %i' " + strings.Join(kubeletInputs(h), " ") + " 2>/dev/null | sha256sum | cut -c1-64"
 }
 
+// stampIsFingerprint is a shell test, after f=$(kubeletFingerprint(h)): the
+// kubelet was last started on the inputs the host holds now.
+const stampIsFingerprint = `[ "$(cat ` + kubeletStampPath + ` 2>/dev/null)" = "$f" ]`
+
 // isKubeletInput reports whether a pushed path is one of h's kubelet inputs.
 func isKubeletInput(h *Host, p string) bool {
 	return slices.Contains(kubeletInputs(h), p)
@@ -79,7 +83,7 @@ func startKubelet(ctx context.Context, env *Env, h *Host) error {
 	}
 	script := `set -e
 f=$(` + kubeletFingerprint(h) + `)
-if systemctl is-active -q kubelet && [ "$(cat ` + kubeletStampPath + ` 2>/dev/null)" = "$f" ]; then echo unchanged; exit 0; fi
+if systemctl is-active -q kubelet && ` + stampIsFingerprint + `; then echo unchanged; exit 0; fi
 mkdir -p ` + dirOf(kubeletStampPath) + `
 # The binary's version, for the facts of later runs, read while the kubelet restarts.
 ( k=$(stat -c '%s %.9Z %i' /usr/bin/kubelet) && v=$(/usr/bin/kubelet --version) &&
