@@ -18,7 +18,7 @@ OLDEST_VERSION := v1.35.4
 ARTIFACTS_OLDEST ?= $(CURDIR)/.cache/artifacts-$(OLDEST_VERSION)
 HARNESS_DIR ?= $(CURDIR)/.harness
 
-.PHONY: all build test unit fuzz-inventory integration parity parity-all parity-v1.38 e2e e2e-version-smoke e2e-v138-smoke e2e-interrupt-matrix e2e-upgrade-matrix e2e-chained-upgrade e2e-kubeadm e2e-rotate-matrix e2e-registry registry demo prereqs artifacts artifacts-old artifacts-oldest artifacts-all artifacts-v1.38 node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime bench-fleet cis kube-bench clean
+.PHONY: all build test unit fuzz-inventory integration parity parity-all parity-v1.38 e2e e2e-version-smoke e2e-v138-smoke e2e-interrupt-matrix e2e-upgrade-matrix e2e-chained-upgrade e2e-kubeadm e2e-rotate-matrix e2e-registry registry conformance-bundle conformance e2e-conformance-subset demo prereqs artifacts artifacts-old artifacts-oldest artifacts-all artifacts-v1.38 node-image harness-up harness-down harness-status bench bench-restore bench-upgrade bench-runtime bench-fleet cis kube-bench clean
 
 all: build
 
@@ -66,6 +66,25 @@ e2e: prereqs build artifacts artifacts-old node-image registry
 # and the registry dropped from the inventory. About 1.5 min with everything built (the first `up` ~45 s).
 e2e-registry: prereqs build artifacts node-image registry
 	KUBEFORGE_REGISTRY=$(REGISTRY_DIR) KUBEFORGE_ARTIFACTS=$(ARTIFACTS) $(GO) test -count=1 -tags e2e -timeout 40m -v -run '^TestRegistryMirror$$' ./test/e2e/
+
+# Kubernetes' conformance suite for the artifacts' version (test/scripts/conformance.sh): e2e.test, ginkgo and the
+# test images, built from the same k8s.io/kubernetes module, into ARTIFACTS/conformance (cold ~15 min, then a stamp
+# skips it). `kubeforge conformance` runs it (docs/conformance.md).
+conformance-bundle: prereqs artifacts registry
+	KUBEFORGE_REGISTRY=$(REGISTRY_DIR) bash test/scripts/conformance.sh $(ARTIFACTS)
+
+# Every [Conformance] spec, offline, on a 1+2 cluster and then on a 3+2 HA cluster made by `kubeforge up`, the images
+# through a registry mirror (TestConformance): JUnit and summaries in .cache/conformance-reports/<shape>.
+# CONFORMANCE_SHAPE=1cp-2w or 3cp-2w runs one shape. Not part of `make test` (about an hour a shape).
+CONFORMANCE_SHAPE ?= full
+conformance: prereqs build artifacts node-image registry conformance-bundle
+	KUBEFORGE_CONFORMANCE=$(CONFORMANCE_SHAPE) KUBEFORGE_REGISTRY=$(REGISTRY_DIR) KUBEFORGE_ARTIFACTS=$(ARTIFACTS) \
+		$(GO) test -count=1 -tags e2e -timeout 4h -v -run '^TestConformance$$' ./test/e2e/
+
+# The subset CI runs: the network, DNS, Services, pods and apps [Conformance] specs on 1+2.
+e2e-conformance-subset: prereqs build artifacts node-image registry conformance-bundle
+	KUBEFORGE_CONFORMANCE=subset KUBEFORGE_REGISTRY=$(REGISTRY_DIR) KUBEFORGE_ARTIFACTS=$(ARTIFACTS) \
+		$(GO) test -count=1 -tags e2e -timeout 60m -v -run '^TestConformance$$' ./test/e2e/
 
 # The preview minor (inventory allowPreRelease; docs/parity.md, "v1.38"), not part of `make test`. Its kubelet and
 # kube-proxy need sigs.k8s.io/iptables-wrappers, which the module proxy does not serve: `artifacts-v1.38` builds

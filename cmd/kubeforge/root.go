@@ -104,6 +104,7 @@ generates the cluster PKI locally, pushes files over SFTP and joins the nodes, i
 		newSecretsCmd(g, stdout),
 		newRenderCmd(g, stdout),
 		newKubeconfigCmd(g, stdout, stderr),
+		newConformanceCmd(g, stdout),
 		newVersionCmd(stdout),
 	)
 	return root
