@@ -216,7 +216,7 @@ func (h *Host) NodeIP() string {
 
 // Selector picks the hosts a step runs on.
 type Selector struct {
-	Name  string // shown in plans: "all", "control-plane", "first-control-plane", "workers"
+	Name  string // shown in plans: "all", "control-planes", "workers"
 	Match func(inv *Inventory, h *Host) bool
 }
 
@@ -272,13 +272,7 @@ func (inv *Inventory) Host(name string) *Host {
 
 // The common selectors.
 var (
-	SelectAll               = Selector{Name: "all"}
-	SelectControlPlanes     = Selector{Name: "control-planes", Match: func(_ *Inventory, h *Host) bool { return h.IsControlPlane() }}
-	SelectWorkers           = Selector{Name: "workers", Match: func(_ *Inventory, h *Host) bool { return !h.IsControlPlane() }}
-	SelectFirstControlPlane = Selector{Name: "first-control-plane", Match: func(inv *Inventory, h *Host) bool {
-		return inv.FirstControlPlane() == h
-	}}
-	SelectOtherControlPlanes = Selector{Name: "other-control-planes", Match: func(inv *Inventory, h *Host) bool {
-		return h.IsControlPlane() && inv.FirstControlPlane() != h
-	}}
+	SelectAll           = Selector{Name: "all"}
+	SelectControlPlanes = Selector{Name: "control-planes", Match: func(_ *Inventory, h *Host) bool { return h.IsControlPlane() }}
+	SelectWorkers       = Selector{Name: "workers", Match: func(_ *Inventory, h *Host) bool { return !h.IsControlPlane() }}
 )
