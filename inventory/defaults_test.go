@@ -175,11 +175,11 @@ func TestEndpointAndServerURL(t *testing.T) {
 					{Name: "cp", Address: "10.0.0.1", InternalAddress: tc.internal, Roles: []Role{RoleControlPlane}},
 				},
 			}
-			h, p := inv.Endpoint()
+			h, p := inv.Endpoint(inv.FirstControlPlane())
 			if h != tc.wantHost || p != tc.wantPort {
 				t.Errorf("Endpoint() = %q, %d; want %q, %d", h, p, tc.wantHost, tc.wantPort)
 			}
-			if u := inv.ServerURL(); u != tc.wantURL {
+			if u := inv.ServerURL(inv.FirstControlPlane()); u != tc.wantURL {
 				t.Errorf("ServerURL() = %q, want %q", u, tc.wantURL)
 			}
 		})

@@ -478,7 +478,7 @@ func TestKubeProxyModeIsSetFromV137AsKubeadmDoes(t *testing.T) {
 	} {
 		inv := exampleInventory()
 		inv.Cluster.KubernetesVersion = tc.version
-		if got := KubeProxyConfiguration(inv).Mode; string(got) != tc.mode {
+		if got := KubeProxyConfiguration(inv, inv.FirstControlPlane()).Mode; string(got) != tc.mode {
 			t.Errorf("%s: kube-proxy mode %q, want %q (kubeadm up to v1.36 leaves it to kube-proxy's default)", tc.version, got, tc.mode)
 		}
 	}

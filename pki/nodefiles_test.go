@@ -44,7 +44,7 @@ func TestNodeFiles(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.host, func(t *testing.T) {
-			files, err := b.NodeFiles(inv, inv.Host(tt.host))
+			files, err := b.NodeFiles(inv, inv.FirstControlPlane(), inv.Host(tt.host))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,7 +90,7 @@ func TestNodeKubeconfigs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.host+"/"+tt.file, func(t *testing.T) {
-			files, err := b.NodeFiles(inv, inv.Host(tt.host))
+			files, err := b.NodeFiles(inv, inv.FirstControlPlane(), inv.Host(tt.host))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,7 +106,7 @@ func TestNodeKubeconfigs(t *testing.T) {
 	noEP := testInventory()
 	noEP.Cluster.ControlPlaneEndpoint = ""
 	for _, host := range []string{"cp1", "cp2"} {
-		files, err := b.NodeFiles(noEP, noEP.Host(host))
+		files, err := b.NodeFiles(noEP, noEP.FirstControlPlane(), noEP.Host(host))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +180,7 @@ func TestWorkersNeverGetCAKeys(t *testing.T) {
 	inv := testInventory()
 	b, _ := generated(t, inv, ecdsaOpts())
 	for _, h := range inv.Workers() {
-		files, err := b.NodeFiles(inv, h)
+		files, err := b.NodeFiles(inv, inv.FirstControlPlane(), h)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,7 +197,7 @@ func TestExpirationReadsCertsAndKubeconfigs(t *testing.T) {
 	opt := ecdsaOpts()
 	b, dir := generated(t, inv, opt)
 	now := opt.Now()
-	files, err := b.NodeFiles(inv, inv.Host("cp2"))
+	files, err := b.NodeFiles(inv, inv.FirstControlPlane(), inv.Host("cp2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestExpirationReadsCertsAndKubeconfigs(t *testing.T) {
 	for _, f := range files {
 		byPath[f.Path] = f.Data
 	}
-	for _, nc := range NodeCertificates(inv, inv.Host("cp2")) {
+	for _, nc := range NodeCertificates(inv, inv.FirstControlPlane(), inv.Host("cp2")) {
 		data, ok := byPath[nc.Path]
 		if !ok {
 			t.Errorf("NodeCertificates lists %s, which the node does not receive", nc.Path)
@@ -246,7 +246,7 @@ func mustRead(t *testing.T, p string) string {
 func TestOpenSSLChecksKeyPairs(t *testing.T) {
 	inv := testInventory()
 	b, _ := generated(t, inv, ecdsaOpts())
-	files, err := b.NodeFiles(inv, inv.Host("cp1"))
+	files, err := b.NodeFiles(inv, inv.FirstControlPlane(), inv.Host("cp1"))
 	if err != nil {
 		t.Fatal(err)
 	}
