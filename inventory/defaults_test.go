@@ -186,6 +186,25 @@ func TestEndpointAndServerURL(t *testing.T) {
 	}
 }
 
+func TestEndpointIsOnTheSeedGivenNotTheFilesFirst(t *testing.T) {
+	cp1 := &Host{Name: "cp1", Address: "10.0.0.1", Roles: []Role{RoleControlPlane}}
+	cp2 := &Host{Name: "cp2", Address: "10.0.0.2", Roles: []Role{RoleControlPlane}}
+	inv := &Inventory{Hosts: []*Host{cp1, cp2}}
+	if got := inv.FirstControlPlane(); got != cp1 {
+		t.Fatalf("FirstControlPlane() = %v; want cp1, the file's first", got)
+	}
+	if got := inv.ServerURL(cp2); got != "https://10.0.0.2:6443" {
+		t.Errorf("ServerURL(cp2) = %q; want cp2's address", got)
+	}
+	if h, _ := inv.Endpoint(nil); h != "" {
+		t.Errorf("Endpoint(nil) = %q; want none: no endpoint and no seed", h)
+	}
+	inv.Cluster.ControlPlaneEndpoint = "api.example.com"
+	if got := inv.ServerURL(cp2); got != "https://api.example.com:6443" {
+		t.Errorf("ServerURL(cp2) with an endpoint = %q; want the endpoint", got)
+	}
+}
+
 func TestServiceIP(t *testing.T) {
 	cases := []struct {
 		subnet string

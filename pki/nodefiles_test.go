@@ -282,3 +282,44 @@ func TestOpenSSLChecksKeyPairs(t *testing.T) {
 		t.Error("sa.pub is not the public half of sa.key")
 	}
 }
+
+func TestSuperAdminGoesToTheSeedGivenNotTheFilesFirst(t *testing.T) {
+	inv := testInventory()
+	inv.Cluster.ControlPlaneEndpoint = ""
+	seed := inv.Host("cp2")
+	dir := filepath.Join(t.TempDir(), "pki")
+	b, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, err := Ensure(inv, seed, b, ecdsaOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holders []string
+	for _, c := range changes {
+		if c.Name == "super-admin.conf" {
+			holders = append(holders, c.Host)
+		}
+	}
+	if got := strings.Join(holders, ","); got != ",cp2" {
+		t.Errorf("super-admin.conf issued for %q; want the workstation and cp2, the seed", got)
+	}
+	for _, h := range inv.ControlPlanes() {
+		files, err := b.NodeFiles(inv, seed, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		has := slices.ContainsFunc(files, func(f File) bool { return f.Path == "/etc/kubernetes/super-admin.conf" })
+		listed := slices.ContainsFunc(NodeCertificates(inv, seed, h), func(nc NodeCert) bool { return nc.Name == "super-admin.conf" })
+		if want := h.Name == "cp2"; has != want || listed != want {
+			t.Errorf("%s: super-admin.conf rendered %v, listed for check-expiration %v; want %v", h.Name, has, listed, want)
+		}
+	}
+	if got, err := ServerURL(inv, seed); err != nil || got != "https://10.0.0.12:6443" {
+		t.Errorf("ServerURL = %q, %v; want cp2's", got, err)
+	}
+	if _, err := b.NodeFiles(inv, nil, inv.Host("cp1")); err == nil {
+		t.Error("a control plane's files rendered without a seed or an endpoint")
+	}
+}
