@@ -175,14 +175,33 @@ func TestEndpointAndServerURL(t *testing.T) {
 					{Name: "cp", Address: "10.0.0.1", InternalAddress: tc.internal, Roles: []Role{RoleControlPlane}},
 				},
 			}
-			h, p := inv.Endpoint()
+			h, p := inv.Endpoint(inv.FirstControlPlane())
 			if h != tc.wantHost || p != tc.wantPort {
 				t.Errorf("Endpoint() = %q, %d; want %q, %d", h, p, tc.wantHost, tc.wantPort)
 			}
-			if u := inv.ServerURL(); u != tc.wantURL {
+			if u := inv.ServerURL(inv.FirstControlPlane()); u != tc.wantURL {
 				t.Errorf("ServerURL() = %q, want %q", u, tc.wantURL)
 			}
 		})
+	}
+}
+
+func TestEndpointIsOnTheSeedGivenNotTheFilesFirst(t *testing.T) {
+	cp1 := &Host{Name: "cp1", Address: "10.0.0.1", Roles: []Role{RoleControlPlane}}
+	cp2 := &Host{Name: "cp2", Address: "10.0.0.2", Roles: []Role{RoleControlPlane}}
+	inv := &Inventory{Hosts: []*Host{cp1, cp2}}
+	if got := inv.FirstControlPlane(); got != cp1 {
+		t.Fatalf("FirstControlPlane() = %v; want cp1, the file's first", got)
+	}
+	if got := inv.ServerURL(cp2); got != "https://10.0.0.2:6443" {
+		t.Errorf("ServerURL(cp2) = %q; want cp2's address", got)
+	}
+	if h, _ := inv.Endpoint(nil); h != "" {
+		t.Errorf("Endpoint(nil) = %q; want none: no endpoint and no seed", h)
+	}
+	inv.Cluster.ControlPlaneEndpoint = "api.example.com"
+	if got := inv.ServerURL(cp2); got != "https://api.example.com:6443" {
+		t.Errorf("ServerURL(cp2) with an endpoint = %q; want the endpoint", got)
 	}
 }
 

@@ -83,30 +83,42 @@ func copyBastion(b *Bastion) *Bastion {
 	return &c
 }
 
+// ConfiguredEndpoint returns the host and port of cluster.controlPlaneEndpoint
+// (port 6443 when it names none); ok is false when it is not set.
+func (inv *Inventory) ConfiguredEndpoint() (host string, port int, ok bool) {
+	ep := inv.Cluster.ControlPlaneEndpoint
+	if ep == "" {
+		return "", DefaultAPIServerPort, false
+	}
+	if h, p, err := splitHostPort(ep); err == nil {
+		if p == 0 {
+			p = DefaultAPIServerPort
+		}
+		return h, p, true
+	}
+	return ep, DefaultAPIServerPort, true
+}
+
 // Endpoint returns the host and port clients use to reach the API server:
 // cluster.controlPlaneEndpoint when set (port 6443 when it has none), else the
-// first control plane's node IP and port 6443. host is empty when there is
-// neither.
-func (inv *Inventory) Endpoint() (host string, port int) {
-	if ep := inv.Cluster.ControlPlaneEndpoint; ep != "" {
-		if h, p, err := splitHostPort(ep); err == nil {
-			if p == 0 {
-				p = DefaultAPIServerPort
-			}
-			return h, p
-		}
-		return ep, DefaultAPIServerPort
+// node IP of seed and port 6443. seed is the control plane the run decided
+// the cluster's API is on (observed on the hosts, or the one a new cluster is
+// initialised on); the inventory does not hold it. host is empty when there
+// is neither an endpoint nor a seed.
+func (inv *Inventory) Endpoint(seed *Host) (host string, port int) {
+	if h, p, ok := inv.ConfiguredEndpoint(); ok {
+		return h, p
 	}
-	if cp := inv.FirstControlPlane(); cp != nil {
-		return cp.NodeIP(), DefaultAPIServerPort
+	if seed != nil {
+		return seed.NodeIP(), DefaultAPIServerPort
 	}
 	return "", DefaultAPIServerPort
 }
 
-// ServerURL is the API server URL of the cluster, "https://host:port", with
-// IPv6 addresses in brackets.
-func (inv *Inventory) ServerURL() string {
-	h, p := inv.Endpoint()
+// ServerURL is the API server URL of the cluster with seed as in Endpoint,
+// "https://host:port", with IPv6 addresses in brackets.
+func (inv *Inventory) ServerURL(seed *Host) string {
+	h, p := inv.Endpoint(seed)
 	return "https://" + net.JoinHostPort(h, strconv.Itoa(p))
 }
 
@@ -203,10 +215,15 @@ func (inv *Inventory) UsesAPIProxy() bool {
 
 // NodeServerURL is the API server URL of the workers' kubelets and of
 // kube-proxy: https://127.0.0.1:6443 with the node-local proxy, else the
-// cluster's endpoint.
+// cluster's endpoint: the controlPlaneEndpoint, or the address of the one
+// control plane (with one, it is the seed whatever was observed).
 func (inv *Inventory) NodeServerURL() string {
 	if inv.UsesAPIProxy() {
 		return "https://" + net.JoinHostPort(APIProxyHost, strconv.Itoa(DefaultAPIServerPort))
 	}
-	return inv.ServerURL()
+	var only *Host
+	if cps := inv.ControlPlanes(); len(cps) > 0 {
+		only = cps[0]
+	}
+	return inv.ServerURL(only)
 }

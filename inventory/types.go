@@ -32,12 +32,6 @@ type Inventory struct {
 	// Warnings are the problems found by Load or Validate that do not make the
 	// inventory unusable (for example an even number of control planes).
 	Warnings []Problem `yaml:"-"`
-
-	// Seed names the control plane whose address is the cluster's API endpoint
-	// when there is no controlPlaneEndpoint: observed on the hosts (the server
-	// their kubelets use) for a cluster that exists, the host that initialises
-	// a new one. Empty: the first control plane in the file that stays.
-	Seed string `yaml:"-"`
 }
 
 // Cluster holds the cluster-wide settings.
@@ -47,7 +41,7 @@ type Cluster struct {
 	// AllowPreRelease admits a pre-release kubernetesVersion (v1.38.0-beta.0),
 	// of a supported minor or of the next one; for trying a coming release.
 	AllowPreRelease      bool     `yaml:"allowPreRelease"`
-	ControlPlaneEndpoint string   `yaml:"controlPlaneEndpoint"` // host[:port]; defaults to the first control plane
+	ControlPlaneEndpoint string   `yaml:"controlPlaneEndpoint"` // host[:port]; defaults to the seed control plane
 	PodSubnet            string   `yaml:"podSubnet"`
 	ServiceSubnet        string   `yaml:"serviceSubnet"`
 	DNSDomain            string   `yaml:"dnsDomain"`
@@ -216,7 +210,7 @@ func (h *Host) NodeIP() string {
 
 // Selector picks the hosts a step runs on.
 type Selector struct {
-	Name  string // shown in plans: "all", "control-plane", "first-control-plane", "workers"
+	Name  string // shown in plans: "all", "control-planes", "workers"
 	Match func(inv *Inventory, h *Host) bool
 }
 
@@ -237,18 +231,13 @@ func (inv *Inventory) ControlPlanes() []*Host { return SelectControlPlanes.Selec
 // Workers returns hosts that are not control planes.
 func (inv *Inventory) Workers() []*Host { return SelectWorkers.Select(inv) }
 
-// FirstControlPlane is the control plane the cluster's default API endpoint is
-// on: the Seed when set, else the first control plane in the file that is not
-// marked for removal (else the first one).
+// FirstControlPlane is the first control plane in the file that is not
+// marked for removal (else the first one; nil without any). It is the seed
+// of a cluster nothing was observed of: the one a new cluster is
+// initialised on. The seed of a cluster that exists is observed
+// (tasks.ChooseSeed), never read from the file's order.
 func (inv *Inventory) FirstControlPlane() *Host {
 	cps := inv.ControlPlanes()
-	if inv.Seed != "" {
-		for _, h := range cps {
-			if h.Name == inv.Seed {
-				return h
-			}
-		}
-	}
 	for _, h := range cps {
 		if !h.Remove {
 			return h
@@ -272,13 +261,7 @@ func (inv *Inventory) Host(name string) *Host {
 
 // The common selectors.
 var (
-	SelectAll               = Selector{Name: "all"}
-	SelectControlPlanes     = Selector{Name: "control-planes", Match: func(_ *Inventory, h *Host) bool { return h.IsControlPlane() }}
-	SelectWorkers           = Selector{Name: "workers", Match: func(_ *Inventory, h *Host) bool { return !h.IsControlPlane() }}
-	SelectFirstControlPlane = Selector{Name: "first-control-plane", Match: func(inv *Inventory, h *Host) bool {
-		return inv.FirstControlPlane() == h
-	}}
-	SelectOtherControlPlanes = Selector{Name: "other-control-planes", Match: func(inv *Inventory, h *Host) bool {
-		return h.IsControlPlane() && inv.FirstControlPlane() != h
-	}}
+	SelectAll           = Selector{Name: "all"}
+	SelectControlPlanes = Selector{Name: "control-planes", Match: func(_ *Inventory, h *Host) bool { return h.IsControlPlane() }}
+	SelectWorkers       = Selector{Name: "workers", Match: func(_ *Inventory, h *Host) bool { return !h.IsControlPlane() }}
 )

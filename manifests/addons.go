@@ -31,11 +31,13 @@ const kubeProxyKubeconfigPath = "/var/lib/kube-proxy/kubeconfig.conf"
 // conntrack.maxPerCore is 0, so kube-proxy never writes the host-global
 // net.netfilter.nf_conntrack_max sysctl. That write fails when nodes are
 // containers (kind does the same) and leaves the kernel's default table size.
-func KubeProxyConfiguration(inv *inventory.Inventory) *kubeproxyv1alpha1.KubeProxyConfiguration {
+// The bind address follows the address family of seed, the control plane the
+// cluster's API is on (kubeadm: of its init node's advertise address).
+func KubeProxyConfiguration(inv *inventory.Inventory, seed *inventory.Host) *kubeproxyv1alpha1.KubeProxyConfiguration {
 	d := defaults(inv)
 	bind := "0.0.0.0"
-	if cp := inv.FirstControlPlane(); cp != nil {
-		if ip := net.ParseIP(cp.NodeIP()); ip != nil && ip.To4() == nil {
+	if seed != nil {
+		if ip := net.ParseIP(seed.NodeIP()); ip != nil && ip.To4() == nil {
 			bind = "::"
 		}
 	}
@@ -76,18 +78,18 @@ func kubeProxyKubeconfig(server string) ([]byte, error) {
 	return yaml.Marshal(cfg)
 }
 
-func kubeProxyObjects(inv *inventory.Inventory) ([]runtime.Object, error) {
-	if _, err := pki.ServerURL(inv); err != nil {
-		return nil, fmt.Errorf("build kube-proxy config: %w", err)
-	}
+func kubeProxyObjects(inv *inventory.Inventory, seed *inventory.Host) ([]runtime.Object, error) {
 	// kube-proxy runs on every node: with the node-local proxy, 127.0.0.1:6443
 	// is the proxy on a worker and the local API server on a control plane.
-	server := inv.NodeServerURL()
+	server, err := pki.NodeServerURL(inv)
+	if err != nil {
+		return nil, fmt.Errorf("build kube-proxy config: %w", err)
+	}
 	kubeconfig, err := kubeProxyKubeconfig(server)
 	if err != nil {
 		return nil, fmt.Errorf("marshal kube-proxy kubeconfig: %w", err)
 	}
-	config, err := yaml.Marshal(KubeProxyConfiguration(inv))
+	config, err := yaml.Marshal(KubeProxyConfiguration(inv, seed))
 	if err != nil {
 		return nil, fmt.Errorf("marshal kube-proxy config: %w", err)
 	}

@@ -74,6 +74,10 @@ type ClusterParams struct {
 	// Encryption: the API servers read an encryption configuration (the
 	// cluster has encryption keys), so kubeadm-config records its flag.
 	Encryption bool
+	// Seed is the control plane the cluster's API endpoint is on without a
+	// controlPlaneEndpoint (kubeadm's init node), as the caller decided it:
+	// kube-proxy binds to its address family.
+	Seed *inventory.Host
 }
 
 // ClusterObjects returns every API object `kubeadm init` creates once the control
@@ -148,7 +152,7 @@ func ClusterObjects(inv *inventory.Inventory, p ClusterParams) ([]runtime.Object
 		roleBinding(metav1.NamespacePublic, clusterInfoRole, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "system:anonymous"}),
 	)
 
-	proxy, err := kubeProxyObjects(inv)
+	proxy, err := kubeProxyObjects(inv, p.Seed)
 	if err != nil {
 		return nil, err
 	}

@@ -478,8 +478,32 @@ func TestKubeProxyModeIsSetFromV137AsKubeadmDoes(t *testing.T) {
 	} {
 		inv := exampleInventory()
 		inv.Cluster.KubernetesVersion = tc.version
-		if got := KubeProxyConfiguration(inv).Mode; string(got) != tc.mode {
+		if got := KubeProxyConfiguration(inv, inv.FirstControlPlane()).Mode; string(got) != tc.mode {
 			t.Errorf("%s: kube-proxy mode %q, want %q (kubeadm up to v1.36 leaves it to kube-proxy's default)", tc.version, got, tc.mode)
+		}
+	}
+}
+
+func TestKubeProxyBindsToTheSeedsAddressFamily(t *testing.T) {
+	inv := exampleInventory()
+	inv.Hosts[1].Address = "fd00::12" // cp2; cp1, the file's first, stays IPv4
+	for _, tc := range []struct {
+		seed *inventory.Host
+		bind string
+	}{
+		{inv.Host("cp1"), "0.0.0.0"},
+		{inv.Host("cp2"), "::"},
+	} {
+		objs, err := ClusterObjects(inv, ClusterParams{Seed: tc.seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg kubeproxyv1alpha1.KubeProxyConfiguration
+		if err := yaml.Unmarshal([]byte(find[*corev1.ConfigMap](t, objs, "kube-proxy").Data["config.conf"]), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.BindAddress != tc.bind {
+			t.Errorf("seed %s: kube-proxy binds to %q; want %q", tc.seed.Name, cfg.BindAddress, tc.bind)
 		}
 	}
 }

@@ -119,8 +119,8 @@ type NodeCert struct {
 }
 
 // NodeCertificates lists the certificate files kubeforge puts on host h, for
-// `certs check-expiration --hosts`.
-func NodeCertificates(inv *inventory.Inventory, h *inventory.Host) []NodeCert {
+// `certs check-expiration --hosts` (seed as in Ensure).
+func NodeCertificates(inv *inventory.Inventory, seed, h *inventory.Host) []NodeCert {
 	out := []NodeCert{{Name: CAName, Path: path.Join(PKIDir, "ca.crt")}}
 	if !h.IsControlPlane() {
 		return out
@@ -129,7 +129,7 @@ func NodeCertificates(inv *inventory.Inventory, h *inventory.Host) []NodeCert {
 		out = append(out, NodeCert{Name: s.Name, Path: path.Join(PKIDir, s.BaseName+".crt")})
 	}
 	for _, spec := range leafSpecs {
-		if !spec.Hosts(inv, h) {
+		if !spec.Hosts(h, seed) {
 			continue
 		}
 		p := path.Join(PKIDir, spec.BaseName+".crt")

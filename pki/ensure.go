@@ -369,7 +369,11 @@ func targets(inv *inventory.Inventory) []target {
 //     third of a shorter validity), or its subject, key usages or SANs differ from
 //     what the inventory asks. A key that does not match its certificate is an
 //     error. A change of validity or key type alone does not re-issue anything.
-func Ensure(inv *inventory.Inventory, b *Bundle, opt Options) ([]Change, error) {
+//
+// seed is the control plane the cluster's API endpoint is on (kubeadm's init
+// node), as the caller decided it: it alone of the control planes holds
+// super-admin.conf.
+func Ensure(inv *inventory.Inventory, seed *inventory.Host, b *Bundle, opt Options) ([]Change, error) {
 	opt, err := opt.resolve(inv)
 	if err != nil {
 		return nil, fmt.Errorf("ensure pki: %w", err)
@@ -388,7 +392,7 @@ func Ensure(inv *inventory.Inventory, b *Bundle, opt Options) ([]Change, error) 
 	}
 	changes = append(changes, c)
 
-	leaves, err := b.ensureLeaves(inv, opt, false, func(string) bool { return true })
+	leaves, err := b.ensureLeaves(inv, seed, opt, false, func(string) bool { return true })
 	if err != nil {
 		return nil, fmt.Errorf("ensure pki: %w", err)
 	}
@@ -396,12 +400,12 @@ func Ensure(inv *inventory.Inventory, b *Bundle, opt Options) ([]Change, error) 
 }
 
 // ensureLeaves ensures (or, with renew, re-issues) the leaves chosen by name
-// on every host that has them.
-func (b *Bundle) ensureLeaves(inv *inventory.Inventory, opt Options, renew bool, chosen func(name string) bool) ([]Change, error) {
+// on every host that has them (seed as in Ensure).
+func (b *Bundle) ensureLeaves(inv *inventory.Inventory, seed *inventory.Host, opt Options, renew bool, chosen func(name string) bool) ([]Change, error) {
 	var changes []Change
 	for _, t := range targets(inv) {
 		for _, spec := range leafSpecs {
-			if !chosen(spec.Name) || !spec.Hosts(inv, t.Host) {
+			if !chosen(spec.Name) || !spec.Hosts(t.Host, seed) {
 				continue
 			}
 			c, err := b.ensureLeaf(inv, t, spec, opt, renew)
@@ -570,8 +574,8 @@ func (b *Bundle) ensureLeaf(inv *inventory.Inventory, t target, spec leafSpec, o
 // "apiserver", "etcd-server", "admin.conf") on every host that has them, with new
 // keys, as `kubeadm certs renew` does. "all" is kubeadm's list: every leaf but
 // kubelet.conf, whose client certificate the kubelet rotates itself (name it to
-// renew it anyway). Renewing needs the signing CA's key.
-func (b *Bundle) Renew(inv *inventory.Inventory, names []string, opt Options) ([]Change, error) {
+// renew it anyway). Renewing needs the signing CA's key. seed is as in Ensure.
+func (b *Bundle) Renew(inv *inventory.Inventory, seed *inventory.Host, names []string, opt Options) ([]Change, error) {
 	opt, err := opt.resolve(inv)
 	if err != nil {
 		return nil, fmt.Errorf("renew certificates: %w", err)
@@ -599,7 +603,7 @@ func (b *Bundle) Renew(inv *inventory.Inventory, names []string, opt Options) ([
 			return nil, fmt.Errorf("renew certificates: CA %s is missing; run certs generate first", ca.Name)
 		}
 	}
-	changes, err := b.ensureLeaves(inv, opt, true, func(name string) bool { return want[name] })
+	changes, err := b.ensureLeaves(inv, seed, opt, true, func(name string) bool { return want[name] })
 	if err != nil {
 		return nil, fmt.Errorf("renew certificates: %w", err)
 	}

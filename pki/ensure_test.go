@@ -29,7 +29,7 @@ func TestSecondEnsureChangesNothingAndSaveWritesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	changes, err := Ensure(inv, b, opt)
+	changes, err := Ensure(inv, inv.FirstControlPlane(), b, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestCertSANChangeReissuesOnlyAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	changes, err := Ensure(inv, b, opt)
+	changes, err := Ensure(inv, inv.FirstControlPlane(), b, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestEnsureReissuesExpiringLeavesOnly(t *testing.T) {
 	b, _ := generated(t, inv, opt)
 	later := opt.Now().Add(340 * 24 * time.Hour) // 25 days left on leaves
 	opt.Now = func() time.Time { return later }
-	changes, err := Ensure(inv, b, opt)
+	changes, err := Ensure(inv, inv.FirstControlPlane(), b, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestRenew(t *testing.T) {
 	old := b.leaves[leafID{Host: "cp1", Name: "apiserver"}]
 	oldPeer := b.leaves[leafID{Host: "cp1", Name: "etcd-peer"}]
 
-	changes, err := b.Renew(inv, []string{"apiserver"}, opt)
+	changes, err := b.Renew(inv, inv.FirstControlPlane(), []string{"apiserver"}, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestRenew(t *testing.T) {
 		t.Error("renewing apiserver touched etcd-peer")
 	}
 
-	changes, err = b.Renew(inv, []string{"all"}, opt)
+	changes, err = b.Renew(inv, inv.FirstControlPlane(), []string{"all"}, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestRenew(t *testing.T) {
 	if len(changes) != 3*10+1+2 {
 		t.Errorf("renew all: %d changes", len(changes))
 	}
-	if _, err := b.Renew(inv, []string{"apiserverr"}, opt); err == nil || !strings.Contains(err.Error(), `unknown certificate "apiserverr"`) {
+	if _, err := b.Renew(inv, inv.FirstControlPlane(), []string{"apiserverr"}, opt); err == nil || !strings.Contains(err.Error(), `unknown certificate "apiserverr"`) {
 		t.Errorf("unknown name: %v", err)
 	}
 }
@@ -232,7 +232,7 @@ func TestExternalCAWithKeyIsUsedAsIs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	changes, err := Ensure(inv, b, ecdsaOpts())
+	changes, err := Ensure(inv, inv.FirstControlPlane(), b, ecdsaOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,14 +263,14 @@ func TestExternalCAWithoutKeyAcceptedWhenLeavesExist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	changes, err := Ensure(inv, b, opt)
+	changes, err := Ensure(inv, inv.FirstControlPlane(), b, opt)
 	if err != nil {
 		t.Fatalf("leaves-only external CA: %v", err)
 	}
 	if changes[0].Reason != "external CA: no key" {
 		t.Errorf("ca change: %s", changes[0])
 	}
-	files, err := b.NodeFiles(inv, inv.Host("cp1"))
+	files, err := b.NodeFiles(inv, inv.FirstControlPlane(), inv.Host("cp1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +349,7 @@ func TestEnsureRejectsBadInputs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = Ensure(inv, b, opt)
+			_, err = Ensure(inv, inv.FirstControlPlane(), b, opt)
 			want := strings.ReplaceAll(tt.want, "%DIR%", dir)
 			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Errorf("Ensure error:\n got %v\nwant containing %q", err, want)
@@ -422,7 +422,7 @@ func TestServerURL(t *testing.T) {
 		if i == len(tests)-1 {
 			inv.Hosts = nil
 		}
-		got, err := ServerURL(inv)
+		got, err := ServerURL(inv, inv.FirstControlPlane())
 		if tt.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.err) {
 				t.Errorf("%q: error %v, want %q", tt.endpoint, err, tt.err)
@@ -457,15 +457,15 @@ func TestAPIServerSANsFollowInventory(t *testing.T) {
 	}
 
 	inv.Cluster.CertSANs = []string{"not a name!"}
-	if _, err := Ensure(inv, b, ecdsaOpts()); err == nil || !strings.Contains(err.Error(), `certSANs entry "not a name!"`) {
+	if _, err := Ensure(inv, inv.FirstControlPlane(), b, ecdsaOpts()); err == nil || !strings.Contains(err.Error(), `certSANs entry "not a name!"`) {
 		t.Errorf("bad SAN: %v", err)
 	}
 	inv = testInventory()
 	inv.Hosts[1].Address, inv.Hosts[1].InternalAddress = "cp2.example.com", ""
-	if _, err := Ensure(inv, b, ecdsaOpts()); err == nil || !strings.Contains(err.Error(), "host cp2: address \"cp2.example.com\" is not an IP address") {
+	if _, err := Ensure(inv, inv.FirstControlPlane(), b, ecdsaOpts()); err == nil || !strings.Contains(err.Error(), "host cp2: address \"cp2.example.com\" is not an IP address") {
 		t.Errorf("hostname address: %v", err)
 	}
-	if _, err := Ensure(testInventory(), b, Options{KeyType: "dsa"}); err == nil || !strings.Contains(err.Error(), `key type "dsa" is not supported`) {
+	if _, err := Ensure(testInventory(), nil, b, Options{KeyType: "dsa"}); err == nil || !strings.Contains(err.Error(), `key type "dsa" is not supported`) {
 		t.Errorf("bad key type: %v", err)
 	}
 }

@@ -55,7 +55,7 @@ func generated(t *testing.T, inv *inventory.Inventory, opt Options) (*Bundle, st
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Ensure(inv, b, opt); err != nil {
+	if _, err := Ensure(inv, inv.FirstControlPlane(), b, opt); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
 	if err := b.Save(dir); err != nil {

@@ -62,15 +62,15 @@ func (b *Bundle) SuperAdminKubeconfig(cluster, server string) ([]byte, error) {
 // NodeFiles returns the PKI files and kubeconfigs host h receives, at kubeadm's
 // paths under /etc/kubernetes. A control plane gets the CAs with their keys (when
 // kubeforge holds them), its own leaves, sa.key/sa.pub, admin.conf,
-// controller-manager.conf, scheduler.conf, kubelet.conf and, on the first control
-// plane only, super-admin.conf; and the encryption configuration when the
-// cluster has encryption at rest. admin.conf and super-admin.conf point at the
+// controller-manager.conf, scheduler.conf, kubelet.conf and, on the seed only
+// (seed as in Ensure), super-admin.conf; and the encryption configuration
+// when the cluster has encryption at rest. admin.conf and super-admin.conf point at the
 // controlPlaneEndpoint, or without one (as kubeadm) at the host's own API
 // server; controller-manager.conf, scheduler.conf and kubelet.conf at
 // the local API server (kubeadm 1.37's control-plane kubelet local mode). A worker
 // gets pki/ca.crt only: its bootstrap-kubelet.conf needs a token (see
 // BootstrapKubeletFile), and it never gets a CA key.
-func (b *Bundle) NodeFiles(inv *inventory.Inventory, h *inventory.Host) ([]File, error) {
+func (b *Bundle) NodeFiles(inv *inventory.Inventory, seed, h *inventory.Host) ([]File, error) {
 	ca := b.cas[CAName]
 	if ca == nil || ca.Cert == nil {
 		return nil, fmt.Errorf("render node files for %s: the cluster CA is missing (run Ensure first)", h.Name)
@@ -109,12 +109,12 @@ func (b *Bundle) NodeFiles(inv *inventory.Inventory, h *inventory.Host) ([]File,
 		files = append(files, File{Path: EncryptionConfigPath, Mode: 0o600, Data: data})
 	}
 
-	endpoint, err := ServerURL(inv)
+	endpoint, err := ServerURL(inv, seed)
 	if err != nil {
 		return nil, fmt.Errorf("render node files for %s: %w", h.Name, err)
 	}
 	for _, spec := range leafSpecs {
-		if !spec.Hosts(inv, h) {
+		if !spec.Hosts(h, seed) {
 			continue
 		}
 		if spec.Kubeconfig == "" {
@@ -144,10 +144,10 @@ func (b *Bundle) NodeFiles(inv *inventory.Inventory, h *inventory.Host) ([]File,
 // node: the cluster CA, the server of the workers' kubelets (the cluster
 // endpoint, or the node-local API proxy) and token t.
 func (b *Bundle) BootstrapKubeletFile(inv *inventory.Inventory, t BootstrapToken) (File, error) {
-	if _, err := ServerURL(inv); err != nil {
+	server, err := NodeServerURL(inv)
+	if err != nil {
 		return File{}, fmt.Errorf("render bootstrap-kubelet.conf: %w", err)
 	}
-	server := inv.NodeServerURL()
 	data, err := BootstrapKubeconfig(b.CACertPEM(), server, t)
 	if err != nil {
 		return File{}, err

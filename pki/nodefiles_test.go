@@ -44,7 +44,7 @@ func TestNodeFiles(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.host, func(t *testing.T) {
-			files, err := b.NodeFiles(inv, inv.Host(tt.host))
+			files, err := b.NodeFiles(inv, inv.FirstControlPlane(), inv.Host(tt.host))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,7 +90,7 @@ func TestNodeKubeconfigs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.host+"/"+tt.file, func(t *testing.T) {
-			files, err := b.NodeFiles(inv, inv.Host(tt.host))
+			files, err := b.NodeFiles(inv, inv.FirstControlPlane(), inv.Host(tt.host))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,7 +106,7 @@ func TestNodeKubeconfigs(t *testing.T) {
 	noEP := testInventory()
 	noEP.Cluster.ControlPlaneEndpoint = ""
 	for _, host := range []string{"cp1", "cp2"} {
-		files, err := b.NodeFiles(noEP, noEP.Host(host))
+		files, err := b.NodeFiles(noEP, noEP.FirstControlPlane(), noEP.Host(host))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +180,7 @@ func TestWorkersNeverGetCAKeys(t *testing.T) {
 	inv := testInventory()
 	b, _ := generated(t, inv, ecdsaOpts())
 	for _, h := range inv.Workers() {
-		files, err := b.NodeFiles(inv, h)
+		files, err := b.NodeFiles(inv, inv.FirstControlPlane(), h)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,7 +197,7 @@ func TestExpirationReadsCertsAndKubeconfigs(t *testing.T) {
 	opt := ecdsaOpts()
 	b, dir := generated(t, inv, opt)
 	now := opt.Now()
-	files, err := b.NodeFiles(inv, inv.Host("cp2"))
+	files, err := b.NodeFiles(inv, inv.FirstControlPlane(), inv.Host("cp2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestExpirationReadsCertsAndKubeconfigs(t *testing.T) {
 	for _, f := range files {
 		byPath[f.Path] = f.Data
 	}
-	for _, nc := range NodeCertificates(inv, inv.Host("cp2")) {
+	for _, nc := range NodeCertificates(inv, inv.FirstControlPlane(), inv.Host("cp2")) {
 		data, ok := byPath[nc.Path]
 		if !ok {
 			t.Errorf("NodeCertificates lists %s, which the node does not receive", nc.Path)
@@ -246,7 +246,7 @@ func mustRead(t *testing.T, p string) string {
 func TestOpenSSLChecksKeyPairs(t *testing.T) {
 	inv := testInventory()
 	b, _ := generated(t, inv, ecdsaOpts())
-	files, err := b.NodeFiles(inv, inv.Host("cp1"))
+	files, err := b.NodeFiles(inv, inv.FirstControlPlane(), inv.Host("cp1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,5 +280,46 @@ func TestOpenSSLChecksKeyPairs(t *testing.T) {
 	saPub := pub("pkey", "-pubout", "-in", filepath.Join(root, "etc/kubernetes/pki/sa.key"))
 	if saPub != mustRead(t, filepath.Join(root, "etc/kubernetes/pki/sa.pub")) {
 		t.Error("sa.pub is not the public half of sa.key")
+	}
+}
+
+func TestSuperAdminGoesToTheSeedGivenNotTheFilesFirst(t *testing.T) {
+	inv := testInventory()
+	inv.Cluster.ControlPlaneEndpoint = ""
+	seed := inv.Host("cp2")
+	dir := filepath.Join(t.TempDir(), "pki")
+	b, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, err := Ensure(inv, seed, b, ecdsaOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holders []string
+	for _, c := range changes {
+		if c.Name == "super-admin.conf" {
+			holders = append(holders, c.Host)
+		}
+	}
+	if got := strings.Join(holders, ","); got != ",cp2" {
+		t.Errorf("super-admin.conf issued for %q; want the workstation and cp2, the seed", got)
+	}
+	for _, h := range inv.ControlPlanes() {
+		files, err := b.NodeFiles(inv, seed, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		has := slices.ContainsFunc(files, func(f File) bool { return f.Path == "/etc/kubernetes/super-admin.conf" })
+		listed := slices.ContainsFunc(NodeCertificates(inv, seed, h), func(nc NodeCert) bool { return nc.Name == "super-admin.conf" })
+		if want := h.Name == "cp2"; has != want || listed != want {
+			t.Errorf("%s: super-admin.conf rendered %v, listed for check-expiration %v; want %v", h.Name, has, listed, want)
+		}
+	}
+	if got, err := ServerURL(inv, seed); err != nil || got != "https://10.0.0.12:6443" {
+		t.Errorf("ServerURL = %q, %v; want cp2's", got, err)
+	}
+	if _, err := b.NodeFiles(inv, nil, inv.Host("cp1")); err == nil {
+		t.Error("a control plane's files rendered without a seed or an endpoint")
 	}
 }

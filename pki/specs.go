@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -77,20 +78,23 @@ type leafSpec struct {
 	BaseName   string // path under the host's pki directory, without extension
 	CAName     string
 	Kubeconfig string // file name under /etc/kubernetes for kubeconfig client certs
-	// Hosts reports whether host h gets this leaf (h is nil for workstation leaves).
-	Hosts  func(inv *inventory.Inventory, h *inventory.Host) bool
+	// Hosts reports whether host h gets this leaf (h is nil for workstation
+	// leaves); seed is the control plane the cluster's API endpoint is on
+	// without a controlPlaneEndpoint (kubeadm's init node), as the caller
+	// decided it.
+	Hosts  func(h, seed *inventory.Host) bool
 	Config func(inv *inventory.Inventory, h *inventory.Host) (leafConfig, error)
 }
 
-func onControlPlanes(_ *inventory.Inventory, h *inventory.Host) bool {
+func onControlPlanes(h, _ *inventory.Host) bool {
 	return h != nil && h.IsControlPlane()
 }
 
-func onFirstControlPlane(inv *inventory.Inventory, h *inventory.Host) bool {
-	return h != nil && h.IsControlPlane() && inv.FirstControlPlane() == h
+func onSeed(h, seed *inventory.Host) bool {
+	return h != nil && seed != nil && h.IsControlPlane() && h.Name == seed.Name
 }
 
-func onWorkstation(_ *inventory.Inventory, h *inventory.Host) bool { return h == nil }
+func onWorkstation(h, _ *inventory.Host) bool { return h == nil }
 
 func fixed(cn string, org []string, usages ...x509.ExtKeyUsage) func(*inventory.Inventory, *inventory.Host) (leafConfig, error) {
 	return func(*inventory.Inventory, *inventory.Host) (leafConfig, error) {
@@ -121,11 +125,11 @@ var leafSpecs = []leafSpec{
 		Config: fixed("kube-apiserver-etcd-client", nil, clientAuth)},
 
 	{Name: "admin.conf", BaseName: "kubeconfig/admin", CAName: CAName, Kubeconfig: "admin.conf",
-		Hosts:  func(inv *inventory.Inventory, h *inventory.Host) bool { return h == nil || h.IsControlPlane() },
+		Hosts:  func(h, _ *inventory.Host) bool { return h == nil || h.IsControlPlane() },
 		Config: fixed("kubernetes-admin", []string{ClusterAdminsGroup}, clientAuth)},
 	{Name: "super-admin.conf", BaseName: "kubeconfig/super-admin", CAName: CAName, Kubeconfig: "super-admin.conf",
-		Hosts: func(inv *inventory.Inventory, h *inventory.Host) bool {
-			return onWorkstation(inv, h) || onFirstControlPlane(inv, h)
+		Hosts: func(h, seed *inventory.Host) bool {
+			return onWorkstation(h, seed) || onSeed(h, seed)
 		},
 		Config: fixed("kubernetes-super-admin", []string{SystemMastersGroup}, clientAuth)},
 	{Name: "controller-manager.conf", BaseName: "kubeconfig/controller-manager", CAName: CAName,
@@ -193,8 +197,7 @@ func apiserverConfig(inv *inventory.Inventory, h *inventory.Host) (leafConfig, e
 		// The workers' node-local proxy passes TLS through: clients dial 127.0.0.1.
 		alt.IPs = append(alt.IPs, net.ParseIP(inventory.APIProxyHost))
 	}
-	if inv.Cluster.ControlPlaneEndpoint != "" {
-		host, _ := inv.Endpoint()
+	if host, _, ok := inv.ConfiguredEndpoint(); ok {
 		if ip := netutils.ParseIPSloppy(host); ip != nil {
 			alt.IPs = append(alt.IPs, ip)
 		} else {
@@ -249,14 +252,27 @@ func apiServerVirtualIP(subnet string) (net.IP, error) {
 	return ip, nil
 }
 
-// ServerURL is the cluster's API endpoint (inventory.ServerURL), or an error
-// when the inventory has neither a controlPlaneEndpoint nor a control plane.
-func ServerURL(inv *inventory.Inventory) (string, error) {
-	if h, _ := inv.Endpoint(); h == "" {
-		return "", fmt.Errorf("get API server endpoint: the inventory has no control-plane host and no controlPlaneEndpoint")
+// ServerURL is the cluster's API endpoint (inventory.ServerURL) with seed the
+// control plane it is on without a controlPlaneEndpoint, or an error when
+// there is neither.
+func ServerURL(inv *inventory.Inventory, seed *inventory.Host) (string, error) {
+	if h, _ := inv.Endpoint(seed); h == "" {
+		return "", errNoEndpoint
 	}
-	return inv.ServerURL(), nil
+	return inv.ServerURL(seed), nil
 }
+
+// NodeServerURL is the server of the nodes' kubelets and kube-proxy
+// (inventory.NodeServerURL), or an error when the inventory has neither a
+// controlPlaneEndpoint nor a control plane.
+func NodeServerURL(inv *inventory.Inventory) (string, error) {
+	if _, _, ok := inv.ConfiguredEndpoint(); !ok && len(inv.ControlPlanes()) == 0 {
+		return "", errNoEndpoint
+	}
+	return inv.NodeServerURL(), nil
+}
+
+var errNoEndpoint = errors.New("get API server endpoint: the inventory has no control-plane host and no controlPlaneEndpoint")
 
 // LocalServerURL is the API server of control plane h: https://<node IP>:6443.
 func LocalServerURL(h *inventory.Host) string {

@@ -30,7 +30,9 @@ func RenewCerts(opts *Options, names []string) ([]pki.Change, string, error) {
 			return err
 		}
 		opt := pki.Options{Validity: inv.Cluster.CertificateValidity.Duration, KeyType: inv.Cluster.KeyType, Now: time.Now}
-		if changes, err = b.Renew(inv, names, opt); err != nil {
+		// Offline: no host is asked where the API is, so the seed is the
+		// default one, the file's first control plane (as `up` before it observes).
+		if changes, err = b.Renew(inv, inv.FirstControlPlane(), names, opt); err != nil {
 			return err
 		}
 		return b.Save(dir)

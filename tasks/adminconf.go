@@ -94,7 +94,7 @@ func ChooseServer(current string, probes []ServerProbe) (ServerChoice, error) {
 func APIServers(inv *inventory.Inventory) []APIServer {
 	var out []APIServer
 	if inv.Cluster.ControlPlaneEndpoint != "" {
-		out = append(out, APIServer{Server: inv.ServerURL()})
+		out = append(out, APIServer{Server: inv.ServerURL(nil)}) // the endpoint: no seed plays a part
 	}
 	for _, cp := range inv.ControlPlanes() {
 		if !cp.Remove {
@@ -216,7 +216,7 @@ func LiveAdminKubeconfig(ctx context.Context, inv *inventory.Inventory, stateDir
 // answering: followLiveAPIServer); else the seed's.
 func (e *Env) adminServer() string {
 	if e.Inv.Cluster.ControlPlaneEndpoint != "" {
-		return e.Inv.ServerURL()
+		return e.serverURL()
 	}
 	if data, err := os.ReadFile(e.AdminKubeconfigPath()); err == nil {
 		if current, err := kubeconfigServer(data); err == nil {
@@ -227,7 +227,7 @@ func (e *Env) adminServer() string {
 			}
 		}
 	}
-	return e.Inv.ServerURL()
+	return e.serverURL()
 }
 
 // tunnelReadyz is the ServerProber of a run: it asks the control plane's

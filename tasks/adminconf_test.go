@@ -179,7 +179,7 @@ func TestARunMovesTheAdminKubeconfigOffADeadServer(t *testing.T) {
 			for _, s := range tt.up {
 				f.up[s] = true
 			}
-			admin, err := env.PKI.AdminKubeconfig("c", env.Inv.ServerURL())
+			admin, err := env.PKI.AdminKubeconfig("c", env.serverURL())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -59,7 +59,7 @@ func ConnectAPI(ctx context.Context, env *Env) error {
 	if env.Kube != nil {
 		return nil
 	}
-	admin, err := env.PKI.AdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
+	admin, err := env.PKI.AdminKubeconfig(env.Inv.Cluster.Name, env.serverURL())
 	if err != nil {
 		return fmt.Errorf("make admin kubeconfig: %w", err)
 	}

@@ -33,7 +33,7 @@ import (
 // holds encryption keys.
 func (e *Env) clusterParams() manifests.ClusterParams {
 	// As the static pods have it (render.go): the API servers read the encryption config once keys exist.
-	p := manifests.ClusterParams{Encryption: e.PKI != nil && len(e.PKI.EncryptionKeys()) > 0}
+	p := manifests.ClusterParams{Encryption: e.PKI != nil && len(e.PKI.EncryptionKeys()) > 0, Seed: e.Seed()}
 	for _, h := range e.Hosts(e.Inv.Hosts) {
 		if h.Facts != nil && !h.Facts.CgroupV2 {
 			p.CgroupV1 = true
@@ -66,7 +66,7 @@ func Bootstrap(ctx context.Context, env *Env) error {
 	}
 	// The first object is the kubeadm:cluster-admins binding that admin.conf
 	// needs; only super-admin (system:masters) can make it.
-	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
+	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.Cluster.Name, env.serverURL())
 	if err != nil {
 		return fmt.Errorf("make super-admin kubeconfig: %w", err)
 	}
@@ -294,7 +294,7 @@ func DeleteJoinToken(ctx context.Context, env *Env) error {
 // and, given a token, its JWS signature, so `kubeadm join --discovery-token`
 // works. Nothing is written when it is already as wanted.
 func publishClusterInfo(ctx context.Context, env *Env, h *Host, kc kubernetes.Interface, tok *pki.BootstrapToken) error {
-	ci, err := pki.ClusterInfoKubeconfig(env.PKI.CACertPEM(), env.Inv.ServerURL())
+	ci, err := pki.ClusterInfoKubeconfig(env.PKI.CACertPEM(), env.serverURL())
 	if err != nil {
 		return fmt.Errorf("make cluster-info: %w", err)
 	}

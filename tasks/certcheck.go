@@ -17,7 +17,7 @@ import (
 // records its expiry for `kubeforge certs check-expiration --hosts`.
 func ReadNodeCerts(ctx context.Context, env *Env, h *Host) error {
 	now := time.Now()
-	for _, nc := range pki.NodeCertificates(env.Inv, h.Host) {
+	for _, nc := range pki.NodeCertificates(env.Inv, env.Seed(), h.Host) {
 		data, err := h.Client.ReadFile(ctx, nc.Path)
 		if errors.Is(err, os.ErrNotExist) {
 			continue

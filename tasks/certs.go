@@ -38,7 +38,7 @@ func EnsureCerts(_ context.Context, env *Env) error {
 // ensurePKI makes what is missing or invalid in b, in memory, and makes b
 // the run's PKI.
 func (e *Env) ensurePKI(b *pki.Bundle) error {
-	changes, err := pki.Ensure(e.Inv, b, e.pkiOptions())
+	changes, err := pki.Ensure(e.Inv, e.Seed(), b, e.pkiOptions())
 	if err != nil {
 		return fmt.Errorf("generate PKI: %w", err)
 	}

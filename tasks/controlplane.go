@@ -144,7 +144,7 @@ func waitReplaced(ctx context.Context, h *Host, comm, before string, timeout tim
 // waitAPIServer polls /readyz on h's API server through the SSH tunnel. On
 // timeout it reports which static pods did not come up and their last logs.
 func waitAPIServer(ctx context.Context, env *Env, h *Host) error {
-	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
+	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.Cluster.Name, env.serverURL())
 	if err != nil {
 		return fmt.Errorf("make super-admin kubeconfig: %w", err)
 	}

@@ -32,7 +32,7 @@ func TestRestoreKeepsTheArchiveKeys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := pki.Ensure(env0.Inv, b, pki.Options{KeyType: "ecdsa", Now: time.Now}); err != nil {
+		if _, err := pki.Ensure(env0.Inv, env0.Seed(), b, pki.Options{KeyType: "ecdsa", Now: time.Now}); err != nil {
 			t.Fatal(err)
 		}
 		b.SetEncryptionKeys(keys)

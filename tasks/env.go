@@ -79,7 +79,8 @@ type Env struct {
 	warnings    []string
 	etcdParams  map[string]manifests.EtcdParams
 	certChanges []pki.Change
-	etcdVia     *Host // the staying control plane a teardown plan read etcd's membership through
+	etcdVia     *Host  // the staying control plane a teardown plan read etcd's membership through
+	seed        string // the seed's name, once ChooseSeed observed it or DecideRoles chose it (Seed)
 	unreachable map[string]bool
 	// stop is set by RequestStop: the run ends at the next safe point.
 	stop atomic.Bool
@@ -106,6 +107,35 @@ type Env struct {
 	// the run converges to; scale removes them.
 	Leaving []*Host
 }
+
+// Seed is the control plane whose address is the cluster's API endpoint
+// when there is no controlPlaneEndpoint, and which holds super-admin.conf
+// (kubeadm's init node): the one the kubelets use (ChooseSeed), or the one a
+// new cluster is initialised on (DecideRoles). While nothing decided it, it
+// is the default seed, the first control plane of the file that stays. Nil
+// without control planes. pki and manifests receive it from here.
+func (e *Env) Seed() *inventory.Host {
+	e.mu.Lock()
+	name := e.seed
+	e.mu.Unlock()
+	if h := e.Inv.Host(name); h != nil && h.IsControlPlane() {
+		return h
+	}
+	return e.Inv.FirstControlPlane()
+}
+
+// setSeed records the seed a step decided (Seed), and reports whether it
+// differs from the one recorded before.
+func (e *Env) setSeed(name string) (changed bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	changed, e.seed = e.seed != name, name
+	return changed
+}
+
+// serverURL is the cluster's API server URL: the controlPlaneEndpoint, else
+// the seed's API server.
+func (e *Env) serverURL() string { return e.Inv.ServerURL(e.Seed()) }
 
 // RequestStop asks the run to stop at its next safe point (between steps, or
 // between batches of a batched step); the work under way finishes.

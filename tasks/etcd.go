@@ -24,7 +24,7 @@ import (
 // etcdClient connects to the etcd member of control plane via, through its SSH
 // connection, with the API server's etcd client certificate (as kubeadm does).
 func etcdClient(ctx context.Context, env *Env, via *Host) (*clientv3.Client, error) {
-	files, err := env.PKI.NodeFiles(env.Inv, via.Host)
+	files, err := env.PKI.NodeFiles(env.Inv, env.Seed(), via.Host)
 	if err != nil {
 		return nil, fmt.Errorf("etcd client certificate: %w", err)
 	}

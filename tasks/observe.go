@@ -106,10 +106,9 @@ func ChooseSeed(_ context.Context, env *Env) error {
 	}
 	for _, cp := range env.Inv.ControlPlanes() {
 		if pki.LocalServerURL(cp) == best {
-			if env.Inv.Seed != cp.Name {
+			if env.setSeed(cp.Name) {
 				env.Log.Info("API endpoint observed on the hosts", "server", best, "control-plane", cp.Name)
 			}
-			env.Inv.Seed = cp.Name
 			return nil
 		}
 	}
@@ -195,7 +194,7 @@ func etcdMembers(ctx context.Context, env *Env, h *Host, patience time.Duration)
 
 // apiAnswers reports whether h's API server answers /readyz within a few seconds.
 func apiAnswers(ctx context.Context, env *Env, h *Host) bool {
-	admin, err := env.PKI.AdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
+	admin, err := env.PKI.AdminKubeconfig(env.Inv.Cluster.Name, env.serverURL())
 	if err != nil {
 		return false
 	}
@@ -287,7 +286,7 @@ func superAdminClient(env *Env) (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, err
 	}
-	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
+	super, err := env.PKI.SuperAdminKubeconfig(env.Inv.Cluster.Name, env.serverURL())
 	if err != nil {
 		return nil, fmt.Errorf("make super-admin kubeconfig: %w", err)
 	}

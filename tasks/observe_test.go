@@ -184,10 +184,10 @@ func TestInitialSeedFollowsTheKubeletsNotTheFile(t *testing.T) {
 	if err := ChooseSeed(context.Background(), env); err != nil {
 		t.Fatal(err)
 	}
-	if got := env.Inv.FirstControlPlane().Name; got != "cp1" {
+	if got := env.Seed().Name; got != "cp1" {
 		t.Fatalf("endpoint control plane = %s; want cp1 (where the kubelets point), not the file's first", got)
 	}
-	if got := env.Inv.ServerURL(); got != url {
+	if got := env.serverURL(); got != url {
 		t.Fatalf("server = %s; want %s", got, url)
 	}
 }
@@ -341,7 +341,7 @@ func TestClusterInfoIsPublishedWithoutAToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pki.Ensure(env.Inv, b, pki.Options{KeyType: "ecdsa", Now: time.Now}); err != nil {
+	if _, err := pki.Ensure(env.Inv, env.Seed(), b, pki.Options{KeyType: "ecdsa", Now: time.Now}); err != nil {
 		t.Fatal(err)
 	}
 	env.PKI = b

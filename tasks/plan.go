@@ -187,9 +187,11 @@ func DecideRoles(_ context.Context, env *Env) error {
 				"look at `crictl ps -a`), restore it from a backup, or, if that data is to be discarded, "+
 				"`kubeforge reset --hosts %s`; then run again", strings.Join(withData, ", "), manifests.EtcdDataDirOf(env.Inv), seen, strings.Join(withData, ","))}
 		}
-		init := env.Host(env.Inv.FirstControlPlane())
+		// A new cluster is initialised on the seed: the control plane the
+		// kubelets already use, else the first of the file.
+		init := env.Host(env.Seed())
 		p.Init = init.Name
-		env.Inv.Seed = init.Name
+		env.setSeed(init.Name)
 		params[init.Name] = manifests.EtcdParams{InitialCluster: init.Name + "=" + manifests.EtcdPeerURL(init.Host), InitialClusterState: "new"}
 		for _, cp := range cps {
 			if cp != init {
@@ -265,7 +267,7 @@ func DecideRoles(_ context.Context, env *Env) error {
 	for _, h := range env.Leaving {
 		p.Leaving = append(p.Leaving, h.Name)
 	}
-	p.Seed = env.Inv.FirstControlPlane().Name
+	p.Seed = env.Seed().Name
 	env.mu.Lock()
 	p.Warnings = append(append([]string(nil), env.warnings...), p.Warnings...)
 	for _, c := range env.certChanges {

@@ -139,7 +139,7 @@ func checkReach(ctx context.Context, env *Env, h *Host) error {
 		port int
 		why  string
 	}
-	epHost, epPort := env.Inv.Endpoint()
+	epHost, epPort := env.Inv.Endpoint(env.Seed())
 	targets := []target{{epHost, epPort, "control-plane endpoint"}}
 	var script strings.Builder
 	for _, t := range targets {

@@ -22,7 +22,7 @@ func (e *Env) NodeFiles(h *Host) ([]nodefile.File, error) {
 	if e.PKI == nil {
 		return nil, fmt.Errorf("render %s: PKI not loaded", h.Name)
 	}
-	files, err := e.PKI.NodeFiles(e.Inv, h.Host)
+	files, err := e.PKI.NodeFiles(e.Inv, e.Seed(), h.Host)
 	if err != nil {
 		return nil, fmt.Errorf("render %s certificates: %w", h.Name, err)
 	}

@@ -135,7 +135,7 @@ func pkiArchive(t *testing.T, env *Env, dir string, key *BackupKey, version stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pki.Ensure(env.Inv, b, pki.Options{KeyType: "ecdsa", Now: time.Now}); err != nil {
+	if _, err := pki.Ensure(env.Inv, env.Seed(), b, pki.Options{KeyType: "ecdsa", Now: time.Now}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Save(pkiDir); err != nil {

@@ -1103,7 +1103,7 @@ func manifestVersion(ctx context.Context, h *Host, component string) string {
 
 // apiVersion is the version h's API server reports when it is ready.
 func apiVersion(ctx context.Context, env *Env, h *Host) (string, bool) {
-	admin, err := env.PKI.AdminKubeconfig(env.Inv.Cluster.Name, env.Inv.ServerURL())
+	admin, err := env.PKI.AdminKubeconfig(env.Inv.Cluster.Name, env.serverURL())
 	if err != nil {
 		return "", false
 	}

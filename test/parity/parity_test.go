@@ -300,7 +300,7 @@ func onlyPaths(got map[string][]byte, want map[string][]byte) map[string][]byte 
 	return out
 }
 
-// renderKubeforge renders the first control plane's files and the cluster
+// renderKubeforge renders the seed's files (the file's first control plane: nothing is observed) and the cluster
 // objects, as `up` would push and apply them.
 func renderKubeforge(t *testing.T, invYAML string, trustStores []string) (map[string][]byte, []runtime.Object) {
 	t.Helper()
@@ -317,7 +317,7 @@ func renderKubeforge(t *testing.T, invYAML string, trustStores []string) (map[st
 	if err := tasks.EnsureCerts(context.Background(), env); err != nil {
 		t.Fatal(err)
 	}
-	h := env.Host(inv.FirstControlPlane())
+	h := env.Host(env.Seed())
 	// kubeadm runs in a container whose hostname is not the node name.
 	h.Facts = &tasks.Facts{CgroupV2: true, Hostname: "parity-container", TrustStores: trustStores}
 	files, err := env.NodeFiles(h)
@@ -328,12 +328,12 @@ func renderKubeforge(t *testing.T, invYAML string, trustStores []string) (map[st
 	for _, f := range files {
 		out[f.Path] = f.Data
 	}
-	objs, err := manifests.ClusterObjects(inv, manifests.ClusterParams{Encryption: len(env.PKI.EncryptionKeys()) > 0})
+	objs, err := manifests.ClusterObjects(inv, manifests.ClusterParams{Encryption: len(env.PKI.EncryptionKeys()) > 0, Seed: env.Seed()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// cluster-info is published by the cluster/bootstrap step, from this kubeconfig.
-	ci, err := pki.ClusterInfoKubeconfig(env.PKI.CACertPEM(), inv.ServerURL())
+	ci, err := pki.ClusterInfoKubeconfig(env.PKI.CACertPEM(), inv.ServerURL(env.Seed()))
 	if err != nil {
 		t.Fatal(err)
 	}
