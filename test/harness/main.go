@@ -2,7 +2,7 @@
 // network, and a ready kubeforge inventory for them.
 //
 //	go run ./test/harness up N [--control-planes K] [--dir .harness] [--artifacts DIR] [--name-prefix kf]
-//	                           [--user root|kube] [--network NAME] [--subnet CIDR] [--image IMAGE]
+//	                           [--user root|kube] [--network NAME] [--subnet CIDR] [--subnets K] [--image IMAGE]
 //	                           [--node-image NODE=IMAGE ...]
 //	go run ./test/harness status [--dir .harness] [--name-prefix kf]
 //	go run ./test/harness down   [--dir .harness] [--name-prefix kf]
@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&o.User, "user", "root", "SSH user of the inventory: root or kube (passwordless sudo)")
 		fs.StringVar(&o.Network, "network", "", "docker network (default kubeforge-harness, or kubeforge-harness-PREFIX)")
 		fs.StringVar(&o.Subnet, "subnet", harnesslib.DefaultSubnet, "IPv4 subnet of the network; nodes get .11, .12, ...")
+		fs.IntVar(&o.Subnets, "subnets", 1, "spread the nodes over K routed subnets (networks NETWORK-1..K, subnets from --subnet on), L3 only between them")
 		fs.StringVar(&o.Image, "image", harnesslib.DefaultImage, "node image (bare; "+harnesslib.ContainerdImage+" has Debian's containerd, "+harnesslib.ResolvedImage+" runs systemd-resolved)")
 		fs.Func("node-image", "NODE=IMAGE: another image for one node (repeatable)", func(v string) error {
 			n, img, ok := strings.Cut(v, "=")
@@ -96,7 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%d node(s) up. Inventory: %s\n", len(c.Nodes), c.Inventory)
 		for _, n := range c.Nodes {
-			fmt.Fprintf(stdout, "  %-6s %-15s %-14s ssh -F %s %s\n", n.Name, n.Address, n.Roles[0], filepath.Join(c.Dir, harnesslib.SSHConfig), n.Name)
+			fmt.Fprintf(stdout, "  %-6s %-15s %-14s %-28s ssh -F %s %s\n", n.Name, n.Address, n.Roles[0], n.Network, filepath.Join(c.Dir, harnesslib.SSHConfig), n.Name)
 		}
 		return nil
 	case "status":

@@ -20,6 +20,8 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 		{"up with zero nodes", []string{"up", "0"}, "give the node count"},
 		{"up with bad user", []string{"up", "2", "--user", "admin", "--dir", "DIR"}, `user "admin"`},
 		{"up with bad subnet", []string{"up", "2", "--subnet", "10.0.0.0/30", "--dir", "DIR"}, "too small"},
+		{"up with more subnets than nodes", []string{"up", "2", "--subnets", "3", "--dir", "DIR"}, "at most one per node"},
+		{"up with too many subnets", []string{"up", "20", "--subnets", "9", "--dir", "DIR"}, "subnets 9"},
 		{"unknown flag", []string{"down", "--force"}, "flag provided but not defined"},
 	}
 	for _, tt := range tests {

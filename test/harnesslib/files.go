@@ -179,7 +179,14 @@ func inventoryYAML(c *Cluster) ([]byte, error) {
 		d.Cluster.Kubelet.ResolvConf = ""
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# kubeforge inventory for the test harness %q (docker network %s, %s).\n", c.Instance, c.Network, c.Subnet)
+	nets := networkList(c.Networks)
+	if nets == "" {
+		nets = c.Network + " " + c.Subnet
+	}
+	fmt.Fprintf(&b, "# kubeforge inventory for the test harness %q (docker network %s).\n", c.Instance, nets)
+	if c.Routed() {
+		b.WriteString("# The subnets are routed through the harness machine: no two of them share an L2 segment.\n")
+	}
 	b.WriteString("# Written by `go run ./test/harness up`; `go run ./test/harness down` removes the nodes.\n")
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)

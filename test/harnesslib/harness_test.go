@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,6 +33,11 @@ func TestOptionsRejectBadInput(t *testing.T) {
 		{"subnet not ipv4", Options{Nodes: 1, Subnet: "fd00::/64"}, "IPv4"},
 		{"subnet host bits", Options{Nodes: 1, Subnet: "172.31.250.5/24"}, "host bits"},
 		{"subnet garbage", Options{Nodes: 1, Subnet: "nope"}, "parse subnet"},
+		{"negative subnets", Options{Nodes: 2, Subnets: -1}, "subnets -1: want 1..8"},
+		{"too many subnets", Options{Nodes: 12, Subnets: 9}, "subnets 9: want 1..8"},
+		{"more subnets than nodes", Options{Nodes: 2, Subnets: 3}, "at most one per node"},
+		{"subnets past the address space", Options{Nodes: 2, Subnets: 2, Subnet: "255.255.255.0/24"}, "no room for 2 subnets"},
+		{"routed subnet too small", Options{Nodes: 6, Subnets: 2, Subnet: "10.0.0.0/28"}, "too small for 6 nodes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,6 +99,128 @@ func TestPlanAssignsFixedAddressesRolesAndNames(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestPlanSpreadsNodesOverRoutedSubnets(t *testing.T) {
+	tests := []struct {
+		name         string
+		o            Options
+		wantNetworks []Network
+		wantNodes    []Node // Name, Address, Network, Gateway, Roles
+	}{
+		{
+			name: "one subnet is the one network", o: Options{Nodes: 2, NamePrefix: "kfnet", Subnet: "172.31.200.0/24"},
+			wantNetworks: []Network{{Name: "kubeforge-harness-kfnet", Subnet: "172.31.200.0/24", Gateway: "172.31.200.1"}},
+			wantNodes: []Node{
+				{Name: "node1", Address: "172.31.200.11", Network: "kubeforge-harness-kfnet", Gateway: "172.31.200.1", Roles: []string{"control-plane"}},
+				{Name: "node2", Address: "172.31.200.12", Network: "kubeforge-harness-kfnet", Gateway: "172.31.200.1", Roles: []string{"worker"}},
+			},
+		},
+		{
+			name: "control planes and workers on both subnets", o: Options{Nodes: 5, ControlPlanes: 3, Subnets: 2, NamePrefix: "kfnet", Subnet: "172.31.200.0/24"},
+			wantNetworks: []Network{
+				{Name: "kubeforge-harness-kfnet-1", Subnet: "172.31.200.0/24", Gateway: "172.31.200.1"},
+				{Name: "kubeforge-harness-kfnet-2", Subnet: "172.31.201.0/24", Gateway: "172.31.201.1"},
+			},
+			wantNodes: []Node{
+				{Name: "node1", Address: "172.31.200.11", Network: "kubeforge-harness-kfnet-1", Gateway: "172.31.200.1", Roles: []string{"control-plane"}},
+				{Name: "node2", Address: "172.31.201.12", Network: "kubeforge-harness-kfnet-2", Gateway: "172.31.201.1", Roles: []string{"control-plane"}},
+				{Name: "node3", Address: "172.31.200.13", Network: "kubeforge-harness-kfnet-1", Gateway: "172.31.200.1", Roles: []string{"control-plane"}},
+				{Name: "node4", Address: "172.31.201.14", Network: "kubeforge-harness-kfnet-2", Gateway: "172.31.201.1", Roles: []string{"worker"}},
+				{Name: "node5", Address: "172.31.200.15", Network: "kubeforge-harness-kfnet-1", Gateway: "172.31.200.1", Roles: []string{"worker"}},
+			},
+		},
+		{
+			name: "subnets follow each other at the first one's size", o: Options{Nodes: 3, Subnets: 3, Network: "n", Subnet: "10.8.0.0/23"},
+			wantNetworks: []Network{
+				{Name: "n-1", Subnet: "10.8.0.0/23", Gateway: "10.8.0.1"},
+				{Name: "n-2", Subnet: "10.8.2.0/23", Gateway: "10.8.2.1"},
+				{Name: "n-3", Subnet: "10.8.4.0/23", Gateway: "10.8.4.1"},
+			},
+			wantNodes: []Node{
+				{Name: "node1", Address: "10.8.0.11", Network: "n-1", Gateway: "10.8.0.1", Roles: []string{"control-plane"}},
+				{Name: "node2", Address: "10.8.2.12", Network: "n-2", Gateway: "10.8.2.1", Roles: []string{"worker"}},
+				{Name: "node3", Address: "10.8.4.13", Network: "n-3", Gateway: "10.8.4.1", Roles: []string{"worker"}},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := tt.o.withDefaults()
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.Dir = t.TempDir()
+			c, err := plan(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(c.Networks, tt.wantNetworks) {
+				t.Errorf("networks = %+v, want %+v", c.Networks, tt.wantNetworks)
+			}
+			if c.Network != tt.wantNetworks[0].Name || c.Subnet != tt.wantNetworks[0].Subnet || c.Gateway != tt.wantNetworks[0].Gateway {
+				t.Errorf("first network = %s %s %s, want %+v", c.Network, c.Subnet, c.Gateway, tt.wantNetworks[0])
+			}
+			if c.Routed() != (len(tt.wantNetworks) > 1) {
+				t.Errorf("Routed() = %v with %d networks", c.Routed(), len(tt.wantNetworks))
+			}
+			if len(c.Nodes) != len(tt.wantNodes) {
+				t.Fatalf("%d nodes, want %d", len(c.Nodes), len(tt.wantNodes))
+			}
+			for i, n := range c.Nodes {
+				w := tt.wantNodes[i]
+				if n.Name != w.Name || n.Address != w.Address || n.Network != w.Network || n.Gateway != w.Gateway || !slices.Equal(n.Roles, w.Roles) {
+					t.Errorf("node %d = %s %s %s gw %s %v, want %s %s %s gw %s %v", i, n.Name, n.Address, n.Network, n.Gateway, n.Roles,
+						w.Name, w.Address, w.Network, w.Gateway, w.Roles)
+				}
+			}
+			// The inventory names each node by the address it has on its own subnet.
+			b, err := inventoryYAML(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var inv inventory.Inventory
+			if err := yaml.Unmarshal(b, &inv); err != nil {
+				t.Fatal(err)
+			}
+			for i, h := range inv.Hosts {
+				if h.Name != tt.wantNodes[i].Name || h.Address != tt.wantNodes[i].Address {
+					t.Errorf("inventory host %d = %s %s, want %s %s", i, h.Name, h.Address, tt.wantNodes[i].Name, tt.wantNodes[i].Address)
+				}
+			}
+		})
+	}
+}
+
+func TestForwardRulesJoinEveryPairOfBridgesAndParseBack(t *testing.T) {
+	c := &Cluster{Instance: "kfnet", Networks: []Network{{Bridge: "br-aaaaaaaaaaaa"}, {Bridge: "br-bbbbbbbbbbbb"}, {Bridge: "br-cccccccccccc"}}}
+	rules := forwardRules(c)
+	if len(rules) != 6 {
+		t.Fatalf("forwardRules = %v, want 6 (every ordered pair)", rules)
+	}
+	// iptables -S as it prints the chain: the fence, other instances' rules (one whose name extends ours), ours.
+	var listing strings.Builder
+	listing.WriteString("-N DOCKER-USER\n-A DOCKER-USER -i br-+ ! -o br-+ -j DROP\n")
+	listing.WriteString(`-A DOCKER-USER -i br-aaaaaaaaaaaa -o br-bbbbbbbbbbbb -m comment --comment "kubeforge.harness.instance=kfnet2" -j ACCEPT` + "\n")
+	listing.WriteString(`-A DOCKER-USER -i br-aaaaaaaaaaaa -o br-bbbbbbbbbbbb -m comment --comment "kubeforge.harness.instance=kfnet" -j DROP` + "\n")
+	for _, r := range rules {
+		listing.WriteString("-A DOCKER-USER")
+		for _, a := range r.args("kfnet") {
+			if strings.HasPrefix(a, LabelInstance) {
+				a = `"` + a + `"`
+			}
+			listing.WriteString(" " + a)
+		}
+		listing.WriteString("\n")
+	}
+	listing.WriteString("-A DOCKER-USER -j RETURN\n")
+	got := parseForwardRules(listing.String(), "kfnet")
+	if !slices.Equal(got, rules) {
+		t.Errorf("parseForwardRules = %v, want exactly %v", got, rules)
+	}
+	if other := parseForwardRules(listing.String(), "kf"); len(other) != 0 {
+		t.Errorf("instance kf found rules %v of others", other)
 	}
 }
 

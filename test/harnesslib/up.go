@@ -64,12 +64,19 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ensureNetwork(ctx, c); err != nil {
-		return nil, err
+	for i := range c.Networks {
+		if err := ensureNetwork(ctx, c, &c.Networks[i]); err != nil {
+			return nil, err
+		}
 	}
 	// Save what we are about to make first, so that `down` finds it even if Up fails half-way.
 	if err := saveState(c); err != nil {
 		return nil, err
+	}
+	if c.Routed() {
+		if err := ensureForwarding(ctx, c); err != nil {
+			return nil, err
+		}
 	}
 
 	keys := make([][]HostKey, len(c.Nodes))
@@ -137,34 +144,69 @@ func compatible(old, c *Cluster) error {
 		return fmt.Errorf("dir %s holds harness %q, not %q: %s", c.Dir, old.Instance, c.Instance, hint)
 	case old.Network != c.Network || old.Subnet != c.Subnet:
 		return fmt.Errorf("dir %s holds a harness on %s %s, not %s %s: %s", c.Dir, old.Network, old.Subnet, c.Network, c.Subnet, hint)
+	case len(old.Networks) > 0 && !sameNetworks(old.Networks, c.Networks):
+		return fmt.Errorf("dir %s holds a harness on %s, not %s: %s", c.Dir, networkList(old.Networks), networkList(c.Networks), hint)
 	case len(old.Nodes) != len(c.Nodes):
 		return fmt.Errorf("harness %q has %d nodes, %d asked: %s", c.Instance, len(old.Nodes), len(c.Nodes), hint)
 	}
 	return nil
 }
 
-// ensureNetwork creates the harness network, or checks that the existing one is ours and has the subnet.
-func ensureNetwork(ctx context.Context, c *Cluster) error {
-	inst, ok, err := inspectLabel(ctx, "network", c.Network, LabelInstance)
+// sameNetworks reports whether two harnesses have the same networks and subnets.
+func sameNetworks(a, b []Network) bool {
+	return slices.EqualFunc(a, b, func(x, y Network) bool { return x.Name == y.Name && x.Subnet == y.Subnet })
+}
+
+// networkList is "NAME SUBNET, ..." for messages.
+func networkList(nets []Network) string {
+	var s []string
+	for _, n := range nets {
+		s = append(s, n.Name+" "+n.Subnet)
+	}
+	return strings.Join(s, ", ")
+}
+
+// ensureNetwork creates a harness network, or checks that the existing one is ours and has the subnet, and
+// records its bridge. The networks of routed subnets do not masquerade (this machine routes between them as a
+// router does, so a node sees its peers' own addresses) and have MTU 1500.
+func ensureNetwork(ctx context.Context, c *Cluster, nw *Network) error {
+	inst, ok, err := inspectLabel(ctx, "network", nw.Name, LabelInstance)
 	if err != nil {
-		return fmt.Errorf("inspect network %s: %w", c.Network, err)
+		return fmt.Errorf("inspect network %s: %w", nw.Name, err)
 	}
 	if ok {
 		if inst != c.Instance {
-			return fmt.Errorf("network %s exists but was not made by harness %q; remove it or choose --network", c.Network, c.Instance)
+			return fmt.Errorf("network %s exists but was not made by harness %q; remove it or choose --network", nw.Name, c.Instance)
 		}
-		sub, err := docker(ctx, "network", "inspect", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{end}}", c.Network)
+		sub, err := docker(ctx, "network", "inspect", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{end}}", nw.Name)
 		if err != nil {
-			return fmt.Errorf("inspect network %s: %w", c.Network, err)
+			return fmt.Errorf("inspect network %s: %w", nw.Name, err)
 		}
-		if !slices.Contains(strings.Fields(sub), c.Subnet) {
-			return fmt.Errorf("network %s has subnet %q, want %s: run down first", c.Network, sub, c.Subnet)
+		if !slices.Contains(strings.Fields(sub), nw.Subnet) {
+			return fmt.Errorf("network %s has subnet %q, want %s: run down first", nw.Name, sub, nw.Subnet)
 		}
-		return nil
+	} else {
+		args := []string{"network", "create", "--driver", "bridge", "--subnet", nw.Subnet, "--gateway", nw.Gateway}
+		if c.Routed() {
+			args = append(args, "-o", "com.docker.network.bridge.enable_ip_masquerade=false", "-o", "com.docker.network.driver.mtu=1500")
+		}
+		args = append(args, labelArgs(c.Instance, "")...)
+		if _, err := docker(ctx, append(args, nw.Name)...); err != nil {
+			return fmt.Errorf("create network %s %s (another network may use the subnet: pick --subnet): %w", nw.Name, nw.Subnet, err)
+		}
 	}
-	args := append([]string{"network", "create", "--driver", "bridge", "--subnet", c.Subnet, "--gateway", c.Gateway}, labelArgs(c.Instance, "")...)
-	if _, err := docker(ctx, append(args, c.Network)...); err != nil {
-		return fmt.Errorf("create network %s %s (another network may use the subnet: pick --subnet): %w", c.Network, c.Subnet, err)
+	out, err := docker(ctx, "network", "inspect", "--format", `{{.Id}} {{index .Options "com.docker.network.bridge.name"}}`, nw.Name)
+	if err != nil {
+		return fmt.Errorf("inspect network %s: %w", nw.Name, err)
+	}
+	id, name, _ := strings.Cut(out, " ")
+	switch {
+	case name != "" && name != "<no value>":
+		nw.Bridge = name
+	case len(id) >= 12:
+		nw.Bridge = "br-" + id[:12] // Docker's name for a user-defined bridge
+	default:
+		return fmt.Errorf("find the bridge of network %s: docker says %q", nw.Name, out)
 	}
 	return nil
 }
@@ -196,7 +238,7 @@ func ensureNode(ctx context.Context, c *Cluster, n Node, pub string) error {
 			}
 		}
 		args := []string{"run", "-d", "--name", n.Container, "--hostname", n.Name,
-			"--network", c.Network, "--ip", n.Address,
+			"--network", n.Network, "--ip", n.Address,
 			"--privileged", "--cgroupns=private",
 			"--tmpfs", "/run", "--tmpfs", "/run/lock",
 			"-v", n.Volumes[0] + ":/var/lib/containerd",
@@ -226,7 +268,7 @@ if [ "$2" = resolved ]; then
   systemctl restart systemd-resolved
   printf 'nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n' > /etc/resolv.conf
 fi`
-	if _, err := dockerIn(ctx, strings.NewReader(pub+"\n"), "exec", "-i", n.Container, "sh", "-c", script, "sh", c.Gateway, n.Variant); err != nil {
+	if _, err := dockerIn(ctx, strings.NewReader(pub+"\n"), "exec", "-i", n.Container, "sh", "-c", script, "sh", n.Gateway, n.Variant); err != nil {
 		return fmt.Errorf("authorise key: %w", err)
 	}
 	return nil
@@ -275,6 +317,13 @@ func checkNode(ctx context.Context, c *Cluster, n Node, log interface{ Warn(stri
 	if state != "running" {
 		failed, _ := c.SSH(ctx, n, "root", "systemctl --failed --no-legend --plain | cut -d' ' -f1 | xargs", nil)
 		log.Warn("node systemd is not fully running", "node", n.Name, "state", state, "failed", failed)
+	}
+	if c.Routed() {
+		// A routed subnet reaches the others only through its gateway, this machine.
+		route, err := c.SSH(ctx, n, "root", "ip -4 route show default", nil)
+		if err != nil || !strings.Contains(route+" ", "via "+n.Gateway+" ") {
+			return fmt.Errorf("check the default route of %s: want via %s, have %q (%v)", n.Name, n.Gateway, route, err)
+		}
 	}
 	if n.Variant != "containerd" {
 		return nil
@@ -409,7 +458,7 @@ func Down(ctx context.Context, dir string) error { return DownInstance(ctx, dir,
 // DownInstance is Down for the instance named prefix when dir holds no state ("" means the default); when dir
 // holds state for another instance it refuses.
 func DownInstance(ctx context.Context, dir, prefix string) error {
-	_, inst, err := instanceOf(dir, prefix)
+	c, inst, err := instanceOf(dir, prefix)
 	if err != nil {
 		return err
 	}
@@ -452,6 +501,11 @@ func DownInstance(ctx context.Context, dir, prefix string) error {
 			return fmt.Errorf("remove volumes: %w", err)
 		}
 	}
+	// The forwarding rules of routed subnets. A harness on one network has none: without iptables (or root)
+	// there is nothing to remove.
+	if _, err := removeForwarding(ctx, inst); err != nil && c != nil && c.Routed() {
+		return err
+	}
 	nets, err := docker(ctx, append([]string{"network", "ls", "-q"}, f...)...)
 	if err != nil {
 		return fmt.Errorf("list networks: %w", err)
@@ -469,7 +523,8 @@ func DownInstance(ctx context.Context, dir, prefix string) error {
 	return nil
 }
 
-// Leftovers lists the containers, volumes and networks still labelled with the harness instance prefix.
+// Leftovers lists the containers, volumes and networks still labelled with the harness instance prefix, and
+// its forwarding rules (when iptables can list them).
 func Leftovers(ctx context.Context, prefix string) ([]string, error) {
 	var out []string
 	for _, kind := range [][]string{{"ps", "-a", "--format", "container {{.Names}}"}, {"volume", "ls", "--format", "volume {{.Name}}"}, {"network", "ls", "--format", "network {{.Name}}"}} {
@@ -479,6 +534,11 @@ func Leftovers(ctx context.Context, prefix string) ([]string, error) {
 			return nil, fmt.Errorf("list %s: %w", kind[0], err)
 		}
 		out = append(out, lines(s)...)
+	}
+	if rules, err := iptables(ctx, "-S", forwardChain); err == nil {
+		for _, r := range parseForwardRules(rules, prefix) {
+			out = append(out, fmt.Sprintf("iptables %s -i %s -o %s ACCEPT", forwardChain, r.In, r.Out))
+		}
 	}
 	return out, nil
 }
@@ -536,6 +596,10 @@ func Reinstall(ctx context.Context, dir string, names []string, log *slog.Logger
 			images[n.Name] = n.Image
 		}
 	}
+	network := c.Network
+	if c.Routed() {
+		network = strings.TrimSuffix(network, "-1") // Up names the routed networks NETWORK-1, NETWORK-2, ...
+	}
 	return Up(ctx, Options{Nodes: len(c.Nodes), ControlPlanes: cps, Dir: c.Dir, Artifacts: c.Artifacts, NamePrefix: c.Instance,
-		User: c.User, Network: c.Network, Subnet: c.Subnet, Image: c.Image, NodeImages: images, Logger: log})
+		User: c.User, Network: network, Subnet: c.Subnet, Subnets: max(len(c.Networks), 1), Image: c.Image, NodeImages: images, Logger: log})
 }
