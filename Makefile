@@ -30,7 +30,7 @@ build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o $(BIN) ./cmd/kubeforge
 
 # Everything a fresh Debian machine needs, then every test: unit, integration (real OpenSSH), e2e (real clusters).
-test: prereqs build artifacts artifacts-old node-image unit integration parity e2e
+test: prereqs build artifacts artifacts-old node-image conformance-bundle unit integration parity e2e
 
 # The unit tests, then 20 s of fuzzing the inventory loader (make fuzz-inventory runs it longer).
 unit:
@@ -57,8 +57,9 @@ parity-all:
 	@failed=""; $(foreach v,$(SUPPORTED_VERSIONS),$(MAKE) --no-print-directory parity K8S_VERSION=$(v) ARTIFACTS=$(call artifacts-dir,$(v)) || failed="$$failed $(v)";) \
 	if [ -n "$$failed" ]; then echo "parity failed for:$$failed" >&2; exit 1; fi; echo "parity passed for $(SUPPORTED_VERSIONS)"
 
-e2e: prereqs build artifacts artifacts-old node-image registry
-	KUBEFORGE_REGISTRY=$(REGISTRY_DIR) KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 75m -v ./test/e2e/
+# With the conformance subset of e2e-conformance-subset (KUBEFORGE_CONFORMANCE=subset).
+e2e: prereqs build artifacts artifacts-old node-image registry conformance-bundle
+	KUBEFORGE_CONFORMANCE=subset KUBEFORGE_REGISTRY=$(REGISTRY_DIR) KUBEFORGE_ARTIFACTS_OLD=$(ARTIFACTS_OLD) $(GO) test -count=1 -tags e2e -timeout 75m -v ./test/e2e/
 
 # cluster.registries end to end (TestRegistryMirror; instance kfreg on 172.31.215.0/24): a 1+1 cluster made by `up`
 # pulls an image that only a real registry has (the distribution registry of `make registry`, TLS from a test CA,

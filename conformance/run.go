@@ -162,8 +162,9 @@ func runPhase(ctx context.Context, o Options, phase string) (*PhaseSummary, erro
 	return p, nil
 }
 
-// progress follows ginkgo's succinct output: "Will run N of M specs", then one "•" for every finished spec (a
-// failed one opens its report with "• [FAILED]", "• [PANICKED]", "• [TIMEDOUT]"), "S" for a skipped one.
+// progress follows ginkgo's succinct output: "Will run N of M specs", then one "•" for every finished spec, as it
+// finishes, with no newline until a report block (a failed spec's opens with "• [FAILED]", "• [PANICKED]",
+// "• [TIMEDOUT]" or "• [INTERRUPTED]"), "S" for a skipped one. So it reads runes, not lines.
 type progress struct {
 	w            io.Writer
 	phase        string
@@ -173,28 +174,36 @@ type progress struct {
 	lastReported time.Time
 }
 
-var willRun = regexp.MustCompile(`Will run (\d+) of (\d+) specs`)
+var (
+	willRun    = regexp.MustCompile(`Will run (\d+) of (\d+) specs`)
+	failedSpec = regexp.MustCompile(`^\s*• \[(FAILED|PANICKED|TIMEDOUT|INTERRUPTED|ABORTED)\]`)
+)
 
 func (p *progress) follow(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
-	for sc.Scan() {
-		line := sc.Text()
-		if m := willRun.FindStringSubmatch(line); m != nil {
-			p.total, _ = strconv.Atoi(m[1])
-			p.report(true)
-			continue
+	br := bufio.NewReader(r)
+	var line strings.Builder
+	for {
+		c, _, err := br.ReadRune()
+		if err != nil {
+			break
 		}
-		trimmed := strings.TrimSpace(line)
-		if strings.HasPrefix(trimmed, "• [") && !strings.HasPrefix(trimmed, "• [SKIPPED]") {
+		switch c {
+		case '\n':
+			l := line.String()
+			line.Reset()
+			if m := willRun.FindStringSubmatch(l); m != nil {
+				p.total, _ = strconv.Atoi(m[1])
+				p.report(true)
+			} else if failedSpec.MatchString(l) {
+				p.failed++
+				p.report(true)
+			}
+		case '•':
 			p.done++
-			p.failed++
-			p.report(true)
-			continue
-		}
-		if n := strings.Count(line, "•"); n > 0 && !strings.Contains(line, "[") {
-			p.done += n
+			line.WriteRune(c)
 			p.report(false)
+		default:
+			line.WriteRune(c)
 		}
 	}
 	p.report(true)

@@ -39,8 +39,14 @@ var conformanceShapes = []conformanceShape{
 	{name: "3cp-2w", prefix: "kfconfha", subnet: "172.31.211.0/24", nodes: 5, cps: 3},
 }
 
-// The CI subset: Conformance specs of the network (Services, DNS, pod-to-pod), pods and apps, on the 1+2 shape.
-const conformanceSubsetFocus = `\[sig-network\] (Services|DNS|Networking|EndpointSlice|Proxy)|\[sig-node\] (Pods|Container Lifecycle Hook|Probing container|Downward API|ConfigMap|Secrets)|\[sig-apps\] (Deployment|ReplicaSet|ReplicationController|StatefulSet|Job|DaemonSet)`
+// The CI subset (about 20 specs, a few minutes): Services (ClusterIP, multiport, NodePort, the API's own
+// Service), DNS, pod-to-pod on a node and across nodes, pods, EnvFrom (the busybox the bundle builds), apps.
+const conformanceSubsetFocus = `\[sig-network\] Services should (serve a basic endpoint from pods|serve multiport endpoints from pods|be able to create a functioning NodePort service|provide secure master service)` +
+	`|\[sig-network\] DNS should provide DNS for (services|the cluster|pods for Hostname)` +
+	`|\[sig-network\] Networking Granular Checks: Pods should function for (intra|node)-pod communication` +
+	`|\[sig-node\] Pods should (get a host IP|be submitted and removed|support remote command execution over websockets)` +
+	`|\[sig-node\] (Secrets|ConfigMap) should be consumable via the environment` +
+	`|\[sig-apps\] (Deployment (deployment should support rollover|RollingUpdateDeployment should delete old pods and create new ones)|ReplicaSet should serve a basic image on each replica)`
 
 // TestConformance runs Kubernetes' conformance suite (the bundle of `make conformance-bundle`) with
 // `kubeforge conformance` on clusters made by `kubeforge up`, offline: the test images come through a registry
@@ -49,6 +55,7 @@ const conformanceSubsetFocus = `\[sig-network\] (Services|DNS|Networking|Endpoin
 //
 // KUBEFORGE_CONFORMANCE selects: "subset" (CI: the network, DNS, Services, pods and apps specs on 1+2),
 // "full" (every [Conformance] spec on 1+2, then on 3+2 HA), or a shape name for the full suite on it alone.
+// KUBEFORGE_CONFORMANCE_PROCS sets ginkgo's processes for the parallel phase (6).
 // Reports go to KUBEFORGE_CONFORMANCE_REPORTS (default .cache/conformance-reports)/<shape>.
 func TestConformance(t *testing.T) {
 	mode := os.Getenv("KUBEFORGE_CONFORMANCE")
@@ -111,7 +118,11 @@ func runConformance(t *testing.T, bundle *conformance.Bundle, shape conformanceS
 	if err := os.RemoveAll(reportDir); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"conformance", "-i", inv, "--state-dir", state, "--report-dir", reportDir, "--procs", "4"}
+	procs := os.Getenv("KUBEFORGE_CONFORMANCE_PROCS")
+	if procs == "" {
+		procs = "6"
+	}
+	args := []string{"conformance", "-i", inv, "--state-dir", state, "--report-dir", reportDir, "--procs", procs}
 	if focus != "" {
 		args = append(args, "--focus", focus)
 	}

@@ -10,7 +10,7 @@
 #                                   Debian base with the tools upstream's image has (dig, curl, nc, ip, iperf,
 #                                   socat) and /coredns (CoreDNS of the artifacts' pin, built from its module)
 #                                 busybox, nonroot, nonewprivs (nnp), sample-apiserver (k8s.io/sample-apiserver)
-#                                 on Debian's busybox-static; nginx (both tags) and glibc-dns-testing on Debian
+#                                 on BusyBox 1.37.0 (built from Debian's source tarball); nginx (both tags) and glibc-dns-testing on Debian
 #   registry/                   the same images as a CNCF distribution registry's storage (repositories under
 #                               e2e-test-images/, as registry.k8s.io names them): a registry started on it
 #                               serves them read-only to the cluster as a registry.k8s.io mirror
@@ -127,11 +127,36 @@ if ! docker image inspect "$DEBIAN" >/dev/null 2>&1; then
 	rm -rf "$ROOT"
 fi
 
-# busybox: Debian's busybox-static and a link per applet, nothing else (upstream's image is busybox alone).
-mkdir -p "$CTX/busybox/rootfs/bin" "$CTX/busybox/rootfs/tmp" "$CTX/busybox/rootfs/etc" "$CTX/busybox/deb"
-(cd "$CTX/busybox/deb" && apt-get download busybox-static >/dev/null 2>&1) || die "apt-get download busybox-static failed"
-dpkg-deb -x "$CTX"/busybox/deb/busybox-static_*.deb "$CTX/busybox/x"
-cp "$CTX/busybox/x/bin/busybox" "$CTX/busybox/rootfs/bin/busybox"
+# busybox: upstream BusyBox 1.37.0 (the version of the image upstream mirrors), from the source tarball Debian's
+# archive holds (checked against its sha256 in Debian's Sources), defconfig, static; an applet link each, nothing
+# else. Not Debian's busybox-static: its ash drops environment variables whose names are not shell names, and the
+# EnvFrom specs need "data-1=value-1" to reach `env` through `sh -c` as upstream's ash passes it. Cached (~1 min).
+BB_VERSION=1.37.0
+BB_SHA256=3311dff32e746499f4df0d5df04d7eb396382d7e108bb9250e7b519b837043a4
+BB=$DIR/.cache/busybox-$BB_VERSION
+if [[ ! -x $BB/busybox ]]; then
+	MIRROR_SRC=${KUBEFORGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+	rm -rf "$BB.new"
+	mkdir -p "$BB.new"
+	log "building BusyBox $BB_VERSION from $MIRROR_SRC's source tarball"
+	curl -fsS -o "$BB.new/src.tar.bz2" "$MIRROR_SRC/pool/main/b/busybox/busybox_$BB_VERSION.orig.tar.bz2" ||
+		die "download of busybox_$BB_VERSION.orig.tar.bz2 from $MIRROR_SRC failed"
+	echo "$BB_SHA256  $BB.new/src.tar.bz2" | sha256sum -c --quiet - || die "busybox_$BB_VERSION.orig.tar.bz2: sha256 mismatch"
+	tar -C "$BB.new" -xjf "$BB.new/src.tar.bz2"
+	(cd "$BB.new/busybox-$BB_VERSION" && make defconfig >/dev/null &&
+		sed -i 's/^# CONFIG_STATIC is not set/CONFIG_STATIC=y/; s/^CONFIG_TC=y/# CONFIG_TC is not set/' .config &&
+		make oldconfig </dev/null >/dev/null && make -j"$P" busybox >"$BB.new/build.log" 2>&1) || {
+		tail -n 20 "$BB.new/build.log" >&2
+		die "building BusyBox failed"
+	}
+	cp "$BB.new/busybox-$BB_VERSION/busybox" "$BB.new/busybox.bin"
+	rm -rf "$BB"
+	mkdir -p "$BB"
+	mv "$BB.new/busybox.bin" "$BB/busybox"
+	rm -rf "$BB.new"
+fi
+mkdir -p "$CTX/busybox/rootfs/bin" "$CTX/busybox/rootfs/tmp" "$CTX/busybox/rootfs/etc"
+cp "$BB/busybox" "$CTX/busybox/rootfs/bin/busybox"
 for a in $("$CTX/busybox/rootfs/bin/busybox" --list); do
 	[[ $a == busybox ]] || ln -s busybox "$CTX/busybox/rootfs/bin/$a"
 done
@@ -207,7 +232,8 @@ printf 'FROM %s\nUSER 1234\n' "$BUSYBOX" >"$CTX/nonroot/Dockerfile"
 build "$NONROOT" "$CTX/nonroot"
 cp "$BUILD/nnp" "$CTX/nonewprivs/nnp"
 chmod 4755 "$CTX/nonewprivs/nnp"
-printf 'FROM %s\nCOPY nnp /usr/local/bin/nnp\nCMD ["nnp"]\n' "$BUSYBOX" >"$CTX/nonewprivs/Dockerfile"
+# (docker's classic builder drops the setuid bit of a COPY: set it in a RUN, as upstream's Dockerfile does)
+printf 'FROM %s\nCOPY nnp /usr/local/bin/nnp\nRUN ["/bin/chmod", "4755", "/usr/local/bin/nnp"]\nCMD ["nnp"]\n' "$BUSYBOX" >"$CTX/nonewprivs/Dockerfile"
 build "$NONEWPRIVS" "$CTX/nonewprivs"
 cp "$BUILD/sample-apiserver" "$CTX/sample-apiserver/sample-apiserver"
 printf 'FROM %s\nCOPY sample-apiserver /sample-apiserver\nENTRYPOINT ["/sample-apiserver"]\n' "$BUSYBOX" >"$CTX/sample-apiserver/Dockerfile"
@@ -227,7 +253,8 @@ check() { # check IMAGE ENTRYPOINT ARGS...
 check "$AGNHOST" /agnhost --help
 check "$AGNHOST" /coredns -version
 check "$AGNHOST" sh -c 'command -v dig && command -v nslookup && command -v curl && command -v nc && command -v ip'
-check "$BUSYBOX" sh -c 'wget --help 2>&1; nslookup --help 2>&1; true'
+[[ $(docker run --rm --network none -e data-1=value-1 --entrypoint sh "$BUSYBOX" -c env) == *data-1=value-1* ]] ||
+	die "$BUSYBOX: sh drops environment variables named data-1 (the EnvFrom specs need them)"
 check "$DNS" dig -v
 check "$NGINX" nginx -t
 check "$NONEWPRIVS" sh -c 'test -u /usr/local/bin/nnp'
