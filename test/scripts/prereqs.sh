@@ -12,7 +12,7 @@ set -euo pipefail
 log() { printf '[prereqs] %s\n' "$*" >&2; }
 die() { printf '[prereqs] error: %s\n' "$*" >&2; exit 1; }
 
-PKGS=(docker.io containerd runc debootstrap jq openssh-client openssh-server sudo iptables ca-certificates gcc libc6-dev libseccomp-dev pkg-config)
+PKGS=(docker.io containerd runc debootstrap jq openssh-client openssh-server sudo iptables ca-certificates gcc libc6-dev libseccomp-dev pkg-config curl make bzip2)
 WRAPPER=/usr/local/sbin/kubeforge-runc
 DAEMON_JSON=/etc/docker/daemon.json
 DOCKERD_LOG=/var/log/dockerd.log
