@@ -51,11 +51,28 @@ func Check(ctx context.Context, b *Bundle, inv *inventory.Inventory, kc kubernet
 		problems = append(problems, Problem{What: fmt.Sprintf("%d schedulable Ready node(s) (%s); the suite needs at least %d", len(n), strings.Join(n, ", "), minNodes),
 			Fix: "add a worker (kubeforge scale) or wait until the nodes are Ready; control planes with the NoSchedule taint do not count"})
 	}
+	// One problem per cause, naming its images: a missing mirror or wrong credentials is one fix.
 	client := &http.Client{Timeout: 15 * time.Second}
+	var causes []Problem
+	images := map[Problem][]string{}
 	for _, image := range b.Images {
-		if p := checkImage(ctx, client, inv, image); p != nil {
-			problems = append(problems, *p)
+		p := checkImage(ctx, client, inv, image)
+		if p == nil {
+			continue
 		}
+		if _, seen := images[*p]; !seen {
+			causes = append(causes, *p)
+		}
+		images[*p] = append(images[*p], image)
+	}
+	for _, c := range causes {
+		names := images[c]
+		if len(names) == 1 {
+			c.What = names[0] + ": " + c.What
+		} else {
+			c.What = fmt.Sprintf("%d images (%s): %s", len(names), strings.Join(names, ", "), c.What)
+		}
+		problems = append(problems, c)
 	}
 	return problems
 }
@@ -90,20 +107,21 @@ func ready(n corev1.Node) bool {
 }
 
 // checkImage asks the mirrors of the image's registry for its manifest, as containerd would pull it (the
-// mirror's CA, client certificate and credentials); nil when one serves it.
+// mirror's CA, client certificate and credentials); nil when one serves it, else the cause (without the image's
+// name when the cause is the mirror's, so that images failing alike share it).
 func checkImage(ctx context.Context, client *http.Client, inv *inventory.Inventory, image string) *Problem {
 	named, err := reference.ParseNormalizedNamed(image)
 	if err != nil {
-		return &Problem{What: fmt.Sprintf("images.txt names %q: %v", image, err), Fix: "rebuild the bundle"}
+		return &Problem{What: fmt.Sprintf("not an image reference in images.txt: %v", err), Fix: "rebuild the bundle"}
 	}
 	tagged, ok := named.(reference.Tagged)
 	if !ok {
-		return &Problem{What: fmt.Sprintf("images.txt names %q without a tag", image), Fix: "rebuild the bundle"}
+		return &Problem{What: "no tag in images.txt", Fix: "rebuild the bundle"}
 	}
 	upstream := reference.Domain(named)
 	mirrors := inv.Cluster.Registries[upstream].Mirrors
 	if len(mirrors) == 0 {
-		return &Problem{What: fmt.Sprintf("%s: no mirror of %s in cluster.registries, and the nodes pull offline", image, upstream),
+		return &Problem{What: fmt.Sprintf("no mirror of %s in cluster.registries, and the nodes pull offline", upstream),
 			Fix: fmt.Sprintf("load the bundle's images.tar into a registry and add it as a mirror of %s (docs/conformance.md)", upstream)}
 	}
 	var tried []string
@@ -118,7 +136,7 @@ func checkImage(ctx context.Context, client *http.Client, inv *inventory.Invento
 			tried = append(tried, fmt.Sprintf("%s: HTTP %d", m.URL, status))
 		}
 	}
-	return &Problem{What: fmt.Sprintf("%s: no mirror serves it (%s)", image, strings.Join(tried, "; ")),
+	return &Problem{What: fmt.Sprintf("no mirror serves it (%s)", strings.Join(tried, "; ")),
 		Fix: "push the bundle's images.tar into the mirror (docs/conformance.md), or fix the mirror's address, CA or credentials"}
 }
 

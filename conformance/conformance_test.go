@@ -144,10 +144,10 @@ func TestCheck(t *testing.T) {
 		"one schedulable node": {inv("u:p", ca), client("v1.37.2", node("cp", true, cp), node("w1", true), node("w2", false)),
 			[]string{"1 schedulable Ready node(s) (w1)"}},
 		"wrong credentials": {inv("u:x", ca), client("v1.37.2", node("w1", true), node("w2", true)),
-			[]string{agnhost + ": no mirror serves it (" + srv.URL + ": HTTP 401)", pause + ": no mirror serves it"}},
+			[]string{"2 images (" + agnhost + ", " + pause + "): no mirror serves it (" + srv.URL + ": HTTP 401)"}},
 		"unknown CA": {inv("u:p", nil), client("v1.37.2", node("w1", true), node("w2", true)), []string{"certificate"}},
 		"no mirror": {&inventory.Inventory{}, client("v1.37.2", node("w1", true), node("w2", true)),
-			[]string{agnhost + ": no mirror of registry.k8s.io in cluster.registries"}},
+			[]string{"2 images (" + agnhost + ", " + pause + "): no mirror of registry.k8s.io in cluster.registries"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got := Check(ctx, b, tc.inv, tc.kc)
@@ -168,8 +168,13 @@ func TestCheck(t *testing.T) {
 
 	missing := &Bundle{Version: "v1.37.2", Images: []string{"registry.k8s.io/e2e-test-images/nginx:1.27.0-2"}}
 	got := Check(ctx, missing, inv("u:p", ca), client("v1.37.2", node("w1", true), node("w2", true)))
-	if len(got) != 1 || !strings.Contains(got[0].What, "HTTP 404") {
+	if len(got) != 1 || got[0].What != "registry.k8s.io/e2e-test-images/nginx:1.27.0-2: no mirror serves it ("+srv.URL+": HTTP 404)" {
 		t.Errorf("an image the mirror lacks: %v", got)
+	}
+	untagged := &Bundle{Version: "v1.37.2", Images: []string{"registry.k8s.io/pause", agnhost, "Not//A/Name:x"}}
+	got = Check(ctx, untagged, inv("u:p", ca), client("v1.37.2", node("w1", true), node("w2", true)))
+	if len(got) != 2 || got[0].What != "registry.k8s.io/pause: no tag in images.txt" || !strings.Contains(got[1].What, "Not//A/Name:x: not an image reference") {
+		t.Errorf("bad images.txt entries: %v", got)
 	}
 }
 
