@@ -210,27 +210,7 @@ func serveBundleRegistry(ctx context.Context, t *testing.T, c *harnesslib.Cluste
 	}
 	addr := l.Addr().String()
 	l.Close()
-	config := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: %s
-  maintenance:
-    readonly:
-      enabled: true
-    uploadpurging:
-      enabled: false
-http:
-  addr: %s
-  tls:
-    certificate: %[3]s/tls.crt
-    key: %[3]s/tls.key
-auth:
-  htpasswd:
-    realm: kubeforge-conformance
-    path: %[3]s/htpasswd
-`, filepath.Join(bundle.Dir, "registry"), addr, dir)
+	config := registryConfig(filepath.Join(bundle.Dir, "registry"), addr, dir, true)
 	for name, data := range map[string][]byte{"config.yml": []byte(config), "tls.crt": certPEM, "tls.key": keyPEM,
 		"htpasswd": []byte(user + ":" + string(hash) + "\n")} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {

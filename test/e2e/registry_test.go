@@ -402,22 +402,7 @@ func startRegistry(ctx context.Context, t *testing.T, c *harnesslib.Cluster, n h
 	if err != nil {
 		t.Fatal(err)
 	}
-	config := fmt.Sprintf(`version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: /var/lib/kf-e2e-registry
-http:
-  addr: %s:%s
-  tls:
-    certificate: %[3]s/tls.crt
-    key: %[3]s/tls.key
-auth:
-  htpasswd:
-    realm: kubeforge-e2e
-    path: %[3]s/htpasswd
-`, n.Address, mirrorPort, registryEtc)
+	config := registryConfig("/var/lib/kf-e2e-registry", net.JoinHostPort(n.Address, mirrorPort), registryEtc, false)
 	if err := Upload(ctx, c, n, registryBinary(t), "/usr/local/bin/registry", 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -446,6 +431,32 @@ auth:
 			MustSSH(ctx, t, c, n, "root", "journalctl -u "+registryUnit+" -n 20 --no-pager -o cat; true"))
 	}
 	return caPEM
+}
+
+// registryConfig is a distribution registry's configuration: storage in root, TLS and htpasswd from the files
+// tls.crt, tls.key and htpasswd of etc; readOnly refuses pushes (a registry serving a prepared storage).
+func registryConfig(root, addr, etc string, readOnly bool) string {
+	return fmt.Sprintf(`version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: %s
+  maintenance:
+    readonly:
+      enabled: %t
+    uploadpurging:
+      enabled: %t
+http:
+  addr: %s
+  tls:
+    certificate: %[5]s/tls.crt
+    key: %[5]s/tls.key
+auth:
+  htpasswd:
+    realm: kubeforge-e2e
+    path: %[5]s/htpasswd
+`, root, readOnly, !readOnly, addr, etc)
 }
 
 // registryPKI makes a CA and a serving certificate for ip that it signs; PEM.
