@@ -134,20 +134,27 @@ e2e-rotate-matrix: prereqs build artifacts node-image
 prereqs:
 	bash test/scripts/prereqs.sh
 
+# The default pod network's images (flannel and kube-router, test/scripts/network.sh) are built once into
+# NETWORK_DIR and linked into every artifacts directory's images/.
+NETWORK_DIR ?= $(CURDIR)/.cache/network-flannel-v0.28.11
 artifacts: prereqs
 	bash test/scripts/artifacts.sh $(ARTIFACTS) $(K8S_VERSION)
+	bash test/scripts/network.sh $(NETWORK_DIR) $(ARTIFACTS)
 
 # The v1.36 build the upgrade tests start from (its own directory, the same layout; shares the Go caches).
 artifacts-old: prereqs
 	bash test/scripts/artifacts.sh $(ARTIFACTS_OLD) $(OLD_VERSION)
+	bash test/scripts/network.sh $(NETWORK_DIR) $(ARTIFACTS_OLD)
 
 # The v1.35 build the chained upgrade starts from.
 artifacts-oldest: prereqs
 	bash test/scripts/artifacts.sh $(ARTIFACTS_OLDEST) $(OLDEST_VERSION)
+	bash test/scripts/network.sh $(NETWORK_DIR) $(ARTIFACTS_OLDEST)
 
 # The artifacts of every supported minor (each its own directory; they share the Go caches).
 artifacts-all: prereqs
 	$(foreach v,$(SUPPORTED_VERSIONS),bash test/scripts/artifacts.sh $(call artifacts-dir,$(v)) $(v) &&) true
+	bash test/scripts/network.sh $(NETWORK_DIR) $(foreach v,$(SUPPORTED_VERSIONS),$(call artifacts-dir,$(v)))
 
 # The CNCF distribution registry (cmd/registry v3.1.2, static) from its Go module, the mirror of the e2e tests
 # (test/scripts/registry.sh; cold ~2-4 min, then a stamp skips it).
