@@ -194,7 +194,7 @@ func TestDefaultNetworkCrossesSubnets(t *testing.T) {
 		}
 		// The request's stdin stays open until the answer came: a half-closed connection cancels etcd's health
 		// check ("RANGE ERROR: context canceled"); HTTP/1.0, so etcd closes after answering and socat ends.
-		get := "{ printf 'GET /health HTTP/1.0\\r\\n\\r\\n'; sleep 4; } | timeout 5 socat - TCP:%s:%d"
+		get := "{ printf 'GET /health HTTP/1.0\\r\\n\\r\\n'; sleep 1; } | timeout 5 socat - TCP:%s:%d"
 		for _, n := range c.Nodes {
 			eventually(ctx, t, n.Name+" -> ClusterIP "+clusterIP, time.Minute, true, func() (bool, string) {
 				out, err := c.SSH(ctx, n, "root", fmt.Sprintf(get, clusterIP, 80), nil)
