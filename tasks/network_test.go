@@ -12,7 +12,7 @@ import (
 func TestNetworkPluginKeepsWhatAnExistingClusterRuns(t *testing.T) {
 	for _, tc := range []struct {
 		name, inventory, seen, podSubnet string
-		want, why, wantErr           string
+		want, why, wantErr               string
 	}{
 		{name: "a new cluster without cni.plugin gets flannel", want: "flannel", why: "the default for a new cluster"},
 		{name: "a new cluster on an IPv6 pod subnet gets the bridge", podSubnet: "fd00:10:244::/56", want: "bridge", why: "the default for a new cluster"},
