@@ -214,6 +214,7 @@ clean:
 
 # The default pod network on two routed subnets (TestDefaultNetworkCrossesSubnets, issue 28; instance kfnet on
 # 172.31.200.0/24 and 172.31.201.0/24): pod to pod both ways, Service, DNS and NodePort from every node,
-# NetworkPolicy deny and allow, a node restart; then the bridge's limit and the refusal to move a bridge cluster.
+# NetworkPolicy deny and allow, a node restart; then the bridge's limit and the refusal to move a bridge cluster;
+# then docs/network.md's procedure that moves a bridge cluster (kfnmv, 172.31.204.0/24) to flannel.
 e2e-network: prereqs build artifacts node-image
-	KUBEFORGE_ARTIFACTS=$(ARTIFACTS) $(GO) test -count=1 -tags e2e -timeout 45m -v -run '^(TestDefaultNetworkCrossesSubnets|TestBuiltinBridgeNetworkCannotCrossSubnets)$$' ./test/e2e/
+	KUBEFORGE_ARTIFACTS=$(ARTIFACTS) $(GO) test -count=1 -tags e2e -timeout 45m -v -run '^(TestDefaultNetworkCrossesSubnets|TestBuiltinBridgeNetworkCannotCrossSubnets|TestBridgeClusterMovesToFlannelByTheProcedure)$$' ./test/e2e/

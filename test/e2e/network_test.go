@@ -29,6 +29,34 @@ type netPod struct {
 	labels     map[string]string
 }
 
+// createNetPods creates pods (the control-plane image etcd, serving /health on :2379).
+func createNetPods(ctx context.Context, t testing.TB, kc kubernetes.Interface, state string, pods []netPod) {
+	t.Helper()
+	images := map[string]string{}
+	for _, l := range strings.Fields(kubectl(ctx, t, state, "get", "pods", "-n", "kube-system", "-o", "jsonpath={.items[*].spec.containers[*].image}")) {
+		images[strings.SplitN(strings.TrimPrefix(l, "registry.k8s.io/"), ":", 2)[0]] = l
+	}
+	etcdImage := images["etcd"]
+	if etcdImage == "" {
+		t.Fatalf("etcd image not found: %v", images)
+	}
+	for _, p := range pods {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: p.name, Labels: p.labels},
+			Spec: corev1.PodSpec{
+				NodeName:    p.node,
+				Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+				Containers: []corev1.Container{{Name: "net", Image: etcdImage, ImagePullPolicy: corev1.PullIfNotPresent,
+					Command: []string{"etcd", "--data-dir=/tmp/etcd", "--listen-client-urls=http://0.0.0.0:2379",
+						"--advertise-client-urls=http://127.0.0.1:2379", "--listen-peer-urls=http://127.0.0.1:2380"}}},
+			},
+		}
+		if _, err := kc.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // podExec runs argv in pod's container with the artifacts' kubectl and returns its output and error.
 func podExec(ctx context.Context, t testing.TB, state, pod string, argv ...string) (string, error) {
 	t.Helper()
@@ -123,34 +151,12 @@ func TestDefaultNetworkCrossesSubnets(t *testing.T) {
 	}
 
 	// Probe pods: one per node; node2's carries access=true, which the allow rule below names.
-	images := map[string]string{}
-	for _, l := range strings.Fields(kubectl(ctx, t, state, "get", "pods", "-n", "kube-system", "-o", "jsonpath={.items[*].spec.containers[*].image}")) {
-		images[strings.SplitN(strings.TrimPrefix(l, "registry.k8s.io/"), ":", 2)[0]] = l
-	}
-	etcdImage := images["etcd"]
-	if etcdImage == "" {
-		t.Fatalf("etcd image not found: %v", images)
-	}
 	pods := []netPod{
 		{name: "net1", node: n1.Name, labels: map[string]string{"app": "net"}},
 		{name: "net2", node: n2.Name, labels: map[string]string{"app": "net", "access": "true"}},
 		{name: "net3", node: n3.Name, labels: map[string]string{"app": "net"}},
 	}
-	for _, p := range pods {
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: p.name, Labels: p.labels},
-			Spec: corev1.PodSpec{
-				NodeName:    p.node,
-				Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
-				Containers: []corev1.Container{{Name: "net", Image: etcdImage, ImagePullPolicy: corev1.PullIfNotPresent,
-					Command: []string{"etcd", "--data-dir=/tmp/etcd", "--listen-client-urls=http://0.0.0.0:2379",
-						"--advertise-client-urls=http://127.0.0.1:2379", "--listen-peer-urls=http://127.0.0.1:2380"}}},
-			},
-		}
-		if _, err := kc.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createNetPods(ctx, t, kc, state, pods)
 	waitPodsRunning(ctx, t, kc, "default", "app=net", 3)
 	waitPodsRunning(ctx, t, kc, "kube-system", "k8s-app=kube-dns", 1)
 	ip := map[string]string{}
@@ -299,4 +305,77 @@ func withCNIPlugin(t testing.TB, c *harnesslib.Cluster, plugin string) string {
 				{Kind: yaml.ScalarNode, Value: "plugin"}, {Kind: yaml.ScalarNode, Value: plugin},
 			}})
 	})
+}
+
+// bridgeToFlannel is docs/network.md's step 1 of "Moving a bridge cluster to flannel", on one host: the bridge's
+// routes unit and script go, and so do its routes to the other nodes' pod CIDRs (within the pod subnet).
+const bridgeToFlannel = `systemctl disable --now kubeforge-routes.service
+rm -f /etc/kubeforge/pod-routes.sh /etc/systemd/system/kubeforge-routes.service
+systemctl daemon-reload
+ip route show root 10.244.0.0/16 | awk '$2 == "via" {print $1}' | xargs -r -n1 ip route del`
+
+// TestBridgeClusterMovesToFlannelByTheProcedure follows docs/network.md's procedure on a 1+1 cluster made with the
+// bridge on one subnet (where the bridge works): pods reach each other on the bridge; after step 1, `up` with
+// cni.plugin flannel plans flannel (no bridge seen any more) and installs it; re-created pods reach each other
+// over the overlay with its MTU; and an inventory without cni.plugin then keeps flannel with nothing to do.
+func TestBridgeClusterMovesToFlannelByTheProcedure(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	c, state := startCluster(ctx, t, "kfnmv", "172.31.204.0/24", 2, 1)
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	bridge, flannel := withCNIPlugin(t, c, "bridge"), withCNIPlugin(t, c, "flannel")
+	if code, _ := kubeforge(ctx, t, "up", "-i", bridge, "--state-dir", state); code != 0 {
+		t.Fatalf("up with the bridge exited %d", code)
+	}
+	kc := clientFor(t, state)
+	pods := []netPod{{name: "net1", node: n1.Name, labels: map[string]string{"app": "net"}}, {name: "net2", node: n2.Name, labels: map[string]string{"app": "net"}}}
+	createNetPods(ctx, t, kc, state, pods)
+	waitPodsRunning(ctx, t, kc, "default", "app=net", 2)
+	reach := func(from, to string) func() (bool, string) {
+		return func() (bool, string) {
+			return httpHealth(ctx, t, state, from, "http://"+podIP(ctx, t, kc, to)+":2379")
+		}
+	}
+	eventually(ctx, t, "bridge: net1 -> net2", time.Minute, true, reach("net1", "net2"))
+
+	for _, n := range c.Nodes {
+		MustSSH(ctx, t, c, n, "root", bridgeToFlannel)
+	}
+	code, out := kubeforge(ctx, t, "up", "-i", flannel, "--state-dir", state, "--dry-run")
+	if code != 0 || !strings.Contains(out, "Pod network: flannel: flannel VXLAN (UDP 8472) with kube-router's NetworkPolicy firewall, pods' MTU 1450 (cni.plugin in the inventory).") ||
+		!strings.Contains(out, "create  DaemonSet kube-system/kube-flannel") || !strings.Contains(out, "/etc/cni/net.d/10-kubeforge.conflist") {
+		t.Fatalf("dry run after step 1 (exit %d) does not plan flannel, its objects and the new conflist", code)
+	}
+	if code, _ := kubeforge(ctx, t, "up", "-i", flannel, "--state-dir", state); code != 0 {
+		t.Fatalf("up with flannel exited %d", code)
+	}
+	waitPodsRunning(ctx, t, kc, "kube-system", "app=flannel", 2)
+	waitPodsRunning(ctx, t, kc, "kube-system", "k8s-app=kube-router", 2)
+	// Step 3: the pods are re-created (here: deleted and made again), with the overlay's MTU.
+	for _, p := range pods {
+		zero := int64(0)
+		if err := kc.CoreV1().Pods("default").Delete(ctx, p.name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		l, err := kc.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=net"})
+		return err == nil && len(l.Items) == 0, nil
+	}); err != nil {
+		t.Fatalf("the bridge's pods are not gone: %v", err)
+	}
+	createNetPods(ctx, t, kc, state, pods)
+	waitPodsRunning(ctx, t, kc, "default", "app=net", 2)
+	eventually(ctx, t, "flannel: net1 -> net2", time.Minute, true, reach("net1", "net2"))
+	eventually(ctx, t, "flannel: net2 -> net1", time.Minute, true, reach("net2", "net1"))
+	for _, n := range c.Nodes {
+		if out := MustSSH(ctx, t, c, n, "root", "ip -o link show master cni0 | grep -o 'mtu [0-9]*' | sort -u; ip -4 route show root 10.244.0.0/16"); !strings.Contains(out, "mtu 1450") ||
+			strings.Contains(out, "mtu 1500") || !strings.Contains(out, "dev flannel.1") || strings.Contains(out, " via "+n1.Address) || strings.Contains(out, " via "+n2.Address) {
+			t.Errorf("%s after the move: pods' links and pod routes:\n%s\nwant MTU 1450 only, routes through flannel.1 only", n.Name, out)
+		}
+	}
+	code, out = kubeforge(ctx, t, "up", "-i", c.Inventory, "--state-dir", state, "--dry-run")
+	if code != 0 || !strings.Contains(out, "(the cluster runs it (seen: DaemonSet kube-system/kube-flannel)") || !strings.Contains(out, "The plan is empty") {
+		t.Errorf("dry run without cni.plugin after the move (exit %d): want flannel kept and nothing to do", code)
+	}
 }
