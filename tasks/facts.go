@@ -64,6 +64,8 @@ type Facts struct {
 	// PodRoutes: the bridge network's routes script is on the host (a
 	// cluster made with cni.plugin bridge).
 	PodRoutes bool
+	// VXLAN: the kernel has VXLAN (loaded, built in, or a module to load).
+	VXLAN bool
 	// CapSysResource: CAP_SYS_RESOURCE is in PID 1's bounding set. Without it
 	// (some VMs and containers) runc cannot lower oom_score_adj, and containerd
 	// must be told (restrict_oom_score_adj).
@@ -124,6 +126,7 @@ done
 ip -o -4 addr show 2>/dev/null | awk '{print "ip\t" $4}'
 ip -o -4 addr show 2>/dev/null | while read -r _ d _ a _; do printf 'ipmtu\t%s %s\n' "${a%/*}" "$(cat "/sys/class/net/${d%@*}/mtu" 2>/dev/null)"; done
 printf 'podroutes\t%s\n' "$(test -f ` + routesPath + ` && echo yes)"
+printf 'vxlan\t%s\n' "$({ [ -d /sys/module/vxlan ] || modinfo vxlan >/dev/null 2>&1 || grep -qs /vxlan.ko "/lib/modules/$(uname -r)/modules.builtin"; } && echo yes)"
 printf 'cgroupfs\t%s\n' "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
 printf 'swaps\t%s\n' "$(tail -n +2 /proc/swaps 2>/dev/null | wc -l)"
 printf 'memkb\t%s\n' "$(awk '/^MemTotal:/{print $2}' /proc/meminfo)"
@@ -254,6 +257,8 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 			}
 		case "podroutes":
 			f.PodRoutes = v == "yes"
+		case "vxlan":
+			f.VXLAN = v == "yes"
 		case "cgroupfs":
 			f.CgroupV2 = v == "cgroup2fs"
 		case "swaps":

@@ -101,3 +101,30 @@ func TestFlannelPlanListsItsObjectsAndTheSmallestMTU(t *testing.T) {
 		t.Errorf("bridge files: %d; first %s", len(files), files[0].Data)
 	}
 }
+
+func TestPreflightChecksVXLANOnlyForFlannel(t *testing.T) {
+	for _, tc := range []struct {
+		plugin string
+		vxlan  bool
+		want   string // "" for no check
+	}{
+		{plugin: "", vxlan: true, want: "passed"},
+		{plugin: "flannel", vxlan: false, want: "failed"},
+		{plugin: "bridge", vxlan: false},
+		{plugin: "manifest", vxlan: false},
+	} {
+		env := observedEnv(t, []string{"cp1"}, map[string]bool{"cp1": true})
+		env.Inv.Cluster.CNI.Plugin = tc.plugin
+		env.Inv.Cluster.PodSubnet = "10.244.0.0/16"
+		got := ""
+		checkVXLAN(env, &Facts{VXLAN: tc.vxlan}, func(id string, sev Severity, ok bool, msg, fix string) {
+			if id != "VXLAN" || sev != SeverityError {
+				t.Errorf("check %s severity %v", id, sev)
+			}
+			got = map[bool]string{true: "passed", false: "failed"}[ok]
+		})
+		if got != tc.want {
+			t.Errorf("plugin %q, vxlan %v: check %q; want %q", tc.plugin, tc.vxlan, got, tc.want)
+		}
+	}
+}

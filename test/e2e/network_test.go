@@ -351,7 +351,10 @@ func TestBridgeClusterMovesToFlannelByTheProcedure(t *testing.T) {
 	}
 	waitPodsRunning(ctx, t, kc, "kube-system", "app=flannel", 2)
 	waitPodsRunning(ctx, t, kc, "kube-system", "k8s-app=kube-router", 2)
-	// Step 3: the pods are re-created (here: deleted and made again), with the overlay's MTU.
+	// Step 3: every pod on the pod network is re-created, with the overlay's MTU: CoreDNS by a rollout restart, the
+	// probe pods deleted and made again.
+	kubectl(ctx, t, state, "-n", "kube-system", "rollout", "restart", "deployment/coredns")
+	kubectl(ctx, t, state, "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=3m")
 	for _, p := range pods {
 		zero := int64(0)
 		if err := kc.CoreV1().Pods("default").Delete(ctx, p.name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
