@@ -18,7 +18,7 @@ const (
 	DefaultContainerRuntimeEndpoint = "unix:///run/containerd/containerd.sock"
 	DefaultCertificateValidity      = 8760 * time.Hour
 	DefaultKeyType                  = "rsa"
-	DefaultCNIPlugin                = "bridge"
+	DefaultCNIPlugin                = "flannel"
 	DefaultCgroupDriver             = "systemd"
 	DefaultSSHUser                  = "root"
 	DefaultSSHPort                  = 22
@@ -44,6 +44,7 @@ const (
 	KeyTypeECDSA = "ecdsa"
 
 	CNIBridge   = "bridge"
+	CNIFlannel  = "flannel"
 	CNIManifest = "manifest"
 
 	CgroupDriverSystemd  = "systemd"
@@ -75,7 +76,6 @@ func (inv *Inventory) SetDefaults() {
 		c.CertificateValidity.Duration = DefaultCertificateValidity
 	}
 	setString(&c.KeyType, DefaultKeyType)
-	setString(&c.CNI.Plugin, DefaultCNIPlugin)
 	setString(&c.Kubelet.CgroupDriver, DefaultCgroupDriver)
 	setString(&c.Runtime.Install, RuntimeInstallIfMissing)
 	setString(&c.Audit.LogPath, DefaultAuditLogPath)

@@ -32,8 +32,9 @@ func TestLoadFillsDefaults(t *testing.T) {
 		"name": "kubeforge", "kubernetesVersion": "v1.37.2", "podSubnet": "10.244.0.0/16",
 		"serviceSubnet": "10.96.0.0/12", "dnsDomain": "cluster.local", "imageRepository": "registry.k8s.io",
 		"containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock", "certificateValidity": 8760 * time.Hour,
-		"keyType": "rsa", "cni.plugin": "bridge", "kubelet.cgroupDriver": "systemd",
-		"ssh.user": "root", "ssh.port": 22, "ssh.connectTimeout": 10 * time.Second,
+		"keyType": "rsa", "cni.plugin": "", // decided against the cluster: docs/network.md
+		"kubelet.cgroupDriver": "systemd",
+		"ssh.user":             "root", "ssh.port": 22, "ssh.connectTimeout": 10 * time.Second,
 		"hosts[0].port": 22, "hosts[0].user": "root",
 	}
 	for k, w := range want {

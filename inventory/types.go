@@ -104,10 +104,14 @@ type Encryption struct {
 	Resources []string `yaml:"resources"`
 }
 
-// CNI chooses the pod network. The built-in default ("bridge") needs no image:
-// a bridge + host-local config per node and routes between hosts set by kubeforge.
+// CNI chooses the pod network (docs/network.md). "flannel" (flannel's VXLAN
+// overlay with kube-router's NetworkPolicy firewall, images from the artifacts)
+// crosses subnets; "bridge" (a bridge + host-local config per node and routes
+// between hosts set by kubeforge) needs no image but one L2 segment; "manifest"
+// applies the user's own. Left empty, an existing cluster keeps the network it
+// is seen to run, and a new one gets DefaultCNIPlugin (bridge for an IPv6 pod subnet).
 type CNI struct {
-	Plugin   string `yaml:"plugin"`   // "bridge" (default) or "manifest"
+	Plugin   string `yaml:"plugin"`   // "", "flannel", "bridge" or "manifest"
 	Manifest string `yaml:"manifest"` // a local YAML file applied when Plugin is "manifest"
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	pathpkg "path"
@@ -256,9 +257,14 @@ func (c *checker) cluster() {
 		c.errorf(at.with("keyType"), "use rsa or ecdsa", "unsupported keyType %+.80q", cl.KeyType)
 	}
 	switch cl.CNI.Plugin {
-	case CNIBridge:
+	case "", CNIBridge, CNIFlannel:
 		if cl.CNI.Manifest != "" {
-			c.warnf(at.with("cni", "manifest"), "set cni.plugin: manifest to apply it", "cni.manifest is ignored with the bridge plugin")
+			c.warnf(at.with("cni", "manifest"), "set cni.plugin: manifest to apply it", "cni.manifest is ignored without cni.plugin: manifest")
+		}
+		if cl.CNI.Plugin == CNIFlannel {
+			if _, n, err := net.ParseCIDR(cl.PodSubnet); err == nil && n.IP.To4() == nil {
+				c.errorf(at.with("cni", "plugin"), "use bridge for an IPv6 pod subnet", "cni.plugin flannel supports an IPv4 podSubnet only, not %s", cl.PodSubnet)
+			}
 		}
 	case CNIManifest:
 		if cl.CNI.Manifest == "" {
@@ -267,7 +273,7 @@ func (c *checker) cluster() {
 			c.errorf(at.with("cni", "manifest"), "paths are relative to the inventory file's directory", "cannot read cni.manifest: %s", msg)
 		}
 	default:
-		c.errorf(at.with("cni", "plugin"), "use bridge (built in) or manifest", "unsupported cni.plugin %+.80q", cl.CNI.Plugin)
+		c.errorf(at.with("cni", "plugin"), "use flannel (the default), bridge or manifest", "unsupported cni.plugin %+.80q", cl.CNI.Plugin)
 	}
 	switch cl.Runtime.Install {
 	case RuntimeInstallIfMissing, RuntimeInstallAlways, RuntimeInstallNever:

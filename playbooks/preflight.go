@@ -41,12 +41,15 @@ func stepProbe() Step {
 }
 
 func stepObserve() Step {
-	return Step{Name: "cluster/observe", Help: "etcd membership, Nodes and Leases; decide who initialises, joins, or is reconciled",
+	return Step{Name: "cluster/observe", Help: "etcd membership, Nodes, Leases and the pod network; decide who initialises, joins, or is reconciled, and the pod network",
 		Local: func(ctx context.Context, env *tasks.Env) error {
 			if err := tasks.ObserveCluster(ctx, env); err != nil {
 				return err
 			}
 			if err := tasks.DecideRoles(ctx, env); err != nil {
+				return err
+			}
+			if err := tasks.PlanNetwork(ctx, env); err != nil {
 				return err
 			}
 			return tasks.PlanEncryption(ctx, env)

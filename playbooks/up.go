@@ -53,7 +53,7 @@ func stepInit() Step {
 }
 
 func stepBootstrap() Step {
-	return Step{Name: "cluster/bootstrap", Help: "kubeadm ConfigMaps, cluster-info, bootstrap RBAC, kube-proxy, CoreDNS",
+	return Step{Name: "cluster/bootstrap", Help: "kubeadm ConfigMaps, cluster-info, bootstrap RBAC, kube-proxy, CoreDNS; the pod network's objects (flannel and kube-router, or cni.manifest)",
 		Local: tasks.Bootstrap}
 }
 
@@ -117,7 +117,7 @@ func stepCIDRs() Step {
 }
 
 func stepNetwork() Step {
-	return Step{Name: "network/configure", Help: "bridge CNI config per node and routes between nodes' pod CIDRs",
+	return Step{Name: "network/configure", Help: "each node's CNI config for its pod CIDR (flannel: the overlay's MTU; bridge: and routes between nodes' pod CIDRs)",
 		Hosts: inventory.SelectAll, Run: tasks.PodNetwork}
 }
 

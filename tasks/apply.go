@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -77,6 +78,59 @@ func (a *applier) apply(ctx context.Context, obj runtime.Object) (applied, strin
 	// (a DaemonSet's pods are then replaced); metadata alone does not.
 	return applied{changed: after.GetResourceVersion() != before.GetResourceVersion(),
 		specChanged: after.GetGeneration() != before.GetGeneration()}, name, nil
+}
+
+// dryRun server-side-applies obj as apply would, without persisting it, and
+// returns "create" when it does not exist, "change" when applying would change
+// it, "" when it is as wanted.
+func (a *applier) dryRun(ctx context.Context, obj runtime.Object) (string, string, error) {
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return "", "", fmt.Errorf("convert object: %w", err)
+	}
+	u := &unstructured.Unstructured{Object: raw}
+	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+	unstructured.RemoveNestedField(u.Object, "status")
+	gvk := u.GroupVersionKind()
+	name := objectName(u)
+	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return "", name, fmt.Errorf("map %s: %w", name, err)
+	}
+	var ri dynamic.ResourceInterface = a.dyn.Resource(m.Resource)
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		ri = a.dyn.Resource(m.Resource).Namespace(u.GetNamespace())
+	}
+	before, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "create", name, nil
+	} else if err != nil {
+		return "", name, fmt.Errorf("get %s: %w", name, err)
+	}
+	after, err := ri.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: "kubeforge", Force: true, DryRun: []string{metav1.DryRunAll}})
+	if err != nil {
+		return "", name, fmt.Errorf("apply %s (dry run): %w", name, err)
+	}
+	strip := func(o *unstructured.Unstructured) map[string]any {
+		c := o.DeepCopy()
+		for _, f := range [][]string{{"metadata", "managedFields"}, {"metadata", "resourceVersion"}, {"metadata", "generation"}, {"status"}} {
+			unstructured.RemoveNestedField(c.Object, f...)
+		}
+		return c.Object
+	}
+	if equality.Semantic.DeepEqual(strip(before), strip(after)) {
+		return "", name, nil
+	}
+	return "change", name, nil
+}
+
+// objectName is how a plan names an object: "Kind namespace/name".
+func objectName(obj runtime.Object) string {
+	acc, err := meta.Accessor(obj)
+	if err != nil {
+		return obj.GetObjectKind().GroupVersionKind().Kind
+	}
+	return obj.GetObjectKind().GroupVersionKind().Kind + " " + acc.GetNamespace() + "/" + acc.GetName()
 }
 
 // applied is what an apply did: the object was created or changed, and its

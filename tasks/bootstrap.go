@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/kubeforge/kubeforge/inventory"
 	"github.com/kubeforge/kubeforge/manifests"
 	"github.com/kubeforge/kubeforge/pki"
 )
@@ -44,8 +45,9 @@ func (e *Env) clusterParams() manifests.ClusterParams {
 
 // Bootstrap makes what `kubeadm init` makes through the API once the control
 // plane is up: the cluster-admins binding (as super-admin), then the kubeadm
-// and kubelet ConfigMaps, the bootstrap RBAC, kube-proxy and CoreDNS. Objects
-// already as wanted are left alone.
+// and kubelet ConfigMaps, the bootstrap RBAC, kube-proxy and CoreDNS; then the
+// pod network's objects (flannel's and kube-router's, or cni.manifest's).
+// Objects already as wanted are left alone.
 func Bootstrap(ctx context.Context, env *Env) error {
 	h, err := env.apiHost()
 	if err != nil {
@@ -96,7 +98,14 @@ func Bootstrap(ctx context.Context, env *Env) error {
 	if err := publishClusterInfo(ctx, env, h, env.Kube, nil); err != nil {
 		return err
 	}
-	if env.Inv.Cluster.CNI.Plugin != "manifest" {
+	network, err := manifests.NetworkObjects(env.Inv, env.NetworkPlugin())
+	if err != nil {
+		return fmt.Errorf("render the pod network's objects: %w", err)
+	}
+	if err := env.applyAll(ctx, h, aa, network); err != nil {
+		return err
+	}
+	if env.NetworkPlugin() != inventory.CNIManifest {
 		return nil
 	}
 	cni, err := readManifest(env.Inv.Cluster.CNI.Manifest)

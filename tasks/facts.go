@@ -59,6 +59,13 @@ type Facts struct {
 	// RegistryFiles are the files of cluster.registries an earlier run wrote
 	// (the marker's list).
 	RegistryFiles []string
+	// LinkMTU is the MTU of the link that holds each IPv4 address.
+	LinkMTU map[string]int
+	// PodRoutes: the bridge network's routes script is on the host (a
+	// cluster made with cni.plugin bridge).
+	PodRoutes bool
+	// VXLAN: the kernel has VXLAN (loaded, built in, or a module to load).
+	VXLAN bool
 	// CapSysResource: CAP_SYS_RESOURCE is in PID 1's bounding set. Without it
 	// (some VMs and containers) runc cannot lower oom_score_adj, and containerd
 	// must be told (restrict_oom_score_adj).
@@ -117,6 +124,9 @@ for f in /sys/class/net/*; do n=${f##*/}
   printf 'mac\t%s %s\n' "$n" "$(cat "$f/address" 2>/dev/null)"
 done
 ip -o -4 addr show 2>/dev/null | awk '{print "ip\t" $4}'
+ip -o -4 addr show 2>/dev/null | while read -r _ d _ a _; do printf 'ipmtu\t%s %s\n' "${a%/*}" "$(cat "/sys/class/net/${d%@*}/mtu" 2>/dev/null)"; done
+printf 'podroutes\t%s\n' "$(test -f ` + routesPath + ` && echo yes)"
+printf 'vxlan\t%s\n' "$({ [ -d /sys/module/vxlan ] || modinfo vxlan >/dev/null 2>&1 || grep -qs /vxlan.ko "/lib/modules/$(uname -r)/modules.builtin"; } && echo yes)"
 printf 'cgroupfs\t%s\n' "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
 printf 'swaps\t%s\n' "$(tail -n +2 /proc/swaps 2>/dev/null | wc -l)"
 printf 'memkb\t%s\n' "$(awk '/^MemTotal:/{print $2}' /proc/meminfo)"
@@ -208,7 +218,7 @@ func GatherFacts(ctx context.Context, env *Env, h *Host) error {
 }
 
 func parseFacts(out string, mid time.Time) (*Facts, error) {
-	f := &Facts{Listening: map[int]bool{}, CNIPlugins: map[string]bool{}}
+	f := &Facts{Listening: map[int]bool{}, CNIPlugins: map[string]bool{}, LinkMTU: map[string]int{}}
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), "\t")
@@ -239,6 +249,16 @@ func parseFacts(out string, mid time.Time) (*Facts, error) {
 			}
 		case "ip":
 			f.IPs = append(f.IPs, v)
+		case "ipmtu":
+			if ip, mtu, ok := strings.Cut(v, " "); ok {
+				if n, err := strconv.Atoi(mtu); err == nil {
+					f.LinkMTU[ip] = n
+				}
+			}
+		case "podroutes":
+			f.PodRoutes = v == "yes"
+		case "vxlan":
+			f.VXLAN = v == "yes"
 		case "cgroupfs":
 			f.CgroupV2 = v == "cgroup2fs"
 		case "swaps":

@@ -36,6 +36,12 @@ type ClusterFacts struct {
 	// Credential are the hosts whose kubelet holds a valid credential for its
 	// own node: they need no bootstrap token, fresh Lease or not.
 	Credential map[string]bool
+	// Network is the pod network the cluster is seen to run: "flannel"
+	// (its DaemonSet exists), "bridge" (a host has the bridge's routes
+	// script), "" (neither: a new cluster, or one with its own network).
+	Network string
+	// NetworkSeen says where Network was seen.
+	NetworkSeen string
 }
 
 // EtcdFacts is etcd's membership, as a live member reports it.
@@ -233,6 +239,15 @@ func ObserveCluster(ctx context.Context, env *Env) error {
 				cf.Etcd.Via, cf.Etcd.ClusterID, p.etcd.Via, p.etcd.ClusterID)
 		}
 	}
+	var routed []string
+	for _, h := range env.Hosts(env.Inv.Hosts) {
+		if h.Facts != nil && h.Facts.PodRoutes {
+			routed = append(routed, h.Name)
+		}
+	}
+	if len(routed) > 0 {
+		cf.Network, cf.NetworkSeen = inventory.CNIBridge, routesPath+" on "+strings.Join(routed, ", ")
+	}
 	env.Cluster = cf
 	if len(cf.APIUp) == 0 {
 		if cf.Etcd != nil {
@@ -261,6 +276,12 @@ func ObserveCluster(ctx context.Context, env *Env) error {
 		if n.Spec.PodCIDR != "" {
 			cf.PodCIDRs[n.Name] = n.Spec.PodCIDR
 		}
+	}
+	switch _, err := kc.AppsV1().DaemonSets(metav1.NamespaceSystem).Get(ctx, manifests.FlannelDaemonSet, metav1.GetOptions{}); {
+	case err == nil:
+		cf.Network, cf.NetworkSeen = inventory.CNIFlannel, "DaemonSet kube-system/"+manifests.FlannelDaemonSet
+	case !apierrors.IsNotFound(err):
+		return fmt.Errorf("read the pod network's DaemonSet: %w", err)
 	}
 	leases, err := kc.CoordinationV1().Leases("kube-node-lease").List(ctx, metav1.ListOptions{})
 	if err != nil {

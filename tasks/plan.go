@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kubeforge/kubeforge/internal/nodefile"
+	"github.com/kubeforge/kubeforge/inventory"
 	"github.com/kubeforge/kubeforge/manifests"
 	"github.com/kubeforge/kubeforge/pki"
 	"github.com/kubeforge/kubeforge/ssh"
@@ -31,10 +32,12 @@ type Plan struct {
 	Leaving   []string     `json:"leaving,omitempty"`      // hosts marked remove: true
 	// Encryption says what encryption at rest still needs: a rotation's
 	// phases, objects to rewrite with the current key.
-	Encryption []string        `json:"encryption,omitempty"`
-	Hosts      []*HostPlan     `json:"hosts"`
-	Teardown   []*TeardownPlan `json:"teardown,omitempty"` // reset, scale --remove
-	Warnings   []string        `json:"warnings,omitempty"`
+	Encryption []string `json:"encryption,omitempty"`
+	// Network is the pod network and the API objects of it that change.
+	Network  *NetworkPlan    `json:"network,omitempty"`
+	Hosts    []*HostPlan     `json:"hosts"`
+	Teardown []*TeardownPlan `json:"teardown,omitempty"` // reset, scale --remove
+	Warnings []string        `json:"warnings,omitempty"`
 }
 
 // EtcdAction is one change to etcd's membership.
@@ -70,6 +73,9 @@ type RestartPlan struct {
 // Empty reports whether the plan changes nothing.
 func (p *Plan) Empty() bool {
 	if p.Init != "" || len(p.JoinCP)+len(p.JoinNodes)+len(p.Etcd)+len(p.Certs)+len(p.Encryption) > 0 {
+		return false
+	}
+	if p.Network != nil && len(p.Network.Objects) > 0 {
 		return false
 	}
 	for _, h := range p.Hosts {
@@ -363,7 +369,7 @@ func PlanHost(ctx context.Context, env *Env, h *Host) error {
 		return err
 	}
 	files = append(append([]nodefile.File(nil), kernelSettings...), files...)
-	network := env.Inv.Cluster.CNI.Plugin != "manifest"
+	network := env.NetworkPlugin() != inventory.CNIManifest
 	var later []nodefile.File // pod network files known only once every node has a pod CIDR
 	switch {
 	case !network:
@@ -526,6 +532,19 @@ func (p *Plan) WritePlan(w io.Writer) {
 		fmt.Fprintf(w, "Cluster: etcd cluster %s; API endpoint on %s.\n", p.ClusterID, p.Seed)
 	case p.ClusterID != "":
 		fmt.Fprintf(w, "Cluster: etcd cluster %s.\n", p.ClusterID)
+	}
+	if n := p.Network; n != nil {
+		what := ""
+		switch {
+		case n.Plugin == "flannel":
+			what = fmt.Sprintf(": flannel VXLAN (UDP %d) with kube-router's NetworkPolicy firewall, pods' MTU %d", manifests.FlannelVXLANPort, n.MTU)
+		case n.Plugin == "bridge":
+			what = ": a bridge per node and routes between nodes (one L2 segment; no NetworkPolicy)"
+		}
+		fmt.Fprintf(w, "Pod network: %s%s (%s).\n", n.Plugin, what, n.Why)
+		for _, o := range n.Objects {
+			fmt.Fprintf(w, "  %-7s %s\n", o.Action, o.Object)
+		}
 	}
 	if len(p.JoinCP) > 0 {
 		fmt.Fprintf(w, "Control planes joining (one at a time, etcd learner then voter): %s\n", strings.Join(p.JoinCP, ", "))

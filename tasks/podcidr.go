@@ -12,6 +12,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kubeforge/kubeforge/inventory"
 )
 
 // PlanPodCIDRs gives every host its pod CIDR before its kubelet starts, so
@@ -23,7 +25,7 @@ import (
 // Only for the built-in pod network on an IPv4 pod subnet; otherwise the
 // controller manager allocates and the network step waits for it.
 func PlanPodCIDRs(ctx context.Context, env *Env) error {
-	if env.Inv.Cluster.CNI.Plugin == "manifest" {
+	if env.NetworkPlugin() == inventory.CNIManifest {
 		return nil
 	}
 	alloc, err := newCIDRAllocator(env.Inv.Cluster.PodSubnet, env.Inv.Cluster.ControllerManager.ExtraArgs)

@@ -92,6 +92,7 @@ func PreflightHost(ctx context.Context, env *Env, h *Host) error {
 	if err := checkRegistries(env, h, add); err != nil {
 		return err
 	}
+	checkVXLAN(env, f, add)
 	add("FileExisting-cp", SeverityError, f.HasCp, "cp on PATH "+yesNo(f.HasCp), "install coreutils: the kubelet and kubeforge need cp")
 	if rc := env.Inv.Cluster.Kubelet.ResolvConf; rc != "" {
 		add("ResolvConf", SeverityError, f.ResolvConf, "kubelet resolvConf "+rc+" "+map[bool]string{true: "present", false: "missing"}[f.ResolvConf],
@@ -128,6 +129,16 @@ func PreflightHost(ctx context.Context, env *Env, h *Host) error {
 		}
 	}
 	return checkReach(ctx, env, h)
+}
+
+// checkVXLAN checks, for the flannel pod network only, that the host's
+// kernel has VXLAN (loaded, built in, or a module it can load).
+func checkVXLAN(env *Env, f *Facts, add func(id string, sev Severity, ok bool, msg, fix string)) {
+	if env.NetworkPlugin() != inventory.CNIFlannel {
+		return
+	}
+	add("VXLAN", SeverityError, f.VXLAN, "kernel VXLAN "+map[bool]string{true: "available", false: "not found"}[f.VXLAN],
+		"the flannel pod network needs the kernel's vxlan module (`modprobe vxlan`); on one L2 segment, cni.plugin: bridge needs none")
 }
 
 // checkReach tests, from the host, that the control-plane endpoint answers on

@@ -48,7 +48,7 @@ unmount() { for m in $1; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/nul
 act unmount "$mnts"
 n=$(echo $mnts | wc -w)
 [ -n "$mnts" ] && did "unmounted $n kubelet mounts" "unmount $n kubelet mounts"
-for p in /etc/kubernetes /var/lib/kubelet $etcd $etcd.before-restore-* /var/lib/kubeforge/kubelet.started /var/lib/kubeforge/restore.json /etc/kubeforge/pod-routes.sh /etc/cni/net.d/10-kubeforge.conflist \
+for p in /etc/kubernetes /var/lib/kubelet $etcd $etcd.before-restore-* /var/lib/kubeforge/kubelet.started /var/lib/kubeforge/restore.json /etc/kubeforge/pod-routes.sh /etc/cni/net.d/10-kubeforge.conflist /run/flannel \
          /usr/lib/systemd/system/kubelet.service /usr/lib/systemd/system/kubelet.service.d \
          /etc/systemd/system/kubeforge-routes.service /etc/systemd/system/kubeforge-apiproxy.service /etc/kubeforge/apiproxy-upstreams \
          /usr/local/bin/kubeforge-apiproxy /etc/sysctl.d/99-kubeforge.conf /etc/modules-load.d/kubeforge.conf \
@@ -137,10 +137,10 @@ act systemctl daemon-reload 2>/dev/null
 for l in cni0 kube-ipvs0 flannel.1 cilium_host vxlan.calico tunl0; do
   if ip link show "$l" >/dev/null 2>&1; then act ip link del "$l" 2>/dev/null && did "deleted interface $l" "delete interface $l"; fi
 done
-droprules() { $1-save | grep -vE 'KUBE-|CNI-' | $1-restore; }
+droprules() { $1-save | grep -vE 'KUBE-|CNI-|FLANNEL-' | $1-restore; }
 for tool in iptables ip6tables; do
   command -v $tool-save >/dev/null 2>&1 || continue
-  if $tool-save 2>/dev/null | grep -qE 'KUBE-|CNI-'; then
+  if $tool-save 2>/dev/null | grep -qE 'KUBE-|CNI-|FLANNEL-'; then
     act droprules $tool && did "removed kube-proxy and CNI $tool rules" "remove kube-proxy and CNI $tool rules"
   fi
 done

@@ -223,7 +223,7 @@ func (e *Env) artifactsHaveImage(ref string) (bool, error) {
 	return false, nil
 }
 
-// bridgeCNIPlugins are the plugins the built-in bridge network runs: its
+// bridgeCNIPlugins are the plugins the built-in networks (bridge, flannel) run: their
 // conflist's (bridge, host-local, portmap) and the CRI's loopback.
 var bridgeCNIPlugins = map[string]bool{"bridge": true, "host-local": true, "portmap": true, "loopback": true}
 
@@ -253,7 +253,8 @@ func runtimeFiles(env *Env, h *Host, b *runtimeBundle) (marker nodefile.File, bi
 	}
 	plugins, _ := filepath.Glob(filepath.Join(b.dir, "cni", "*"))
 	sort.Strings(plugins)
-	bridge := env.Inv.Cluster.CNI.Plugin == inventory.CNIBridge
+	// flannel's conflist is the bridge's (flanneld needs no CNI plugin of its own).
+	bridge := env.NetworkPlugin() == inventory.CNIBridge || env.NetworkPlugin() == inventory.CNIFlannel
 	for _, p := range plugins {
 		name := filepath.Base(p)
 		// The built-in pod network needs only its own plugins (a third of the bytes) and keeps them as

@@ -30,7 +30,7 @@ func TestParseFactsReadsEveryField(t *testing.T) {
 		"runtime\tcontainerd 1.6.20", "kubelet\tKubernetes v1.37.2", "kubeletactive\tactive",
 		"kubeletconf\tyes", "staticpods\t", "uid\t0", "clock\t1002.5",
 		"registrydir\t/etc/containerd/certs.d", "registryfile\t/a/hosts.toml", "registryfile\t/b/hosts.toml",
-		"registrymirrors\tyes",
+		"registrymirrors\tyes", "ipmtu\t172.31.250.11 9000", "ipmtu\t127.0.0.1 65536", "podroutes\tyes", "vxlan\tyes",
 	}, "\n")
 	f, err := parseFacts(out, mid)
 	if err != nil {
@@ -47,7 +47,8 @@ func TestParseFactsReadsEveryField(t *testing.T) {
 		{"cri", f.CRISocket && f.CRIReady, true}, {"kubelet", f.KubeletVersion, "v1.37.2"}, {"active", f.KubeletActive, true},
 		{"kubeletconf", f.KubeletConf, true}, {"staticpods", f.StaticPods, false}, {"clock", f.ClockOffset, 2500 * time.Millisecond},
 		{"registrydir", f.RegistryConfigPath, "/etc/containerd/certs.d"}, {"registryfiles", strings.Join(f.RegistryFiles, " "), "/a/hosts.toml /b/hosts.toml"},
-		{"registrymirrors", f.RegistryMirrors, true},
+		{"registrymirrors", f.RegistryMirrors, true}, {"link MTU", f.LinkMTU["172.31.250.11"], 9000},
+		{"loopback MTU", f.LinkMTU["127.0.0.1"], 65536}, {"pod routes", f.PodRoutes, true}, {"vxlan", f.VXLAN, true},
 	}
 	for _, c := range checks {
 		if c.got != c.want {

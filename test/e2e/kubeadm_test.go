@@ -206,7 +206,8 @@ func TestKubeadmDayTwo(t *testing.T) {
 	// What kubeadm leaves by design (it does not know kubeforge's files, nor
 	// remove binaries, units or the CNI config): kubeforge reset's part.
 	for _, p := range []string{"/etc/kubernetes", "/var/lib/kubelet", "/usr/lib/systemd/system/kubelet.service", "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf",
-		"/usr/bin/kubelet", "/etc/cni/net.d/10-kubeforge.conflist", "/var/lib/cni", "/etc/kubeforge/pod-routes.sh", "/etc/systemd/system/kubeforge-routes.service",
+		// The default pod network (flannel) has its conflist only: no routes script or unit.
+		"/usr/bin/kubelet", "/etc/cni/net.d/10-kubeforge.conflist", "/var/lib/cni",
 		"/etc/sysctl.d/99-kubeforge.conf", "/etc/modules-load.d/kubeforge.conf", "/var/lib/kubeforge/kubelet.started", "kubelet: inactive enabled"} {
 		if !slices.Contains(after, p) {
 			t.Errorf("kubeadm reset -f removed %s, which it was not expected to", p)

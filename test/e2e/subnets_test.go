@@ -129,22 +129,39 @@ func TestHarnessRoutesSubnetsThroughThisMachine(t *testing.T) {
 // per node and `ip route POD-CIDR via NODE-IP` on every host) on a 1+2 fleet spread over two routed subnets. The
 // kernel refuses a route whose next hop is not on a connected subnet, so `up` stops at network/configure on every
 // host, again on a second run; and forcing the route on-link does not help either: the next hop is not an L2
-// neighbour, so nothing answers its ARP. (When a default network that crosses subnets lands, this test turns
-// into its acceptance test: pods on both subnets reach each other, and NetworkPolicy holds.)
+// neighbour, so nothing answers its ARP. This is why the default network is flannel (TestDefaultNetworkCrossesSubnets
+// is its acceptance test on this topology); the bridge is chosen here explicitly (cni.plugin: bridge). And a
+// cluster that runs the bridge keeps it: `up` without cni.plugin plans the bridge it sees, and `up` with cni.plugin
+// flannel refuses to move it, saying why and where the procedure is.
 func TestBuiltinBridgeNetworkCannotCrossSubnets(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	c, state := startRouted(ctx, t, 3, 1)
 	n1, n2 := c.Nodes[0], c.Nodes[1] // node1 (control plane) and node3 on the first subnet, node2 on the second
+	bridge := withCNIPlugin(t, c, "bridge")
 
 	for run := 1; run <= 2; run++ {
-		code, out := kubeforge(ctx, t, "up", "-i", c.Inventory, "--state-dir", state)
+		code, out := kubeforge(ctx, t, "up", "-i", bridge, "--state-dir", state)
 		if code == 0 {
 			t.Fatalf("up %d succeeded on routed subnets with the bridge network", run)
 		}
 		if !strings.Contains(out, "step network/configure failed on 3 host(s)") || strings.Count(out, "Error: Nexthop has invalid gateway.") != 3 {
 			t.Fatalf("up %d: want network/configure to fail on every host with the kernel's \"Nexthop has invalid gateway\"", run)
 		}
+	}
+
+	// The inventory without cni.plugin: the cluster keeps the bridge it runs (the default is for new clusters).
+	code, out := kubeforge(ctx, t, "up", "-i", c.Inventory, "--state-dir", state, "--dry-run")
+	if code != 0 || !strings.Contains(out, "Pod network: bridge: a bridge per node and routes between nodes (one L2 segment; no NetworkPolicy) "+
+		"(the cluster runs it (seen: /etc/kubeforge/pod-routes.sh on node1, node2, node3); cni.plugin is unset, so an existing cluster keeps its network "+
+		"(new clusters get flannel: docs/network.md says how to move this one)).") {
+		t.Errorf("dry run without cni.plugin (exit %d) does not keep the bridge the cluster runs", code)
+	}
+	// cni.plugin flannel on this cluster: refused, nothing changed.
+	code, out = kubeforge(ctx, t, "up", "-i", withCNIPlugin(t, c, "flannel"), "--state-dir", state, "--dry-run")
+	if code == 0 || !strings.Contains(out, "the cluster runs the bridge pod network (seen: /etc/kubeforge/pod-routes.sh on node1, node2, node3) and the inventory asks for flannel") ||
+		!strings.Contains(out, "Moving a bridge cluster to flannel") {
+		t.Errorf("up --dry-run with cni.plugin flannel on a bridge cluster (exit %d) was not refused with the procedure", code)
 	}
 
 	// The control plane came up and gave every node a pod CIDR; the routes across the subnets are what fails.
@@ -169,7 +186,7 @@ func TestBuiltinBridgeNetworkCannotCrossSubnets(t *testing.T) {
 		}
 	}
 	route := fmt.Sprintf("ip route replace %s via %s", cidr[n2.Name], n2.Address)
-	out, err := c.SSH(ctx, n1, "root", route, nil)
+	out, err = c.SSH(ctx, n1, "root", route, nil)
 	if err == nil || !strings.Contains(err.Error(), "Nexthop has invalid gateway") {
 		t.Errorf("%s on %s: %q %v, want the kernel to refuse the off-link next hop", route, n1.Name, out, err)
 	}

@@ -32,6 +32,7 @@ trap summary EXIT
 
 stage prereqs bash test/scripts/prereqs.sh
 stage artifacts bash test/scripts/artifacts.sh "$ARTIFACTS"
+stage network bash test/scripts/network.sh "$ROOT/.cache/network-flannel-v0.28.11" "$ARTIFACTS"
 stage node-image bash test/scripts/node-image.sh
 stage harness-up "$GO" run ./test/harness up "$NODES" --artifacts "$ARTIFACTS" --dir "$HARNESS_DIR"
 
