@@ -200,7 +200,7 @@ func TestReadJUnitAndSummary(t *testing.T) {
 	if p.Passed != 1 || p.Failed != 1 || p.Skipped != 1 {
 		t.Errorf("passed %d failed %d skipped %d; want 1 1 1", p.Passed, p.Failed, p.Skipped)
 	}
-	if len(p.Failures) != 1 || p.Failures[0].Message != "Timed out after 300s." || !strings.Contains(p.Failures[0].Spec, "rollover") {
+	if len(p.Failures) != 1 || p.Failures[0].Message != "Timed out after 300s. pods not ready" || !strings.Contains(p.Failures[0].Spec, "rollover") {
 		t.Errorf("failures %+v", p.Failures)
 	}
 	if _, err := readJUnit(filepath.Join(t.TempDir(), "none.xml")); err == nil {

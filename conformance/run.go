@@ -279,12 +279,16 @@ func readJUnit(path string) (*PhaseSummary, error) {
 	return p, nil
 }
 
+// firstLine is the start of a failure's message, its whitespace collapsed: gomega's messages begin with a bare
+// "Expected", so one line says nothing.
 func firstLine(candidates ...string) string {
+	const max = 300
 	for _, s := range candidates {
-		for _, l := range strings.Split(s, "\n") {
-			if l = strings.TrimSpace(l); l != "" {
-				return l
+		if s = strings.Join(strings.Fields(s), " "); s != "" {
+			if len(s) > max {
+				s = s[:max] + " ..."
 			}
+			return s
 		}
 	}
 	return ""
