@@ -55,6 +55,8 @@ TARBALL=$DIR/images/kubernetes-$VERSION.tar
 log() { printf '[artifacts] %s\n' "$*" >&2; }
 die() { printf '[artifacts] error: %s\n' "$*" >&2; exit 1; }
 command -v go >/dev/null || die "go is not on PATH"
+# shellcheck source=lib/iptables-rootfs.sh
+. "$HERE/lib/iptables-rootfs.sh"
 
 # KUBEADM_ONLY=1: DIR/bin/kubeadm and DIR/VERSION only, what the parity test needs (kubeadm builds where the
 # whole set cannot: v1.38.0-beta.0). No images, no runtime, no stamp: kubeadm alone is a short build.
@@ -79,7 +81,7 @@ stamp() {
 		echo "$VERSION"
 		(cd "$MOD" && sha256sum go.mod go.sum)
 		(cd "$K8S" && sha256sum main.go pause/main.go)
-		sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1
+		sha256sum "${BASH_SOURCE[0]}" "$HERE/lib/iptables-rootfs.sh" | cut -d' ' -f1
 	} | sha256sum | cut -d' ' -f1
 }
 STAMP=$(stamp)
@@ -161,41 +163,7 @@ LABEL io.kubeforge.artifacts=$VERSION
 DF
 
 # kube-proxy (iptables mode) runs iptables-restore and friends: add the machine's iptables and its libraries.
-proxy_layer() {
-	local root=$CTX/proxy/rootfs f r libs
-	mkdir -p "$root/usr/sbin" "$root/usr/lib/x86_64-linux-gnu" "$root/etc" "$root/run" "$root/var/run"
-	ln -s usr/lib "$root/lib"
-	ln -s usr/lib64 "$root/lib64"
-	ln -s usr/sbin "$root/sbin"
-	local bins=()
-	for f in /usr/sbin/xtables-nft-multi /usr/sbin/xtables-legacy-multi /usr/sbin/conntrack; do
-		[[ -x $f ]] && bins+=("$f")
-	done
-	[[ -x /usr/sbin/xtables-nft-multi ]] || die "iptables (xtables-nft-multi) is not installed on this machine"
-	libs=$(ldd "${bins[@]}" /usr/lib/x86_64-linux-gnu/xtables/*.so 2>/dev/null | awk '/=>/ {print $3} /^\t\/.*ld-linux/ {print $1}' | sort -u)
-	for f in "${bins[@]}" $libs; do
-		r=$(readlink -f "$f")
-		mkdir -p "$root$(dirname "$r")"
-		cp -n "$r" "$root$r"
-		if [[ "$(basename "$f")" != "$(basename "$r")" ]]; then
-			ln -sf "$(basename "$r")" "$root$(dirname "$r")/$(basename "$f")"
-		fi
-	done
-	mkdir -p "$root/usr/lib64"
-	ln -sf ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/usr/lib64/ld-linux-x86-64.so.2"
-	cp -a /usr/lib/x86_64-linux-gnu/xtables "$root/usr/lib/x86_64-linux-gnu/"
-	for f in /etc/protocols /etc/ethertypes /etc/services /etc/ld.so.cache; do [[ -f $f ]] && cp "$f" "$root/etc/"; done
-	for b in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore \
-		iptables-nft iptables-nft-save iptables-nft-restore ip6tables-nft ip6tables-nft-save ip6tables-nft-restore; do
-		ln -s xtables-nft-multi "$root/usr/sbin/$b"
-	done
-	if [[ -x /usr/sbin/xtables-legacy-multi ]]; then
-		for b in iptables-legacy iptables-legacy-save iptables-legacy-restore ip6tables-legacy ip6tables-legacy-save ip6tables-legacy-restore; do
-			ln -s xtables-legacy-multi "$root/usr/sbin/$b"
-		done
-	fi
-}
-proxy_layer
+iptables_rootfs "$CTX/proxy/rootfs" || die "the kube-proxy image's iptables layer failed"
 cat >"$CTX/proxy/Dockerfile" <<DF
 FROM $BASE
 COPY rootfs/ /

@@ -31,6 +31,9 @@ BASE=kubeforge/net-base:$FLANNEL_VERSION-$KUBE_ROUTER_VERSION
 TARBALL_NAME=network-flannel-$FLANNEL_VERSION-kube-router-$KUBE_ROUTER_VERSION.tar
 log() { printf '[network] %s\n' "$*" >&2; }
 die() { printf '[network] error: %s\n' "$*" >&2; exit 1; }
+LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/iptables-rootfs.sh
+# shellcheck source=lib/iptables-rootfs.sh
+. "$LIB"
 command -v go >/dev/null || die "go is not on PATH"
 command -v docker >/dev/null || die "docker is not on PATH (run test/scripts/prereqs.sh)"
 mkdir -p "$1"
@@ -42,6 +45,11 @@ link_into() {
 	local a
 	for a in "$@"; do
 		mkdir -p "$a/images"
+		# Already this very file (a re-run): nothing to do (mv refuses to move a file onto another link of itself).
+		if [[ "$a/images/$TARBALL_NAME" -ef "$DIR/images.tar" ]]; then
+			log "up to date in $a/images/$TARBALL_NAME"
+			continue
+		fi
 		rm -f "$a/images/$TARBALL_NAME.tmp"
 		ln "$DIR/images.tar" "$a/images/$TARBALL_NAME.tmp" 2>/dev/null || cp "$DIR/images.tar" "$a/images/$TARBALL_NAME.tmp"
 		mv -f "$a/images/$TARBALL_NAME.tmp" "$a/images/$TARBALL_NAME"
@@ -49,7 +57,7 @@ link_into() {
 	done
 }
 
-STAMP=$({ go version; sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1; } | sha256sum | cut -d' ' -f1)
+STAMP=$({ go version; sha256sum "${BASH_SOURCE[0]}" "$LIB" | cut -d' ' -f1; } | sha256sum | cut -d' ' -f1)
 if [[ -f $DIR/.stamp && "$(cat "$DIR/.stamp")" == "$STAMP" && -x $DIR/bin/flanneld && -x $DIR/bin/kube-router && -s $DIR/images.tar ]]; then
 	log "up to date in $DIR (stamp ${STAMP:0:12})"
 	link_into "$@"
@@ -104,30 +112,10 @@ ln -s usr/sbin "$root/sbin"
 for d in "$B"/debs/*.deb; do dpkg-deb -x "$d" "$B/debs/root"; done
 cp "$B/debs/root/usr/sbin/ipset" "$root/usr/sbin/"
 cp -a "$B"/debs/root/usr/lib/x86_64-linux-gnu/libipset.so.* "$root/usr/lib/x86_64-linux-gnu/"
-# iptables (nft and legacy, as the artifacts' kube-proxy image has them) and every library both programs load.
-[[ -x /usr/sbin/xtables-nft-multi ]] || die "iptables (xtables-nft-multi) is not installed on this machine"
-bins=(/usr/sbin/xtables-nft-multi)
-[[ -x /usr/sbin/xtables-legacy-multi ]] && bins+=(/usr/sbin/xtables-legacy-multi)
-libs=$(LD_LIBRARY_PATH=$B/debs/root/usr/lib/x86_64-linux-gnu ldd "${bins[@]}" "$B/debs/root/usr/sbin/ipset" /usr/lib/x86_64-linux-gnu/xtables/*.so 2>/dev/null |
-	awk '/=>/ {print $3} /^\t\/.*ld-linux/ {print $1}' | grep -v "^$B/" | sort -u)
-for f in "${bins[@]}" $libs; do
-	r=$(readlink -f "$f")
-	mkdir -p "$root$(dirname "$r")"
-	cp -n "$r" "$root$r"
-	[[ "$(basename "$f")" == "$(basename "$r")" ]] || ln -sf "$(basename "$r")" "$root$(dirname "$r")/$(basename "$f")"
-done
-ln -sf ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/usr/lib64/ld-linux-x86-64.so.2"
-cp -a /usr/lib/x86_64-linux-gnu/xtables "$root/usr/lib/x86_64-linux-gnu/"
-for f in /etc/protocols /etc/ethertypes /etc/services; do [[ -f $f ]] && cp "$f" "$root/etc/"; done
-for b in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore \
-	iptables-nft iptables-nft-save iptables-nft-restore ip6tables-nft ip6tables-nft-save ip6tables-nft-restore; do
-	ln -s xtables-nft-multi "$root/usr/sbin/$b"
-done
-if [[ -x /usr/sbin/xtables-legacy-multi ]]; then
-	for b in iptables-legacy iptables-legacy-save iptables-legacy-restore ip6tables-legacy ip6tables-legacy-save ip6tables-legacy-restore; do
-		ln -s xtables-legacy-multi "$root/usr/sbin/$b"
-	done
-fi
+# iptables (nft and legacy, as the artifacts' kube-proxy image has them) and every library it and ipset load
+# (libipset from the unpacked package, copied above).
+LD_LIBRARY_PATH=$B/debs/root/usr/lib/x86_64-linux-gnu IPTABLES_ROOTFS_SKIP=$B iptables_rootfs "$root" "$B/debs/root/usr/sbin/ipset" ||
+	die "the images' iptables layer failed"
 cat >"$CTX/base/Dockerfile" <<DF
 FROM scratch
 COPY rootfs/ /
