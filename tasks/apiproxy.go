@@ -19,9 +19,20 @@ import (
 // goArch maps `uname -m` of the architectures preflight accepts to Go's GOARCH.
 var goArch = map[string]string{"x86_64": "amd64", "aarch64": "arm64"}
 
+// selfBinary is the path of this running kubeforge's own binary: /proc/self/exe on Linux, the very file the
+// process runs even when a new build has replaced the file at its path meanwhile (its content and its digest
+// stay those of one binary for the whole run); os.Executable elsewhere.
+func selfBinary() (string, error) {
+	const proc = "/proc/self/exe"
+	if _, err := os.Stat(proc); err == nil {
+		return proc, nil
+	}
+	return os.Executable()
+}
+
 // apiProxyBinary is this kubeforge binary, which the proxy unit runs on h.
 func apiProxyBinary(env *Env, h *Host) (ssh.File, error) {
-	self, err := os.Executable()
+	self, err := selfBinary()
 	if err != nil {
 		return ssh.File{}, fmt.Errorf("find the kubeforge binary for the API proxy: %w", err)
 	}

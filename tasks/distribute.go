@@ -152,7 +152,7 @@ func peerServerFile(env *Env, arch string) (ssh.File, error) {
 			return ssh.File{Path: PeerBinaryPath, Mode: 0o755, Source: p, SHA256: hex.EncodeToString(sum[:])}, nil
 		}
 	}
-	self, err := os.Executable()
+	self, err := selfBinary()
 	if err != nil {
 		return ssh.File{}, err
 	}
