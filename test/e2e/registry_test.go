@@ -434,29 +434,35 @@ func startRegistry(ctx context.Context, t *testing.T, c *harnesslib.Cluster, n h
 }
 
 // registryConfig is a distribution registry's configuration: storage in root, TLS and htpasswd from the files
-// tls.crt, tls.key and htpasswd of etc; readOnly refuses pushes (a registry serving a prepared storage).
+// tls.crt, tls.key and htpasswd of etc; readOnly refuses pushes and purges nothing (a registry serving a
+// prepared storage). Without it the registry's defaults stand (its upload purging has settings of its own that
+// a bare `enabled: true` lacks: the registry panics on them).
 func registryConfig(root, addr, etc string, readOnly bool) string {
+	maintenance := ""
+	if readOnly {
+		maintenance = `
+  maintenance:
+    readonly:
+      enabled: true
+    uploadpurging:
+      enabled: false`
+	}
 	return fmt.Sprintf(`version: 0.1
 log:
   level: info
 storage:
   filesystem:
-    rootdirectory: %s
-  maintenance:
-    readonly:
-      enabled: %t
-    uploadpurging:
-      enabled: %t
+    rootdirectory: %s%s
 http:
   addr: %s
   tls:
-    certificate: %[5]s/tls.crt
-    key: %[5]s/tls.key
+    certificate: %[4]s/tls.crt
+    key: %[4]s/tls.key
 auth:
   htpasswd:
     realm: kubeforge-e2e
-    path: %[5]s/htpasswd
-`, root, readOnly, !readOnly, addr, etc)
+    path: %[4]s/htpasswd
+`, root, maintenance, addr, etc)
 }
 
 // registryPKI makes a CA and a serving certificate for ip that it signs; PEM.
