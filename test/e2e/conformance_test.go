@@ -56,7 +56,7 @@ const conformanceSubsetFocus = `\[sig-network\] Services should (serve a basic e
 // KUBEFORGE_CONFORMANCE selects: "subset" (CI: the network, DNS, Services, pods and apps specs on 1+2),
 // "full" (every [Conformance] spec on 1+2, then on 3+2 HA), or a shape name for the full suite on it alone.
 // KUBEFORGE_CONFORMANCE_PROCS sets ginkgo's processes for the parallel phase (6).
-// Reports go to KUBEFORGE_CONFORMANCE_REPORTS (default .cache/conformance-reports)/<shape>.
+// Reports go to KUBEFORGE_CONFORMANCE_REPORTS (default .cache/conformance-reports)/<shape>[-subset].
 func TestConformance(t *testing.T) {
 	mode := os.Getenv("KUBEFORGE_CONFORMANCE")
 	if mode == "" {
@@ -79,8 +79,12 @@ func TestConformance(t *testing.T) {
 		default:
 			continue
 		}
+		dir := filepath.Join(reports, shape.name)
+		if focus != "" {
+			dir += "-subset" // never over a full run's reports
+		}
 		t.Run(shape.name, func(t *testing.T) {
-			runConformance(t, bundle, shape, focus, filepath.Join(reports, shape.name))
+			runConformance(t, bundle, shape, focus, dir)
 		})
 	}
 }
