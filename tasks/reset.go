@@ -134,7 +134,9 @@ if [ -n "$1" ]; then
   [ -n "$4" ] || [ ! -f "$marker" ] && [ -d /var/lib/kubeforge ] && act rmdir /var/lib/kubeforge 2>/dev/null
 fi
 act systemctl daemon-reload 2>/dev/null
-for l in cni0 kube-ipvs0 flannel.1 cilium_host vxlan.calico tunl0; do
+# The pod networks' links; their routes go with them.
+links="cni0 kube-ipvs0 flannel.1 cilium_host vxlan.calico tunl0"
+for l in $links; do
   if ip link show "$l" >/dev/null 2>&1; then act ip link del "$l" 2>/dev/null && did "deleted interface $l" "delete interface $l"; fi
 done
 droprules() { $1-save | grep -vE 'KUBE-|CNI-|FLANNEL-' | $1-restore; }
@@ -144,9 +146,12 @@ for tool in iptables ip6tables; do
     act droprules $tool && did "removed kube-proxy and CNI $tool rules" "remove kube-proxy and CNI $tool rules"
   fi
 done
-# Pod routes to other nodes: those to the cluster's pod subnet ($3).
+# Pod routes to other nodes: those to the cluster's pod subnet ($3), but for those on a link deleted above
+# (flannel's, say): they went with it, so the dry run does not plan what the run will not do.
 if [ -n "$3" ]; then
-  routes=$(ip route show root "$3" | awk '$2=="via" {print $1}')
+  routes=$(ip route show root "$3" | awk -v links=" $links " '$2=="via" {
+    d=""; for (i = 3; i < NF; i++) if ($i == "dev") d = $(i+1)
+    if (index(links, " " d " ") == 0) print $1 }')
   for r in $routes; do act ip route del "$r" && did "removed pod route $r" "remove pod route $r"; done
 fi
 `
