@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"fmt"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"net"
 	"sort"
 	"strings"
@@ -138,6 +139,13 @@ func PlanNetwork(ctx context.Context, env *Env) error {
 			continue
 		}
 		action, name, err := a.dryRun(ctx, o)
+		if apierrors.IsForbidden(err) {
+			// A run stopped between the first API server and cluster/bootstrap: admin.conf's group has no
+			// binding yet, so cluster/bootstrap, which makes it, has not applied these objects either.
+			a = nil
+			np.Objects = append(np.Objects, ObjectPlan{Action: "create", Object: objectName(o)})
+			continue
+		}
 		if err != nil {
 			return err
 		}
