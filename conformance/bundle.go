@@ -41,7 +41,7 @@ func LoadBundle(artifacts string) (*Bundle, error) {
 		return nil, err
 	}
 	b := &Bundle{Dir: abs}
-	const build = "build it with `make conformance-bundle ARTIFACTS=" + "<dir>`" + " (test/scripts/conformance.sh)"
+	const build = "build it with `make conformance-bundle ARTIFACTS=<dir>` (test/scripts/conformance.sh)"
 	for _, p := range []string{b.E2ETest(), b.Ginkgo(), b.Kubectl()} {
 		fi, err := os.Stat(p)
 		if err != nil {
